@@ -1,0 +1,55 @@
+# make demo: the engine at work.  make test: every test.  Both build what they need from scratch.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+NATIVE := $(wildcard native/*.h native/*.cpp) CMakeLists.txt pyproject.toml
+
+# A GIL per interpreter needs CPython 3.12+; 3.13 is preferred. Looks on PATH, then in pyenv.
+# (pyenv's shims answer to python3.13 even where that version is not selected: each candidate
+# must actually run.) Override with `make PYTHON=/path/to/python3.13 ...`.
+define find_python
+for c in python3.13 python3.12; do \
+  p=$$(command -v $$c 2>/dev/null) && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+    && { echo "$$p"; exit 0; }; \
+done; \
+if command -v pyenv >/dev/null 2>&1; then \
+  root=$$(pyenv root); \
+  for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]\.[0-9]+$$' | sort -t. -k2,2nr -k3,3nr); do \
+    [ -x "$$root/versions/$$v/bin/python3" ] && { echo "$$root/versions/$$v/bin/python3"; exit 0; }; \
+  done; \
+fi
+endef
+PYTHON ?= $(shell $(find_python))
+
+.PHONY: demo test bench build clean sanitize
+
+demo: $(VENV)/.built
+	$(PY) -m ipy_parallel
+
+test: $(VENV)/.built
+	$(VENV)/bin/pytest
+
+bench: $(VENV)/.built
+	$(PY) benchmarks/engine.py
+
+build: $(VENV)/.built
+
+$(VENV)/.deps: pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: ipy_parallel needs CPython 3.12 or newer (3.13 preferred): a GIL per interpreter arrived in 3.12."; \
+	  echo "No python3.13 or python3.12 was found on PATH or in pyenv. Install one (pyenv install 3.13, or your"; \
+	  echo "distribution's python3.13 with its -dev and -venv packages), or run: make PYTHON=/path/to/python3.13"; \
+	  exit 1; fi
+	@echo "Using $(PYTHON) ($$($(PYTHON) -c 'import sys; print(sys.version.split()[0])'))"
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=3" "cmake>=3.18" ninja \
+	  "cloudpickle>=3" "pytest>=8"
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(NATIVE)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,150 @@
+// ipy_parallel._engine: the pybind11 face of the engine, and the only file that includes pybind11.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "floor.h"
+#include "pool.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// Every open pool, so that one atexit hook can end them all before the main interpreter
+// finalizes: finalizing with live sub-interpreters aborts on 3.12, and on 3.13 a worker that
+// needs the main GIL to end its interpreter would hang once finalization has begun.
+std::mutex g_live_mutex;
+std::vector<ipp::Pool*> g_live;
+
+void close_released(ipp::Pool& pool) {
+  if (pool.closed()) return;
+  py::gil_scoped_release release;  // the workers take the main GIL to end their interpreters
+  pool.close();
+}
+
+void close_all_pools() {
+  std::vector<ipp::Pool*> live;
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    live = g_live;
+  }
+  for (ipp::Pool* pool : live) close_released(*pool);
+}
+
+class PoolHandle {
+ public:
+  PoolHandle(int n_workers, std::string runtime_source) {
+    // gh-136421: importing _datetime concurrently in several isolated interpreters crashes
+    // 3.13.0. Loading it once in the main interpreter first avoids the race.
+    PyObject* datetime = PyImport_ImportModule("_datetime");
+    if (datetime == nullptr) PyErr_Clear();
+    Py_XDECREF(datetime);
+    {
+      py::gil_scoped_release release;  // workers take the main GIL while they create interpreters
+      pool_ = std::make_unique<ipp::Pool>(n_workers, std::move(runtime_source));
+    }
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_live.push_back(pool_.get());
+  }
+
+  ~PoolHandle() {
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      g_live.erase(std::remove(g_live.begin(), g_live.end(), pool_.get()), g_live.end());
+    }
+    close_released(*pool_);
+  }
+
+  ipp::Pool& pool() { return *pool_; }
+
+ private:
+  std::unique_ptr<ipp::Pool> pool_;
+};
+
+py::object bytes_or_none(const std::optional<std::string>& s) {
+  return s ? py::object(py::bytes(*s)) : py::object(py::none());
+}
+
+py::tuple result_tuple(const ipp::TaskResult& r) {
+  py::object error = py::none();
+  if (r.error) {
+    error = py::make_tuple(py::str(r.error->type_name), py::str(r.error->message), py::str(r.error->traceback),
+                           bytes_or_none(r.error->pickled));
+  }
+  return py::make_tuple(r.worker_id, bytes_or_none(r.value), py::str(r.out), py::str(r.err), error, r.wall_time,
+                        r.cpu_time);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_engine, m) {
+  m.doc() = "The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one thread each.";
+
+  py::class_<PoolHandle>(m, "Pool")
+      .def(py::init<int, std::string>(), py::arg("n_workers"), py::arg("runtime_source"),
+           "Start n_workers threads, each creating one isolated sub-interpreter (all in parallel) and "
+           "running runtime_source's setup(worker_id, n_workers, emit) in it. Blocks until all are "
+           "ready; releases the GIL meanwhile.")
+      .def_property_readonly("size", [](PoolHandle& h) { return h.pool().size(); })
+      .def_property_readonly("closed", [](PoolHandle& h) { return h.pool().closed(); })
+      .def_property_readonly("busy", [](PoolHandle& h) { return h.pool().busy(); })
+      .def_property_readonly("runs", [](PoolHandle& h) { return h.pool().runs(); })
+      .def(
+          "start",
+          [](PoolHandle& h, const std::string& source, const std::string& filename, const py::list& payloads) {
+            std::vector<std::string> copies;
+            copies.reserve(payloads.size());
+            for (const auto& p : payloads) copies.push_back(p.cast<py::bytes>().cast<std::string>());
+            h.pool().start(source, filename, std::move(copies));
+          },
+          py::arg("source"), py::arg("filename"), py::arg("payloads"),
+          "Hand one task to every worker and return at once. payloads: [] for no inputs, [b] for the "
+          "same bytes everywhere, or one bytes per worker.")
+      .def(
+          "wait",
+          [](PoolHandle& h, double timeout) {
+            py::gil_scoped_release release;
+            return h.pool().wait(timeout);
+          },
+          py::arg("timeout"), "Block up to timeout seconds, GIL released; True once every worker is done.")
+      .def(
+          "collect",
+          [](PoolHandle& h) {
+            py::list out;
+            for (const auto& r : h.pool().collect()) out.append(result_tuple(r));
+            return out;
+          },
+          "The finished run's results: (worker_id, value_pickle, stdout, stderr, error, wall, cpu) "
+          "per worker, error being None or (type_name, message, traceback, exception_pickle).")
+      .def("close", [](PoolHandle& h) { close_released(h.pool()); },
+           "End every interpreter and join every thread; waits for running tasks. Harmless twice.")
+      .def("cpu_times", [](PoolHandle& h) { return h.pool().cpu_times(); },
+           "CPU seconds used so far by each worker's thread (read without stopping them).")
+      .def("set_streaming", [](PoolHandle& h, bool on) { h.pool().set_streaming(on); }, py::arg("on"),
+           "Also queue output for drain_output() as it is written.")
+      .def(
+          "drain_output",
+          [](PoolHandle& h) {
+            py::list out;
+            for (const auto& c : h.pool().drain_output()) out.append(py::make_tuple(c.worker_id, c.stream, py::str(c.text)));
+            return out;
+          },
+          "Output written since the last call, as (worker_id, stream, text); stream 1 is stdout, 2 stderr.");
+
+  m.def(
+      "condvar_round_trips",
+      [](int n_threads, int iterations) {
+        py::gil_scoped_release release;
+        return ipp::condvar_round_trips(n_threads, iterations);
+      },
+      py::arg("n_threads"), py::arg("iterations"),
+      "The latency floor: seconds per bare C++ condition-variable round trip to n_threads sleeping threads.");
+
+  m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit).");
+  py::module_::import("atexit").attr("register")(py::cpp_function(&close_all_pools));
+}

@@ -1,0 +1,38 @@
+// Every CPython-version difference the engine depends on, in one header.
+#pragma once
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#if PY_VERSION_HEX < 0x030C0000
+#error "ipy_parallel needs CPython 3.12 or newer: a GIL per interpreter (PEP 684) arrived in 3.12"
+#endif
+
+namespace ipp::compat {
+
+// The configuration of an isolated worker: its own GIL and object allocator, no fork or exec
+// (they would copy or replace a process that other interpreters are running in), threads
+// allowed but not daemon threads (Py_EndInterpreter cannot wait for those), and only
+// extensions that declare multi-interpreter support may load.
+inline PyInterpreterConfig isolated_config() {
+  PyInterpreterConfig config = {};
+  config.use_main_obmalloc = 0;
+  config.allow_fork = 0;
+  config.allow_exec = 0;
+  config.allow_threads = 1;
+  config.allow_daemon_threads = 0;
+  config.check_multi_interp_extensions = 1;
+  config.gil = PyInterpreterConfig_OWN_GIL;
+  return config;
+}
+
+// The thread state attached to the calling thread, or nullptr; never fails.
+inline PyThreadState* current_thread_state() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return PyThreadState_GetUnchecked();
+#else
+  return _PyThreadState_UncheckedGet();
+#endif
+}
+
+}  // namespace ipp::compat

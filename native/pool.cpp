@@ -1,0 +1,146 @@
+// The pool: owns N workers, hands each run to all of them and gathers their results.
+#include "pool.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <utility>
+
+namespace ipp {
+
+Pool::Pool(int n_workers, std::string runtime_source) : size_(n_workers), owner_pid_(getpid()) {
+  if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
+  auto runtime = std::make_shared<const std::string>(std::move(runtime_source));
+  workers_.reserve(static_cast<size_t>(n_workers));
+  // Every worker creates its interpreter on its own thread, all at the same time.
+  for (int i = 0; i < n_workers; ++i) workers_.push_back(std::make_unique<Worker>(i, n_workers, runtime, *this));
+  std::string failure;
+  for (auto& worker : workers_) {
+    std::string why = worker->wait_ready();
+    if (failure.empty() && !why.empty()) failure = "worker " + std::to_string(&worker - &workers_[0]) + ": " + why;
+  }
+  if (!failure.empty()) {
+    for (auto& worker : workers_) worker->request_stop();
+    workers_.clear();  // joins
+    throw std::runtime_error(failure);
+  }
+}
+
+Pool::~Pool() { close(); }
+
+bool Pool::closed() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return closed_;
+}
+
+bool Pool::busy() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return running_;
+}
+
+std::uint64_t Pool::runs() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return runs_;
+}
+
+void Pool::check_open() const {
+  if (closed_) throw std::runtime_error("this pool is closed: create a new Pool to run more work");
+}
+
+void Pool::start(const std::string& source, const std::string& filename, std::vector<std::string> payloads) {
+  const auto n = static_cast<size_t>(size_);
+  if (payloads.size() > 1 && payloads.size() != n)
+    throw std::invalid_argument("expected 0, 1 or " + std::to_string(n) + " payloads, got " +
+                                std::to_string(payloads.size()));
+  std::vector<std::shared_ptr<const std::string>> shared;
+  for (auto& p : payloads) shared.push_back(std::make_shared<const std::string>(std::move(p)));
+  auto shared_source = std::make_shared<const std::string>(source);
+  auto shared_filename = std::make_shared<const std::string>(filename);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    check_open();
+    if (running_) throw std::runtime_error("this pool is still running a task: wait for it to finish first");
+    running_ = true;
+    remaining_ = static_cast<int>(n);
+    results_.assign(n, TaskResult{});
+    ++runs_;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    std::shared_ptr<const std::string> payload;
+    if (shared.size() == 1) payload = shared[0];
+    if (shared.size() == n && n > 1) payload = shared[i];
+    workers_[i]->post(Task{shared_source, shared_filename, std::move(payload)});
+  }
+}
+
+void Pool::task_done(TaskResult&& result) {
+  bool last = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto id = static_cast<size_t>(result.worker_id);
+    results_[id] = std::move(result);
+    last = --remaining_ == 0;
+  }
+  if (last) done_cv_.notify_all();
+}
+
+bool Pool::wait(double timeout_seconds) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!running_) return true;
+  const auto timeout = std::chrono::duration<double>(timeout_seconds < 0 ? 0 : timeout_seconds);
+  return done_cv_.wait_for(lock, timeout, [this] { return remaining_ == 0; });
+}
+
+std::vector<TaskResult> Pool::collect() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!running_) throw std::runtime_error("no run to collect: call start() first");
+  if (remaining_ != 0) throw std::runtime_error("the run is not finished: wait() until it returns true");
+  running_ = false;
+  return std::move(results_);
+}
+
+void Pool::close() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+  }
+  if (getpid() != owner_pid_) {
+    // A forked child has copies of these objects but none of the threads: joining would hang
+    // and destroying the interpreters would touch state the parent owns. Leak them.
+    for (auto& worker : workers_) (void)worker.release();
+    workers_.clear();
+    return;
+  }
+  // Ask all first, then join: the interpreters end in parallel. The vector itself changes
+  // only under the mutex, so cpu_times() from a display thread stays safe meanwhile.
+  for (auto& worker : workers_) worker->request_stop();
+  for (auto& worker : workers_) worker->join();
+  std::vector<std::unique_ptr<Worker>> joined;
+  std::lock_guard<std::mutex> lock(mutex_);
+  joined.swap(workers_);
+  running_ = false;
+}
+
+std::vector<double> Pool::cpu_times() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<double> times;
+  times.reserve(workers_.size());
+  for (const auto& worker : workers_) times.push_back(worker->cpu_time());
+  return times;
+}
+
+void Pool::set_streaming(bool on) {
+  std::lock_guard<std::mutex> lock(mutex_);  // lock order: pool, then a worker's output
+  for (auto& worker : workers_) worker->set_streaming(on);
+}
+
+std::vector<OutputChunk> Pool::drain_output() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<OutputChunk> chunks;
+  for (auto& worker : workers_) worker->drain_output(chunks);
+  return chunks;
+}
+
+}  // namespace ipp

@@ -1,0 +1,59 @@
+// N workers, each with its own sub-interpreter: broadcast or scatter a task, wait, collect results.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "worker.h"
+
+namespace ipp {
+
+// Threading contract: every method is called from main-interpreter threads. The constructor,
+// wait() and close() block on the workers, who need the main interpreter's GIL to create and
+// destroy their interpreters: the caller must have released it (bindings.cpp does).
+class Pool final : public Completion {
+ public:
+  Pool(int n_workers, std::string runtime_source);  // starts all workers at once; throws if one fails
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  int size() const { return size_; }
+  bool closed() const;
+  bool busy() const;
+  std::uint64_t runs() const;
+
+  // payloads: empty (no inputs), one (the same for every worker) or one per worker.
+  void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads);
+  bool wait(double timeout_seconds);  // true once every worker of the current run is done
+  std::vector<TaskResult> collect();  // the finished run's results, by worker id
+  void close();                       // waits for running tasks; harmless twice
+
+  std::vector<double> cpu_times() const;  // per worker thread, seconds; empty once closed
+  void set_streaming(bool on);
+  std::vector<OutputChunk> drain_output();
+
+  void task_done(TaskResult&& result) override;
+
+ private:
+  void check_open() const;  // requires mutex_
+
+  mutable std::mutex mutex_;
+  std::condition_variable done_cv_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<TaskResult> results_;
+  int remaining_ = 0;
+  bool running_ = false;
+  bool closed_ = false;
+  std::uint64_t runs_ = 0;
+  const int size_;
+  const pid_t owner_pid_;
+};
+
+}  // namespace ipp

@@ -1,0 +1,302 @@
+// One worker thread: creates its sub-interpreter, runs tasks in it, captures output and CPU time.
+#include "worker.h"
+
+#include <time.h>
+
+#include <chrono>
+#include <utility>
+
+namespace ipp {
+namespace {
+
+constexpr const char* kRuntimeFilename = "<ipy_parallel worker runtime>";
+constexpr const char* kCapsuleName = "ipy_parallel.worker";
+
+double thread_cpu_seconds(clockid_t clock) {
+  timespec ts{};
+  if (clock_gettime(clock, &ts) != 0) return 0.0;
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// emit(stream, text): the runtime's sys.stdout/sys.stderr write here. A C function rather than
+// a module, so the worker needs no extension module that would have to be isolation-safe.
+PyObject* emit_impl(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 2 || !PyLong_Check(args[0]) || !PyUnicode_Check(args[1])) {
+    PyErr_SetString(PyExc_TypeError, "emit(stream: int, text: str)");
+    return nullptr;
+  }
+  auto* worker = static_cast<Worker*>(PyCapsule_GetPointer(self, kCapsuleName));
+  if (worker == nullptr) return nullptr;
+  const long stream = PyLong_AsLong(args[0]);
+  if (stream == -1 && PyErr_Occurred()) return nullptr;
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(args[1], &size);
+  if (data != nullptr) {
+    worker->emit(static_cast<int>(stream), data, static_cast<size_t>(size));
+    Py_RETURN_NONE;
+  }
+  // Lone surrogates cannot be UTF-8: keep them visible rather than lose the write.
+  PyErr_Clear();
+  PyObject* encoded = PyUnicode_AsEncodedString(args[1], "utf-8", "backslashreplace");
+  if (encoded == nullptr) return nullptr;
+  worker->emit(static_cast<int>(stream), PyBytes_AS_STRING(encoded), static_cast<size_t>(PyBytes_GET_SIZE(encoded)));
+  Py_DECREF(encoded);
+  Py_RETURN_NONE;
+}
+
+PyMethodDef emit_def = {"emit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(emit_impl)),
+                        METH_FASTCALL, "Append text to this worker's captured output."};
+
+// Copies a str (as UTF-8) or bytes object; false with a Python error set otherwise.
+bool copy_text(PyObject* obj, std::string& out) {
+  if (PyBytes_Check(obj)) {
+    out.assign(PyBytes_AS_STRING(obj), static_cast<size_t>(PyBytes_GET_SIZE(obj)));
+    return true;
+  }
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(obj, &size);
+  if (data == nullptr) return false;
+  out.assign(data, static_cast<size_t>(size));
+  return true;
+}
+
+bool set_str(PyObject* dict, const char* key, const char* value) {
+  PyObject* str = PyUnicode_FromString(value);
+  if (str == nullptr) return false;
+  const int rc = PyDict_SetItemString(dict, key, str);
+  Py_DECREF(str);
+  return rc == 0;
+}
+
+// Turns the raised exception into a TaskError; for failures outside the runtime's own handling.
+TaskError error_from_raised() {
+  TaskError error;
+  PyObject* exc = PyErr_GetRaisedException();
+  if (exc == nullptr) {
+    error.type_name = "SystemError";
+    error.message = "the worker runtime failed without an exception";
+  } else {
+    error.type_name = Py_TYPE(exc)->tp_name;
+    PyObject* text = PyObject_Str(exc);
+    if (text == nullptr || !copy_text(text, error.message)) {
+      PyErr_Clear();
+      error.message = "<exception str() failed>";
+    }
+    Py_XDECREF(text);
+    Py_DECREF(exc);
+  }
+  error.traceback = error.type_name + ": " + error.message + "\n";
+  return error;
+}
+
+// Reads run()'s reply: (value_pickle | None, (type_name, message, traceback, pickle | None) | None).
+bool unpack_reply(PyObject* reply, TaskResult& result) {
+  if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 2) {
+    PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed reply");
+    return false;
+  }
+  PyObject* value = PyTuple_GET_ITEM(reply, 0);
+  PyObject* error = PyTuple_GET_ITEM(reply, 1);
+  if (value != Py_None) {
+    result.value.emplace();
+    if (!copy_text(value, *result.value)) return false;
+  }
+  if (error == Py_None) return true;
+  if (!PyTuple_Check(error) || PyTuple_GET_SIZE(error) != 4) {
+    PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed error");
+    return false;
+  }
+  TaskError& e = result.error.emplace();
+  if (!copy_text(PyTuple_GET_ITEM(error, 0), e.type_name) || !copy_text(PyTuple_GET_ITEM(error, 1), e.message) ||
+      !copy_text(PyTuple_GET_ITEM(error, 2), e.traceback))
+    return false;
+  PyObject* pickled = PyTuple_GET_ITEM(error, 3);
+  if (pickled != Py_None) {
+    e.pickled.emplace();
+    if (!copy_text(pickled, *e.pickled)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Worker::Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_source, Completion& sink)
+    : id_(id), n_workers_(n_workers), runtime_source_(std::move(runtime_source)), sink_(sink) {
+  thread_ = std::thread([this] { main(); });
+}
+
+Worker::~Worker() {
+  request_stop();
+  join();
+}
+
+std::string Worker::wait_ready() {
+  std::unique_lock<std::mutex> lock(mailbox_mutex_);
+  mailbox_cv_.wait(lock, [this] { return state_ != State::starting; });
+  return state_ == State::failed ? start_error_ : std::string();
+}
+
+void Worker::post(Task task) {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    mailbox_ = std::move(task);
+  }
+  mailbox_cv_.notify_one();
+}
+
+void Worker::request_stop() {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    stop_requested_ = true;
+  }
+  mailbox_cv_.notify_all();
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+double Worker::cpu_time() const { return have_cpu_clock_ ? thread_cpu_seconds(cpu_clock_) : 0.0; }
+
+void Worker::set_streaming(bool on) {
+  std::lock_guard<std::mutex> lock(output_mutex_);
+  streaming_ = on;
+}
+
+void Worker::drain_output(std::vector<OutputChunk>& into) {
+  std::lock_guard<std::mutex> lock(output_mutex_);
+  for (auto& chunk : live_) into.push_back(std::move(chunk));
+  live_.clear();
+}
+
+void Worker::emit(int stream, const char* data, size_t size) {
+  std::lock_guard<std::mutex> lock(output_mutex_);
+  (stream == 2 ? err_ : out_).append(data, size);
+  if (streaming_) {
+    if (!live_.empty() && live_.back().stream == stream)
+      live_.back().text.append(data, size);
+    else
+      live_.push_back(OutputChunk{id_, stream, std::string(data, size)});
+  }
+}
+
+void Worker::main() {
+  have_cpu_clock_ = pthread_getcpuclockid(pthread_self(), &cpu_clock_) == 0;
+  std::string failure;
+  try {
+    interp_ = std::make_unique<Interpreter>();  // attached on return
+    if (!load_runtime()) {
+      failure = "cannot start the worker runtime: " + error_from_raised().message;
+      Py_CLEAR(run_fn_);
+      interp_.reset();
+    } else {
+      interp_->detach();
+    }
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    state_ = failure.empty() ? State::ready : State::failed;
+    start_error_ = failure;
+  }
+  mailbox_cv_.notify_all();
+  if (!failure.empty()) return;
+
+  for (;;) {
+    Task task;
+    {
+      std::unique_lock<std::mutex> lock(mailbox_mutex_);
+      mailbox_cv_.wait(lock, [this] { return mailbox_.has_value() || stop_requested_; });
+      if (!mailbox_) break;  // stop requested and nothing left to run
+      task = std::move(*mailbox_);
+      mailbox_.reset();
+    }
+    sink_.task_done(execute(task));
+  }
+
+  interp_->attach();
+  Py_CLEAR(run_fn_);
+  interp_.reset();
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  state_ = State::stopped;
+}
+
+bool Worker::load_runtime() {
+  PyObject* globals = PyDict_New();
+  if (globals == nullptr) return false;
+  PyObject* code = nullptr;
+  PyObject* done = nullptr;
+  PyObject* capsule = nullptr;
+  PyObject* emit = nullptr;
+  bool ok = false;
+  do {
+    PyObject* builtins = PyEval_GetBuiltins();  // borrowed; this interpreter's builtins dict
+    if (builtins == nullptr || PyDict_SetItemString(globals, "__builtins__", builtins) < 0) break;
+    if (!set_str(globals, "__name__", "ipy_parallel_worker_runtime") || !set_str(globals, "__file__", kRuntimeFilename))
+      break;
+    code = Py_CompileString(runtime_source_->c_str(), kRuntimeFilename, Py_file_input);
+    if (code == nullptr) break;
+    done = PyEval_EvalCode(code, globals, globals);
+    if (done == nullptr) break;
+    PyObject* setup = PyDict_GetItemString(globals, "setup");  // borrowed
+    if (setup == nullptr) {
+      PyErr_SetString(PyExc_RuntimeError, "the worker runtime defines no setup()");
+      break;
+    }
+    capsule = PyCapsule_New(this, kCapsuleName, nullptr);
+    if (capsule == nullptr) break;
+    emit = PyCFunction_New(&emit_def, capsule);
+    if (emit == nullptr) break;
+    run_fn_ = PyObject_CallFunction(setup, "iiO", id_, n_workers_, emit);
+    ok = run_fn_ != nullptr;
+  } while (false);
+  Py_XDECREF(emit);
+  Py_XDECREF(capsule);
+  Py_XDECREF(done);
+  Py_XDECREF(code);
+  Py_DECREF(globals);
+  return ok;
+}
+
+TaskResult Worker::execute(const Task& task) {
+  using clock = std::chrono::steady_clock;
+  const auto wall_start = clock::now();
+  const double cpu_start = cpu_time();
+  TaskResult result;
+  result.worker_id = id_;
+  {
+    Attached attached(*interp_);
+    PyObject* source = PyUnicode_FromStringAndSize(task.source->data(), static_cast<Py_ssize_t>(task.source->size()));
+    PyObject* filename =
+        PyUnicode_FromStringAndSize(task.filename->data(), static_cast<Py_ssize_t>(task.filename->size()));
+    PyObject* payload = task.payload ? PyBytes_FromStringAndSize(task.payload->data(),
+                                                                 static_cast<Py_ssize_t>(task.payload->size()))
+                                     : Py_NewRef(Py_None);
+    PyObject* reply = nullptr;
+    if (source != nullptr && filename != nullptr && payload != nullptr) {
+      PyObject* args[] = {source, filename, payload};
+      reply = PyObject_Vectorcall(run_fn_, args, 3, nullptr);
+    }
+    if (reply == nullptr || !unpack_reply(reply, result)) {
+      result.value.reset();
+      result.error = error_from_raised();
+    }
+    Py_XDECREF(reply);
+    Py_XDECREF(payload);
+    Py_XDECREF(filename);
+    Py_XDECREF(source);
+  }
+  {
+    std::lock_guard<std::mutex> lock(output_mutex_);
+    result.out = std::move(out_);
+    result.err = std::move(err_);
+    out_.clear();
+    err_.clear();
+  }
+  result.cpu_time = cpu_time() - cpu_start;
+  result.wall_time = std::chrono::duration<double>(clock::now() - wall_start).count();
+  return result;
+}
+
+}  // namespace ipp

@@ -1,0 +1,104 @@
+// One OS thread that owns one isolated sub-interpreter and runs tasks in it, one at a time.
+#pragma once
+
+#include <pthread.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "interpreter.h"
+
+namespace ipp {
+
+// What a worker is asked to run. Strings are shared, not copied, between the workers of a
+// broadcast: a 100 MB input is held once in the main process until each worker has unpickled it.
+struct Task {
+  std::shared_ptr<const std::string> source;    // UTF-8 cell source
+  std::shared_ptr<const std::string> filename;  // name shown in tracebacks
+  std::shared_ptr<const std::string> payload;   // pickled inputs, or null for none
+};
+
+struct TaskError {
+  std::string type_name, message, traceback;
+  std::optional<std::string> pickled;  // the exception itself, when it could be pickled
+};
+
+struct TaskResult {
+  int worker_id = -1;
+  std::optional<std::string> value;  // pickled value of the cell's last expression
+  std::string out, err;              // everything the task wrote to sys.stdout / sys.stderr
+  std::optional<TaskError> error;
+  double wall_time = 0, cpu_time = 0;
+};
+
+struct OutputChunk {
+  int worker_id;
+  int stream;  // 1 stdout, 2 stderr
+  std::string text;
+};
+
+// Told by a worker when its task is done; called on the worker's thread, no thread state attached.
+class Completion {
+ public:
+  virtual void task_done(TaskResult&& result) = 0;
+
+ protected:
+  ~Completion() = default;
+};
+
+class Worker {
+ public:
+  // Starts the thread, which creates the interpreter and runs runtime_source's setup() in it.
+  Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_source, Completion& sink);
+  ~Worker();  // stop() and join
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Blocks until the interpreter is ready; returns "" or why it could not start.
+  std::string wait_ready();
+  void post(Task task);
+  void request_stop();  // finish the current task, then end the interpreter
+  void join();
+
+  double cpu_time() const;  // CPU seconds used by this worker's thread so far
+  void set_streaming(bool on);
+  void drain_output(std::vector<OutputChunk>& into);
+
+  // Called by the runtime inside the interpreter (through emit_function) for each write.
+  void emit(int stream, const char* data, size_t size);
+
+ private:
+  enum class State { starting, ready, failed, stopped };
+  void main();
+  bool load_runtime();     // attached; false with a Python error set
+  TaskResult execute(const Task& task);
+
+  const int id_, n_workers_;
+  const std::shared_ptr<const std::string> runtime_source_;
+  Completion& sink_;
+
+  std::mutex mailbox_mutex_;
+  std::condition_variable mailbox_cv_;
+  std::optional<Task> mailbox_;
+  bool stop_requested_ = false;
+  State state_ = State::starting;
+  std::string start_error_;
+
+  std::mutex output_mutex_;  // emit() on the worker thread vs drain_output() on the main thread
+  std::string out_, err_;
+  std::vector<OutputChunk> live_;
+  bool streaming_ = false;
+
+  clockid_t cpu_clock_{};
+  bool have_cpu_clock_ = false;
+  std::unique_ptr<Interpreter> interp_;  // created and destroyed on thread_
+  PyObject* run_fn_ = nullptr;           // owned by interp_'s heap: touch only while attached
+  std::thread thread_;
+};
+
+}  // namespace ipp
