@@ -6,6 +6,7 @@ import os
 import pickle
 import sys
 import threading
+import warnings
 import zlib
 from dataclasses import dataclass
 from importlib import resources
@@ -81,6 +82,7 @@ class Pool:
         self._lock = threading.Lock()
         self._sent_path: list[str] | None = None
         self._abandoned = False
+        self._closed_by_user = False
         self._engine = _engine.Pool(n, _RUNTIME_SOURCE)
 
     @property
@@ -90,7 +92,7 @@ class Pool:
 
     @property
     def closed(self) -> bool:
-        return self._engine.closed
+        return self._closed_by_user
 
     def run(
         self,
@@ -118,6 +120,7 @@ class Pool:
             filename = f"<cell-{zlib.crc32(source.encode('utf-8', 'surrogatepass')):08x}>"
         with self._lock:
             self._check_open()
+            self._restart_after_fork()
             payloads, path = self._payloads(inputs, worker_inputs)
             self._finish_abandoned()
             self._engine.start(source, filename, payloads)
@@ -133,6 +136,7 @@ class Pool:
 
     def close(self) -> None:
         """End every worker's interpreter and thread. Waits for a run in progress. Harmless twice."""
+        self._closed_by_user = True
         self._engine.close()
 
     def __enter__(self) -> Pool:
@@ -148,8 +152,25 @@ class Pool:
     # -- internals ------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._engine.closed:
+        if self._closed_by_user:
             raise RuntimeError("this Pool is closed: create a new Pool to run more work")
+
+    def _restart_after_fork(self) -> None:
+        """The engine ends every pool before os.fork() (a child forked with live sub-interpreters
+        crashes); start this one again, and say that its workers' state is gone."""
+        if not self._engine.closed:
+            return
+        self._engine = _engine.Pool(self._engine.size, _RUNTIME_SOURCE)
+        self._sent_path = None
+        self._abandoned = False
+        warnings.warn(
+            "ipy_parallel: this process forked (os.fork or multiprocessing's 'fork' start method), so "
+            "the pool's workers were restarted and their variables cleared: CPython crashes a child "
+            "forked while sub-interpreters are alive (gh-139759). Use multiprocessing's 'spawn' or "
+            "'forkserver' start method to keep the workers' state.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def _finish_abandoned(self) -> None:
         if self._abandoned:

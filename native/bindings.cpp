@@ -145,6 +145,10 @@ PYBIND11_MODULE(_engine, m) {
       py::arg("n_threads"), py::arg("iterations"),
       "The latency floor: seconds per bare C++ condition-variable round trip to n_threads sleeping threads.");
 
-  m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit).");
+  m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit and before fork).");
   py::module_::import("atexit").attr("register")(py::cpp_function(&close_all_pools));
+  // A child forked while sub-interpreters are alive crashes in PyOS_AfterFork_Child on
+  // 3.12-3.14 (gh-101437, gh-139759): end them first. This hook runs before os.fork() takes
+  // the runtime's locks, so the workers can still end their interpreters.
+  py::module_::import("os").attr("register_at_fork")(py::arg("before") = py::cpp_function(&close_all_pools));
 }

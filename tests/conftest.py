@@ -1,0 +1,34 @@
+"""Shared fixtures: real pools of real sub-interpreters, and real child Python processes."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import ipy_parallel
+
+
+@pytest.fixture
+def pool():
+    """A fresh 2-worker pool, closed after the test."""
+    with ipy_parallel.Pool(2) as p:
+        yield p
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Run Python source as a script (its functions live in __main__) in a child interpreter
+    process; returns (completed process, seconds it took)."""
+
+    def run(source: str, timeout: float = 60):
+        script = tmp_path / "script.py"
+        script.write_text(textwrap.dedent(source), encoding="utf-8")
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+        )
+        return proc, time.perf_counter() - start
+
+    return run

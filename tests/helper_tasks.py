@@ -1,0 +1,38 @@
+"""Functions for parallel() tests: a module the workers import by name (it must not import ipy_parallel)."""
+
+
+def add(a, b):
+    return a + b
+
+
+def seed(n):
+    k = 1
+    for i in range(n, 1, -1):
+        k = k * i % 1000000007
+    return k
+
+
+def fail(message):
+    raise KeyError(message)
+
+
+class Custom(Exception):
+    pass
+
+
+def fail_custom():
+    raise Custom("custom failure")
+
+
+def make_generator():
+    return (i for i in range(3))
+
+
+def echo(*args):
+    return args
+
+
+def which_interpreter():
+    import _interpreters
+
+    return _interpreters.get_current()[0]

@@ -1,0 +1,312 @@
+"""ipy_parallel.Pool: values, output, persistence, inputs, errors and lifecycle, on real sub-interpreters."""
+
+import sys
+import threading
+
+import pytest
+
+import ipy_parallel
+from ipy_parallel import Pool
+
+
+def test_value_of_last_expression_per_worker(pool):
+    results = pool.run("x = worker_id * 10\nx + n_workers")
+    assert [r.worker_id for r in results] == [0, 1]
+    assert [r.value for r in results] == [2, 12]
+    assert all(r.ok and r.error is None for r in results)
+
+
+def test_statement_only_source_has_no_value(pool):
+    assert [r.value for r in pool.run("y = 1")] == [None, None]
+    assert [r.value for r in pool.run("")] == [None, None]
+
+
+def test_each_worker_is_its_own_isolated_interpreter(pool):
+    source = "import _interpreters\n_interpreters.get_current()[0]"
+    ids = [r.value for r in pool.run(source)]
+    main_id = __import__("_interpreters").get_main()[0]
+    assert len(set(ids)) == 2 and main_id not in ids
+    if hasattr(__import__("_interpreters"), "get_config"):  # 3.13+
+        configs = pool.run("import _interpreters\n_interpreters.get_config(_interpreters.get_current()[0])")
+        for r in configs:
+            config = r.value
+            assert config.gil == "own" and not config.use_main_obmalloc and not config.allow_fork
+
+
+def test_stdout_and_stderr_with_non_ascii_text(pool):
+    results = pool.run(
+        "import sys\n"
+        "print('héllo ✓ 世界', worker_id)\n"
+        "print('ошибка 🙂', file=sys.stderr)\n"
+        "sys.stdout.write('no newline')\n"
+        "print('lone \\udc80 surrogate')\n"
+    )
+    for r in results:
+        assert r.stdout == f"héllo ✓ 世界 {r.worker_id}\nno newlinelone \\udc80 surrogate\n"
+        assert r.stderr == "ошибка 🙂\n"
+
+
+def test_output_does_not_leak_between_runs(pool):
+    pool.run("print('first')")
+    assert [r.stdout for r in pool.run("print('second')")] == ["second\n", "second\n"]
+
+
+def test_namespace_persists_between_runs(pool):
+    pool.run("def square(v):\n    return v * v\nclass Box:\n    size = 3\ncounter = 0")
+    pool.run("counter += 1")
+    results = pool.run("square(Box.size) + counter + worker_id")
+    assert [r.value for r in results] == [10, 11]
+
+
+def test_workers_do_not_share_a_namespace(pool):
+    pool.run("mine = worker_id")
+    assert [r.value for r in pool.run("mine")] == [0, 1]
+
+
+def test_inputs_bound_in_every_worker(pool):
+    data = {"numbers": list(range(10)), "label": "ünïcode", "nested": {"a": (1, 2.5, None)}}
+    results = pool.run("(sum(numbers), label, nested['a'])", data)
+    assert [r.value for r in results] == [(45, "ünïcode", (1, 2.5, None))] * 2
+
+
+def test_worker_inputs_differ_per_worker(pool):
+    results = pool.run("chunk", {"chunk": "common"}, worker_inputs=[{"chunk": [1, 2]}, {"chunk": [3]}])
+    assert [r.value for r in results] == [[1, 2], [3]]
+    with pytest.raises(ValueError, match="has 1 entries; this pool has 2 workers"):
+        pool.run("1", worker_inputs=[{}])
+
+
+def test_lambda_input_travels_by_value(pool):
+    offset = 7
+    results = pool.run("f(worker_id)", {"f": lambda x: x + offset})
+    assert [r.value for r in results] == [7, 8]
+
+
+def test_function_defined_in_script_main_is_sent(run_script):
+    proc, _ = run_script(
+        """
+        import ipy_parallel
+
+        def triple(x):
+            return 3 * x
+
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        with ipy_parallel.Pool(2) as pool:
+            results = pool.run("triple(worker_id) + Point(10).x", {"triple": triple, "Point": Point})
+            print([r.value for r in results], [r.error for r in results])
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[10, 13] [None, None]"
+
+
+def test_worker_follows_main_sys_path(pool, tmp_path, monkeypatch):
+    (tmp_path / "only_here_mod.py").write_text("VALUE = 'found'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [r.value for r in pool.run("import only_here_mod\nonly_here_mod.VALUE")] == ["found", "found"]
+
+
+def test_unpicklable_input_is_named_before_anything_runs(pool):
+    pool.run("ran = 0")
+    with pytest.raises(TypeError, match=r"'lock' \(a lock\) cannot be sent to the workers"):
+        pool.run("ran += 1", {"fine": 1, "lock": threading.Lock()})
+    assert [r.value for r in pool.run("ran")] == [0, 0]
+
+
+@pytest.mark.parametrize("bad", [{1: "x"}, {"not a name": 1}])
+def test_input_names_must_be_identifiers(pool, bad):
+    with pytest.raises(TypeError, match="not a valid variable name"):
+        pool.run("1", bad)
+
+
+def test_source_must_be_str(pool):
+    with pytest.raises(TypeError, match="source must be str, not bytes"):
+        pool.run(b"1")
+
+
+def test_exception_in_some_workers_only(pool):
+    results = pool.run("if worker_id == 1:\n    raise ValueError('bad worker')\nworker_id")
+    assert results[0].ok and results[0].value == 0
+    error = results[1].error
+    assert error.type_name == "ValueError" and error.message == "bad worker"
+    assert isinstance(error.exception, ValueError)
+    # The pool goes on serving.
+    assert [r.value for r in pool.run("worker_id + 1")] == [1, 2]
+
+
+def test_traceback_line_numbers_match_the_source(pool):
+    source = "a = 1\n\ndef inner():\n    return 1 / 0\n\ninner()\n"
+    error = pool.run(source, filename="<my cell>")[0].error
+    assert error.type_name == "ZeroDivisionError"
+    assert 'File "<my cell>", line 6, in <module>' in error.traceback
+    assert 'File "<my cell>", line 4, in inner' in error.traceback
+    assert "return 1 / 0" in error.traceback  # the source line is shown
+    assert "_runtime" not in error.traceback and "worker runtime" not in error.traceback
+
+
+def test_syntax_error_reported_with_its_line(pool):
+    error = pool.run("x = 1\ny = = 2\n", filename="<cell>")[0].error
+    assert error.type_name == "SyntaxError"
+    assert 'File "<cell>", line 2' in error.traceback and "ast.py" not in error.traceback
+
+
+def test_exception_class_defined_in_worker_comes_back(pool):
+    error = pool.run("class Oops(Exception):\n    pass\nraise Oops('custom')")[0].error
+    assert error.type_name == "Oops" and type(error.exception).__name__ == "Oops"
+    assert str(error.exception) == "custom"
+
+
+@pytest.mark.parametrize(
+    "source, type_name",
+    [("raise SystemExit(3)", "SystemExit"), ("import sys\nsys.exit('bye')", "SystemExit"),
+     ("raise KeyboardInterrupt", "KeyboardInterrupt")],
+)
+def test_base_exceptions_stay_in_the_worker(pool, source, type_name):
+    assert [r.error.type_name for r in pool.run(source)] == [type_name, type_name]
+    assert [r.value for r in pool.run("worker_id")] == [0, 1]
+
+
+def test_unpicklable_result_reported_for_that_worker_only(pool):
+    results = pool.run("(i for i in range(3)) if worker_id == 0 else worker_id")
+    assert results[0].error.type_name == "PicklingError"
+    assert "of type generator" in results[0].error.message
+    assert results[1].ok and results[1].value == 1
+
+
+def test_result_that_cannot_be_rebuilt_in_main_is_reported(pool):
+    source = (
+        "def refuse():\n    raise RuntimeError('not here')\n"
+        "class Stubborn:\n    def __reduce__(self):\n        return (refuse, ())\n"
+        "Stubborn() if worker_id == 0 else 'fine'"
+    )
+    results = pool.run(source)
+    assert "cannot be rebuilt in the main interpreter" in results[0].error.message
+    assert "not here" in results[0].error.message
+    assert results[1].value == "fine"
+
+
+def test_classes_and_functions_from_worker_come_back_by_value(pool):
+    source = "class P:\n    def __init__(self):\n        self.w = worker_id\nP()"
+    values = [r.value for r in pool.run(source)]
+    assert [v.w for v in values] == [0, 1]
+
+
+def test_wall_and_cpu_time_of_a_busy_loop(pool):
+    results = pool.run("total = 0\nfor i in range(300_000):\n    total += i\ntotal")
+    for r in results:
+        assert r.value == sum(range(300_000))
+        assert 0 < r.cpu_time <= r.wall_time * 1.05 + 1e-3
+        assert r.wall_time > 0
+
+
+def test_main_gil_released_while_waiting(pool):
+    ticks = 0
+    stop = threading.Event()
+
+    def count():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        pool.run("import time\ntime.sleep(0.3)")
+    finally:
+        stop.set()
+        counter.join()
+    # Had run() held the GIL, the counting thread could not have run during those 0.3 s.
+    assert ticks > 1000
+
+
+def test_two_hundred_consecutive_runs(pool):
+    for i in range(200):
+        results = pool.run("i * 2 + worker_id", {"i": i})
+        assert [r.value for r in results] == [2 * i, 2 * i + 1]
+
+
+def test_pool_of_sixteen_on_two_cores():
+    with Pool(16) as pool:
+        source = "k = 1\nfor i in range(20_000, 1, -1):\n    k = k * i % 1000000007\n(worker_id, k)"
+        results = pool.run(source)
+    expected = 1
+    for i in range(20_000, 1, -1):
+        expected = expected * i % 1000000007
+    assert [r.value for r in results] == [(w, expected) for w in range(16)]
+
+
+def test_default_size_is_cpu_count():
+    import os
+
+    with Pool() as pool:
+        assert pool.size == os.cpu_count()
+
+
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-1, ValueError), (257, ValueError), (2.0, TypeError),
+                                      ("2", TypeError), (True, TypeError)])
+def test_bad_sizes_rejected(n, error):
+    with pytest.raises(error, match="Pool\\(n\\)"):
+        Pool(n)
+
+
+def test_close_twice_is_harmless_and_use_after_close_is_clear():
+    pool = Pool(2)
+    assert repr(pool) == "<ipy_parallel.Pool 2 workers, idle, 0 runs>"
+    pool.run("1")
+    pool.close()
+    pool.close()
+    assert pool.closed and "closed" in repr(pool)
+    with pytest.raises(RuntimeError, match="this Pool is closed: create a new Pool"):
+        pool.run("1")
+
+
+def test_context_manager_closes():
+    with Pool(1) as pool:
+        assert pool.run("41 + 1")[0].value == 42
+    assert pool.closed
+
+
+def test_script_exits_with_live_pool(run_script):
+    proc, seconds = run_script(
+        """
+        import ipy_parallel
+        pool = ipy_parallel.Pool(4)
+        print(pool.run("worker_id")[3].value)
+        # no close(): the atexit hook must end the workers before the interpreter finalizes
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3"
+    assert seconds < 5, f"the script took {seconds:.1f} s to exit"
+
+
+def test_fork_with_a_live_pool_is_safe_and_the_pool_restarts(pool):
+    import os
+
+    pool.run("state = 'kept?'")
+    pid = os.fork()  # CPython crashes this child if sub-interpreters are alive (gh-139759)
+    if pid == 0:
+        os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
+    with pytest.warns(RuntimeWarning, match="restarted and their variables cleared"):
+        results = pool.run("'state' in globals(), worker_id")
+    assert [r.value for r in results] == [(False, 0), (False, 1)]
+    assert not pool.closed
+
+
+def test_multiprocessing_fork_beside_a_live_pool(pool):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as processes:
+        assert processes.map(abs, [-1, -2, -3]) == [1, 2, 3]
+    with pytest.warns(RuntimeWarning):
+        assert [r.value for r in pool.run("worker_id")] == [0, 1]
+
+
+def test_public_api_is_small():
+    assert set(ipy_parallel.__all__) == {"Pool", "Result", "WorkerError", "parallel", "MAX_WORKERS"}
+    assert sys.modules["ipy_parallel"].MAX_WORKERS == 256
