@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import sys
@@ -43,7 +44,7 @@ class WorkerError:
         return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Result:
     """What one worker made of one run."""
 
@@ -53,7 +54,7 @@ class Result:
     stderr: str
     error: WorkerError | None
     wall_time: float  # seconds, from the worker picking the task up to its reply
-    cpu_time: float  # CPU seconds of the worker's thread over the same span
+    cpu_time: float  # CPU seconds of the worker's thread for the task (and the µs it took to wake)
 
     @property
     def ok(self) -> bool:
@@ -117,18 +118,18 @@ class Pool:
         if not isinstance(source, str):
             raise TypeError(f"run(source): source must be str, not {type(source).__name__}")
         if filename is None:
-            filename = f"<cell-{zlib.crc32(source.encode('utf-8', 'surrogatepass')):08x}>"
+            filename = _cell_filename(source)
         with self._lock:
             self._check_open()
             self._restart_after_fork()
             payloads, path = self._payloads(inputs, worker_inputs)
             self._finish_abandoned()
-            self._engine.start(source, filename, payloads)
+            done = self._engine.start(source, filename, payloads, _WAIT_SLICE)
             if path is not None:
                 self._sent_path = path
             try:
-                while not self._engine.wait(_WAIT_SLICE):
-                    pass
+                while not done:
+                    done = self._engine.wait(_WAIT_SLICE)
             except BaseException:
                 self._abandoned = True
                 raise
@@ -199,6 +200,12 @@ class Pool:
         blobs = [_pickle_inputs(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
         parts = [[b for b in (common, blob) if b] for blob in blobs]
         return [pickle.dumps((path_to_send, p)) for p in parts], path_to_send
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_filename(source: str) -> str:
+    """A name for tracebacks and linecache that differs between sources and not between runs."""
+    return f"<cell-{zlib.crc32(source.encode('utf-8', 'surrogatepass')):08x}>"
 
 
 def _pickle_inputs(mapping, what: str) -> bytes:

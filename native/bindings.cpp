@@ -96,15 +96,21 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("runs", [](PoolHandle& h) { return h.pool().runs(); })
       .def(
           "start",
-          [](PoolHandle& h, const std::string& source, const std::string& filename, const py::list& payloads) {
+          [](PoolHandle& h, const std::string& source, const std::string& filename, const py::list& payloads,
+             double wait) {
             std::vector<std::string> copies;
             copies.reserve(payloads.size());
             for (const auto& p : payloads) copies.push_back(p.cast<py::bytes>().cast<std::string>());
             h.pool().start(source, filename, std::move(copies));
+            if (wait <= 0) return false;
+            py::gil_scoped_release release;
+            return h.pool().wait(wait);
           },
-          py::arg("source"), py::arg("filename"), py::arg("payloads"),
-          "Hand one task to every worker and return at once. payloads: [] for no inputs, [b] for the "
-          "same bytes everywhere, or one bytes per worker.")
+          py::arg("source"), py::arg("filename"), py::arg("payloads"), py::arg("wait") = 0.0,
+          "Hand one task to every worker, then wait up to `wait` seconds (GIL released) as wait() "
+          "does; True when the run is already done. payloads: [] for no inputs, [b] for the same "
+          "bytes everywhere, or one bytes per worker. Starting and waiting in one call spares a "
+          "short run a GIL round trip.")
       .def(
           "wait",
           [](PoolHandle& h, double timeout) {
@@ -136,14 +142,16 @@ PYBIND11_MODULE(_engine, m) {
           },
           "Output written since the last call, as (worker_id, stream, text); stream 1 is stdout, 2 stderr.");
 
-  m.def(
-      "condvar_round_trips",
-      [](int n_threads, int iterations) {
-        py::gil_scoped_release release;
-        return ipp::condvar_round_trips(n_threads, iterations);
-      },
-      py::arg("n_threads"), py::arg("iterations"),
-      "The latency floor: seconds per bare C++ condition-variable round trip to n_threads sleeping threads.");
+  py::class_<ipp::CondvarFloor>(m, "CondvarFloor")
+      .def(py::init<int>(), py::arg("n_threads"),
+           "The latency floor: n_threads bare C++ threads sleeping on condition variables.")
+      .def(
+          "round_trips",
+          [](ipp::CondvarFloor& floor, int iterations) {
+            py::gil_scoped_release release;
+            return floor.round_trips(iterations);
+          },
+          py::arg("iterations"), "Seconds per round trip: wake every thread and wait for all to answer.");
 
   m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit and before fork).");
   py::module_::import("atexit").attr("register")(py::cpp_function(&close_all_pools));

@@ -2,64 +2,58 @@
 #include "floor.h"
 
 #include <chrono>
-#include <condition_variable>
-#include <memory>
-#include <mutex>
 #include <stdexcept>
-#include <thread>
 
 namespace ipp {
-namespace {
 
-struct Sleeper {
-  std::mutex mutex;
-  std::condition_variable cv;
-  long posted = 0;  // generation numbers, as a worker's mailbox
-  bool stop = false;
-  std::thread thread;
-};
-
-}  // namespace
-
-std::vector<double> condvar_round_trips(int n_threads, int iterations) {
-  if (n_threads < 1 || iterations < 1) throw std::invalid_argument("need at least one thread and one iteration");
-  std::mutex done_mutex;
-  std::condition_variable done_cv;
-  int remaining = 0;
-
-  std::vector<std::unique_ptr<Sleeper>> sleepers;
+CondvarFloor::CondvarFloor(int n_threads) {
+  if (n_threads < 1) throw std::invalid_argument("the floor needs at least one thread");
   for (int i = 0; i < n_threads; ++i) {
-    auto s = std::make_unique<Sleeper>();
-    Sleeper* self = s.get();
-    s->thread = std::thread([self, &done_mutex, &done_cv, &remaining] {
-      long seen = 0;
-      for (;;) {
-        {
-          std::unique_lock<std::mutex> lock(self->mutex);
-          self->cv.wait(lock, [&] { return self->posted != seen || self->stop; });
-          if (self->stop) return;
-          seen = self->posted;
-        }
-        bool last = false;
-        {
-          std::lock_guard<std::mutex> lock(done_mutex);
-          last = --remaining == 0;
-        }
-        if (last) done_cv.notify_all();
-      }
-    });
-    sleepers.push_back(std::move(s));
+    sleepers_.push_back(std::make_unique<Sleeper>());
+    Sleeper& s = *sleepers_.back();
+    s.thread = std::thread([this, &s] { sleep_loop(s); });
   }
+}
 
+CondvarFloor::~CondvarFloor() {
+  for (auto& s : sleepers_) {
+    {
+      std::lock_guard<std::mutex> lock(s->mutex);
+      s->stop = true;
+    }
+    s->cv.notify_one();
+  }
+  for (auto& s : sleepers_) s->thread.join();
+}
+
+void CondvarFloor::sleep_loop(Sleeper& self) {
+  long seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(self.mutex);
+      self.cv.wait(lock, [&] { return self.posted != seen || self.stop; });
+      if (self.stop) return;
+      seen = self.posted;
+    }
+    bool last = false;
+    {
+      std::lock_guard<std::mutex> lock(done_mutex_);
+      last = --remaining_ == 0;
+    }
+    if (last) done_cv_.notify_all();
+  }
+}
+
+std::vector<double> CondvarFloor::round_trips(int iterations) {
   std::vector<double> times;
-  times.reserve(static_cast<size_t>(iterations));
+  times.reserve(static_cast<size_t>(iterations > 0 ? iterations : 0));
   for (int it = 0; it < iterations; ++it) {
     const auto start = std::chrono::steady_clock::now();
     {
-      std::lock_guard<std::mutex> lock(done_mutex);
-      remaining = n_threads;
+      std::lock_guard<std::mutex> lock(done_mutex_);
+      remaining_ = static_cast<int>(sleepers_.size());
     }
-    for (auto& s : sleepers) {
+    for (auto& s : sleepers_) {
       {
         std::lock_guard<std::mutex> lock(s->mutex);
         ++s->posted;
@@ -67,18 +61,10 @@ std::vector<double> condvar_round_trips(int n_threads, int iterations) {
       s->cv.notify_one();
     }
     {
-      std::unique_lock<std::mutex> lock(done_mutex);
-      done_cv.wait(lock, [&] { return remaining == 0; });
+      std::unique_lock<std::mutex> lock(done_mutex_);
+      done_cv_.wait(lock, [&] { return remaining_ == 0; });
     }
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  for (auto& s : sleepers) {
-    {
-      std::lock_guard<std::mutex> lock(s->mutex);
-      s->stop = true;
-    }
-    s->cv.notify_one();
-    s->thread.join();
   }
   return times;
 }

@@ -96,6 +96,7 @@ class Worker {
 
   clockid_t cpu_clock_{};
   bool have_cpu_clock_ = false;
+  double cpu_mark_ = 0;  // this thread's CPU clock at the end of its last task (worker thread only)
   std::unique_ptr<Interpreter> interp_;  // created and destroyed on thread_
   PyObject* run_fn_ = nullptr;           // owned by interp_'s heap: touch only while attached
   std::thread thread_;

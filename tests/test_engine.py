@@ -71,8 +71,8 @@ def test_output_streams_while_running(engine):
                  "<test>", [])
     seen = []
     deadline = time.monotonic() + 5
-    while not seen and time.monotonic() < deadline:
-        seen = engine.drain_output()
+    while len(seen) < 2 and time.monotonic() < deadline:
+        seen += engine.drain_output()
         time.sleep(0.01)
     assert engine.busy, "output must arrive while the run is still going"
     assert sorted(seen) == [(0, 1, "early 0\n"), (1, 1, "early 1\n")]
@@ -110,5 +110,9 @@ def test_zero_workers_rejected():
 
 
 def test_condvar_floor_measures_round_trips():
-    times = _engine.condvar_round_trips(2, 50)
-    assert len(times) == 50 and all(t > 0 for t in times)
+    floor = _engine.CondvarFloor(2)
+    for _ in range(2):
+        times = floor.round_trips(50)
+        assert len(times) == 50 and all(t > 0 for t in times)
+    with pytest.raises(ValueError, match="at least one thread"):
+        _engine.CondvarFloor(0)
