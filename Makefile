@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NATIVE := $(wildcard native/*.h native/*.cpp) CMakeLists.txt pyproject.toml
 
-# A GIL per interpreter needs CPython 3.12+; 3.13 is preferred. Looks on PATH, then in pyenv.
+# A GIL per interpreter needs CPython 3.12+; 3.13 is preferred. Looks on PATH, then in pyenv's
+# versions (found with or without the pyenv command).
 # (pyenv's shims answer to python3.13 even where that version is not selected: each candidate
 # must actually run.) Override with `make PYTHON=/path/to/python3.13 ...`.
 define find_python
@@ -12,12 +13,10 @@ for c in python3.13 python3.12; do \
   p=$$(command -v $$c 2>/dev/null) && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
     && { echo "$$p"; exit 0; }; \
 done; \
-if command -v pyenv >/dev/null 2>&1; then \
-  root=$$(pyenv root); \
-  for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[2-9]\.[0-9]+$$' | sort -t. -k2,2nr -k3,3nr); do \
-    [ -x "$$root/versions/$$v/bin/python3" ] && { echo "$$root/versions/$$v/bin/python3"; exit 0; }; \
-  done; \
-fi
+root=$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}"); \
+for v in $$(ls "$$root/versions" 2>/dev/null | grep -E '^3\.1[2-9]\.[0-9]+$$' | sort -t. -k2,2nr -k3,3nr); do \
+  [ -x "$$root/versions/$$v/bin/python3" ] && { echo "$$root/versions/$$v/bin/python3"; exit 0; }; \
+done
 endef
 PYTHON ?= $(shell $(find_python))
 
@@ -48,7 +47,7 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE)
-	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -Ccmake.define.IPP_WERROR=ON -e .
 	touch $@
 
 clean:

@@ -5,7 +5,7 @@ round, so drift on a shared machine falls on all alike. The fork-based methods r
 any sub-interpreter exists: os.fork() ends every pool (CPython crashes a child forked with live
 sub-interpreters), which would charge a restart to ours.
 
-    python benchmarks/engine.py [--n 6000000] [--tasks 2] [--repeat 5] [--iterations 2000]
+    python benchmarks/engine.py [--n 6000000] [--tasks 2] [--repeat 7] [--iterations 4000]
 """
 
 import argparse
@@ -23,8 +23,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=6_000_000, help="loop length of one task (default 6e6)")
     parser.add_argument("--tasks", type=int, default=2, help="tasks run at once = workers (default 2)")
-    parser.add_argument("--repeat", type=int, default=5, help="timings per method; the median is shown")
-    parser.add_argument("--iterations", type=int, default=2000, help="round trips per method")
+    parser.add_argument("--repeat", type=int, default=7, help="timings per method; the median is shown")
+    parser.add_argument("--iterations", type=int, default=4000, help="round trips per method")
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
