@@ -4,8 +4,8 @@ A warm pool of isolated sub-interpreters, each with its own GIL (PEP 684), drive
 engine. Usable on its own (``Pool``, ``parallel``) or from IPython (``%load_ext ipy_parallel``).
 """
 
-from .pool import MAX_WORKERS, Pool, Result, WorkerError
+from .pool import MAX_WORKERS, Pool, Result, Run, WorkerError
 from .tasks import parallel
 
-__all__ = ["Pool", "Result", "WorkerError", "parallel", "MAX_WORKERS"]
+__all__ = ["Pool", "Run", "Result", "WorkerError", "parallel", "MAX_WORKERS"]
 __version__ = "0.1.0"

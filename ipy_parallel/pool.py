@@ -7,6 +7,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -17,13 +18,22 @@ import cloudpickle
 
 from . import _engine
 
-__all__ = ["Pool", "Result", "WorkerError", "MAX_WORKERS"]
+__all__ = ["Pool", "Run", "Result", "WorkerError", "MAX_WORKERS"]
 
 #: The most workers one pool may have; each is an OS thread and an interpreter (~2 MiB).
 MAX_WORKERS = 256
 
 _RUNTIME_SOURCE = resources.files(__package__).joinpath("_runtime.py").read_text(encoding="utf-8")
 _WAIT_SLICE = 0.1  # seconds the GIL stays released per wait, so Ctrl-C is seen that often
+
+# Clears a worker's variables, keeping what the runtime gave it.
+_RESET_SOURCE = """\
+for _ipp_name in list(globals()):
+    if _ipp_name not in {"__name__", "__doc__", "__package__", "__loader__", "__spec__",
+                         "__builtins__", "worker_id", "n_workers"}:
+        del globals()[_ipp_name]
+globals().pop("_ipp_name", None)
+"""
 
 
 @dataclass(frozen=True)
@@ -69,9 +79,10 @@ class Pool:
     ``run()`` executes in all of them at once. Each worker keeps its namespace (its own
     ``__main__``) between runs and sees ``worker_id`` (0..n-1) and ``n_workers``.
 
-    Blocking and the GIL: the constructor, ``run()`` and ``close()`` block the calling thread
-    and release the GIL while they wait, so other Python threads run meanwhile. One run at a
-    time per pool: concurrent ``run()`` calls from several threads are served in turn.
+    Blocking and the GIL: the constructor, ``run()``, ``Run.wait()``, ``Run.results()`` and
+    ``close()`` block the calling thread and release the GIL while they wait, so other Python
+    threads run meanwhile. One run at a time per pool: a ``submit()`` from another thread waits
+    until the run in progress has been collected.
     """
 
     def __init__(self, n: int | None = None):
@@ -80,9 +91,9 @@ class Pool:
             raise TypeError(f"Pool(n): n must be an int number of workers, not {type(n).__name__}")
         if not 1 <= n <= MAX_WORKERS:
             raise ValueError(f"Pool(n): n must be between 1 and {MAX_WORKERS}, got {n}")
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._current: Run | None = None  # the run started and not yet collected
         self._sent_path: list[str] | None = None
-        self._abandoned = False
         self._closed_by_user = False
         self._engine = _engine.Pool(n, _RUNTIME_SOURCE)
 
@@ -94,6 +105,20 @@ class Pool:
     @property
     def closed(self) -> bool:
         return self._closed_by_user
+
+    @property
+    def state(self) -> str:
+        """"idle", "busy" (a run in progress) or "closed"."""
+        return "closed" if self._closed_by_user else ("busy" if self._engine.busy else "idle")
+
+    @property
+    def runs(self) -> int:
+        """Runs started on the current workers."""
+        return self._engine.runs
+
+    def cpu_times(self) -> list[float]:
+        """CPU seconds each worker's thread has used since it started (read without stopping it)."""
+        return self._engine.cpu_times()
 
     def run(
         self,
@@ -109,31 +134,36 @@ class Pool:
         worker, add or override names per worker. Values travel by pickle (cloudpickle, so
         functions and classes defined in ``__main__`` go too); one that cannot raises TypeError
         naming it, before anything runs. An exception in a worker is reported in its Result
-        and does not stop the others.
+        and does not stop the others. ``filename`` is what tracebacks call the source.
 
         Blocks until every worker is done, with the GIL released. On KeyboardInterrupt it
         returns at once; the workers finish that run in the background (they cannot be stopped
         yet) and the next run waits for them.
         """
-        if not isinstance(source, str):
-            raise TypeError(f"run(source): source must be str, not {type(source).__name__}")
-        if filename is None:
-            filename = _cell_filename(source)
-        with self._lock:
-            self._check_open()
-            self._restart_after_fork()
-            payloads, path = self._payloads(inputs, worker_inputs)
-            self._finish_abandoned()
-            done = self._engine.start(source, filename, payloads, _WAIT_SLICE)
-            if path is not None:
-                self._sent_path = path
-            try:
-                while not done:
-                    done = self._engine.wait(_WAIT_SLICE)
-            except BaseException:
-                self._abandoned = True
-                raise
-            return [_result(*raw) for raw in self._engine.collect()]
+        return self._start(source, inputs, worker_inputs, filename, False, _WAIT_SLICE).results()
+
+    def submit(
+        self,
+        source: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        worker_inputs: Sequence[Mapping[str, Any]] | None = None,
+        filename: str | None = None,
+        stream: bool = False,
+    ) -> Run:
+        """Start ``source`` in every worker as run() does, and return its Run at once.
+
+        With ``stream=True`` the workers' output can be read while they run (``Run.output()``).
+        Call ``Run.results()`` (or ``Run.abandon()``) before the next submit from this thread.
+        """
+        return self._start(source, inputs, worker_inputs, filename, stream, 0.0)
+
+    def reset(self) -> None:
+        """Clear every worker's variables (worker_id and n_workers stay). Imported modules stay
+        imported. Blocks like run()."""
+        for r in self.run(_RESET_SOURCE, filename="<reset>"):
+            if r.error is not None:
+                raise RuntimeError(f"worker {r.worker_id} could not be reset: {r.error}")
 
     def close(self) -> None:
         """End every worker's interpreter and thread. Waits for a run in progress. Harmless twice."""
@@ -147,10 +177,47 @@ class Pool:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else ("busy" if self._engine.busy else "idle")
-        return f"<ipy_parallel.Pool {self.size} workers, {state}, {self._engine.runs} runs>"
+        return f"<ipy_parallel.Pool {self.size} workers, {self.state}, {self.runs} runs>"
 
     # -- internals ------------------------------------------------------------------------
+
+    def _start(self, source, inputs, worker_inputs, filename, stream, first_wait) -> Run:
+        if not isinstance(source, str):
+            raise TypeError(f"source must be str, not {type(source).__name__}")
+        if filename is None:
+            filename = _cell_filename(source)
+        me = threading.get_ident()
+        with self._lock:
+            while True:
+                self._check_open()
+                self._restart_after_fork()
+                current = self._current
+                if current is None or current._abandoned:
+                    break
+                if current._thread == me:
+                    raise RuntimeError("the previous run on this pool was not collected: call its results() first")
+                self._lock.wait()  # another thread's run; results() notifies
+            payloads, path = self._payloads(inputs, worker_inputs)
+            if current is not None:  # abandoned: nobody wants its results, but its workers must finish
+                current.wait()
+                current._collect()
+                self._current = None
+            engine = self._engine
+            engine.set_streaming(stream)
+            cpu_base = engine.cpu_times()
+            done = engine.start(source, filename, payloads, first_wait)
+            if path is not None:
+                self._sent_path = path
+            self._current = run = Run(self, engine, cpu_base, done, me)
+        return run
+
+    def _release(self, run: Run) -> None:
+        """Called when a run is collected or abandoned; an abandoned run stays current until the
+        next _start() has waited for its workers."""
+        with self._lock:
+            if self._current is run and not run._abandoned:
+                self._current = None
+            self._lock.notify_all()
 
     def _check_open(self) -> None:
         if self._closed_by_user:
@@ -162,23 +229,16 @@ class Pool:
         if not self._engine.closed:
             return
         self._engine = _engine.Pool(self._engine.size, _RUNTIME_SOURCE)
+        self._current = None
         self._sent_path = None
-        self._abandoned = False
         warnings.warn(
             "ipy_parallel: this process forked (os.fork or multiprocessing's 'fork' start method), so "
             "the pool's workers were restarted and their variables cleared: CPython crashes a child "
             "forked while sub-interpreters are alive (gh-139759). Use multiprocessing's 'spawn' or "
             "'forkserver' start method to keep the workers' state.",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-
-    def _finish_abandoned(self) -> None:
-        if self._abandoned:
-            while not self._engine.wait(_WAIT_SLICE):
-                pass
-            self._engine.collect()  # an interrupted run's results: nobody is waiting for them
-            self._abandoned = False
 
     def _payloads(self, inputs, worker_inputs) -> tuple[list[bytes], list[str] | None]:
         """Pickle what each worker must receive: [] for nothing, [b] for all, or one per worker.
@@ -200,6 +260,71 @@ class Pool:
         blobs = [_pickle_inputs(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
         parts = [[b for b in (common, blob) if b] for blob in blobs]
         return [pickle.dumps((path_to_send, p)) for p in parts], path_to_send
+
+
+class Run:
+    """One run in progress on a Pool: wait for it, read its output as it comes, take its results."""
+
+    def __init__(self, pool: Pool, engine, cpu_base: list[float], done: bool, thread: int):
+        self._pool = pool
+        self._engine = engine
+        self._cpu_base = cpu_base
+        self._done = done
+        self._thread = thread
+        self._abandoned = False
+        self._results: list[Result] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._done or self.wait(0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds (None: until done), GIL released; True once every
+        worker has finished. Wakes every 0.1 s so that Ctrl-C is seen."""
+        if self._done:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            if self._engine.wait(max(left, 0.0)):
+                self._done = True
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def output(self) -> list[tuple[int, str, str]]:
+        """What the workers wrote since the last call, as (worker_id, "stdout" | "stderr", text),
+        in order for each worker. Only for runs submitted with stream=True."""
+        return [(w, "stderr" if s == 2 else "stdout", t) for w, s, t in self._engine.drain_output()]
+
+    def cpu_times(self) -> list[float]:
+        """CPU seconds each worker's thread has used since this run started."""
+        now = self._engine.cpu_times()
+        return [a - b for a, b in zip(now, self._cpu_base)]
+
+    def results(self) -> list[Result]:
+        """Wait for every worker, then return one Result per worker, by worker_id. On
+        KeyboardInterrupt the run is abandoned (see Pool.run) and the interrupt propagates."""
+        if self._results is None:
+            try:
+                self.wait()
+            except BaseException:
+                self.abandon()
+                raise
+            self._results = self._collect()
+            self._pool._release(self)
+        return self._results
+
+    def abandon(self) -> None:
+        """Give up on this run's results: the workers finish it, and the pool's next run first
+        waits for them."""
+        if self._results is None:
+            self._abandoned = True
+            self._pool._release(self)
+
+    def _collect(self) -> list[Result]:
+        return [_result(*raw) for raw in self._engine.collect()]
+
 
 
 @functools.lru_cache(maxsize=64)

@@ -308,5 +308,70 @@ def test_multiprocessing_fork_beside_a_live_pool(pool):
 
 
 def test_public_api_is_small():
-    assert set(ipy_parallel.__all__) == {"Pool", "Result", "WorkerError", "parallel", "MAX_WORKERS"}
+    assert set(ipy_parallel.__all__) == {"Pool", "Run", "Result", "WorkerError", "parallel", "MAX_WORKERS"}
     assert sys.modules["ipy_parallel"].MAX_WORKERS == 256
+
+
+def test_submit_streams_output_while_running(pool):
+    run = pool.submit("import time\nprint('early', worker_id)\ntime.sleep(0.4)\nprint('late')\nworker_id", stream=True)
+    seen = []
+    while len(seen) < 2 and not run.done:
+        seen += run.output()
+        run.wait(0.02)
+    assert not run.done, "early output must be readable while the run goes on"
+    assert sorted(seen) == [(0, "stdout", "early 0\n"), (1, "stdout", "early 1\n")]
+    results = run.results()
+    assert sorted(run.output()) == [(0, "stdout", "late\n"), (1, "stdout", "late\n")]
+    assert [r.value for r in results] == [0, 1] and results[0].stdout == "early 0\nlate\n"
+    assert run.results() is results
+
+
+def test_run_wait_timeout_and_cpu_times(pool):
+    run = pool.submit("t = 0\nfor i in range(2_000_000):\n    t += i")
+    assert run.wait(0.01) is False
+    assert all(c >= 0 for c in run.cpu_times())
+    assert run.wait() is True
+    assert all(c > 0 for c in run.cpu_times())
+    run.results()
+
+
+def test_second_submit_from_same_thread_needs_results_first(pool):
+    run = pool.submit("1")
+    with pytest.raises(RuntimeError, match="not collected: call its results"):
+        pool.submit("2")
+    run.results()
+    assert [r.value for r in pool.run("3")] == [3, 3]
+
+
+def test_abandoned_run_is_finished_before_the_next(pool):
+    pool.submit("import time\ntime.sleep(0.2)\nslow = True").abandon()
+    assert [r.value for r in pool.run("slow")] == [True, True]
+
+
+def test_runs_from_two_threads_take_turns(pool):
+    out = {}
+
+    def go(tag):
+        out[tag] = [r.value for r in pool.run("import time\ntime.sleep(0.05)\ntag", {"tag": tag})]
+
+    threads = [threading.Thread(target=go, args=(t,)) for t in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == {"a": ["a", "a"], "b": ["b", "b"], "c": ["c", "c"]}
+
+
+def test_reset_clears_variables_but_not_identity(pool):
+    pool.run("x = 1\ndef f():\n    pass\nimport json")
+    pool.reset()
+    assert [r.value for r in pool.run("sorted(k for k in globals() if not k.startswith('__'))")] == [
+        ["n_workers", "worker_id"]] * 2
+
+
+def test_state_runs_and_cpu_times(pool):
+    assert pool.state == "idle" and pool.runs == 0
+    run = pool.submit("import time\ntime.sleep(0.1)")
+    assert pool.state == "busy"
+    run.results()
+    assert pool.runs == 1 and len(pool.cpu_times()) == 2
