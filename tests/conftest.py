@@ -32,3 +32,17 @@ def run_script(tmp_path):
         return proc, time.perf_counter() - start
 
     return run
+
+
+@pytest.fixture
+def ip():
+    """An in-process IPython shell with the extension loaded (and unloaded after)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "ipy_parallel")
+    yield shell
+    shell.run_line_magic("unload_ext", "ipy_parallel")
+    for name in [k for k in shell.user_ns if not k.startswith("_") and k not in ("In", "Out", "exit", "quit",
+                                                                                 "get_ipython")]:
+        del shell.user_ns[name]

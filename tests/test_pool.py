@@ -308,7 +308,8 @@ def test_multiprocessing_fork_beside_a_live_pool(pool):
 
 
 def test_public_api_is_small():
-    assert set(ipy_parallel.__all__) == {"Pool", "Run", "Result", "WorkerError", "parallel", "MAX_WORKERS"}
+    assert set(ipy_parallel.__all__) == {"Pool", "Run", "Result", "WorkerError", "parallel", "MAX_WORKERS",
+                                        "load_ipython_extension", "unload_ipython_extension"}
     assert sys.modules["ipy_parallel"].MAX_WORKERS == 256
 
 

@@ -1,0 +1,138 @@
+"""One %%parallel cell: inputs from the user's namespace, a run with live output and CPU display, results back.
+
+IPython-free on purpose (it takes the namespace and a monitor as arguments), so the magic stays a
+thin parser. Misuse raises UsageError-like ValueErrors that the magic turns into UsageError.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, MutableMapping
+
+from .display import LabelledOutput, Monitor
+from .errors import CellSyntaxError, ParallelError, format_workers
+from .pool import MAX_WORKERS, Pool, Result
+
+__all__ = ["CellOptions", "CellUsageError", "parse_workers", "parse_names", "run_cell"]
+
+
+class CellUsageError(ValueError):
+    """The cell or its options are wrong; the magic shows it as a UsageError."""
+
+
+@dataclass
+class CellOptions:
+    n: int
+    push: list[str] = field(default_factory=list)
+    scatter: str | None = None
+    out: str | None = None
+    pull: list[str] = field(default_factory=list)
+
+
+def parse_workers(text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_WORKERS:
+        raise CellUsageError(f"the number of workers must be an integer from 1 to {MAX_WORKERS}, got {text!r}")
+    return n
+
+
+def parse_names(text: str | None, option: str) -> list[str]:
+    if not text:
+        return []
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if not name.isidentifier():
+            raise CellUsageError(f"{option}: {name!r} is not a variable name (give names separated by commas)")
+    return names
+
+
+def run_cell(pool: Pool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
+             monitor: Monitor, filename: str | None = None):
+    """Run ``source`` in every worker of ``pool`` with live output and display; return the list of
+    per-worker values (or None), as the cell's result. Raises CellSyntaxError before any worker runs,
+    CellUsageError for bad options, ParallelError when workers raised."""
+    if not source.strip():
+        raise CellUsageError("the cell is empty: put the code to run in every worker below %%parallel")
+    try:
+        ast.parse(source, filename or "<cell>", "exec")
+    except SyntaxError as exc:
+        raise CellSyntaxError(exc) from None
+    inputs = {name: _lookup(user_ns, name, "--push") for name in options.push}
+    worker_inputs = None
+    if options.scatter:
+        chunks = _split(_lookup(user_ns, options.scatter, "--scatter"), options.scatter, pool.size)
+        worker_inputs = [{options.scatter: chunk} for chunk in chunks]
+    try:
+        run = pool.submit(source, inputs, worker_inputs=worker_inputs, filename=filename, stream=True)
+    except TypeError as exc:  # an input that cannot be pickled: say which, as a usage problem
+        raise CellUsageError(str(exc)) from None
+
+    echo = LabelledOutput(monitor.write)
+    try:
+        while not run.wait(0.1):
+            for worker_id, stream, text in run.output():
+                echo.feed(worker_id, stream, text)
+            monitor.update(run.cpu_times())
+    except KeyboardInterrupt:
+        run.abandon()
+        raise
+    finally:
+        for worker_id, stream, text in run.output():
+            echo.feed(worker_id, stream, text)
+        echo.flush()
+    results = run.results()
+    monitor.close(run.cpu_times())
+
+    if any(r.error for r in results):
+        raise ParallelError(results)
+    if options.pull:
+        _pull(pool, options.pull, user_ns)
+    values = [r.value for r in results]
+    if options.out:
+        user_ns[options.out] = values
+        return None
+    return values if any(v is not None for v in values) else None
+
+
+def _lookup(user_ns: Mapping[str, Any], name: str, option: str):
+    try:
+        return user_ns[name]
+    except KeyError:
+        raise CellUsageError(f"{option} {name}: there is no variable {name!r} in this namespace") from None
+
+
+def _split(seq, name: str, n: int) -> list:
+    """n contiguous chunks whose sizes differ by at most one, by slicing (so a list stays a list)."""
+    if isinstance(seq, Mapping) or not hasattr(seq, "__len__") or not hasattr(seq, "__getitem__"):
+        raise CellUsageError(f"--scatter {name}: a {type(seq).__name__} is not a sequence that can be split; "
+                             "give a list, tuple, range, str or array")
+    size = len(seq)
+    if size < n:
+        raise CellUsageError(f"--scatter {name}: {size} items cannot give each of the {n} workers a chunk; "
+                             f"use %%parallel {max(size, 1)} or more items")
+    try:
+        return [seq[k * size // n:(k + 1) * size // n] for k in range(n)]
+    except TypeError as exc:
+        raise CellUsageError(f"--scatter {name}: a {type(seq).__name__} cannot be sliced: {exc}") from None
+
+
+_PULL_SOURCE = "(lambda g, names: {n: g[n] for n in names if n in g})(globals(), globals().pop('_ipp_pull'))"
+
+
+def _pull(pool: Pool, names: list[str], user_ns: MutableMapping[str, Any]) -> None:
+    results: list[Result] = pool.run(_PULL_SOURCE, {"_ipp_pull": names}, filename="<--pull>")
+    if any(r.error for r in results):
+        raise ParallelError(results)
+    for name in names:
+        missing = [r.worker_id for r in results if name not in r.value]
+        if missing:
+            raise CellUsageError(f"--pull {name}: workers {format_workers(missing)} have no variable {name!r}")
+    for name in names:
+        user_ns[name] = [r.value[name] for r in results]

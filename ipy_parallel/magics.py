@@ -1,0 +1,130 @@
+"""The IPython magics %%parallel, %parallel_status and %parallel_reset: parse, hand off, show."""
+
+from __future__ import annotations
+
+import os
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .cell import CellOptions, CellUsageError, parse_names, parse_workers, run_cell
+from .display import make_monitor
+from .pool import Pool
+
+__all__ = ["ParallelMagics", "load", "unload"]
+
+
+@magics_class
+class ParallelMagics(Magics):
+    """Holds the warm pool that %%parallel cells share."""
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.pool: Pool | None = None
+
+    @magic_arguments()
+    @argument("n", nargs="?", help="number of workers, an integer from 1 to 256 (default: os.cpu_count())")
+    @argument("-i", "--push", metavar="NAMES", help="variables (a,b,...) to copy into every worker first")
+    @argument("--scatter", metavar="NAME",
+              help="split the sequence NAME into N contiguous chunks; worker k sees chunk k as NAME")
+    @argument("-o", "--out", metavar="NAME", help="store the list of per-worker values in NAME")
+    @argument("--pull", metavar="NAMES", help="afterwards, set each NAME to the list of its values in the workers")
+    @argument("--no-monitor", action="store_true", help="no live CPU display and no summary line")
+    @cell_magic
+    def parallel(self, line, cell):
+        """Run the cell in N sub-interpreters at once, each with its own GIL (true parallelism).
+
+        Each worker sees ``worker_id`` (0..N-1) and ``n_workers`` and keeps its variables between
+        cells; the pool stays warm while N stays the same. Output is shown per worker as it comes
+        ("[3] ..."); the cell's value is the list of the workers' last-expression values. A cell
+        in which workers raise fails, showing each distinct traceback once.
+
+        Examples::
+
+            %%parallel 4
+            print(f"hello from {worker_id} of {n_workers}")
+
+            %%parallel 2 --push n
+            sum(i * i for i in range(worker_id, n, n_workers))
+
+            %%parallel --scatter items -o partial_sums
+            sum(items)
+
+            %%parallel 4 --pull total
+            total = worker_id * 10
+        """
+        args = parse_argstring(self.parallel, line)
+        try:
+            options = CellOptions(
+                n=parse_workers(args.n, os.cpu_count() or 1),
+                push=parse_names(args.push, "--push"),
+                scatter=args.scatter,
+                out=args.out,
+                pull=parse_names(args.pull, "--pull"),
+            )
+            for option, name in (("--scatter", args.scatter), ("--out", args.out)):
+                if name is not None and not name.isidentifier():
+                    raise CellUsageError(f"{option}: {name!r} is not a variable name")
+            pool = self._pool_of(options.n)
+            monitor = make_monitor(options.n, enabled=not args.no_monitor, shell=self.shell)
+            filename = f"<parallel In[{self.shell.execution_count}]>"
+            return run_cell(pool, cell, options, self.shell.user_ns, monitor, filename)
+        except CellUsageError as exc:
+            raise UsageError(f"%%parallel: {exc}") from None
+
+    @line_magic
+    def parallel_status(self, line=""):
+        """Show the warm pool: workers, state, runs, CPU time per worker."""
+        if self.pool is None or self.pool.closed:
+            print("ipy_parallel: no pool yet; the first %%parallel cell starts one")
+            return
+        cpu = self.pool.cpu_times()
+        print(f"ipy_parallel pool: {self.pool.size} workers, {self.pool.state}, {self.pool.runs} runs, "
+              f"{sum(cpu):.2f} s CPU in all")
+        print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
+
+    @line_magic
+    def parallel_reset(self, line=""):
+        """Clear the variables of every worker (worker_id and n_workers stay)."""
+        if self.pool is None or self.pool.closed:
+            print("ipy_parallel: no pool yet; nothing to reset")
+            return
+        self.pool.reset()
+        print(f"ipy_parallel: cleared the variables of {self.pool.size} workers")
+
+    def _pool_of(self, n: int) -> Pool:
+        if self.pool is not None and (self.pool.closed or self.pool.size != n):
+            self.pool.close()
+            self.pool = None
+        if self.pool is None:
+            self.pool = Pool(n)
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+
+_loaded: dict[int, ParallelMagics] = {}  # per shell, so unload can undo exactly what load did
+
+
+def load(shell) -> None:
+    if id(shell) in _loaded:
+        return
+    magics = ParallelMagics(shell)
+    shell.register_magics(magics)
+    _loaded[id(shell)] = magics
+
+
+def unload(shell) -> None:
+    magics = _loaded.pop(id(shell), None)
+    if magics is None:
+        return
+    magics.close()
+    manager = shell.magics_manager
+    for kind, names in magics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    manager.registry.pop(type(magics).__name__, None)

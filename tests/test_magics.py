@@ -1,0 +1,230 @@
+"""The magics in an in-process IPython shell: every option, errors, UsageErrors, unload and reload."""
+
+import os
+
+import pytest
+from IPython.core.error import UsageError
+
+from ipy_parallel.errors import CellSyntaxError, ParallelError
+
+
+def cell(ip, line, body):
+    return ip.run_cell_magic("parallel", line, body)
+
+
+def magics_of(ip):
+    from ipy_parallel.magics import _loaded
+
+    return _loaded[id(ip)]
+
+
+def test_values_and_default_worker_count(ip):
+    assert cell(ip, "", "worker_id * 10") == [10 * i for i in range(os.cpu_count())]
+    assert cell(ip, "3", "(worker_id, n_workers)") == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_result_feeds_out_and_underscore(ip):
+    result = ip.run_cell("%%parallel 2\nworker_id + 1")
+    assert result.success and result.result == [1, 2]
+    assert ip.user_ns["_"] == [1, 2]
+
+
+def test_statements_only_give_no_result(ip):
+    assert cell(ip, "2", "x = 5") is None
+
+
+def test_output_labelled_per_worker(ip, capsys):
+    cell(ip, "2", "import sys\nprint('out', worker_id)\nprint('err', worker_id, file=sys.stderr)\n"
+                  "print('no newline', end='')")
+    captured = capsys.readouterr()
+    assert sorted(captured.out.splitlines()) == ["[0] no newline", "[0] out 0", "[1] no newline", "[1] out 1"]
+    assert sorted(captured.err.splitlines()) == ["[0] err 0", "[1] err 1"]
+    for w in (0, 1):  # order within one worker is kept
+        lines = [l for l in captured.out.splitlines() if l.startswith(f"[{w}]")]
+        assert lines == [f"[{w}] out {w}", f"[{w}] no newline"]
+
+
+def test_namespace_persists_and_pool_is_reused(ip):
+    cell(ip, "2", "counter = 0")
+    pool = magics_of(ip).pool
+    cell(ip, "2", "counter += 1")
+    assert cell(ip, "2", "counter") == [1, 1]
+    assert magics_of(ip).pool is pool
+
+
+def test_pool_resized_when_n_changes(ip):
+    cell(ip, "2", "a = 1")
+    old = magics_of(ip).pool
+    assert cell(ip, "3", "worker_id") == [0, 1, 2]
+    assert old.closed and magics_of(ip).pool.size == 3
+
+
+def test_push(ip):
+    ip.user_ns.update(a=2, b=[1, 2, 3], f=lambda x: x * 100)
+    assert cell(ip, "2 --push a,b,f", "f(a) + sum(b) + worker_id") == [206, 207]
+    assert cell(ip, "2 -i a", "a") == [2, 2]
+
+
+def test_push_missing_name_is_a_usage_error(ip):
+    with pytest.raises(UsageError, match="--push nope: there is no variable 'nope'"):
+        cell(ip, "2 --push nope", "1")
+
+
+def test_push_unpicklable_is_a_usage_error(ip):
+    import threading
+
+    ip.user_ns["lock"] = threading.Lock()
+    with pytest.raises(UsageError, match="'lock' .* cannot be sent to the workers"):
+        cell(ip, "2 --push lock", "1")
+
+
+def test_scatter_contiguous_chunks(ip):
+    ip.user_ns["items"] = list(range(10))
+    assert cell(ip, "3 --scatter items", "items") == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    ip.user_ns["word"] = "abcdef"
+    assert cell(ip, "2 --scatter word", "word") == ["abc", "def"]
+    ip.user_ns["r"] = range(4)
+    assert cell(ip, "2 --scatter r", "list(r)") == [[0, 1], [2, 3]]
+
+
+@pytest.mark.parametrize("value, message", [
+    (42, "a int is not a sequence"),
+    ({"a": 1, "b": 2}, "a dict is not a sequence"),
+    ([1], "1 items cannot give each of the 2 workers a chunk"),
+])
+def test_scatter_bad_values(ip, value, message):
+    ip.user_ns["thing"] = value
+    with pytest.raises(UsageError, match=message):
+        cell(ip, "2 --scatter thing", "1")
+
+
+def test_out_stores_values(ip):
+    assert cell(ip, "2 -o vals", "worker_id * 2") is None
+    assert ip.user_ns["vals"] == [0, 2]
+    cell(ip, "2 --out none_vals", "x = 1")
+    assert ip.user_ns["none_vals"] == [None, None]
+
+
+def test_pull(ip):
+    cell(ip, "2 --pull x,y", "x = worker_id\ny = str(worker_id) * 2")
+    assert ip.user_ns["x"] == [0, 1] and ip.user_ns["y"] == ["00", "11"]
+
+
+def test_pull_missing_in_some_workers(ip):
+    with pytest.raises(UsageError, match="--pull z: workers 1 have no variable 'z'"):
+        cell(ip, "2 --pull z", "if worker_id == 0:\n    z = 1")
+
+
+def test_identical_errors_shown_once_for_all_workers(ip, capsys):
+    result = ip.run_cell("%%parallel 20\nx = 1\n1 / 0")
+    assert not result.success
+    assert isinstance(result.error_in_exec, ParallelError)
+    out = capsys.readouterr().out
+    assert out.count("ZeroDivisionError: division by zero") == 1
+    assert "[workers 0-19] Traceback" in out
+    assert 'File "<parallel In[' in out and "line 2, in <module>" in out
+    assert "cell.py" not in out and "magics.py" not in out  # only the workers' frames
+
+
+def test_distinct_errors_each_shown(ip, capsys):
+    result = ip.run_cell("%%parallel 4\nif worker_id % 2:\n    raise ValueError('odd')\nraise KeyError('even')")
+    assert not result.success
+    out = capsys.readouterr().out
+    assert "[workers 0, 2] Traceback" in out and "[workers 1, 3] Traceback" in out
+    assert out.count("ValueError: odd") == 1 and out.count("KeyError: 'even'") == 1
+
+
+def test_some_workers_fail_others_values_kept_on_the_error(ip):
+    result = ip.run_cell("%%parallel 3\nif worker_id == 1:\n    raise RuntimeError('one')\nworker_id")
+    error = result.error_in_exec
+    assert [r.value for r in error.results] == [0, None, 2]
+    assert "1 of 3 workers raised; first: RuntimeError: one" in str(error)
+
+
+def test_syntax_error_reported_once_before_running(ip, capsys):
+    cell(ip, "2", "ran = 0")
+    runs = magics_of(ip).pool.runs
+    result = ip.run_cell("%%parallel 2\nran = 1\nx = = 1")
+    assert isinstance(result.error_in_exec, CellSyntaxError)
+    out = capsys.readouterr().out
+    assert out.count("SyntaxError: invalid syntax") == 1 and "line 2" in out  # line of the body
+    assert "Traceback" not in out
+    assert magics_of(ip).pool.runs == runs
+
+
+@pytest.mark.parametrize("line", ["abc", "0", "-1", "257", "2.5", "1e3"])
+def test_bad_worker_counts(ip, line):
+    with pytest.raises(UsageError, match="an integer from 1 to 256, got"):
+        cell(ip, line, "1")
+
+
+@pytest.mark.parametrize("line, message", [("2 --frobnicate", "unrecognized arguments"),
+                                           ("2 --push 'a b'", "is not a variable name"),
+                                           ("2 -o 1x", "is not a variable name")])
+def test_bad_options(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        cell(ip, line, "1")
+
+
+def test_empty_cell(ip):
+    with pytest.raises(UsageError, match="the cell is empty"):
+        cell(ip, "2", "   \n")
+
+
+def test_usage_errors_leave_the_kernel_and_pool_usable(ip):
+    for line in ("0", "2 --push missing", "2 --bogus"):
+        assert not ip.run_cell(f"%%parallel {line}\n1").success
+    assert cell(ip, "2", "worker_id") == [0, 1]
+
+
+def test_summary_line_for_long_cells_and_no_monitor(ip, capsys):
+    cell(ip, "2", "import time\ntime.sleep(0.4)")
+    assert "%%parallel: 2 workers," in capsys.readouterr().out
+    cell(ip, "2 --no-monitor", "import time\ntime.sleep(0.4)")
+    assert "%%parallel:" not in capsys.readouterr().out
+    cell(ip, "2", "pass")
+    assert capsys.readouterr().out == ""  # short cells stay quiet
+
+
+def test_parallel_status_and_reset(ip, capsys):
+    ip.run_line_magic("parallel_status", "")
+    assert "no pool yet" in capsys.readouterr().out
+    cell(ip, "2", "kept = 1")
+    ip.run_line_magic("parallel_status", "")
+    out = capsys.readouterr().out
+    assert "2 workers, idle, 1 runs" in out and "[1]" in out
+    ip.run_line_magic("parallel_reset", "")
+    assert "cleared the variables of 2 workers" in capsys.readouterr().out
+    assert cell(ip, "2", "'kept' in globals(), worker_id") == [(False, 0), (False, 1)]
+
+
+def test_help_shows_usage_and_examples(ip):
+    doc = ip.magics_manager.magics["cell"]["parallel"].__doc__
+    for part in ("--push", "--scatter", "--pull", "--out", "--no-monitor", "Examples", "%%parallel 4"):
+        assert part in doc
+
+
+def test_unload_removes_magics_and_closes_pool(ip):
+    cell(ip, "2", "1")
+    pool = magics_of(ip).pool
+    ip.run_line_magic("unload_ext", "ipy_parallel")
+    assert pool.closed
+    assert "parallel" not in ip.magics_manager.magics["cell"]
+    assert "parallel_status" not in ip.magics_manager.magics["line"]
+    with pytest.raises(UsageError):
+        ip.run_cell_magic("parallel", "2", "1")
+    ip.run_line_magic("load_ext", "ipy_parallel")  # the fixture unloads again
+    assert cell(ip, "2", "worker_id") == [0, 1]
+
+
+def test_reload_ext(ip):
+    cell(ip, "2", "1")
+    pool = magics_of(ip).pool
+    ip.run_line_magic("reload_ext", "ipy_parallel")
+    assert pool.closed
+    assert cell(ip, "2", "worker_id") == [0, 1]
+
+
+def test_load_twice_is_harmless(ip):
+    ip.run_line_magic("load_ext", "ipy_parallel")
+    assert cell(ip, "1", "7") == [7]
