@@ -23,7 +23,7 @@ PYTHON ?= $(shell $(find_python))
 .PHONY: demo test bench build clean sanitize
 
 demo: $(VENV)/.built
-	$(PY) -m ipy_parallel
+	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
 
 test: $(VENV)/.built
 	$(VENV)/bin/pytest
@@ -43,7 +43,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=3" "cmake>=3.18" ninja \
-	  "cloudpickle>=3" "pytest>=8"
+	  "cloudpickle>=3" "pytest>=8" "ipython>=8" "ipykernel>=6" "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE)

@@ -1,5 +1,11 @@
-"""`python -m ipy_parallel`: a short tour of the engine at work, with figures measured as it runs."""
+"""`python -m ipy_parallel [--notebook PATH]`: a tour of the engine, then of %%parallel in terminal IPython.
 
+Figures are measured as it runs. With --notebook, the notebook's code cells then run one by one
+in a terminal IPython shell, as if typed at its prompt: in a terminal the live CPU display
+redraws in place; piped, only its summary lines appear.
+"""
+
+import argparse
 import os
 import sys
 import time
@@ -7,7 +13,7 @@ import time
 from . import Pool, bench, parallel
 
 
-def main() -> int:
+def engine_tour() -> int:
     cores = os.cpu_count() or 1
     n = 3_000_000
     print(f"ipy_parallel on CPython {sys.version.split()[0]}, {cores} cores\n")
@@ -58,6 +64,43 @@ def main() -> int:
     pool.close()
     print(f"\n{pool!r}")
     return 0 if agree == "same answers" else 1
+
+
+def notebook_tour(path: str) -> int:
+    """Run a notebook's code cells in terminal IPython; only cells tagged raises-exception may fail."""
+    import nbformat
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+
+    shell = TerminalInteractiveShell.instance()
+    nb = nbformat.read(path, as_version=4)
+    print(f"\n%%parallel in terminal IPython: the code cells of {path}\n")
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        count = shell.execution_count
+        prompt = f"In [{count}]: "
+        print(prompt + cell.source.replace("\n", "\n" + " " * (len(prompt) - 5) + "...: "), flush=True)
+        result = shell.run_cell(cell.source, store_history=True)
+        expected_failure = "raises-exception" in cell.metadata.get("tags", [])
+        if not result.success and not expected_failure:
+            print(f"demo: cell In [{count}] failed unexpectedly", file=sys.stderr)
+            return 1
+        if result.success and expected_failure:
+            print(f"demo: cell In [{count}] was meant to fail and did not", file=sys.stderr)
+            return 1
+        print(flush=True)
+    shell.run_line_magic("unload_ext", "ipy_parallel")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ipy_parallel", description=__doc__.splitlines()[0])
+    parser.add_argument("--notebook", help="then run this notebook's code cells in terminal IPython")
+    args = parser.parse_args(argv)
+    status = engine_tour()
+    if status == 0 and args.notebook:
+        status = notebook_tour(args.notebook)
+    return status
 
 
 if __name__ == "__main__":

@@ -68,8 +68,7 @@ class ParallelMagics(Magics):
                     raise CellUsageError(f"{option}: {name!r} is not a variable name")
             pool = self._pool_of(options.n)
             monitor = make_monitor(options.n, enabled=not args.no_monitor, shell=self.shell)
-            filename = f"<parallel In[{self.shell.execution_count}]>"
-            return run_cell(pool, cell, options, self.shell.user_ns, monitor, filename)
+            return run_cell(pool, cell, options, self.shell.user_ns, monitor, self._filename(cell))
         except CellUsageError as exc:
             raise UsageError(f"%%parallel: {exc}") from None
 
@@ -92,6 +91,15 @@ class ParallelMagics(Magics):
             return
         self.pool.reset()
         print(f"ipy_parallel: cleared the variables of {self.pool.size} workers")
+
+    def _filename(self, body: str) -> str | None:
+        """"<parallel In[7]>" for tracebacks, with this cell's number. Read from the input history
+        (which holds the cell before it runs), since IPython versions differ on when they
+        advance execution_count. None (a name from the source) when the cell is not in history."""
+        history = getattr(getattr(self.shell, "history_manager", None), "input_hist_raw", None)
+        if history and body.strip() and history[-1].rstrip().endswith(body.rstrip()):
+            return f"<parallel In[{len(history) - 1}]>"
+        return None
 
     def _pool_of(self, n: int) -> Pool:
         if self.pool is not None and (self.pool.closed or self.pool.size != n):

@@ -46,3 +46,41 @@ def ip():
     for name in [k for k in shell.user_ns if not k.startswith("_") and k not in ("In", "Out", "exit", "quit",
                                                                                  "get_ipython")]:
         del shell.user_ns[name]
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """A real "Python 3 (ipy_parallel)" kernel from the repository's kernelspec, through jupyter_client."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    specs = KernelSpecManager(kernel_dirs=[str(REPO / "kernel")])
+    km = KernelManager(kernel_name="ipy_parallel", kernel_spec_manager=specs)
+    km.start_kernel(cwd=str(REPO / "tests"))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def execute(kc, code: str, timeout: float = 60):
+    """Run code in the kernel; return (execute_reply content, [(seconds since sent, iopub msg)])."""
+    start = time.monotonic()
+    msg_id = kc.execute(code)
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        messages.append((time.monotonic() - start, msg))
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    return reply["content"], messages

@@ -116,13 +116,13 @@ def test_pull_missing_in_some_workers(ip):
 
 
 def test_identical_errors_shown_once_for_all_workers(ip, capsys):
-    result = ip.run_cell("%%parallel 20\nx = 1\n1 / 0")
+    result = ip.run_cell("%%parallel 20\nx = 1\n1 / 0", store_history=True)
     assert not result.success
     assert isinstance(result.error_in_exec, ParallelError)
     out = capsys.readouterr().out
     assert out.count("ZeroDivisionError: division by zero") == 1
     assert "[workers 0-19] Traceback" in out
-    assert 'File "<parallel In[' in out and "line 2, in <module>" in out
+    assert f'File "<parallel In[{result.execution_count}]>", line 2, in <module>' in out
     assert "cell.py" not in out and "magics.py" not in out  # only the workers' frames
 
 

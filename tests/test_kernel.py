@@ -1,0 +1,69 @@
+"""A real kernel from our kernelspec, through jupyter_client: streams, error status, live display."""
+
+import json
+
+from conftest import REPO, execute
+
+from ipy_parallel.kernel import kernel_spec
+
+
+def streams(messages):
+    return [(t, m["content"]["name"], m["content"]["text"]) for t, m in messages if m["msg_type"] == "stream"]
+
+
+def test_kernelspec_file_matches_the_installer():
+    assert json.loads((REPO / "kernel" / "ipy_parallel" / "kernel.json").read_text()) == kernel_spec("python")
+
+
+def test_parallel_works_without_load_ext(kernel):
+    reply, messages = execute(kernel, "%%parallel 2\nworker_id * 7")
+    assert reply["status"] == "ok"
+    results = [m["content"]["data"]["text/plain"] for _, m in messages if m["msg_type"] == "execute_result"]
+    assert results == ["[0, 7]"]
+
+
+def test_worker_output_streams_while_the_cell_runs(kernel):
+    code = ("%%parallel 2 --no-monitor\nimport time, sys\nprint('early', worker_id, flush=True)\n"
+            "print('warn', worker_id, file=sys.stderr)\ntime.sleep(1.5)\nprint('late', worker_id)")
+    reply, messages = execute(kernel, code)
+    assert reply["status"] == "ok"
+    got = streams(messages)
+    text = {name: "".join(t for _, n, t in got if n == name) for name in ("stdout", "stderr")}
+    assert sorted(text["stdout"].splitlines()) == ["[0] early 0", "[0] late 0", "[1] early 1", "[1] late 1"]
+    assert sorted(text["stderr"].splitlines()) == ["[0] warn 0", "[1] warn 1"]
+    early = min(t for t, n, s in got if "early" in s)
+    late = min(t for t, n, s in got if "late" in s)
+    assert late - early > 1.0, "early output must reach the notebook while the workers still run"
+
+
+def test_failing_cell_has_error_status(kernel):
+    reply, messages = execute(kernel, "%%parallel 4\n{}['missing']")
+    assert reply["status"] == "error" and reply["ename"] == "ParallelError"
+    shown = "\n".join(reply["traceback"])
+    assert "[workers 0-3] Traceback" in shown and shown.count("KeyError: 'missing'") == 1
+    errors = [m for _, m in messages if m["msg_type"] == "error"]
+    assert len(errors) == 1
+    reply, _ = execute(kernel, "%%parallel 4\nworker_id")
+    assert reply["status"] == "ok"
+
+
+def test_usage_error_fails_the_cell(kernel):
+    reply, _ = execute(kernel, "%%parallel 0\n1")
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+
+
+def test_live_display_updates_during_a_two_second_cell(kernel):
+    code = "%%parallel 2\nimport time\nt = time.time()\nwhile time.time() - t < 2.0:\n    pass"
+    reply, messages = execute(kernel, code)
+    assert reply["status"] == "ok"
+    shown = [(t, m) for t, m in messages if m["msg_type"] == "display_data"]
+    updates = [(t, m) for t, m in messages if m["msg_type"] == "update_display_data"]
+    assert len(shown) == 1, "one display, created once"
+    display_id = shown[0][1]["content"]["transient"]["display_id"]
+    assert all(m["content"]["transient"]["display_id"] == display_id for _, m in updates)
+    live = [m for t, m in updates if "CPU of" in m["content"]["data"]["text/plain"] and "%%parallel ·" in
+            m["content"]["data"]["text/plain"]]
+    assert len(live) >= 4, f"only {len(live)} live updates in a 2 s cell"
+    final = updates[-1][1]["content"]["data"]["text/plain"]
+    assert final.startswith("%%parallel: 2 workers,") and "s CPU" in final
+    assert "text/html" in updates[-1][1]["content"]["data"]

@@ -1,0 +1,28 @@
+"""Every notebook in notebooks/ executes cleanly in a real kernel (nbclient)."""
+
+import nbformat
+import pytest
+from conftest import REPO
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOKS] == ["quickstart.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_executes(path):
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = {i: c.get("outputs", []) for i, c in enumerate(nb.cells) if c.cell_type == "code"}
+    errors = [(i, o) for i, outs in outputs.items() for o in outs if o.output_type == "error"]
+    tagged = {i for i, c in enumerate(nb.cells) if "raises-exception" in c.metadata.get("tags", [])}
+    assert {i for i, _ in errors} == tagged, "only the cells tagged raises-exception may fail"
+    text = "\n".join(o.get("text", "") for outs in outputs.values() for o in outs if o.output_type == "stream")
+    if path.name == "quickstart.ipynb":
+        assert "same answers: True" in text and "sum of squares: 333332833333500000 True" in text
+        assert "[3] worker 3 of 4: 250000 numbers from 750000" in text
+        (_, error), = errors
+        assert error.ename == "ParallelError" and "[workers 0-3]" in "\n".join(error.traceback)
