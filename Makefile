@@ -20,7 +20,7 @@ done
 endef
 PYTHON ?= $(shell $(find_python))
 
-.PHONY: demo test bench build clean sanitize
+.PHONY: demo test bench lab build clean
 
 demo: $(VENV)/.built
 	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
@@ -30,6 +30,12 @@ test: $(VENV)/.built
 
 bench: $(VENV)/.built
 	$(PY) benchmarks/engine.py
+
+# JupyterLab on notebooks/, on this machine only, with the "Python 3 (ipy_parallel)" kernel.
+lab: $(VENV)/.built
+	$(PY) -m pip install --quiet "jupyterlab>=4"
+	$(PY) -m ipy_parallel.kernel install --sys-prefix
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 build: $(VENV)/.built
 

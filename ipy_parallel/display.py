@@ -96,10 +96,13 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
         for i, (u, c) in enumerate(zip(s.recent, s.cpu)):
             lines.append(f"[{i}] {_bar(u, bar_width)} {100 * u:3.0f}%  {c:7.2f} s CPU")
     else:
+        # Each character is a worker's CPU use against its fair share of the cores, so that
+        # 20 workers keeping 2 cores busy show full blocks, not 10% slivers.
+        share = min(1.0, s.cores / s.n_workers)
         per_line = max(10, width - 12)
         for lo in range(0, s.n_workers, per_line):
             hi = min(lo + per_line, s.n_workers) - 1
-            lines.append(f"[{lo}-{hi}] " + "".join(_spark(u) for u in s.recent[lo:hi + 1]))
+            lines.append(f"[{lo}-{hi}] " + "".join(_spark(u / share) for u in s.recent[lo:hi + 1]))
     return lines
 
 

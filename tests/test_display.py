@@ -37,11 +37,12 @@ def test_lines_for_few_workers_have_a_bar_each():
     assert lines[2].startswith("[1] ███") and "·" in lines[2] and lines[2].endswith(" 50%     0.60 s CPU")
 
 
-def test_lines_for_many_workers_are_sparklines():
-    s = Status(20, 2, 2.0, (0.2,) * 20, tuple(i / 20 for i in range(20)))
+def test_lines_for_many_workers_are_sparklines_of_their_fair_share():
+    s = Status(20, 2, 2.0, (0.2,) * 20, (0.0,) * 10 + (0.05,) * 5 + (0.1,) * 5)
     lines = format_lines(s, width=80)
     assert len(lines) == 2
-    assert lines[1].startswith("[0-19] ▁") and lines[1].endswith("█") and len(lines[1]) == len("[0-19] ") + 20
+    # 20 workers on 2 cores: a fair share is 10% of a core, which draws as a full block.
+    assert lines[1] == "[0-19] " + "▁" * 10 + "▅" * 5 + "█" * 5
     wide = format_lines(Status(200, 2, 1.0, (0.0,) * 200, (0.0,) * 200), width=80)
     assert [l.split()[0] for l in wide[1:]] == ["[0-67]", "[68-135]", "[136-199]"]
 

@@ -15,6 +15,18 @@ def test_kernelspec_file_matches_the_installer():
     assert json.loads((REPO / "kernel" / "ipy_parallel" / "kernel.json").read_text()) == kernel_spec("python")
 
 
+def test_install_writes_a_spec_for_this_python(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ipy_parallel.kernel", "install", "--prefix", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Installed kernelspec 'ipy_parallel'" in proc.stdout
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "ipy_parallel" / "kernel.json").read_text())
+    assert spec == kernel_spec(sys.executable)
+
+
 def test_parallel_works_without_load_ext(kernel):
     reply, messages = execute(kernel, "%%parallel 2\nworker_id * 7")
     assert reply["status"] == "ok"
