@@ -143,8 +143,9 @@ PYBIND11_MODULE(_engine, m) {
           "Output written since the last call, as (worker_id, stream, text); stream 1 is stdout, 2 stderr.");
 
   py::class_<ipp::CondvarFloor>(m, "CondvarFloor")
-      .def(py::init<int>(), py::arg("n_threads"),
-           "The latency floor: n_threads bare C++ threads sleeping on condition variables.")
+      .def(py::init<int, int>(), py::arg("n_threads"), py::arg("spin_micros") = 0,
+           "The latency floor: n_threads bare C++ threads sleeping on condition variables. With "
+           "spin_micros, the waiter first yields that long, as the pool's does.")
       .def(
           "round_trips",
           [](ipp::CondvarFloor& floor, int iterations) {
@@ -153,6 +154,7 @@ PYBIND11_MODULE(_engine, m) {
           },
           py::arg("iterations"), "Seconds per round trip: wake every thread and wait for all to answer.");
 
+  m.attr("POOL_SPIN_MICROS") = ipp::Pool::kSpinMicros;
   m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit and before fork).");
   py::module_::import("atexit").attr("register")(py::cpp_function(&close_all_pools));
   // A child forked while sub-interpreters are alive crashes in PyOS_AfterFork_Child on

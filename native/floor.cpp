@@ -6,7 +6,7 @@
 
 namespace ipp {
 
-CondvarFloor::CondvarFloor(int n_threads) {
+CondvarFloor::CondvarFloor(int n_threads, int spin_micros) : spin_(spin_micros) {
   if (n_threads < 1) throw std::invalid_argument("the floor needs at least one thread");
   for (int i = 0; i < n_threads; ++i) {
     sleepers_.push_back(std::make_unique<Sleeper>());
@@ -35,12 +35,7 @@ void CondvarFloor::sleep_loop(Sleeper& self) {
       if (self.stop) return;
       seen = self.posted;
     }
-    bool last = false;
-    {
-      std::lock_guard<std::mutex> lock(done_mutex_);
-      last = --remaining_ == 0;
-    }
-    if (last) done_cv_.notify_all();
+    pending_.arrive();
   }
 }
 
@@ -49,10 +44,7 @@ std::vector<double> CondvarFloor::round_trips(int iterations) {
   times.reserve(static_cast<size_t>(iterations > 0 ? iterations : 0));
   for (int it = 0; it < iterations; ++it) {
     const auto start = std::chrono::steady_clock::now();
-    {
-      std::lock_guard<std::mutex> lock(done_mutex_);
-      remaining_ = static_cast<int>(sleepers_.size());
-    }
+    pending_.reset(static_cast<int>(sleepers_.size()));
     for (auto& s : sleepers_) {
       {
         std::lock_guard<std::mutex> lock(s->mutex);
@@ -60,9 +52,7 @@ std::vector<double> CondvarFloor::round_trips(int iterations) {
       }
       s->cv.notify_one();
     }
-    {
-      std::unique_lock<std::mutex> lock(done_mutex_);
-      done_cv_.wait(lock, [&] { return remaining_ == 0; });
+    while (!pending_.wait_for(std::chrono::hours(1), spin_)) {
     }
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }

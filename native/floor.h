@@ -1,8 +1,11 @@
 // The latency floor: a bare condition-variable round trip to N sleeping threads, no Python.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
+
+#include "countdown.h"
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -15,7 +18,9 @@ namespace ipp {
 // compared to. Takes no GIL.
 class CondvarFloor {
  public:
-  explicit CondvarFloor(int n_threads);
+  // spin_micros: 0 for a waiter that blocks at once (the bare floor), or the pool's
+  // Pool::kSpinMicros to give the floor the same yield-then-block wait as the pool.
+  CondvarFloor(int n_threads, int spin_micros);
   ~CondvarFloor();
   CondvarFloor(const CondvarFloor&) = delete;
   CondvarFloor& operator=(const CondvarFloor&) = delete;
@@ -32,9 +37,8 @@ class CondvarFloor {
   };
   void sleep_loop(Sleeper& self);
 
-  std::mutex done_mutex_;
-  std::condition_variable done_cv_;
-  int remaining_ = 0;
+  Countdown pending_;
+  const std::chrono::microseconds spin_;
   std::vector<std::unique_ptr<Sleeper>> sleepers_;
 };
 

@@ -62,7 +62,8 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
     check_open();
     if (running_) throw std::runtime_error("this pool is still running a task: wait for it to finish first");
     running_ = true;
-    remaining_ = static_cast<int>(n);
+    pending_.reset(static_cast<int>(n));
+    spin_next_wait_.store(true);
     results_.assign(n, TaskResult{});
     ++runs_;
   }
@@ -75,27 +76,26 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
 }
 
 void Pool::task_done(TaskResult&& result) {
-  bool last = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto id = static_cast<size_t>(result.worker_id);
-    results_[id] = std::move(result);
-    last = --remaining_ == 0;
+    results_[static_cast<size_t>(result.worker_id)] = std::move(result);
   }
-  if (last) done_cv_.notify_all();
+  pending_.arrive();
 }
 
 bool Pool::wait(double timeout_seconds) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (!running_) return true;
-  const auto timeout = std::chrono::duration<double>(timeout_seconds < 0 ? 0 : timeout_seconds);
-  return done_cv_.wait_for(lock, timeout, [this] { return remaining_ == 0; });
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!running_) return true;
+  }
+  const auto spin = std::chrono::microseconds(spin_next_wait_.exchange(false) ? kSpinMicros : 0);
+  return pending_.wait_for(std::chrono::duration<double>(timeout_seconds < 0 ? 0 : timeout_seconds), spin);
 }
 
 std::vector<TaskResult> Pool::collect() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!running_) throw std::runtime_error("no run to collect: call start() first");
-  if (remaining_ != 0) throw std::runtime_error("the run is not finished: wait() until it returns true");
+  if (pending_.remaining() != 0) throw std::runtime_error("the run is not finished: wait() until it returns true");
   running_ = false;
   return std::move(results_);
 }

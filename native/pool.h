@@ -3,13 +3,14 @@
 
 #include <sys/types.h>
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "countdown.h"
 #include "worker.h"
 
 namespace ipp {
@@ -19,6 +20,10 @@ namespace ipp {
 // destroy their interpreters: the caller must have released it (bindings.cpp does).
 class Pool final : public Completion {
  public:
+  // How long the first wait of a run yields before it blocks (see countdown.h): about one VM
+  // wake-up, so a short run is caught without a sleep, and a long one costs 50 us of polling.
+  static constexpr int kSpinMicros = 50;
+
   Pool(int n_workers, std::string runtime_source);  // starts all workers at once; throws if one fails
   ~Pool();
   Pool(const Pool&) = delete;
@@ -45,10 +50,10 @@ class Pool final : public Completion {
   void check_open() const;  // requires mutex_
 
   mutable std::mutex mutex_;
-  std::condition_variable done_cv_;
+  Countdown pending_;  // workers still busy with the current run
+  std::atomic<bool> spin_next_wait_{false};  // the first wait of a run yields before it blocks
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<TaskResult> results_;
-  int remaining_ = 0;
   bool running_ = false;
   bool closed_ = false;
   std::uint64_t runs_ = 0;

@@ -110,9 +110,9 @@ def test_zero_workers_rejected():
 
 
 def test_condvar_floor_measures_round_trips():
-    floor = _engine.CondvarFloor(2)
-    for _ in range(2):
-        times = floor.round_trips(50)
-        assert len(times) == 50 and all(t > 0 for t in times)
+    for floor in (_engine.CondvarFloor(2), _engine.CondvarFloor(2, _engine.POOL_SPIN_MICROS)):
+        for _ in range(2):
+            times = floor.round_trips(50)
+            assert len(times) == 50 and all(t > 0 for t in times)
     with pytest.raises(ValueError, match="at least one thread"):
         _engine.CondvarFloor(0)
