@@ -49,7 +49,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=3" "cmake>=3.18" ninja \
-	  "cloudpickle>=3" "pytest>=8" "ipython>=8" "ipykernel>=6" "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5"
+	  "cloudpickle>=3" "pytest>=8" "ipython>=8" "ipykernel>=6" "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5" matplotlib
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE)

@@ -1,15 +1,19 @@
 """Benchmark runners: the seed workload and the empty-task round trip on each way to run Python in parallel.
 
 Each runner does the same work its way and returns what it computed, so a caller can time it
-and check the answers agree. Used by benchmarks/ (and, later, %native_bench). Nothing here
-asserts a time: the callers print measured ratios from one run.
+and check the answers agree. native_bench() runs them side by side for %native_bench and
+returns a BenchReport; benchmarks/ uses the same runners. Nothing here asserts a time: callers
+print measured ratios from one run.
 """
 
 from __future__ import annotations
 
 import inspect
 import multiprocessing
+import os
+import platform
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -19,7 +23,13 @@ from typing import Callable
 from . import _engine
 from .pool import Pool
 
-__all__ = ["seed_task", "SEED_SOURCE", "Measurement", "measure", "interleave"]
+__all__ = ["seed_task", "SEED_SOURCE", "Measurement", "measure", "interleave", "native_bench",
+           "run_native_bench", "BenchReport", "BenchmarkError", "process_tree_cpu", "DEFAULT_SIZE",
+           "SEED_WORKLOAD"]
+
+SEED_KERNEL_MAX_N = _engine.SEED_KERNEL_MAX_N
+DEFAULT_SIZE = 5_000_000  # per task: ~0.3 s of pure Python here, so the defaults take ~10 s on 2 cores
+SEED_WORKLOAD = (10, 90_000_000)  # the original experiment: 10 tasks of n ~ 9e7
 
 MODULUS = 1000000007
 
@@ -82,6 +92,22 @@ def serial(ns: list[int]) -> list[int]:
 
 def threads(ns: list[int]) -> list[int]:
     with ThreadPoolExecutor(len(ns)) as ex:
+        return list(ex.map(seed_task, ns))
+
+
+def native(ns: list[int]) -> list[int]:
+    """The C++ kernel: one std::thread per task, GIL released."""
+    return _engine.seed_kernel(ns)
+
+
+def free_threaded() -> bool:
+    """True on a free-threaded CPython running with the GIL off, where plain threads run in parallel."""
+    return getattr(sys, "_is_gil_enabled", lambda: True)() is False
+
+
+def process_pool_executor(ns: list[int], start_method: str = "spawn") -> list[int]:
+    """End to end: start a ProcessPoolExecutor, map, shut it down."""
+    with ProcessPoolExecutor(len(ns), mp_context=multiprocessing.get_context(start_method)) as ex:
         return list(ex.map(seed_task, ns))
 
 
@@ -198,3 +224,195 @@ def pool_round_trip(pool: Pool) -> Callable[[int], list[float]]:
 def floor_round_trip(floor: _engine.CondvarFloor) -> Callable[[int], list[float]]:
     """A contestant: a bare C++ condition-variable round trip to sleeping threads, the floor."""
     return floor.round_trips
+
+
+# -- CPU of this process and its children, read while they run ---------------------------------
+
+
+def process_tree_cpu() -> float:
+    """CPU seconds used by this process (all its threads) and its children, reaped or still
+    running (read from /proc on Linux; elsewhere only reaped children count)."""
+    t = os.times()  # children's times: only clock-tick resolution, but only whole processes
+    total = time.process_time() + t.children_user + t.children_system
+    return total + sum(_proc_cpu(pid) for pid in _live_descendants(os.getpid()))
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm)"
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = _proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0  # utime + stime
+
+
+def _live_descendants(root: int) -> list[int]:
+    if not os.path.isdir("/proc"):
+        return []
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _proc_stat(int(entry))
+            if fields and fields[0] != "Z":  # a zombie's time is in children_* once reaped
+                parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+# -- %native_bench: every way, side by side, in one run ----------------------------------------
+
+
+class BenchmarkError(RuntimeError):
+    """The methods of a benchmark did not compute the same values."""
+
+
+@dataclass
+class MethodResult:
+    method: str
+    note: str
+    times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # process-tree CPU seconds, per repeat
+    values: list | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def cpu_percent(self) -> float:
+        """CPU used while it ran, in percent of one core (200 = two cores busy)."""
+        return 100 * statistics.median(c / t for c, t in zip(self.cpu, self.times) if t > 0)
+
+
+@dataclass
+class BenchReport:
+    """The results of one %native_bench run; its repr is the table."""
+
+    tasks: int
+    size: int
+    repeat: int
+    cores: int
+    rows: list[MethodResult]
+    skipped: dict[str, str] = field(default_factory=dict)  # method -> why it did not run
+    python: str = field(default_factory=lambda: f"CPython {platform.python_version()}")
+
+    def row(self, method: str) -> MethodResult:
+        return next(r for r in self.rows if r.method == method)
+
+    def speedup(self, method: str) -> float:
+        return self.row("serial").median / self.row(method).median
+
+    def efficiency(self, method: str) -> float:
+        """Speedup over the most this machine allows for these tasks: min(tasks, cores)."""
+        return self.speedup(method) / min(self.tasks, self.cores)
+
+    @property
+    def agree(self) -> bool:
+        return all(r.values == self.rows[0].values for r in self.rows)
+
+    def table(self) -> str:
+        head = (f"native_bench: {self.tasks} tasks of n={self.size:,} (k = k*i % 1000000007), median of "
+                f"{self.repeat}, {self.python}, {self.cores} cores")
+        lines = [head, f"{'method':<34}{'time':>10}{'speedup':>10}{'CPU':>8}{'efficiency':>12}  note"]
+        for r in self.rows:
+            lines.append(f"{r.method:<34}{r.median:>9.3f}s{self.speedup(r.method):>9.2f}x{r.cpu_percent:>7.0f}%"
+                         f"{self.efficiency(r.method):>11.0%}  {r.note}")
+        lines.append("every method computed the same values" if self.agree else "VALUES DIFFER between methods")
+        lines += [f"{method}: not run ({why})" for method, why in self.skipped.items()]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.table()
+
+    def plot(self, ax=None):
+        """A bar chart of wall time per method (matplotlib), speedups written on the bars."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 0.45 * len(self.rows) + 1.2))
+        names = [r.method for r in self.rows][::-1]
+        times = [r.median for r in self.rows][::-1]
+        bars = ax.barh(names, times, color="#4c72b0")
+        for bar, name in zip(bars, names):
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {self.speedup(name):.2f}x",
+                    va="center")
+        ax.set_xlabel("wall time (s), median; speedup vs serial on the bars")
+        ax.set_title(f"{self.tasks} tasks of n={self.size:,} on {self.cores} cores ({self.python})")
+        ax.margins(x=0.15)
+        return ax
+
+
+def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], list], str]], dict[str, str]]:
+    """name -> (runner, note), in the order they run (those that fork before any pool exists),
+    and name -> why not, for methods this interpreter cannot run."""
+    methods: dict[str, tuple[Callable[[list[int]], list], str]] = {
+        "serial": (serial, "one task after another"),
+        "threads": (threads, "free-threaded: no GIL" if free_threaded() else "one GIL"),
+        "multiprocessing fork": (lambda ns: multiprocessing_pool(ns, "fork"), "end to end: starts processes"),
+        "multiprocessing spawn": (lambda ns: multiprocessing_pool(ns, "spawn"), "end to end: starts processes"),
+        "sub-interpreters (ipy_parallel)": (None, "warm pool, a GIL each"),
+        "C++ kernel, GIL released": (native, "a std::thread per task"),
+    }
+    skipped = {}
+    if not free_threaded():
+        skipped["free threads"] = "this CPython has a GIL; on a free-threaded build the threads row is it"
+    return methods, skipped
+
+
+def native_bench(tasks: int, size: int, repeat: int, monitor=None) -> BenchReport:
+    """Run the seed workload as ``tasks`` tasks of ``size`` in every way, ``repeat`` times each;
+    raise BenchmarkError if the methods disagree. ``monitor`` (a display.Monitor for a process
+    tree) is kept live meanwhile. Blocks for the whole benchmark."""
+    ns = [size] * tasks
+    methods, skipped = bench_methods(tasks)
+    rows = []
+    pool = None
+    try:
+        for name, (runner, note) in methods.items():
+            if runner is None:  # our pool: started after the forking methods, warm when timed
+                pool = warm_pool(tasks)
+                runner = lambda ns, pool=pool: pool_seed(pool, ns)  # noqa: E731
+            row = MethodResult(name, note)
+            for i in range(repeat):
+                if monitor is not None:
+                    monitor.tracker.label = f"native_bench · {name} ({i + 1}/{repeat})"
+                cpu0, t0 = process_tree_cpu(), time.perf_counter()
+                row.values = runner(ns)
+                row.times.append(time.perf_counter() - t0)
+                row.cpu.append(process_tree_cpu() - cpu0)
+            rows.append(row)
+    finally:
+        if pool is not None:
+            pool.close()
+    report = BenchReport(tasks, size, repeat, os.cpu_count() or 1, rows, skipped)
+    if not report.agree:
+        differ = [r.method for r in rows if r.values != rows[0].values]
+        raise BenchmarkError(f"these methods computed other values than serial: {', '.join(differ)}\n"
+                             + report.table())
+    return report
+
+
+def run_native_bench(tasks: int, size: int, repeat: int, monitor) -> BenchReport:
+    """native_bench() with ``monitor`` showing the CPU of this process tree live, ending as one
+    line; what %native_bench runs. Blocks; the caller prints the report."""
+    base = process_tree_cpu()
+    start = time.perf_counter()
+    try:
+        with monitor.live(lambda: [process_tree_cpu() - base]):
+            report = native_bench(tasks, size, repeat, monitor)
+    finally:
+        elapsed = time.perf_counter() - start
+        monitor.close([process_tree_cpu() - base], text=f"native_bench: {elapsed:.1f} s in all")
+    return report

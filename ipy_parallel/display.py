@@ -7,9 +7,12 @@ live where it can (the tqdm way) and always ends with a one-line summary.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import html
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence, TextIO
@@ -34,6 +37,8 @@ class Status:
     cpu: tuple[float, ...]  # CPU seconds each worker has used in this run
     recent: tuple[float, ...]  # each worker's CPU use over the last interval, 0..1 of a core
     done: bool = False
+    label: str = "%%parallel"  # what is running
+    per_worker: bool = True  # False: one reading for a whole process tree (benchmarks), not clipped
 
     @property
     def total_cpu(self) -> float:
@@ -53,9 +58,12 @@ class Status:
 class Tracker:
     """Turns successive readings of the workers' CPU clocks into Status snapshots."""
 
-    def __init__(self, n_workers: int, cores: int | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, n_workers: int, cores: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 label: str = "%%parallel", per_worker: bool = True):
         self.n_workers = n_workers
         self.cores = cores or os.cpu_count() or 1
+        self.label = label
+        self.per_worker = per_worker
         self._clock = clock
         self._start = self._last_time = clock()
         self._last_cpu = (0.0,) * n_workers
@@ -64,12 +72,13 @@ class Tracker:
         now = self._clock()
         cpu = tuple(cpu)
         interval = now - self._last_time
+        top = 1.0 if self.per_worker else float(self.cores)  # a thread cannot use more than a core
         if interval > 0:
-            recent = tuple(min(max((c - p) / interval, 0.0), 1.0) for c, p in zip(cpu, self._last_cpu))
+            recent = tuple(min(max((c - p) / interval, 0.0), top) for c, p in zip(cpu, self._last_cpu))
         else:
             recent = (0.0,) * len(cpu)
         self._last_time, self._last_cpu = now, cpu
-        return Status(self.n_workers, self.cores, now - self._start, cpu, recent, done)
+        return Status(self.n_workers, self.cores, now - self._start, cpu, recent, done, self.label, self.per_worker)
 
 
 def _bar(fraction: float, width: int) -> str:
@@ -83,7 +92,8 @@ def _spark(fraction: float) -> str:
 
 
 def _header(s: Status) -> str:
-    return (f"%%parallel · {s.n_workers} workers · {s.elapsed:.1f} s · "
+    who = f"{s.n_workers} workers · " if s.per_worker else ""
+    return (f"{s.label} · {who}{s.elapsed:.1f} s · "
             f"{s.recent_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores")
 
 
@@ -91,7 +101,10 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
     """The live display as text lines: a header, then a bar per worker (a sparkline character
     each when there are many)."""
     lines = [_header(s)]
-    if s.n_workers <= _MAX_BARS:
+    if not s.per_worker:
+        bar_width = max(10, min(40, width - 20))
+        lines.append(f"[all] {_bar(sum(s.recent) / s.cores, bar_width)} {s.recent_percent:4.0f}%")
+    elif s.n_workers <= _MAX_BARS:
         bar_width = max(10, min(30, width - 30))
         for i, (u, c) in enumerate(zip(s.recent, s.cpu)):
             lines.append(f"[{i}] {_bar(u, bar_width)} {100 * u:3.0f}%  {c:7.2f} s CPU")
@@ -108,13 +121,17 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
 
 def format_summary(s: Status) -> str:
     """The one line left when a run ends."""
-    return (f"%%parallel: {s.n_workers} workers, {s.elapsed:.2f} s wall, {s.total_cpu:.2f} s CPU, "
+    who = f"{s.n_workers} workers, " if s.per_worker else ""
+    return (f"{s.label}: {who}{s.elapsed:.2f} s wall, {s.total_cpu:.2f} s CPU, "
             f"{s.average_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores")
 
 
 def format_html(s: Status) -> str:
-    body = format_summary(s) if s.done else "\n".join(format_lines(s))
-    return f'<pre class="ipy-parallel-monitor" style="line-height:1.15">{html.escape(body)}</pre>'
+    return _pre(format_summary(s) if s.done else "\n".join(format_lines(s)))
+
+
+def _pre(text: str) -> str:
+    return f'<pre class="ipy-parallel-monitor" style="line-height:1.15">{html.escape(text)}</pre>'
 
 
 class LabelledOutput:
@@ -180,17 +197,41 @@ class Monitor:
         out.write(text)
         out.flush()
 
-    def close(self, cpu: Sequence[float]) -> Status:
+    def close(self, cpu: Sequence[float], text: str | None = None) -> Status:
+        """End the display: it becomes ``text``, or the summary line of a run that lasted at least
+        SHOW_AFTER seconds (nothing for a shorter one)."""
         status = self.tracker.sample(cpu, done=True)
-        self._finish(status, self.summary and status.elapsed >= SHOW_AFTER)
+        show = text is not None or (self.summary and status.elapsed >= SHOW_AFTER)
+        self._finish(status, text if text is not None else format_summary(status), show)
         return status
+
+    @contextlib.contextmanager
+    def live(self, sample: Callable[[], Sequence[float]]):
+        """Keep the display updated from a background thread while the body runs (for work that
+        holds the calling thread, such as a benchmark's serial loop)."""
+        stop = threading.Event()
+
+        def tick():
+            while not stop.wait(REFRESH / 2):
+                self.update(sample())
+
+        # Run in a copy of this thread's context: ipykernel keeps the cell's parent header in a
+        # context variable, and without it a thread's output goes to whichever cell ran last.
+        context = contextvars.copy_context()
+        ticker = threading.Thread(target=context.run, args=(tick,), name="ipy_parallel-monitor", daemon=True)
+        ticker.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            ticker.join()
 
     def _draw(self, status: Status) -> None:
         pass
 
-    def _finish(self, status: Status, show_summary: bool) -> None:
-        if show_summary:
-            print(format_summary(status), file=self.stdout, flush=True)
+    def _finish(self, status: Status, text: str, show: bool) -> None:
+        if show:
+            print(text, file=self.stdout, flush=True)
 
 
 class TerminalMonitor(Monitor):
@@ -223,10 +264,10 @@ class TerminalMonitor(Monitor):
         super().write(stream, text)
         self._draw(self._status)
 
-    def _finish(self, status: Status, show_summary: bool) -> None:
+    def _finish(self, status: Status, text: str, show: bool) -> None:
         self._erase()
         self.stdout.flush()
-        super()._finish(status, show_summary)
+        super()._finish(status, text, show)
 
 
 class NotebookMonitor(Monitor):
@@ -238,23 +279,23 @@ class NotebookMonitor(Monitor):
         self._handle = None
 
     @staticmethod
-    def _bundle(status: Status) -> dict:
-        text = format_summary(status) if status.done else "\n".join(format_lines(status))
-        return {"text/plain": text, "text/html": format_html(status)}
+    def _bundle(text: str) -> dict:
+        return {"text/plain": text, "text/html": _pre(text)}
 
     def _draw(self, status: Status) -> None:
         from IPython.display import display
 
+        bundle = self._bundle("\n".join(format_lines(status)))
         if self._handle is None:
-            self._handle = display(self._bundle(status), raw=True, display_id=True)
+            self._handle = display(bundle, raw=True, display_id=True)
         else:
-            self._handle.update(self._bundle(status), raw=True)
+            self._handle.update(bundle, raw=True)
 
-    def _finish(self, status: Status, show_summary: bool) -> None:
+    def _finish(self, status: Status, text: str, show: bool) -> None:
         if self._handle is not None:
-            self._handle.update(self._bundle(status), raw=True)
-        elif show_summary:
-            super()._finish(status, show_summary)
+            self._handle.update(self._bundle(text), raw=True)
+        elif show:
+            super()._finish(status, text, show)
 
 
 def _terminal_width() -> int:
@@ -264,10 +305,11 @@ def _terminal_width() -> int:
         return 80
 
 
-def make_monitor(n_workers: int, enabled: bool = True, shell=None) -> Monitor:
+def make_monitor(n_workers: int, enabled: bool = True, shell=None, label: str = "%%parallel",
+                 per_worker: bool = True) -> Monitor:
     """The front end for where we are: a notebook kernel, a terminal, or neither (summary only).
     ``enabled=False`` shows nothing at all."""
-    tracker = Tracker(n_workers)
+    tracker = Tracker(n_workers, label=label, per_worker=per_worker)
     if not enabled:
         return Monitor(tracker, summary=False)
     kind = type(shell).__name__ if shell is not None else ""

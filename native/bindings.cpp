@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "floor.h"
+#include "native_kernel.h"
 #include "pool.h"
 
 namespace py = pybind11;
@@ -154,6 +155,16 @@ PYBIND11_MODULE(_engine, m) {
           },
           py::arg("iterations"), "Seconds per round trip: wake every thread and wait for all to answer.");
 
+  m.def(
+      "seed_kernel",
+      [](const std::vector<std::int64_t>& ns) {
+        py::gil_scoped_release release;
+        return ipp::seed_kernel(ns);
+      },
+      py::arg("ns"),
+      "The seed workload in C++: for each n, k = k * i % 1000000007 over i = n..2, each on its own "
+      "std::thread, all at once, with the GIL released.");
+  m.attr("SEED_KERNEL_MAX_N") = ipp::kMaxSeedN;
   m.attr("POOL_SPIN_MICROS") = ipp::Pool::kSpinMicros;
   m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit and before fork).");
   py::module_::import("atexit").attr("register")(py::cpp_function(&close_all_pools));

@@ -228,3 +228,32 @@ def test_reload_ext(ip):
 def test_load_twice_is_harmless(ip):
     ip.run_line_magic("load_ext", "ipy_parallel")
     assert cell(ip, "1", "7") == [7]
+
+
+def test_native_bench_prints_the_table_and_stores_the_report(ip, capsys):
+    ip.run_line_magic("native_bench", "-n 2 --size 20000 --repeat 1 -o rep")
+    out = capsys.readouterr().out
+    assert "native_bench: 2 tasks of n=20,000" in out and "every method computed the same values" in out
+    assert "native_bench: " in out.splitlines()[0]  # the monitor's closing line comes first
+    rep = ip.user_ns["rep"]
+    assert rep.agree and rep.tasks == 2 and rep.size == 20_000
+
+
+@pytest.mark.parametrize("line, message", [("-n 0", "-n/--tasks must be from 1"), ("--repeat 0", "--repeat must be"),
+                                           ("--size -5", "--size must be from 0"), ("-o 9x", "is not a variable name"),
+                                           ("--bogus", "unrecognized arguments")])
+def test_native_bench_usage_errors(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("native_bench", line)
+
+
+def test_native_bench_plot(ip):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    ip.run_line_magic("native_bench", "-n 2 --size 1000 --repeat 1 --plot --no-monitor")
+    assert plt.get_fignums(), "--plot drew no figure"
+    plt.close("all")

@@ -9,7 +9,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["quickstart.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["native_bench.ipynb", "quickstart.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -21,6 +21,10 @@ def test_notebook_executes(path):
     tagged = {i for i, c in enumerate(nb.cells) if "raises-exception" in c.metadata.get("tags", [])}
     assert {i for i, _ in errors} == tagged, "only the cells tagged raises-exception may fail"
     text = "\n".join(o.get("text", "") for outs in outputs.values() for o in outs if o.output_type == "stream")
+    if path.name == "native_bench.ipynb":
+        assert "every method computed the same values" in text and "values agree: True" in text
+        assert any(o.output_type == "display_data" and "image/png" in o.get("data", {})
+                   for outs in outputs.values() for o in outs), "--plot drew no chart"
     if path.name == "quickstart.ipynb":
         assert "same answers: True" in text and "sum of squares: 333332833333500000 True" in text
         assert "[3] worker 3 of 4: 250000 numbers from 750000" in text
