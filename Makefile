@@ -29,7 +29,8 @@ test: $(VENV)/.built
 	$(VENV)/bin/pytest
 
 bench: $(VENV)/.built
-	$(PY) benchmarks/engine.py
+	$(PY) -m pip install --quiet ipyparallel
+	$(PY) benchmarks/suite.py
 
 # JupyterLab on notebooks/, on this machine only, with the "Python 3 (ipy_parallel)" kernel.
 lab: $(VENV)/.built

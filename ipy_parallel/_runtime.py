@@ -1,19 +1,24 @@
 """The code each sub-interpreter worker runs: execute a cell, capture its output, pack its result.
 
-The engine execs this file's source in every worker (it is never imported there, so a worker
+The engine execs this file's code in every worker (it is never imported there, so a worker
 never loads ipy_parallel or its C++ module) and calls setup() once. The function setup()
 returns runs each task with the worker's own GIL held, and must never raise: everything the
-cell does comes back as (value_pickle | None, error | None).
+cell does comes back as (value | None, error | None, value_format), the value marshalled
+(format 1) when marshal can hold it, else pickled (format 0).
 """
 
-import ast
+# Every interpreter imports its own copy of each module, so a worker's start-up time and idle
+# memory are what it imports. Builtins here (marshal: no import at all); _ast (260 KiB) when it
+# compiles; _pickle (550 KiB), traceback and cloudpickle (13 ms, MiBs) only when a value,
+# an error or a __main__-defined object needs them.
 import io
 import linecache
-import pickle
+import marshal
 import sys
-import traceback
 
 _CODE_CACHE_SIZE = 128
+_PROTOCOL = 5
+_FunctionType = type(lambda: None)
 
 
 def setup(worker_id, n_workers, emit):
@@ -46,18 +51,20 @@ def setup(worker_id, n_workers, emit):
                 exec(body, namespace)
                 value = None if last is None else eval(last, namespace)
             except BaseException as exc:  # the cell's errors, KeyboardInterrupt and SystemExit included
-                return None, _pack_error(exc)
+                return None, _pack_error(exc), 0
             finally:
                 stdout.flush()
                 stderr.flush()
         finally:
             sys.stdout, sys.stderr = saved
         if value is None:
-            return None, None
+            return None, None, 0
+        if _plain(value):
+            return marshal.dumps(value), None, 1  # no pickle to import, and faster
         try:
-            return _dumps(value), None
+            return _dumps(value), None, 0
         except BaseException as exc:
-            return None, _cannot_send(value, exc)
+            return None, _cannot_send(value, exc), 0
 
     return run
 
@@ -93,13 +100,40 @@ class _Stream(io.TextIOBase):
         return False
 
 
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset})
+_PLAIN_LIMIT = 10_000  # items to check before leaving a large value to pickle
+
+
+def _plain(value) -> bool:
+    """True if marshal round-trips ``value`` exactly: only builtin scalars and containers, by
+    exact type. (marshal would turn a bytearray or any buffer into bytes, and refuses
+    subclasses; larger values go to pickle, whose import is then worth it.)"""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind not in _PLAIN_TYPES:
+            return False
+        seen += 1
+        if seen > _PLAIN_LIMIT:
+            return False
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind in (tuple, list, set, frozenset):
+            stack.extend(item)
+    return True
+
+
 def _compile(source, filename):
     """Compile a cell like a notebook does: the value of a final expression is the result."""
+    import _ast
+
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    tree = ast.parse(source, filename, "exec")
+    tree = compile(source, filename, "exec", _ast.PyCF_ONLY_AST)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        last = compile(_ast.Expression(tree.body.pop().value), filename, "eval")
     return compile(tree, filename, "exec"), last
 
 
@@ -109,21 +143,55 @@ def _receive(payload, namespace):
     The path travels outside the inputs, so it is applied even when an input cannot be
     rebuilt here (a module this worker cannot import, say).
     """
-    path, blobs = pickle.loads(payload)
+    path, blobs = marshal.loads(payload)
     if path is not None:
         sys.path[:] = path
-    for blob in blobs:
-        namespace.update(pickle.loads(blob))
+    if blobs:
+        import _pickle
+
+        for blob in blobs:
+            namespace.update(_pickle.loads(blob))
+
+
+class _DefinedHere(Exception):
+    pass
+
+
+_pickler_class = None
+
+
+def _pickler():
+    """Plain pickle that refuses functions and classes of this worker's __main__: pickle would
+    send them by name, and the main interpreter would find its own (or nothing). Made on first
+    use, so that a worker that never pickles never imports _pickle."""
+    global _pickler_class
+    if _pickler_class is None:
+        import _pickle
+
+        class _Pickler(_pickle.Pickler):
+            def reducer_override(self, obj):  # not called for plain data (int, str, list, ...)
+                if isinstance(obj, (type, _FunctionType)) and getattr(obj, "__module__", None) == "__main__":
+                    raise _DefinedHere
+                return NotImplemented
+
+        _pickler_class = _Pickler
+    return _pickler_class
 
 
 def _dumps(obj):
-    # cloudpickle sends functions and classes defined in this worker's __main__ by value; plain
-    # pickle would send them by name and the main interpreter would find its own (or nothing).
+    import _pickle
+
+    buffer = io.BytesIO()
     try:
-        import cloudpickle
+        _pickler()(buffer, protocol=_PROTOCOL).dump(obj)
+        return buffer.getvalue()
+    except _DefinedHere:
+        pass
+    try:
+        import cloudpickle  # sends them by value
     except ImportError:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return _pickle.dumps(obj, protocol=_PROTOCOL)
+    return cloudpickle.dumps(obj, protocol=_PROTOCOL)
 
 
 def _type_name(exc_type):
@@ -139,6 +207,8 @@ def _user_traceback(tb):
 
 
 def _pack_error(exc):
+    import traceback
+
     exc.__traceback__ = _user_traceback(exc.__traceback__)
     try:
         text = "".join(traceback.format_exception(exc))
@@ -158,4 +228,6 @@ def _pack_error(exc):
 def _cannot_send(value, exc):
     kind = _type_name(type(value))
     message = f"the result, of type {kind}, cannot be sent back to the main interpreter: {exc}"
-    return "PicklingError", message, f"PicklingError: {message}\n", pickle.dumps(pickle.PicklingError(message))
+    import _pickle
+
+    return "PicklingError", message, f"PicklingError: {message}\n", _pickle.dumps(_pickle.PicklingError(message))

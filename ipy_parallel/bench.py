@@ -416,3 +416,93 @@ def run_native_bench(tasks: int, size: int, repeat: int, monitor) -> BenchReport
         elapsed = time.perf_counter() - start
         monitor.close([process_tree_cpu() - base], text=f"native_bench: {elapsed:.1f} s in all")
     return report
+
+
+# -- for benchmarks/suite.py: ipyparallel, cold starts, transfers, memory ----------------------
+
+
+class IPyParallelCluster:
+    """A local ipyparallel cluster (a controller and `engines` engine processes, on loopback):
+    the established way to run notebook code in parallel, for comparison."""
+
+    def __init__(self, engines: int = 2):
+        import ipyparallel
+
+        self.cluster = ipyparallel.Cluster(n=engines, log_level=40)
+        self.client = self.cluster.start_and_connect_sync()
+        self.all = self.client[:]
+        self.balanced = self.client.load_balanced_view()
+
+    def seed(self, ns: list[int]) -> list[int]:
+        return self.balanced.map_sync(seed_task, ns)
+
+    def round_trip(self) -> Callable[[int], list[float]]:
+        """A contestant: an empty task on every engine and back."""
+        once = lambda: self.all.apply_sync(_noop)  # noqa: E731
+        once()
+        return lambda k: round_trips(once, k)
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.stop_cluster_sync()
+
+
+def first_result_pool(n: int) -> float:
+    """Seconds from nothing to the first result of every worker of a fresh Pool(n)."""
+    start = time.perf_counter()
+    pool = Pool(n)
+    pool.run("worker_id")
+    elapsed = time.perf_counter() - start
+    pool.close()
+    return elapsed
+
+
+def first_result_processes(n: int, start_method: str) -> float:
+    """The same for a fresh multiprocessing.Pool(n), which starts all n processes at once."""
+    start = time.perf_counter()
+    procs = multiprocessing.get_context(start_method).Pool(n)
+    procs.map(abs, range(n), chunksize=1)
+    elapsed = time.perf_counter() - start
+    procs.terminate()
+    procs.join()
+    return elapsed
+
+
+def first_result_stdlib(n: int) -> float:
+    """The same for n fresh stdlib interpreters, each running an empty script."""
+    import _interpreters
+
+    start = time.perf_counter()
+    ids = [_interpreters.create("isolated") for _ in range(n)]
+    for iid in ids:
+        _interpreters.exec(iid, "pass")
+    elapsed = time.perf_counter() - start
+    for iid in ids:
+        _interpreters.destroy(iid)
+    return elapsed
+
+
+def _blob_of(size: int) -> bytes:
+    return bytes(size)
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def pss_bytes(pid: int | str = "self") -> int:
+    """Proportional set size: a process's own pages plus its share of pages shared with others
+    (what a forked worker really adds; its RSS counts the parent's shared pages in full)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss_bytes(pid)

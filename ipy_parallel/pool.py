@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import marshal
 import os
 import pickle
 import sys
@@ -24,6 +25,8 @@ __all__ = ["Pool", "Run", "Result", "WorkerError", "MAX_WORKERS"]
 MAX_WORKERS = 256
 
 _RUNTIME_SOURCE = resources.files(__package__).joinpath("_runtime.py").read_text(encoding="utf-8")
+# Compiled once here, unmarshalled in each worker (cheaper there than compiling it again).
+_RUNTIME_CODE = marshal.dumps(compile(_RUNTIME_SOURCE, "<ipy_parallel worker runtime>", "exec"))
 _WAIT_SLICE = 0.1  # seconds the GIL stays released per wait, so Ctrl-C is seen that often
 
 # Clears a worker's variables, keeping what the runtime gave it.
@@ -95,7 +98,7 @@ class Pool:
         self._current: Run | None = None  # the run started and not yet collected
         self._sent_path: list[str] | None = None
         self._closed_by_user = False
-        self._engine = _engine.Pool(n, _RUNTIME_SOURCE)
+        self._engine = _engine.Pool(n, _RUNTIME_CODE)
 
     @property
     def size(self) -> int:
@@ -228,7 +231,7 @@ class Pool:
         crashes); start this one again, and say that its workers' state is gone."""
         if not self._engine.closed:
             return
-        self._engine = _engine.Pool(self._engine.size, _RUNTIME_SOURCE)
+        self._engine = _engine.Pool(self._engine.size, _RUNTIME_CODE)
         self._current = None
         self._sent_path = None
         warnings.warn(
@@ -241,7 +244,9 @@ class Pool:
         )
 
     def _payloads(self, inputs, worker_inputs) -> tuple[list[bytes], list[str] | None]:
-        """Pickle what each worker must receive: [] for nothing, [b] for all, or one per worker.
+        """What each worker must receive: [] for nothing, [b] for all, or one per worker. Each
+        is marshal((sys.path or None, [pickled inputs, ...])): marshal, a builtin, costs a worker
+        no import, so a run without inputs never loads pickle there.
 
         Workers follow the main interpreter's sys.path, so the modules a notebook can import
         are importable in its workers; it is sent only when it has changed.
@@ -252,14 +257,14 @@ class Pool:
         if worker_inputs is None:
             if path_to_send is None and common is None:
                 return [], None
-            return [pickle.dumps((path_to_send, [common] if common else []))], path_to_send
+            return [marshal.dumps((path_to_send, [common] if common else []))], path_to_send
         if isinstance(worker_inputs, (str, bytes)) or not isinstance(worker_inputs, Sequence):
             raise TypeError("worker_inputs must be a sequence of mappings, one per worker")
         if len(worker_inputs) != self.size:
             raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; this pool has {self.size} workers")
         blobs = [_pickle_inputs(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
         parts = [[b for b in (common, blob) if b] for blob in blobs]
-        return [pickle.dumps((path_to_send, p)) for p in parts], path_to_send
+        return [marshal.dumps((path_to_send, p)) for p in parts], path_to_send
 
 
 class Run:
@@ -354,7 +359,7 @@ def _pickle_inputs(mapping, what: str) -> bytes:
     raise TypeError(f"{what} cannot be pickled as a whole (each value alone can)")
 
 
-def _result(worker_id, value_blob, stdout, stderr, error, wall, cpu) -> Result:
+def _result(worker_id, value_blob, stdout, stderr, error, wall, cpu, value_format) -> Result:
     value = None
     err = None
     if error is not None:
@@ -368,7 +373,7 @@ def _result(worker_id, value_blob, stdout, stderr, error, wall, cpu) -> Result:
         err = WorkerError(type_name, message, text, exception)
     elif value_blob is not None:
         try:
-            value = pickle.loads(value_blob)
+            value = (marshal.loads if value_format == 1 else pickle.loads)(value_blob)
         except Exception as exc:
             message = f"the result of worker {worker_id} cannot be rebuilt in the main interpreter: {exc!r}"
             err = WorkerError(type(exc).__name__, message, f"{type(exc).__name__}: {message}\n", None)

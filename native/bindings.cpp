@@ -39,7 +39,7 @@ void close_all_pools() {
 
 class PoolHandle {
  public:
-  PoolHandle(int n_workers, std::string runtime_source) {
+  PoolHandle(int n_workers, std::string runtime_code) {
     // gh-136421: importing _datetime concurrently in several isolated interpreters crashes
     // 3.13.0. Loading it once in the main interpreter first avoids the race.
     PyObject* datetime = PyImport_ImportModule("_datetime");
@@ -47,7 +47,7 @@ class PoolHandle {
     Py_XDECREF(datetime);
     {
       py::gil_scoped_release release;  // workers take the main GIL while they create interpreters
-      pool_ = std::make_unique<ipp::Pool>(n_workers, std::move(runtime_source));
+      pool_ = std::make_unique<ipp::Pool>(n_workers, std::move(runtime_code));
     }
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_live.push_back(pool_.get());
@@ -78,7 +78,7 @@ py::tuple result_tuple(const ipp::TaskResult& r) {
                            bytes_or_none(r.error->pickled));
   }
   return py::make_tuple(r.worker_id, bytes_or_none(r.value), py::str(r.out), py::str(r.err), error, r.wall_time,
-                        r.cpu_time);
+                        r.cpu_time, r.value_format);
 }
 
 }  // namespace
@@ -87,9 +87,10 @@ PYBIND11_MODULE(_engine, m) {
   m.doc() = "The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one thread each.";
 
   py::class_<PoolHandle>(m, "Pool")
-      .def(py::init<int, std::string>(), py::arg("n_workers"), py::arg("runtime_source"),
+      .def(py::init<int, std::string>(), py::arg("n_workers"), py::arg("runtime_code"),
            "Start n_workers threads, each creating one isolated sub-interpreter (all in parallel) and "
-           "running runtime_source's setup(worker_id, n_workers, emit) in it. Blocks until all are "
+           "running runtime_code (a marshalled code object) and its setup(worker_id, n_workers, emit) in "
+           "it. Blocks until all are "
            "ready; releases the GIL meanwhile.")
       .def_property_readonly("size", [](PoolHandle& h) { return h.pool().size(); })
       .def_property_readonly("closed", [](PoolHandle& h) { return h.pool().closed(); })
@@ -126,8 +127,9 @@ PYBIND11_MODULE(_engine, m) {
             for (const auto& r : h.pool().collect()) out.append(result_tuple(r));
             return out;
           },
-          "The finished run's results: (worker_id, value_pickle, stdout, stderr, error, wall, cpu) "
-          "per worker, error being None or (type_name, message, traceback, exception_pickle).")
+          "The finished run's results: (worker_id, value, stdout, stderr, error, wall, cpu, "
+          "value_format) per worker; value is pickled (format 0) or marshalled (1); error is None "
+          "or (type_name, message, traceback, exception_pickle).")
       .def("close", [](PoolHandle& h) { close_released(h.pool()); },
            "End every interpreter and join every thread; waits for running tasks. Harmless twice.")
       .def("cpu_times", [](PoolHandle& h) { return h.pool().cpu_times(); },

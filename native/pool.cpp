@@ -9,9 +9,9 @@
 
 namespace ipp {
 
-Pool::Pool(int n_workers, std::string runtime_source) : size_(n_workers), owner_pid_(getpid()) {
+Pool::Pool(int n_workers, std::string runtime_code) : size_(n_workers), owner_pid_(getpid()) {
   if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
-  auto runtime = std::make_shared<const std::string>(std::move(runtime_source));
+  auto runtime = std::make_shared<const std::string>(std::move(runtime_code));
   workers_.reserve(static_cast<size_t>(n_workers));
   // Every worker creates its interpreter on its own thread, all at the same time.
   for (int i = 0; i < n_workers; ++i) workers_.push_back(std::make_unique<Worker>(i, n_workers, runtime, *this));

@@ -24,7 +24,7 @@ class Pool final : public Completion {
   // wake-up, so a short run is caught without a sleep, and a long one costs 50 us of polling.
   static constexpr int kSpinMicros = 50;
 
-  Pool(int n_workers, std::string runtime_source);  // starts all workers at once; throws if one fails
+  Pool(int n_workers, std::string runtime_code);  // starts all workers at once; throws if one fails
   ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;

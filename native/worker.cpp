@@ -1,6 +1,8 @@
 // One worker thread: creates its sub-interpreter, runs tasks in it, captures output and CPU time.
 #include "worker.h"
 
+#include <marshal.h>
+
 #include <time.h>
 
 #include <chrono>
@@ -9,7 +11,6 @@
 namespace ipp {
 namespace {
 
-constexpr const char* kRuntimeFilename = "<ipy_parallel worker runtime>";
 constexpr const char* kCapsuleName = "ipy_parallel.worker";
 
 double thread_cpu_seconds(clockid_t clock) {
@@ -89,14 +90,16 @@ TaskError error_from_raised() {
   return error;
 }
 
-// Reads run()'s reply: (value_pickle | None, (type_name, message, traceback, pickle | None) | None).
+// Reads run()'s reply: (value | None, (type_name, message, traceback, pickle | None) | None, format).
 bool unpack_reply(PyObject* reply, TaskResult& result) {
-  if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 2) {
+  if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 3) {
     PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed reply");
     return false;
   }
   PyObject* value = PyTuple_GET_ITEM(reply, 0);
   PyObject* error = PyTuple_GET_ITEM(reply, 1);
+  result.value_format = static_cast<int>(PyLong_AsLong(PyTuple_GET_ITEM(reply, 2)));
+  if (result.value_format == -1 && PyErr_Occurred()) return false;
   if (value != Py_None) {
     result.value.emplace();
     if (!copy_text(value, *result.value)) return false;
@@ -120,8 +123,8 @@ bool unpack_reply(PyObject* reply, TaskResult& result) {
 
 }  // namespace
 
-Worker::Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_source, Completion& sink)
-    : id_(id), n_workers_(n_workers), runtime_source_(std::move(runtime_source)), sink_(sink) {
+Worker::Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_code, Completion& sink)
+    : id_(id), n_workers_(n_workers), runtime_code_(std::move(runtime_code)), sink_(sink) {
   thread_ = std::thread([this] { main(); });
 }
 
@@ -234,10 +237,18 @@ bool Worker::load_runtime() {
   do {
     PyObject* builtins = PyEval_GetBuiltins();  // borrowed; this interpreter's builtins dict
     if (builtins == nullptr || PyDict_SetItemString(globals, "__builtins__", builtins) < 0) break;
-    if (!set_str(globals, "__name__", "ipy_parallel_worker_runtime") || !set_str(globals, "__file__", kRuntimeFilename))
-      break;
-    code = Py_CompileString(runtime_source_->c_str(), kRuntimeFilename, Py_file_input);
+    code = PyMarshal_ReadObjectFromString(runtime_code_->data(), static_cast<Py_ssize_t>(runtime_code_->size()));
     if (code == nullptr) break;
+    if (!PyCode_Check(code)) {
+      PyErr_SetString(PyExc_TypeError, "the worker runtime is not a marshalled code object");
+      break;
+    }
+    // __file__ is the code's own filename: the runtime compares frames against it to hide them.
+    PyObject* filename = PyObject_GetAttrString(code, "co_filename");
+    if (filename == nullptr) break;
+    const int file_set = PyDict_SetItemString(globals, "__file__", filename);
+    Py_DECREF(filename);
+    if (file_set < 0 || !set_str(globals, "__name__", "ipy_parallel_worker_runtime")) break;
     done = PyEval_EvalCode(code, globals, globals);
     if (done == nullptr) break;
     PyObject* setup = PyDict_GetItemString(globals, "setup");  // borrowed

@@ -30,7 +30,8 @@ struct TaskError {
 
 struct TaskResult {
   int worker_id = -1;
-  std::optional<std::string> value;  // pickled value of the cell's last expression
+  std::optional<std::string> value;  // the cell's last expression, serialized
+  int value_format = 0;              // 0: pickle, 1: marshal
   std::string out, err;              // everything the task wrote to sys.stdout / sys.stderr
   std::optional<TaskError> error;
   double wall_time = 0, cpu_time = 0;
@@ -53,8 +54,9 @@ class Completion {
 
 class Worker {
  public:
-  // Starts the thread, which creates the interpreter and runs runtime_source's setup() in it.
-  Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_source, Completion& sink);
+  // Starts the thread, which creates the interpreter, runs runtime_code (a marshalled code
+  // object: unmarshalling is ~10x cheaper than compiling in every interpreter) and its setup().
+  Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_code, Completion& sink);
   ~Worker();  // stop() and join
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -79,7 +81,7 @@ class Worker {
   TaskResult execute(const Task& task);
 
   const int id_, n_workers_;
-  const std::shared_ptr<const std::string> runtime_source_;
+  const std::shared_ptr<const std::string> runtime_code_;
   Completion& sink_;
 
   std::mutex mailbox_mutex_;

@@ -1,17 +1,18 @@
 """ipy_parallel._engine directly: the start/wait/collect protocol, live output, CPU clocks, the floor."""
 
+import marshal
 import pickle
 import time
 
 import pytest
 
 from ipy_parallel import _engine
-from ipy_parallel.pool import _RUNTIME_SOURCE
+from ipy_parallel.pool import _RUNTIME_CODE
 
 
 @pytest.fixture
 def engine():
-    pool = _engine.Pool(2, _RUNTIME_SOURCE)
+    pool = _engine.Pool(2, _RUNTIME_CODE)
     yield pool
     pool.close()
 
@@ -24,15 +25,17 @@ def run(engine, source, payloads=()):
 
 
 def test_result_tuples(engine):
-    (w0, v0, out0, err0, e0, wall0, cpu0), (w1, v1, *_rest) = run(engine, "print('o')\nworker_id")
-    assert (w0, w1) == (0, 1)
-    assert pickle.loads(v0) == 0 and pickle.loads(v1) == 1
+    (w0, v0, out0, err0, e0, wall0, cpu0, f0), (w1, v1, *_rest) = run(engine, "print('o')\nworker_id")
+    assert (w0, w1) == (0, 1) and f0 == 1  # plain data comes back marshalled
+    assert marshal.loads(v0) == 0 and marshal.loads(v1) == 1
+    _, v, *_, fmt = run(engine, "import fractions\nfractions.Fraction(1, 3)")[0]
+    assert fmt == 0 and pickle.loads(v) == __import__("fractions").Fraction(1, 3)
     assert (out0, err0, e0) == ("o\n", "", None)
     assert wall0 > 0 and cpu0 > 0
 
 
 def test_error_tuple(engine):
-    _, value, _, _, error, _, _ = run(engine, "1/0")[0]
+    _, value, _, _, error, _, _, _ = run(engine, "1/0")[0]
     assert value is None
     type_name, message, traceback, pickled = error
     assert (type_name, message) == ("ZeroDivisionError", "division by zero")
@@ -41,8 +44,8 @@ def test_error_tuple(engine):
 
 
 def test_one_payload_per_worker(engine):
-    payloads = [pickle.dumps((None, [pickle.dumps({"v": i})])) for i in (10, 20)]
-    assert [pickle.loads(r[1]) for r in run(engine, "v", payloads)] == [10, 20]
+    payloads = [marshal.dumps((None, [pickle.dumps({"v": i})])) for i in (10, 20)]
+    assert [marshal.loads(r[1]) for r in run(engine, "v", payloads)] == [10, 20]
 
 
 def test_wrong_number_of_payloads(engine):
@@ -98,15 +101,17 @@ def test_close_ends_everything(engine):
 
 
 def test_bad_runtime_fails_cleanly():
-    with pytest.raises(RuntimeError, match="cannot start the worker runtime"):
-        _engine.Pool(2, "def setup(:\n")
+    with pytest.raises(RuntimeError, match="cannot start the worker runtime: bad marshal data"):
+        _engine.Pool(2, b"not marshal data")
+    with pytest.raises(RuntimeError, match="not a marshalled code object"):
+        _engine.Pool(2, marshal.dumps("a string"))
     with pytest.raises(RuntimeError, match="defines no setup"):
-        _engine.Pool(1, "x = 1\n")
+        _engine.Pool(1, marshal.dumps(compile("x = 1", "<x>", "exec")))
 
 
 def test_zero_workers_rejected():
     with pytest.raises(ValueError, match="at least one worker"):
-        _engine.Pool(0, _RUNTIME_SOURCE)
+        _engine.Pool(0, _RUNTIME_CODE)
 
 
 def test_condvar_floor_measures_round_trips():

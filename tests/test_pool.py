@@ -376,3 +376,30 @@ def test_state_runs_and_cpu_times(pool):
     assert pool.state == "busy"
     run.results()
     assert pool.runs == 1 and len(pool.cpu_times()) == 2
+
+
+def test_workers_import_pickle_cloudpickle_and_traceback_only_when_needed(pool):
+    # Each interpreter imports its own modules: what a worker imports is its start-up time and memory.
+    loaded = "import sys\ntuple(m in sys.modules for m in ('_pickle', 'cloudpickle', 'traceback'))"
+    assert [r.value for r in pool.run(loaded)] == [(False, False, False)] * 2
+    assert pool.run("[1, 'two', 3.0, {'four': (5,)}, None, True]")[0].value == [1, "two", 3.0, {"four": (5,)}, None,
+                                                                                True]
+    assert [r.value for r in pool.run(loaded)] == [(False, False, False)] * 2
+    pool.run("import fractions\nfractions.Fraction(1, 3)")  # not plain data: pickled
+    assert [r.value for r in pool.run(loaded)] == [(True, False, False)] * 2
+    pool.run("def f():\n    pass\nf")  # a function of the worker's __main__ must travel by value
+    pool.run("1 / 0")
+    assert [r.value for r in pool.run(loaded)] == [(True, True, True)] * 2
+
+
+def test_values_keep_their_exact_types(pool):
+    source = ("import enum, collections\nclass Color(enum.IntEnum):\n    RED = 1\n"
+              "[True, 1, 1.5, 2j, b'x', bytearray(b'y'), frozenset({1}), Color.RED, collections.OrderedDict(a=1)]")
+    value = pool.run(source)[0].value
+    assert [type(v).__name__ for v in value] == ["bool", "int", "float", "complex", "bytes", "bytearray",
+                                                 "frozenset", "Color", "OrderedDict"]
+    assert value[7] == 1 and value[8] == {"a": 1}
+    for one in ("bytearray(b'y')", "memoryview(b'z').tobytes()", "[bytearray(b'q')]", "{1: bytearray(b'r')}",
+                "list(range(20_000))"):
+        assert pool.run(one)[0].value == eval(one) and type(pool.run(one)[0].value) is type(eval(one))
+    assert type(pool.run("[bytearray(b'q')]")[0].value[0]) is bytearray

@@ -1,0 +1,210 @@
+"""The benchmark suite behind `make bench`: ipy_parallel beside every alternative, each figure from the same run.
+
+Sections: throughput (seed workload, 1/2/4/20 tasks), latency (empty task, warm pools of 2 and
+20, with the C++ floor), cold start, transfer (100 MiB in and out), memory (per idle worker).
+Prints measured times and ratios; asserts nothing about time. Methods are interleaved round by
+round. Fork-based methods run while no sub-interpreter is alive: os.fork() ends every pool
+(CPython crashes a child forked with live sub-interpreters).
+
+    python benchmarks/suite.py [--sections throughput,latency,cold,transfer,memory] [--quick]
+"""
+
+import argparse
+import datetime
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from ipy_parallel import Pool, _engine, bench
+
+SECTIONS = ["throughput", "latency", "cold", "transfer", "memory"]
+MiB = 1024 * 1024
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def throughput(args, cluster) -> None:
+    cores = os.cpu_count() or 1
+    for tasks in args.task_counts:
+        ns = [args.size] * tasks
+        forked = bench.measure({
+            "multiprocessing fork": (lambda: bench.multiprocessing_pool(ns, "fork"), "end to end"),
+            "ProcessPoolExecutor fork": (lambda: bench.process_pool_executor(ns, "fork"), "end to end"),
+        }, args.repeat)
+        stdlib = bench.StdlibInterpreters(tasks)
+        try:
+            with bench.warm_pool(tasks) as pool:
+                runners = {
+                    "serial": (lambda: bench.serial(ns), ""),
+                    "threads (one GIL)": (lambda: bench.threads(ns), ""),
+                    "multiprocessing spawn": (lambda: bench.multiprocessing_pool(ns, "spawn"), "end to end"),
+                    "ProcessPoolExecutor spawn": (lambda: bench.process_pool_executor(ns, "spawn"), "end to end"),
+                    "stdlib _interpreters": (lambda: stdlib.seed(ns), "warm, a thread each"),
+                    "ipy_parallel Pool": (lambda: bench.pool_seed(pool, ns), "warm"),
+                }
+                if cluster is not None:
+                    runners[f"ipyparallel ({len(cluster.client.ids)} engines)"] = (lambda: cluster.seed(ns), "warm")
+                rows = bench.measure(runners, args.repeat)
+        finally:
+            stdlib.close()
+        rows[2:2] = forked
+        by = {m.method: m for m in rows}
+        serial, ours = by["serial"], by["ipy_parallel Pool"]
+        ceiling = min(tasks, cores)
+        table(f"Throughput: {tasks} task(s) of n={args.size:,}, median of {args.repeat} (ceiling {ceiling}x)",
+              ["method", "time", "speedup", "of ceiling", "ours is", "answers", "note"],
+              [[m.method, f"{m.median:.3f}s", f"{serial.median / m.median:.2f}x",
+                f"{serial.median / m.median / ceiling:.0%}", f"{m.median / ours.median:.2f}x as fast",
+                "agree" if m.values == serial.values else "DIFFER", m.note] for m in rows])
+
+
+def latency(args, cluster) -> None:
+    for n in (2, 20):
+        iterations = args.iterations if n == 2 else args.iterations // 4
+        ppe = bench.process_pool_round_trips(n, max(50, iterations // 4))
+        stdlib = bench.StdlibInterpreters(n)
+        try:
+            with Pool(n) as pool, ThreadPoolExecutor(n) as threads:
+                contestants = {
+                    f"C++ condvar, {n} bare threads (floor)": bench.floor_round_trip(_engine.CondvarFloor(n)),
+                    f"  same, waiter yields {_engine.POOL_SPIN_MICROS} us first":
+                        bench.floor_round_trip(_engine.CondvarFloor(n, _engine.POOL_SPIN_MICROS)),
+                    "ipy_parallel Pool.run('')": bench.pool_round_trip(pool),
+                    "stdlib _interpreters + threads": bench.stdlib_round_trip(stdlib, threads),
+                    "ThreadPoolExecutor (one GIL)": bench.executor_round_trip(threads, n),
+                }
+                if cluster is not None and n == len(cluster.client.ids):
+                    contestants[f"ipyparallel ({n} engines)"] = cluster.round_trip()
+                times = bench.interleave(contestants, iterations)
+        finally:
+            stdlib.close()
+        times["ProcessPoolExecutor fork (before)"] = ppe
+        floor = statistics.median(next(iter(times.values())))
+        ours = statistics.median(times["ipy_parallel Pool.run('')"])
+        table(f"Latency: an empty task to each of {n} warm workers and back, median of {iterations} "
+              f"(interleaved in chunks of 50)",
+              ["method", "median", "p90", "x floor", "x ours"],
+              [[name, f"{statistics.median(t) * 1e6:.1f}us", f"{statistics.quantiles(t, n=10)[-1] * 1e6:.1f}us",
+                f"{statistics.median(t) / floor:.2f}x", f"{statistics.median(t) / ours:.2f}x"]
+               for name, t in times.items()])
+
+
+def cold(args, cluster) -> None:
+    for n in (2, 20):
+        # Each runner measures itself, from nothing to the first result of every worker, and
+        # leaves shutdown out; the fork-based one goes first, while no interpreter is alive.
+        runners = {
+            "multiprocessing.Pool fork": lambda: bench.first_result_processes(n, "fork"),
+            "ipy_parallel Pool": lambda: bench.first_result_pool(n),
+            "stdlib _interpreters": lambda: bench.first_result_stdlib(n),
+            "multiprocessing.Pool spawn": lambda: bench.first_result_processes(n, "spawn"),
+        }
+        samples = {name: [] for name in runners}
+        for name in ("multiprocessing.Pool fork",):
+            samples[name] = [runners[name]() for _ in range(args.repeat)]
+        for _ in range(args.repeat):
+            for name, run in list(runners.items())[1:]:
+                samples[name].append(run())
+        base = statistics.median(samples["ipy_parallel Pool"])
+        table(f"Cold start: a fresh pool of {n} to the first result of every worker, median of {args.repeat}",
+              ["method", "time", "x ours"],
+              [[name, f"{statistics.median(t) * 1e3:.1f}ms", f"{statistics.median(t) / base:.2f}x"]
+               for name, t in samples.items()])
+
+
+def transfer(args, cluster) -> None:
+    size = args.transfer_mib * MiB
+    blob = bytes(size)
+    with multiprocessing.get_context("fork").Pool(2) as procs:  # before any interpreter exists
+        procs.map(abs, [1, 2])
+        mp = bench.measure({
+            "multiprocessing in": (lambda: procs.map(len, [blob, blob], chunksize=1), ""),
+            "multiprocessing out": (lambda: len(procs.apply(bench._blob_of, (size,))), ""),
+        }, args.repeat)
+    with Pool(2) as pool:
+        pool.run("len(b'')")
+        ours = bench.measure({
+            "ipy_parallel in": (lambda: [r.value for r in pool.run("len(blob)", {"blob": blob})], ""),
+            "ipy_parallel out": (lambda: len(pool.run("bytes(size) if worker_id == 0 else None",
+                                                      {"size": size})[0].value), ""),
+        }, args.repeat)
+    by = {m.method: m for m in mp + ours}
+    rows = []
+    for way, moved in (("in", 2 * size), ("out", size)):
+        for who in ("ipy_parallel", "multiprocessing"):
+            m = by[f"{who} {way}"]
+            rows.append([f"{who}: {'to 2 workers' if way == 'in' else 'one result back'}", f"{m.median:.3f}s",
+                         f"{moved / MiB / m.median:,.0f} MiB/s",
+                         f"{by[f'multiprocessing {way}'].median / m.median:.2f}x"])
+    table(f"Transfer: {args.transfer_mib} MiB of bytes to each of 2 workers, and {args.transfer_mib} MiB back "
+          f"(median of {args.repeat})", ["what", "time", "rate", "x multiprocessing speed"], rows)
+
+
+def memory(args, cluster) -> None:
+    n = 20
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as procs:
+        procs.map(abs, range(4), chunksize=1)
+        children = [p.pid for p in multiprocessing.active_children()]
+        fork_pss = statistics.mean(bench.pss_bytes(pid) for pid in children)
+        fork_rss = statistics.mean(bench.rss_bytes(pid) for pid in children)
+    with multiprocessing.get_context("spawn").Pool(4) as procs:
+        procs.map(abs, range(4), chunksize=1)
+        children = [p.pid for p in multiprocessing.active_children()]
+        spawn_rss = statistics.mean(bench.rss_bytes(pid) for pid in children)
+    before = bench.rss_bytes()
+    with Pool(n) as pool:
+        pool.run("worker_id")
+        ours = (bench.rss_bytes() - before) / n
+    table(f"Memory: resident memory per idle worker (ours: growth of this process over {n} workers)",
+          ["worker", "per worker", "x ours"],
+          [["ipy_parallel sub-interpreter", f"{ours / MiB:.1f} MiB", "1.00x"],
+           ["multiprocessing spawn process (RSS)", f"{spawn_rss / MiB:.1f} MiB", f"{spawn_rss / ours:.2f}x"],
+           ["multiprocessing fork process (PSS)", f"{fork_pss / MiB:.1f} MiB", f"{fork_pss / ours:.2f}x"],
+           ["multiprocessing fork process (RSS)", f"{fork_rss / MiB:.1f} MiB", f"{fork_rss / ours:.2f}x"]])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, from: " + ", ".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats: checks the suite runs")
+    parser.add_argument("--no-ipyparallel", action="store_true", help="leave ipyparallel out")
+    args = parser.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    args.size, args.repeat, args.iterations, args.transfer_mib = (
+        (20_000, 1, 200, 4) if args.quick else (2_000_000, 3, 4000, 100))
+    args.task_counts = [1, 2] if args.quick else [1, 2, 4, 20]
+
+    print(f"ipy_parallel benchmark suite: CPython {platform.python_version()}, {os.cpu_count()} cores "
+          f"({platform.processor() or platform.machine()}), {platform.system()}, {datetime.date.today()}")
+    cluster = None
+    if not args.no_ipyparallel and {"throughput", "latency"} & set(sections):
+        try:
+            cluster = bench.IPyParallelCluster(2)
+        except ImportError:
+            print("ipyparallel is not installed: its rows are left out (pip install ipyparallel)")
+    try:
+        for name in SECTIONS:
+            if name in sections:
+                globals()[name](args, cluster)
+                sys.stdout.flush()
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
