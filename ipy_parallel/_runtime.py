@@ -21,9 +21,16 @@ _PROTOCOL = 5
 _FunctionType = type(lambda: None)
 
 
-def setup(worker_id, n_workers, emit):
-    """Prepare this worker's namespace (its __main__) and return its run(source, filename, payload)."""
+def setup(worker_id, n_workers, emit, sleep):
+    """Prepare this worker's namespace (its __main__) and return its run(source, filename, payload).
+
+    ``sleep`` replaces time.sleep in this interpreter: the engine can end it at once on an
+    interrupt, which it cannot do for time.sleep outside the main thread.
+    """
     import __main__
+    import time
+
+    time.sleep = sleep
 
     namespace = __main__.__dict__
     namespace["worker_id"] = worker_id

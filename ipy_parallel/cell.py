@@ -7,13 +7,14 @@ thin parser. Misuse raises UsageError-like ValueErrors that the magic turns into
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, MutableMapping
 
 from .display import LabelledOutput, Monitor
 from .errors import CellSyntaxError, ParallelError, format_workers
-from .pool import MAX_WORKERS, Pool, Result
+from .pool import MAX_WORKERS, ParallelInterrupted, ParallelTimeout, Pool, Result
 
 __all__ = ["CellOptions", "CellUsageError", "parse_workers", "parse_names", "run_cell"]
 
@@ -29,6 +30,7 @@ class CellOptions:
     scatter: str | None = None
     out: str | None = None
     pull: list[str] = field(default_factory=list)
+    timeout: float | None = None
 
 
 def parse_workers(text: str | None, default: int) -> int:
@@ -57,7 +59,8 @@ def run_cell(pool: Pool, source: str, options: CellOptions, user_ns: MutableMapp
              monitor: Monitor, filename: str | None = None):
     """Run ``source`` in every worker of ``pool`` with live output and display; return the list of
     per-worker values (or None), as the cell's result. Raises CellSyntaxError before any worker runs,
-    CellUsageError for bad options, ParallelError when workers raised."""
+    CellUsageError for bad options, ParallelError when workers raised, ParallelInterrupted on
+    KeyboardInterrupt and ParallelTimeout at options.timeout (both after stopping the workers)."""
     if not source.strip():
         raise CellUsageError("the cell is empty: put the code to run in every worker below %%parallel")
     try:
@@ -75,20 +78,27 @@ def run_cell(pool: Pool, source: str, options: CellOptions, user_ns: MutableMapp
         raise CellUsageError(str(exc)) from None
 
     echo = LabelledOutput(monitor.write)
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
     try:
-        while not run.wait(0.1):
+        while not run.wait(_tick(deadline)):
             for worker_id, stream, text in run.output():
                 echo.feed(worker_id, stream, text)
             monitor.update(run.cpu_times())
-    except KeyboardInterrupt:
-        run.abandon()
-        raise
+            if deadline is not None and time.monotonic() >= deadline:
+                late = run.busy_workers()
+                raise ParallelTimeout(f"%%parallel --timeout {options.timeout:g}: the cell ran out of time",
+                                      late, *run.stop())
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, ParallelInterrupted):
+            raise
+        late = run.busy_workers()
+        raise ParallelInterrupted("%%parallel interrupted", late, *run.stop()) from None
     finally:
         for worker_id, stream, text in run.output():
             echo.feed(worker_id, stream, text)
         echo.flush()
+        monitor.close(run.cpu_times())
     results = run.results()
-    monitor.close(run.cpu_times())
 
     if any(r.error for r in results):
         raise ParallelError(results)
@@ -99,6 +109,11 @@ def run_cell(pool: Pool, source: str, options: CellOptions, user_ns: MutableMapp
         user_ns[options.out] = values
         return None
     return values if any(v is not None for v in values) else None
+
+
+def _tick(deadline: float | None) -> float:
+    """How long to wait before the next output drain and display update."""
+    return 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
 
 
 def _lookup(user_ns: Mapping[str, Any], name: str, option: str):

@@ -31,6 +31,8 @@ class ParallelMagics(Magics):
               help="split the sequence NAME into N contiguous chunks; worker k sees chunk k as NAME")
     @argument("-o", "--out", metavar="NAME", help="store the list of per-worker values in NAME")
     @argument("--pull", metavar="NAMES", help="afterwards, set each NAME to the list of its values in the workers")
+    @argument("--timeout", type=float, metavar="SECONDS",
+              help="stop the workers still running after SECONDS and fail with TimeoutError")
     @argument("--no-monitor", action="store_true", help="no live CPU display and no summary line")
     @cell_magic
     def parallel(self, line, cell):
@@ -39,7 +41,8 @@ class ParallelMagics(Magics):
         Each worker sees ``worker_id`` (0..N-1) and ``n_workers`` and keeps its variables between
         cells; the pool stays warm while N stays the same. Output is shown per worker as it comes
         ("[3] ..."); the cell's value is the list of the workers' last-expression values. A cell
-        in which workers raise fails, showing each distinct traceback once.
+        in which workers raise fails, showing each distinct traceback once. Interrupting the
+        kernel (or --timeout) stops every worker; the pool stays usable.
 
         Examples::
 
@@ -63,7 +66,10 @@ class ParallelMagics(Magics):
                 scatter=args.scatter,
                 out=args.out,
                 pull=parse_names(args.pull, "--pull"),
+                timeout=args.timeout,
             )
+            if args.timeout is not None and not args.timeout > 0:
+                raise CellUsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
             for option, name in (("--scatter", args.scatter), ("--out", args.out)):
                 if name is not None and not name.isidentifier():
                     raise CellUsageError(f"{option}: {name!r} is not a variable name")

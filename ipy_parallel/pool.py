@@ -19,7 +19,7 @@ import cloudpickle
 
 from . import _engine
 
-__all__ = ["Pool", "Run", "Result", "WorkerError", "MAX_WORKERS"]
+__all__ = ["Pool", "Run", "Result", "WorkerError", "ParallelInterrupted", "ParallelTimeout", "MAX_WORKERS"]
 
 #: The most workers one pool may have; each is an OS thread and an interpreter (~2 MiB).
 MAX_WORKERS = 256
@@ -37,6 +37,39 @@ for _ipp_name in list(globals()):
         del globals()[_ipp_name]
 globals().pop("_ipp_name", None)
 """
+
+
+STOP_GRACE = 1.0  # seconds interrupted workers get to stop before a run is left to finish alone
+
+
+class _RunStopped:
+    """A run stopped before its end. ``late``: workers still running when it was stopped;
+    ``stuck``: those of them that did not stop (blocked in C code; they finish in the
+    background and the pool's next run waits for them); ``results``: every worker's Result
+    when all stopped (the interrupted ones with a KeyboardInterrupt error), else None."""
+
+    def __init__(self, what: str, late: list[int], stuck: list[int], results: list[Result] | None):
+        from .errors import format_workers
+
+        message = what
+        if late:
+            message += f": stopped worker{'s' if len(late) > 1 else ''} {format_workers(late)}"
+        if stuck:
+            message += (f"; worker{'s' if len(stuck) > 1 else ''} {format_workers(stuck)} could not be stopped "
+                        "(blocked in C code) and will rejoin the pool when they return")
+        super().__init__(message)
+        self.late, self.stuck, self.results = late, stuck, results
+
+    def _render_traceback_(self) -> list[str]:  # IPython: the message, not our frames
+        return [f"{type(self).__name__}: {self}"]
+
+
+class ParallelInterrupted(_RunStopped, KeyboardInterrupt):
+    """A run interrupted by KeyboardInterrupt (Ctrl-C, a notebook's stop button)."""
+
+
+class ParallelTimeout(_RunStopped, TimeoutError):
+    """A run stopped at its timeout."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +163,7 @@ class Pool:
         *,
         worker_inputs: Sequence[Mapping[str, Any]] | None = None,
         filename: str | None = None,
+        timeout: float | None = None,
     ) -> list[Result]:
         """Execute ``source`` in every worker at once; return one Result per worker, by worker_id.
 
@@ -139,11 +173,14 @@ class Pool:
         naming it, before anything runs. An exception in a worker is reported in its Result
         and does not stop the others. ``filename`` is what tracebacks call the source.
 
-        Blocks until every worker is done, with the GIL released. On KeyboardInterrupt it
-        returns at once; the workers finish that run in the background (they cannot be stopped
-        yet) and the next run waits for them.
+        Blocks until every worker is done, with the GIL released. With ``timeout`` (seconds)
+        the workers still running then are interrupted and ParallelTimeout (a TimeoutError) is
+        raised; on KeyboardInterrupt they are interrupted and ParallelInterrupted (a
+        KeyboardInterrupt) is raised. Python code stops within milliseconds, time.sleep at once;
+        a worker blocked in other C code stops when that returns (the next run waits for it).
         """
-        return self._start(source, inputs, worker_inputs, filename, False, _WAIT_SLICE).results()
+        run = self._start(source, inputs, worker_inputs, filename, False, _WAIT_SLICE)
+        return run.results(timeout)
 
     def submit(
         self,
@@ -161,6 +198,11 @@ class Pool:
         """
         return self._start(source, inputs, worker_inputs, filename, stream, 0.0)
 
+    def interrupt(self) -> list[int]:
+        """Raise KeyboardInterrupt in every worker running the current run (from any thread);
+        returns their ids. The run then ends with those errors in its Results."""
+        return self._engine.interrupt()
+
     def reset(self) -> None:
         """Clear every worker's variables (worker_id and n_workers stay). Imported modules stay
         imported. Blocks like run()."""
@@ -169,7 +211,8 @@ class Pool:
                 raise RuntimeError(f"worker {r.worker_id} could not be reset: {r.error}")
 
     def close(self) -> None:
-        """End every worker's interpreter and thread. Waits for a run in progress. Harmless twice."""
+        """End every worker's interpreter and thread, interrupting a run in progress (a worker
+        blocked in C code other than time.sleep is waited for). Harmless twice."""
         self._closed_by_user = True
         self._engine.close()
 
@@ -307,18 +350,50 @@ class Run:
         now = self._engine.cpu_times()
         return [a - b for a, b in zip(now, self._cpu_base)]
 
-    def results(self) -> list[Result]:
-        """Wait for every worker, then return one Result per worker, by worker_id. On
-        KeyboardInterrupt the run is abandoned (see Pool.run) and the interrupt propagates."""
-        if self._results is None:
-            try:
-                self.wait()
-            except BaseException:
-                self.abandon()
-                raise
-            self._results = self._collect()
-            self._pool._release(self)
+    def busy_workers(self) -> list[int]:
+        """The ids of the workers still running this run."""
+        return [] if self._done else self._engine.busy_workers()
+
+    def results(self, timeout: float | None = None) -> list[Result]:
+        """Wait for every worker, then return one Result per worker, by worker_id.
+
+        With ``timeout`` (seconds), workers still running then are interrupted and
+        ParallelTimeout is raised. On KeyboardInterrupt (Ctrl-C, a notebook's stop button) every
+        worker is interrupted and ParallelInterrupted (a KeyboardInterrupt) is raised. Either
+        way the pool is usable after, and the exception carries the results of a run whose
+        workers all stopped."""
+        if self._results is not None:
+            return self._results
+        try:
+            finished = self.wait(timeout)
+        except KeyboardInterrupt:
+            late = self.busy_workers()
+            raise ParallelInterrupted("interrupted", late, *self.stop()) from None
+        if not finished:
+            late = self.busy_workers()
+            raise ParallelTimeout(f"the run did not finish within {timeout:g} s", late, *self.stop())
+        self._results = self._collect()
+        self._pool._release(self)
         return self._results
+
+    def stop(self, grace: float = STOP_GRACE) -> tuple[list[int], list[Result] | None]:
+        """Interrupt the workers still running and wait up to ``grace`` seconds for them.
+        Returns (workers that did not stop, the run's results if all stopped). Workers stuck
+        in C code finish in the background; the pool's next run waits for them."""
+        if self._results is not None:
+            return [], self._results
+        self._engine.interrupt()
+        try:
+            stopped = self.wait(grace)
+        except KeyboardInterrupt:  # pressed again: give up waiting
+            stopped = False
+        if not stopped:
+            stuck = self._engine.busy_workers()
+            self.abandon()
+            return stuck, None
+        self._results = self._collect()
+        self._pool._release(self)
+        return [], self._results
 
     def abandon(self) -> None:
         """Give up on this run's results: the workers finish it, and the pool's next run first

@@ -131,7 +131,13 @@ PYBIND11_MODULE(_engine, m) {
           "value_format) per worker; value is pickled (format 0) or marshalled (1); error is None "
           "or (type_name, message, traceback, exception_pickle).")
       .def("close", [](PoolHandle& h) { close_released(h.pool()); },
-           "End every interpreter and join every thread; waits for running tasks. Harmless twice.")
+           "Interrupt running tasks, end every interpreter and join every thread (a worker blocked in C "
+           "code is waited for). Harmless twice.")
+      .def("interrupt", [](PoolHandle& h) { return h.pool().interrupt(); },
+           "Raise KeyboardInterrupt in every worker still running: at its next bytecode, or at once "
+           "in time.sleep. Returns their ids. A worker blocked in other C code stops when it returns.")
+      .def("busy_workers", [](PoolHandle& h) { return h.pool().busy_workers(); },
+           "The ids of the workers still running the current run.")
       .def("cpu_times", [](PoolHandle& h) { return h.pool().cpu_times(); },
            "CPU seconds used so far by each worker's thread (read without stopping them).")
       .def("set_streaming", [](PoolHandle& h, bool on) { h.pool().set_streaming(on); }, py::arg("on"),

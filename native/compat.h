@@ -35,4 +35,15 @@ inline PyThreadState* current_thread_state() {
 #endif
 }
 
+// Runs func(arg) in the given interpreter at its next eval-loop check, on whichever of its
+// threads gets there; a -1 return with an exception set raises it there. Py_AddPendingCall only
+// reaches the main interpreter; this internal function, exported by 3.12 and 3.13 but declared
+// only in internal headers, reaches any. 3.12 calls the last argument mainthreadonly and returns
+// int; 3.13 calls it flags and returns an int-sized enum; 0 means "any thread" and success in both.
+extern "C" int _PyEval_AddPendingCall(PyInterpreterState* interp, int (*func)(void*), void* arg, int flags);
+
+inline bool add_pending_call(PyInterpreterState* interp, int (*func)(void*), void* arg) {
+  return _PyEval_AddPendingCall(interp, func, arg, 0) == 0;
+}
+
 }  // namespace ipp::compat

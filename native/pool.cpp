@@ -113,14 +113,32 @@ void Pool::close() {
     workers_.clear();
     return;
   }
-  // Ask all first, then join: the interpreters end in parallel. The vector itself changes
-  // only under the mutex, so cpu_times() from a display thread stays safe meanwhile.
+  // Stop what runs (a worker blocked in C code other than time.sleep is waited for), ask all
+  // to end, then join: the interpreters end in parallel. The vector itself changes only under
+  // the mutex, so cpu_times() from a display thread stays safe meanwhile.
+  for (auto& worker : workers_) worker->interrupt();
   for (auto& worker : workers_) worker->request_stop();
   for (auto& worker : workers_) worker->join();
   std::vector<std::unique_ptr<Worker>> joined;
   std::lock_guard<std::mutex> lock(mutex_);
   joined.swap(workers_);
   running_ = false;
+}
+
+std::vector<int> Pool::interrupt() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<int> ids;
+  for (size_t i = 0; i < workers_.size(); ++i)
+    if (workers_[i]->interrupt()) ids.push_back(static_cast<int>(i));
+  return ids;
+}
+
+std::vector<int> Pool::busy_workers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<int> ids;
+  for (size_t i = 0; i < workers_.size(); ++i)
+    if (workers_[i]->running()) ids.push_back(static_cast<int>(i));
+  return ids;
 }
 
 std::vector<double> Pool::cpu_times() const {

@@ -38,7 +38,12 @@ class Pool final : public Completion {
   void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads);
   bool wait(double timeout_seconds);  // true once every worker of the current run is done
   std::vector<TaskResult> collect();  // the finished run's results, by worker id
-  void close();                       // waits for running tasks; harmless twice
+  void close();                       // interrupts running tasks and waits for them; harmless twice
+
+  // Raise KeyboardInterrupt in every worker still running the current run (see
+  // Worker::interrupt); returns their ids. busy_workers(): the ids of those still running.
+  std::vector<int> interrupt();
+  std::vector<int> busy_workers() const;
 
   std::vector<double> cpu_times() const;  // per worker thread, seconds; empty once closed
   void set_streaming(bool on);

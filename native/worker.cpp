@@ -5,7 +5,9 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <utility>
 
 namespace ipp {
@@ -47,6 +49,36 @@ PyObject* emit_impl(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
 
 PyMethodDef emit_def = {"emit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(emit_impl)),
                         METH_FASTCALL, "Append text to this worker's captured output."};
+
+// sleep(seconds): time.sleep for a worker, which an interrupt ends at once. time.sleep itself
+// cannot be interrupted outside the main thread (signals reach only that one), and neither a
+// pending call nor an async exception is looked at while it waits.
+PyObject* sleep_impl(PyObject* self, PyObject* arg) {
+  auto* worker = static_cast<Worker*>(PyCapsule_GetPointer(self, kCapsuleName));
+  if (worker == nullptr) return nullptr;
+  const double seconds = PyFloat_AsDouble(arg);
+  if (seconds == -1.0 && PyErr_Occurred()) return nullptr;
+  if (seconds < 0) {
+    PyErr_SetString(PyExc_ValueError, "sleep length must be non-negative");
+    return nullptr;
+  }
+  if (std::isnan(seconds)) {
+    PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+    return nullptr;
+  }
+  bool interrupted = false;
+  Py_BEGIN_ALLOW_THREADS  // this interpreter's GIL: its other threads may run meanwhile
+  interrupted = worker->sleep(seconds);
+  Py_END_ALLOW_THREADS
+  if (interrupted) {
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef sleep_def = {"sleep", sleep_impl, METH_O,
+                         "sleep(seconds): time.sleep, ended at once by an ipy_parallel interrupt."};
 
 // Copies a str (as UTF-8) or bytes object; false with a Python error set otherwise.
 bool copy_text(PyObject* obj, std::string& out) {
@@ -141,6 +173,10 @@ std::string Worker::wait_ready() {
 
 void Worker::post(Task task) {
   {
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    task.generation = ++posted_generation_;
+  }
+  {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     mailbox_ = std::move(task);
   }
@@ -233,6 +269,7 @@ bool Worker::load_runtime() {
   PyObject* done = nullptr;
   PyObject* capsule = nullptr;
   PyObject* emit = nullptr;
+  PyObject* sleep = nullptr;
   bool ok = false;
   do {
     PyObject* builtins = PyEval_GetBuiltins();  // borrowed; this interpreter's builtins dict
@@ -260,9 +297,12 @@ bool Worker::load_runtime() {
     if (capsule == nullptr) break;
     emit = PyCFunction_New(&emit_def, capsule);
     if (emit == nullptr) break;
-    run_fn_ = PyObject_CallFunction(setup, "iiO", id_, n_workers_, emit);
+    sleep = PyCFunction_New(&sleep_def, capsule);
+    if (sleep == nullptr) break;
+    run_fn_ = PyObject_CallFunction(setup, "iiOO", id_, n_workers_, emit, sleep);
     ok = run_fn_ != nullptr;
   } while (false);
+  Py_XDECREF(sleep);
   Py_XDECREF(emit);
   Py_XDECREF(capsule);
   Py_XDECREF(done);
@@ -271,11 +311,67 @@ bool Worker::load_runtime() {
   return ok;
 }
 
+bool Worker::running() const {
+  std::lock_guard<std::mutex> lock(task_mutex_);
+  return finished_generation_ != posted_generation_;  // given a task it has not finished
+}
+
+bool Worker::interrupt() {
+  PyInterpreterState* interp = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    if (finished_generation_ == posted_generation_) return false;  // idle
+    interrupt_generation_ = posted_generation_;
+    interrupt_pending_ = true;
+    if (task_running_ && task_generation_ == posted_generation_) interp = interp_->state();
+  }
+  task_cv_.notify_all();
+  // The interpreter outlives the call: it ends only on this worker's thread, after its last
+  // task. A task not started yet gets its pending call from execute().
+  if (interp != nullptr) compat::add_pending_call(interp, &Worker::raise_interrupt, this);
+  return true;
+}
+
+bool Worker::take_interrupt() {
+  if (!interrupt_pending_ || !task_running_ || interrupt_generation_ != task_generation_) return false;
+  interrupt_pending_ = false;
+  return true;
+}
+
+int Worker::raise_interrupt(void* self) {
+  auto* worker = static_cast<Worker*>(self);
+  bool stop = false;
+  {
+    std::lock_guard<std::mutex> lock(worker->task_mutex_);
+    stop = worker->take_interrupt();
+  }
+  if (!stop) return 0;  // meant for a task that has ended, or already raised by sleep()
+  PyErr_SetNone(PyExc_KeyboardInterrupt);
+  return -1;
+}
+
+bool Worker::sleep(double seconds) {
+  std::unique_lock<std::mutex> lock(task_mutex_);
+  // A sleep longer than steady_clock can count is a sleep until interrupted.
+  const double capped = std::min(seconds, 1e9);
+  task_cv_.wait_for(lock, std::chrono::duration<double>(capped),
+                    [this] { return interrupt_pending_ && interrupt_generation_ == task_generation_; });
+  return take_interrupt();
+}
+
 TaskResult Worker::execute(const Task& task) {
   using clock = std::chrono::steady_clock;
   const auto wall_start = clock::now();
   TaskResult result;
   result.worker_id = id_;
+  bool interrupted_early = false;
+  {
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    task_generation_ = task.generation;
+    task_running_ = true;
+    interrupted_early = interrupt_pending_ && interrupt_generation_ == task_generation_;
+  }
+  if (interrupted_early) compat::add_pending_call(interp_->state(), &Worker::raise_interrupt, this);
   {
     Attached attached(*interp_);
     PyObject* source = PyUnicode_FromStringAndSize(task.source->data(), static_cast<Py_ssize_t>(task.source->size()));
@@ -297,6 +393,11 @@ TaskResult Worker::execute(const Task& task) {
     Py_XDECREF(payload);
     Py_XDECREF(filename);
     Py_XDECREF(source);
+  }
+  {
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    task_running_ = false;
+    finished_generation_ = task_generation_;
   }
   {
     std::lock_guard<std::mutex> lock(output_mutex_);

@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,7 @@ struct Task {
   std::shared_ptr<const std::string> source;    // UTF-8 cell source
   std::shared_ptr<const std::string> filename;  // name shown in tracebacks
   std::shared_ptr<const std::string> payload;   // pickled inputs, or null for none
+  std::uint64_t generation = 0;                 // set by Worker::post
 };
 
 struct TaskError {
@@ -68,6 +70,16 @@ class Worker {
   void join();
 
   double cpu_time() const;  // CPU seconds used by this worker's thread so far
+
+  // Raise KeyboardInterrupt in the task this worker was last given, if unfinished: at its next
+  // bytecode (a pending call into its interpreter), at once if it sleeps in time.sleep (which
+  // the runtime replaces with sleep()), or as it starts if it has not yet. Returns whether
+  // there was such a task. Any thread, no GIL.
+  bool interrupt();
+  bool running() const;
+
+  // The runtime's time.sleep: waits with this interpreter's GIL released; true if interrupted.
+  bool sleep(double seconds);
   void set_streaming(bool on);
   void drain_output(std::vector<OutputChunk>& into);
 
@@ -78,6 +90,7 @@ class Worker {
   enum class State { starting, ready, failed, stopped };
   void main();
   bool load_runtime();     // attached; false with a Python error set
+  static int raise_interrupt(void* self);  // the pending call, in the worker's interpreter
   TaskResult execute(const Task& task);
 
   const int id_, n_workers_;
@@ -90,6 +103,19 @@ class Worker {
   bool stop_requested_ = false;
   State state_ = State::starting;
   std::string start_error_;
+
+  // An interrupt is for one task and raises once, as Ctrl-C does in the main thread: a pending
+  // call that fires after its task ended (or after sleep() raised it) must do nothing, so both
+  // check that it is still pending for the current task generation, and consume it.
+  mutable std::mutex task_mutex_;
+  std::condition_variable task_cv_;  // wakes sleep() on interrupt
+  std::uint64_t posted_generation_ = 0;     // of the last task posted
+  std::uint64_t finished_generation_ = 0;   // of the last task finished
+  std::uint64_t task_generation_ = 0;       // of the task running, or of the last one
+  std::uint64_t interrupt_generation_ = 0;  // the task that must stop
+  bool interrupt_pending_ = false;
+  bool task_running_ = false;
+  bool take_interrupt();  // requires task_mutex_: true (and consumed) if pending for this task
 
   std::mutex output_mutex_;  // emit() on the worker thread vs drain_output() on the main thread
   std::string out_, err_;

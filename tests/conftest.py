@@ -63,9 +63,15 @@ def kernel():
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
+    kc.manager = km  # for interrupt_kernel
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=False)
+
+
+def interrupt_kernel(kc) -> None:
+    """What the notebook's stop button does."""
+    kc.manager.interrupt_kernel()
 
 
 def execute(kc, code: str, timeout: float = 60):

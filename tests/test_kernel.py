@@ -79,3 +79,19 @@ def test_live_display_updates_during_a_two_second_cell(kernel):
     final = updates[-1][1]["content"]["data"]["text/plain"]
     assert final.startswith("%%parallel: 2 workers,") and "s CPU" in final
     assert "text/html" in updates[-1][1]["content"]["data"]
+
+
+def test_kernel_interrupt_stops_the_workers_once(kernel):
+    import threading
+
+    from conftest import interrupt_kernel
+
+    timer = threading.Timer(1.0, interrupt_kernel, (kernel,))
+    timer.start()
+    reply, messages = execute(kernel, "%%parallel 2\nwhile True:\n    pass")
+    timer.join()
+    assert reply["status"] == "error" and reply["ename"] == "ParallelInterrupted"
+    shown = "\n".join(reply["traceback"])
+    assert shown.count("interrupted: stopped workers 0-1") == 1
+    reply, messages = execute(kernel, "%%parallel 2\nworker_id")
+    assert reply["status"] == "ok"

@@ -257,3 +257,19 @@ def test_native_bench_plot(ip):
     ip.run_line_magic("native_bench", "-n 2 --size 1000 --repeat 1 --plot --no-monitor")
     assert plt.get_fignums(), "--plot drew no figure"
     plt.close("all")
+
+
+def test_timeout_option(ip, capsys):
+    result = ip.run_cell("%%parallel 2 --timeout 0.3\nimport time\nif worker_id:\n    time.sleep(60)\nworker_id")
+    assert not result.success
+    error = result.error_in_exec
+    assert isinstance(error, TimeoutError) and error.late == [1]
+    out = capsys.readouterr().out
+    assert out.count("ParallelTimeout: %%parallel --timeout 0.3: the cell ran out of time: stopped worker 1") == 1
+    assert cell(ip, "2", "worker_id") == [0, 1]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_bad_timeout(ip, value):
+    with pytest.raises(UsageError, match="--timeout must be a positive number"):
+        cell(ip, f"2 --timeout {value}", "1")
