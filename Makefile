@@ -20,7 +20,7 @@ done
 endef
 PYTHON ?= $(shell $(find_python))
 
-.PHONY: demo test bench lab build clean
+.PHONY: demo test bench lab build sanitize clean
 
 demo: $(VENV)/.built
 	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
@@ -40,6 +40,20 @@ lab: $(VENV)/.built
 
 build: $(VENV)/.built
 
+# The engine built with AddressSanitizer + UndefinedBehaviorSanitizer, in a venv of its own, and
+# the whole test suite run on it. CPython itself is not instrumented: the runtimes are preloaded,
+# and leak checking is off (an interpreter keeps memory until exit by design).
+SAN_VENV := .venv-sanitize
+SAN_RUNTIMES = $$(g++ -print-file-name=libasan.so):$$(g++ -print-file-name=libubsan.so)
+sanitize: $(VENV)/.deps
+	$(PYTHON) -m venv --clear $(SAN_VENV)
+	$(SAN_VENV)/bin/python -m pip install --quiet -r <($(PY) -m pip freeze --exclude-editable | grep -v '^ipy.parallel')
+	$(SAN_VENV)/bin/python -m pip install --quiet --no-build-isolation --no-deps \
+	  -Ccmake.define.IPP_SANITIZE=ON -Ccmake.define.IPP_WERROR=ON -Ccmake.build-type=RelWithDebInfo \
+	  -Cbuild-dir=build/sanitize .
+	cd tests && LD_PRELOAD=$(SAN_RUNTIMES) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CURDIR)/$(SAN_VENV)/bin/python -m pytest -p no:cacheprovider .
+
 $(VENV)/.deps: pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
 	  echo "error: ipy_parallel needs CPython 3.12 or newer (3.13 preferred): a GIL per interpreter arrived in 3.12."; \
@@ -58,4 +72,4 @@ $(VENV)/.built: $(VENV)/.deps $(NATIVE)
 	touch $@
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(SAN_VENV) build

@@ -213,9 +213,48 @@ def _user_traceback(tb):
     return tb
 
 
+_NOT_ISOLATED = " does not support loading in subinterpreters"
+
+
+def _not_isolated(exc):
+    """The name of the extension module behind an ImportError (or its causes) raised because the
+    module cannot load in an isolated interpreter, or None. Packages wrap that error in their own
+    (numpy: a page about a broken install); the original is somewhere in the chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ImportError):
+            text = str(exc)
+            if text.startswith("module ") and text.endswith(_NOT_ISOLATED):
+                return text[len("module "):-len(_NOT_ISOLATED)]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _explain_not_isolated(exc, module):
+    import traceback
+
+    top = module.split(".")[0]
+    where = "" if module == top else f" (its extension module {module})"
+    message = (f"{top} cannot be imported in a sub-interpreter: {top}{where} uses single-phase "
+               "initialization, which CPython refuses in an isolated interpreter because such modules "
+               "are not sub-interpreter safe. Import and use it in the main interpreter, outside "
+               "%%parallel (ipy_parallel's process backend, once it exists, will run such cells).")
+    frames = traceback.extract_tb(_user_traceback(exc.__traceback__), limit=1)  # the cell's line
+    text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + f"ImportError: {message}\n"
+    try:
+        pickled = _dumps(ImportError(message, name=top))
+    except BaseException:
+        pickled = None
+    return "ImportError", message, text, pickled
+
+
 def _pack_error(exc):
     import traceback
 
+    module = _not_isolated(exc)
+    if module is not None:
+        return _explain_not_isolated(exc, module)
     exc.__traceback__ = _user_traceback(exc.__traceback__)
     try:
         text = "".join(traceback.format_exception(exc))

@@ -210,13 +210,26 @@ void Worker::drain_output(std::vector<OutputChunk>& into) {
 
 void Worker::emit(int stream, const char* data, size_t size) {
   std::lock_guard<std::mutex> lock(output_mutex_);
-  (stream == 2 ? err_ : out_).append(data, size);
-  if (streaming_) {
-    if (!live_.empty() && live_.back().stream == stream)
-      live_.back().text.append(data, size);
-    else
-      live_.push_back(OutputChunk{id_, stream, std::string(data, size)});
+  const int s = stream == 2 ? 1 : 0;
+  std::string& kept = s ? err_ : out_;
+  if (kept.size() + size > kOutputLimit) {
+    // Keep up to the limit, cut at a UTF-8 character boundary; count the rest.
+    size_t room = kOutputLimit > kept.size() ? kOutputLimit - kept.size() : 0;
+    while (room > 0 && room < size && (static_cast<unsigned char>(data[room]) & 0xC0) == 0x80) --room;
+    dropped_[s] += size - room;
+    size = room;
   }
+  if (size == 0) return;
+  kept.append(data, size);
+  queue_live(stream, data, size);
+}
+
+void Worker::queue_live(int stream, const char* data, size_t size) {
+  if (!streaming_) return;
+  if (!live_.empty() && live_.back().stream == stream)
+    live_.back().text.append(data, size);
+  else
+    live_.push_back(OutputChunk{id_, stream, std::string(data, size)});
 }
 
 void Worker::main() {
@@ -401,6 +414,15 @@ TaskResult Worker::execute(const Task& task) {
   }
   {
     std::lock_guard<std::mutex> lock(output_mutex_);
+    for (int s = 0; s < 2; ++s) {
+      if (dropped_[s] == 0) continue;
+      const std::string note = "\n[ipy_parallel: " + std::to_string(dropped_[s]) + " more bytes of " +
+                               (s ? "stderr" : "stdout") + " were dropped; a task keeps at most " +
+                               std::to_string(kOutputLimit >> 20) + " MiB of each stream]\n";
+      (s ? err_ : out_).append(note);
+      queue_live(s ? 2 : 1, note.data(), note.size());
+      dropped_[s] = 0;
+    }
     result.out = std::move(out_);
     result.err = std::move(err_);
     out_.clear();

@@ -117,8 +117,14 @@ class Worker {
   bool task_running_ = false;
   bool take_interrupt();  // requires task_mutex_: true (and consumed) if pending for this task
 
+  // A task keeps at most this much of each stream (the rest is counted, and noted at the end):
+  // a cell that prints a gigabyte must not take the kernel's memory, or a notebook's.
+  static constexpr size_t kOutputLimit = 8u << 20;
+  void queue_live(int stream, const char* data, size_t size);  // requires output_mutex_
+
   std::mutex output_mutex_;  // emit() on the worker thread vs drain_output() on the main thread
   std::string out_, err_;
+  size_t dropped_[2] = {0, 0};  // stdout, stderr
   std::vector<OutputChunk> live_;
   bool streaming_ = false;
 

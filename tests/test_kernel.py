@@ -95,3 +95,52 @@ def test_kernel_interrupt_stops_the_workers_once(kernel):
     assert shown.count("interrupted: stopped workers 0-1") == 1
     reply, messages = execute(kernel, "%%parallel 2\nworker_id")
     assert reply["status"] == "ok"
+
+
+def _busy_kernel():
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="ipy_parallel", kernel_spec_manager=KernelSpecManager(
+        kernel_dirs=[str(REPO / "kernel")]))
+    km.start_kernel(cwd=str(REPO / "tests"))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    kc.execute("%%parallel 2\nwhile True:\n    pass")
+    for _ in range(50):  # until the workers are busy
+        msg = kc.get_iopub_msg(timeout=10)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
+            break
+    import time
+
+    time.sleep(1.0)
+    return km, kc
+
+
+def test_shutdown_with_busy_workers(kernel):
+    import time
+
+    km, kc = _busy_kernel()
+    start = time.monotonic()
+    km.shutdown_kernel(now=False)
+    seconds = time.monotonic() - start
+    kc.stop_channels()
+    print(f"shutdown with busy workers: {seconds:.2f} s")
+    assert not km.is_alive() and seconds < 5
+
+
+def test_restart_with_busy_workers(kernel):
+    import time
+
+    km, kc = _busy_kernel()
+    start = time.monotonic()
+    km.restart_kernel(now=False)
+    kc.wait_for_ready(timeout=30)
+    seconds = time.monotonic() - start
+    print(f"restart with busy workers: {seconds:.2f} s")
+    reply, _ = execute(kc, "%%parallel 2\nworker_id")
+    assert reply["status"] == "ok"
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+    assert seconds < 5
