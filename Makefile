@@ -51,7 +51,7 @@ sanitize: $(VENV)/.deps
 	$(SAN_VENV)/bin/python -m pip install --quiet --no-build-isolation --no-deps \
 	  -Ccmake.define.IPP_SANITIZE=ON -Ccmake.define.IPP_WERROR=ON -Ccmake.build-type=RelWithDebInfo \
 	  -Cbuild-dir=build/sanitize .
-	cd tests && LD_PRELOAD=$(SAN_RUNTIMES) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
+	cd tests && LD_PRELOAD=$(SAN_RUNTIMES) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:quarantine_size_mb=0:thread_local_quarantine_size_kb=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CURDIR)/$(SAN_VENV)/bin/python -m pytest -p no:cacheprovider .
 
 $(VENV)/.deps: pyproject.toml
