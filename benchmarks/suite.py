@@ -186,7 +186,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     args.size, args.repeat, args.iterations, args.transfer_mib = (
-        (20_000, 1, 200, 4) if args.quick else (2_000_000, 3, 4000, 100))
+        (20_000, 1, 200, 4) if args.quick else (4_000_000, 5, 4000, 100))
     args.task_counts = [1, 2] if args.quick else [1, 2, 4, 20]
 
     print(f"ipy_parallel benchmark suite: CPython {platform.python_version()}, {os.cpu_count()} cores "
