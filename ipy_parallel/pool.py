@@ -382,9 +382,14 @@ class Run:
         in C code finish in the background; the pool's next run waits for them."""
         if self._results is not None:
             return [], self._results
-        self._engine.interrupt()
+        deadline = time.monotonic() + grace
+        stopped = False
         try:
-            stopped = self.wait(grace)
+            # Again every 0.1 s: a KeyboardInterrupt can be swallowed by C code that clears
+            # errors, or caught by the cell itself.
+            while not stopped and time.monotonic() < deadline:
+                self._engine.interrupt()
+                stopped = self.wait(min(0.1, max(0.0, deadline - time.monotonic())))
         except KeyboardInterrupt:  # pressed again: give up waiting
             stopped = False
         if not stopped:

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 namespace ipp {
@@ -116,7 +117,12 @@ void Pool::close() {
   // Stop what runs (a worker blocked in C code other than time.sleep is waited for), ask all
   // to end, then join: the interpreters end in parallel. The vector itself changes only under
   // the mutex, so cpu_times() from a display thread stays safe meanwhile.
-  for (auto& worker : workers_) worker->interrupt();
+  for (int round = 0; round < 40; ++round) {  // up to 2 s: see Worker's interrupt notes
+    bool running = false;
+    for (auto& worker : workers_) running = worker->interrupt() || running;
+    if (!running) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   for (auto& worker : workers_) worker->request_stop();
   for (auto& worker : workers_) worker->join();
   std::vector<std::unique_ptr<Worker>> joined;

@@ -365,11 +365,12 @@ int Worker::raise_interrupt(void* self) {
 
 bool Worker::sleep(double seconds) {
   std::unique_lock<std::mutex> lock(task_mutex_);
+  const auto stopped = [this] { return task_running_ && interrupt_generation_ == task_generation_; };
   // A sleep longer than steady_clock can count is a sleep until interrupted.
   const double capped = std::min(seconds, 1e9);
-  task_cv_.wait_for(lock, std::chrono::duration<double>(capped),
-                    [this] { return interrupt_pending_ && interrupt_generation_ == task_generation_; });
-  return take_interrupt();
+  if (!task_cv_.wait_for(lock, std::chrono::duration<double>(capped), stopped)) return false;
+  interrupt_pending_ = false;  // raised here: the queued pending call must not raise it again
+  return true;
 }
 
 TaskResult Worker::execute(const Task& task) {

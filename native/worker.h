@@ -104,9 +104,11 @@ class Worker {
   State state_ = State::starting;
   std::string start_error_;
 
-  // An interrupt is for one task and raises once, as Ctrl-C does in the main thread: a pending
-  // call that fires after its task ended (or after sleep() raised it) must do nothing, so both
-  // check that it is still pending for the current task generation, and consume it.
+  // An interrupt is for one task. It raises once through a pending call (the first to take
+  // interrupt_pending_ raises; a call that fires after its task ended does nothing), and from
+  // then on every time.sleep of that task returns at once: the task was asked to stop. A
+  // KeyboardInterrupt can be swallowed by C code that clears errors, so callers that must stop
+  // a task interrupt it again until it ends (Pool::close, Run.stop).
   mutable std::mutex task_mutex_;
   std::condition_variable task_cv_;  // wakes sleep() on interrupt
   std::uint64_t posted_generation_ = 0;     // of the last task posted

@@ -80,16 +80,27 @@ def test_ctrl_c_in_the_main_thread_stops_the_workers(pool):
     assert [r.value for r in pool.run("worker_id")] == [0, 1]
 
 
-def test_user_code_that_catches_the_interrupt_keeps_running(pool):
-    source = ("import time\nstopped = 0\nfor _ in range(2):\n    try:\n        time.sleep(1000)\n"
-              "    except KeyboardInterrupt:\n        stopped += 1\nstopped")
+def test_user_code_that_catches_the_interrupt_keeps_running_until_stopped(pool):
+    source = ("caught = 0\nwhile True:\n    try:\n        while True:\n            pass\n"
+              "    except KeyboardInterrupt:\n        caught += 1\n        if caught == 2:\n            break\ncaught")
     run = pool.submit(source)
     time.sleep(0.1)
     pool.interrupt()
     time.sleep(0.1)
-    assert run.busy_workers() == [0, 1]  # caught it, sleeping again
+    assert run.busy_workers() == [0, 1]  # caught it, and loops again
     pool.interrupt()
     assert [r.value for r in run.results()] == [2, 2]
+
+
+def test_an_interrupted_task_sleeps_no_more(pool):
+    source = ("import time\ntry:\n    time.sleep(1000)\nexcept KeyboardInterrupt:\n    pass\n"
+              "start = time.monotonic()\ntry:\n    time.sleep(1000)\nexcept KeyboardInterrupt:\n    pass\n"
+              "time.monotonic() - start < 1")
+    run = pool.submit(source)
+    time.sleep(0.1)
+    pool.interrupt()
+    assert [r.value for r in run.results()] == [True, True]
+    assert pool.run("import time\nt = time.monotonic()\ntime.sleep(0.2)\ntime.monotonic() - t >= 0.2")[0].value
 
 
 def test_close_stops_running_workers(run_script):
