@@ -285,7 +285,7 @@ class NotebookMonitor(Monitor):
     def _draw(self, status: Status) -> None:
         from IPython.display import display
 
-        bundle = self._bundle("\n".join(format_lines(status)))
+        bundle = {"text/plain": "\n".join(format_lines(status)), "text/html": format_html(status)}
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
         else:

@@ -372,9 +372,7 @@ class Run:
         if not finished:
             late = self.busy_workers()
             raise ParallelTimeout(f"the run did not finish within {timeout:g} s", late, *self.stop())
-        self._results = self._collect()
-        self._pool._release(self)
-        return self._results
+        return self._finish()
 
     def stop(self, grace: float = STOP_GRACE) -> tuple[list[int], list[Result] | None]:
         """Interrupt the workers still running and wait up to ``grace`` seconds for them.
@@ -389,16 +387,14 @@ class Run:
             # errors, or caught by the cell itself.
             while not stopped and time.monotonic() < deadline:
                 self._engine.interrupt()
-                stopped = self.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+                stopped = self.wait(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic())))
         except KeyboardInterrupt:  # pressed again: give up waiting
             stopped = False
         if not stopped:
             stuck = self._engine.busy_workers()
             self.abandon()
             return stuck, None
-        self._results = self._collect()
-        self._pool._release(self)
-        return [], self._results
+        return [], self._finish()
 
     def abandon(self) -> None:
         """Give up on this run's results: the workers finish it, and the pool's next run first
@@ -407,9 +403,14 @@ class Run:
             self._abandoned = True
             self._pool._release(self)
 
+    def _finish(self) -> list[Result]:
+        """Take the results of a run whose workers are all done, and free the pool for the next."""
+        self._results = self._collect()
+        self._pool._release(self)
+        return self._results
+
     def _collect(self) -> list[Result]:
         return [_result(*raw) for raw in self._engine.collect()]
-
 
 
 @functools.lru_cache(maxsize=64)

@@ -131,20 +131,21 @@ void Pool::close() {
   running_ = false;
 }
 
-std::vector<int> Pool::interrupt() {
+template <typename Predicate>
+std::vector<int> Pool::workers_where(Predicate predicate) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<int> ids;
   for (size_t i = 0; i < workers_.size(); ++i)
-    if (workers_[i]->interrupt()) ids.push_back(static_cast<int>(i));
+    if (predicate(*workers_[i])) ids.push_back(static_cast<int>(i));
   return ids;
 }
 
+std::vector<int> Pool::interrupt() {
+  return workers_where([](Worker& worker) { return worker.interrupt(); });
+}
+
 std::vector<int> Pool::busy_workers() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<int> ids;
-  for (size_t i = 0; i < workers_.size(); ++i)
-    if (workers_[i]->running()) ids.push_back(static_cast<int>(i));
-  return ids;
+  return workers_where([](Worker& worker) { return worker.running(); });
 }
 
 std::vector<double> Pool::cpu_times() const {

@@ -53,6 +53,8 @@ class Pool final : public Completion {
 
  private:
   void check_open() const;  // requires mutex_
+  template <typename Predicate>
+  std::vector<int> workers_where(Predicate predicate) const;  // ids of the workers it holds for
 
   mutable std::mutex mutex_;
   Countdown pending_;  // workers still busy with the current run
