@@ -16,21 +16,29 @@ import linecache
 import marshal
 import sys
 
+CONTEXT_MODULE = "_ipy_parallel_worker_context"  # who this worker is; read by ipy_parallel.worker
 _CODE_CACHE_SIZE = 128
 _PROTOCOL = 5
 _FunctionType = type(lambda: None)
 
 
-def setup(worker_id, n_workers, emit, sleep):
+def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter"):
     """Prepare this worker's namespace (its __main__) and return its run(source, filename, payload).
 
     ``sleep`` replaces time.sleep in this interpreter: the engine can end it at once on an
-    interrupt, which it cannot do for time.sleep outside the main thread.
+    interrupt, which it cannot do for time.sleep outside the main thread. ``group`` is the
+    pool's id in the process, for the barrier its workers share (None: the workers do not
+    share a process, so there is none). ipy_parallel.worker reads these from the module
+    registered here, without the runtime importing anything for it.
     """
     import __main__
     import time
 
-    time.sleep = sleep
+    if sleep is not None:
+        time.sleep = sleep
+    context = type(sys)(CONTEXT_MODULE)
+    context.rank, context.size, context.group, context.backend = worker_id, n_workers, group, backend
+    sys.modules[CONTEXT_MODULE] = context
 
     namespace = __main__.__dict__
     namespace["worker_id"] = worker_id

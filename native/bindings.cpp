@@ -11,6 +11,7 @@
 #include "floor.h"
 #include "native_kernel.h"
 #include "pool.h"
+#include "rendezvous.h"
 
 namespace py = pybind11;
 
@@ -81,18 +82,73 @@ py::tuple result_tuple(const ipp::TaskResult& r) {
                         r.cpu_time, r.value_format);
 }
 
+// Runs fn with the GIL released; a BarrierBroken it throws becomes threading.BrokenBarrierError
+// once the GIL is back (no Python error may be set without it).
+template <typename Fn>
+auto released_rendezvous(Fn fn) -> decltype(fn()) {
+  std::string broken;
+  {
+    py::gil_scoped_release release;
+    try {
+      return fn();
+    } catch (const ipp::BarrierBroken& e) {
+      broken = e.what();
+    }
+  }
+  PyErr_SetString(py::module_::import("threading").attr("BrokenBarrierError").ptr(), broken.c_str());
+  throw py::error_already_set();
+}
+
+// The part of the module every interpreter may load: what workers share (ipy_parallel.worker
+// wraps it). It holds no Python state, so one copy of the library serves all interpreters.
+void def_rendezvous(py::module_& m) {
+  auto& rv = ipp::Rendezvous::instance();
+  m.def("barrier_arrive", [&rv](std::uint64_t group, int parties) {
+    return released_rendezvous([&] { return rv.arrive(group, parties); });
+  }, py::arg("group"), py::arg("parties"),
+     "Arrive at the barrier of pool `group`; returns a ticket for barrier_wait. Raises "
+     "threading.BrokenBarrierError if a worker of the run raised or finished first.");
+  m.def("barrier_wait", [&rv](std::uint64_t group, std::uint64_t ticket, double timeout) {
+    return released_rendezvous([&] { return rv.wait(group, ticket, timeout); });
+  }, py::arg("group"), py::arg("ticket"), py::arg("timeout"),
+     "Wait up to timeout seconds, GIL released: True once all parties arrived. Raises "
+     "threading.BrokenBarrierError if the barrier broke.");
+  m.def("barrier_abort", [&rv](std::uint64_t group, const std::string& why) { rv.abort(group, why); },
+        py::arg("group"), py::arg("why"), "Break the barrier of pool `group` until its next run.");
+  m.def("queue_put", [&rv](const std::string& name, const py::bytes& item) {
+    rv.put(name, item.cast<std::string>());
+  }, py::arg("name"), py::arg("item"), "Append bytes to the process-wide queue `name`.");
+  m.def("queue_get", [&rv](const std::string& name, double timeout) -> py::object {
+    std::optional<std::string> item;
+    {
+      py::gil_scoped_release release;
+      item = rv.get(name, timeout);
+    }
+    return item ? py::object(py::bytes(*item)) : py::object(py::none());
+  }, py::arg("name"), py::arg("timeout"),
+     "The oldest bytes of queue `name`, waiting up to timeout seconds with the GIL released; None if none came.");
+  m.def("queue_size", [&rv](const std::string& name) { return rv.size(name); }, py::arg("name"));
+  m.def("queue_clear", [&rv](const std::string& name) { return rv.clear(name); }, py::arg("name"),
+        "Drop every item of queue `name`; returns how many there were.");
+}
+
 }  // namespace
 
-PYBIND11_MODULE(_engine, m) {
+// Loadable in every interpreter (pybind11 >= 3 keeps its state per interpreter), so that a
+// worker can reach the shared queues and barrier; the pool itself exists only in the main one.
+PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
   m.doc() = "The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one thread each.";
+  def_rendezvous(m);
+  if (PyInterpreterState_Get() != PyInterpreterState_Main()) return;
 
   py::class_<PoolHandle>(m, "Pool")
       .def(py::init<int, std::string>(), py::arg("n_workers"), py::arg("runtime_code"),
            "Start n_workers threads, each creating one isolated sub-interpreter (all in parallel) and "
-           "running runtime_code (a marshalled code object) and its setup(worker_id, n_workers, emit) in "
-           "it. Blocks until all are "
-           "ready; releases the GIL meanwhile.")
+           "running runtime_code (a marshalled code object) and its setup(worker_id, n_workers, emit, "
+           "sleep, group) in it. Blocks until all are ready; releases the GIL meanwhile.")
       .def_property_readonly("size", [](PoolHandle& h) { return h.pool().size(); })
+      .def_property_readonly("group", [](PoolHandle& h) { return h.pool().group(); },
+                             "This pool's id in the process: its workers' barrier")
       .def_property_readonly("closed", [](PoolHandle& h) { return h.pool().closed(); })
       .def_property_readonly("busy", [](PoolHandle& h) { return h.pool().busy(); })
       .def_property_readonly("runs", [](PoolHandle& h) { return h.pool().runs(); })

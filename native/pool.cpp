@@ -8,14 +8,26 @@
 #include <thread>
 #include <utility>
 
+#include "rendezvous.h"
+
 namespace ipp {
 
-Pool::Pool(int n_workers, std::string runtime_code) : size_(n_workers), owner_pid_(getpid()) {
+namespace {
+
+std::uint64_t next_group() {
+  static std::atomic<std::uint64_t> last{0};
+  return ++last;
+}
+
+}  // namespace
+
+Pool::Pool(int n_workers, std::string runtime_code)
+    : size_(n_workers), owner_pid_(getpid()), group_(next_group()) {
   if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
   auto runtime = std::make_shared<const std::string>(std::move(runtime_code));
   workers_.reserve(static_cast<size_t>(n_workers));
   // Every worker creates its interpreter on its own thread, all at the same time.
-  for (int i = 0; i < n_workers; ++i) workers_.push_back(std::make_unique<Worker>(i, n_workers, runtime, *this));
+  for (int i = 0; i < n_workers; ++i) workers_.push_back(std::make_unique<Worker>(i, n_workers, group_, runtime, *this));
   std::string failure;
   for (auto& worker : workers_) {
     std::string why = worker->wait_ready();
@@ -58,6 +70,7 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
   for (auto& p : payloads) shared.push_back(std::make_shared<const std::string>(std::move(p)));
   auto shared_source = std::make_shared<const std::string>(source);
   auto shared_filename = std::make_shared<const std::string>(filename);
+  std::uint64_t run = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     check_open();
@@ -66,13 +79,13 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
     pending_.reset(static_cast<int>(n));
     spin_next_wait_.store(true);
     results_.assign(n, TaskResult{});
-    ++runs_;
+    run = ++runs_;
   }
   for (size_t i = 0; i < n; ++i) {
     std::shared_ptr<const std::string> payload;
     if (shared.size() == 1) payload = shared[0];
     if (shared.size() == n && n > 1) payload = shared[i];
-    workers_[i]->post(Task{shared_source, shared_filename, std::move(payload)});
+    workers_[i]->post(Task{shared_source, shared_filename, std::move(payload), run});
   }
 }
 
@@ -129,6 +142,7 @@ void Pool::close() {
   std::lock_guard<std::mutex> lock(mutex_);
   joined.swap(workers_);
   running_ = false;
+  Rendezvous::instance().forget(group_);
 }
 
 template <typename Predicate>

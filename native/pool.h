@@ -30,6 +30,7 @@ class Pool final : public Completion {
   Pool& operator=(const Pool&) = delete;
 
   int size() const { return size_; }
+  std::uint64_t group() const { return group_; }
   bool closed() const;
   bool busy() const;
   std::uint64_t runs() const;
@@ -66,6 +67,7 @@ class Pool final : public Completion {
   std::uint64_t runs_ = 0;
   const int size_;
   const pid_t owner_pid_;
+  const std::uint64_t group_;  // this pool's id in the process, for its workers' barrier
 };
 
 }  // namespace ipp

@@ -1,6 +1,8 @@
 // One worker thread: creates its sub-interpreter, runs tasks in it, captures output and CPU time.
 #include "worker.h"
 
+#include "rendezvous.h"
+
 #include <marshal.h>
 
 #include <time.h>
@@ -155,8 +157,9 @@ bool unpack_reply(PyObject* reply, TaskResult& result) {
 
 }  // namespace
 
-Worker::Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_code, Completion& sink)
-    : id_(id), n_workers_(n_workers), runtime_code_(std::move(runtime_code)), sink_(sink) {
+Worker::Worker(int id, int n_workers, std::uint64_t group, std::shared_ptr<const std::string> runtime_code,
+               Completion& sink)
+    : id_(id), n_workers_(n_workers), group_(group), runtime_code_(std::move(runtime_code)), sink_(sink) {
   thread_ = std::thread([this] { main(); });
 }
 
@@ -312,7 +315,8 @@ bool Worker::load_runtime() {
     if (emit == nullptr) break;
     sleep = PyCFunction_New(&sleep_def, capsule);
     if (sleep == nullptr) break;
-    run_fn_ = PyObject_CallFunction(setup, "iiOO", id_, n_workers_, emit, sleep);
+    run_fn_ = PyObject_CallFunction(setup, "iiOOK", id_, n_workers_, emit, sleep,
+                                   static_cast<unsigned long long>(group_));
     ok = run_fn_ != nullptr;
   } while (false);
   Py_XDECREF(sleep);
@@ -386,6 +390,7 @@ TaskResult Worker::execute(const Task& task) {
     interrupted_early = interrupt_pending_ && interrupt_generation_ == task_generation_;
   }
   if (interrupted_early) compat::add_pending_call(interp_->state(), &Worker::raise_interrupt, this);
+  Rendezvous::instance().enter(group_, task.run, id_);
   {
     Attached attached(*interp_);
     PyObject* source = PyUnicode_FromStringAndSize(task.source->data(), static_cast<Py_ssize_t>(task.source->size()));
@@ -408,6 +413,11 @@ TaskResult Worker::execute(const Task& task) {
     Py_XDECREF(filename);
     Py_XDECREF(source);
   }
+  // Before the task counts as finished, so that no run can start before the barrier knows.
+  Rendezvous::instance().leave(group_, id_,
+                               "worker " + std::to_string(id_) +
+                                   (result.error ? " raised " + result.error->type_name + ": " + result.error->message
+                                                 : " finished its task without reaching the barrier"));
   {
     std::lock_guard<std::mutex> lock(task_mutex_);
     task_running_ = false;

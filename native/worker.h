@@ -22,6 +22,7 @@ struct Task {
   std::shared_ptr<const std::string> source;    // UTF-8 cell source
   std::shared_ptr<const std::string> filename;  // name shown in tracebacks
   std::shared_ptr<const std::string> payload;   // pickled inputs, or null for none
+  std::uint64_t run = 0;                        // the pool's run number (its barrier's epoch)
   std::uint64_t generation = 0;                 // set by Worker::post
 };
 
@@ -58,7 +59,9 @@ class Worker {
  public:
   // Starts the thread, which creates the interpreter, runs runtime_code (a marshalled code
   // object: unmarshalling is ~10x cheaper than compiling in every interpreter) and its setup().
-  Worker(int id, int n_workers, std::shared_ptr<const std::string> runtime_code, Completion& sink);
+  // group: the pool's process-wide id, for the barrier its workers share (see rendezvous.h).
+  Worker(int id, int n_workers, std::uint64_t group, std::shared_ptr<const std::string> runtime_code,
+         Completion& sink);
   ~Worker();  // stop() and join
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -94,6 +97,7 @@ class Worker {
   TaskResult execute(const Task& task);
 
   const int id_, n_workers_;
+  const std::uint64_t group_;
   const std::shared_ptr<const std::string> runtime_code_;
   Completion& sink_;
 

@@ -309,8 +309,12 @@ def test_multiprocessing_fork_beside_a_live_pool(pool):
 
 def test_public_api_is_small():
     assert set(ipy_parallel.__all__) == {"Pool", "Run", "Result", "WorkerError", "parallel", "MAX_WORKERS",
+                                        "SubinterpreterExecutor", "Queue",
                                         "load_ipython_extension", "unload_ipython_extension"}
     assert sys.modules["ipy_parallel"].MAX_WORKERS == 256
+    assert all(hasattr(ipy_parallel, name) for name in ipy_parallel.__all__)  # each loads on first use
+    with pytest.raises(AttributeError, match="no attribute 'Pools'"):
+        ipy_parallel.Pools
 
 
 def test_submit_streams_output_while_running(pool):

@@ -1,0 +1,177 @@
+"""Helpers for code running in a worker: its rank and size, a barrier across a run, queues shared with everyone.
+
+Inside a ``%%parallel`` cell or a Pool run::
+
+    from ipy_parallel import worker
+    worker.rank(), worker.size()          # the same as worker_id, n_workers
+    worker.barrier()                      # wait until every worker of the run gets here
+    worker.Queue("results").put(value)    # read it in the main interpreter, or in another worker
+
+A Queue is named and belongs to the process: every interpreter that opens the same name (the
+main one included: ``ipy_parallel.Queue("results").get()``) shares it. Items travel by pickle
+(cloudpickle, so functions defined in a notebook go too). Blocking calls release the GIL and
+wake every 50 ms, so an interrupt (Ctrl-C, the stop button, --timeout) still stops them.
+
+This module loads in sub-interpreters (the engine's module is marked per-interpreter-GIL safe).
+On the process and ipyparallel backends rank() and size() work, but the workers share no memory:
+barrier() and Queue raise there.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import time
+from queue import Empty
+from typing import Any
+
+from . import _engine
+
+__all__ = ["rank", "size", "barrier", "Queue", "Empty", "in_worker"]
+
+_CONTEXT_MODULE = "_ipy_parallel_worker_context"  # registered by the worker runtime's setup()
+_SLICE = 0.05  # seconds per wait with the GIL released; interrupts are seen between them
+
+
+def in_worker() -> bool:
+    """True when called in an ipy_parallel worker (of any backend)."""
+    return _CONTEXT_MODULE in sys.modules
+
+
+def _context(what: str):
+    context = sys.modules.get(_CONTEXT_MODULE)
+    if context is None:
+        raise RuntimeError(f"ipy_parallel.worker.{what}: this is not an ipy_parallel worker; call it in "
+                           "code that runs in one (a %%parallel cell, Pool.run, SubinterpreterExecutor)")
+    return context
+
+
+def rank() -> int:
+    """This worker's id in its pool, 0..size()-1 (the cell's ``worker_id``)."""
+    return _context("rank()").rank
+
+
+def size() -> int:
+    """How many workers its pool has (the cell's ``n_workers``)."""
+    return _context("size()").size
+
+
+def barrier(timeout: float | None = None) -> None:
+    """Block until every worker of the current run has called barrier(), then go on together.
+
+    Raises threading.BrokenBarrierError (in every waiting worker) when a worker of the run
+    raised, finished its task without calling barrier(), or waited longer than ``timeout``
+    seconds: a barrier never hangs a run. The GIL is released while waiting.
+    """
+    context = _context("barrier()")
+    if context.group is None:
+        raise RuntimeError(f"ipy_parallel.worker.barrier() needs workers in one process; the {context.backend} "
+                           "backend's workers are separate processes: use the default sub-interpreter backend")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ticket = _engine.barrier_arrive(context.group, context.size)
+    while not _engine.barrier_wait(context.group, ticket, _slice(deadline)):
+        if deadline is not None and time.monotonic() >= deadline:
+            why = f"worker {context.rank} waited {timeout:g} s at the barrier"
+            _engine.barrier_abort(context.group, why)
+            raise threading.BrokenBarrierError(why)
+
+
+class Queue:
+    """A named FIFO queue shared by every interpreter of this process (workers and main).
+
+    ``put`` never blocks (the queue is unbounded); ``get`` blocks, with the GIL released, until
+    an item comes or ``timeout`` passes (then queue.Empty). Items are pickled on put and
+    unpickled on get, so each reader gets its own copy.
+    """
+
+    def __init__(self, name: str):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Queue(name): name must be a non-empty str, not {name!r}")
+        context = sys.modules.get(_CONTEXT_MODULE)
+        if context is not None and context.group is None:
+            raise RuntimeError(f"ipy_parallel.worker.Queue is shared memory; the {context.backend} backend's "
+                               "workers are separate processes: use the default sub-interpreter backend")
+        self.name = name
+
+    def put(self, item: Any) -> None:
+        """Append ``item`` (anything cloudpickle can pickle). Never blocks."""
+        _engine.queue_put(self.name, _dumps(item))
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item, waiting up to ``timeout`` seconds (None: until one
+        comes); raises queue.Empty at the timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            blob = _engine.queue_get(self.name, _slice(deadline))
+            if blob is not None:
+                return pickle.loads(blob)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Empty(f"queue {self.name!r} stayed empty for {timeout:g} s")
+
+    def get_nowait(self) -> Any:
+        return self.get(0)
+
+    def qsize(self) -> int:
+        """Items waiting now."""
+        return _engine.queue_size(self.name)
+
+    def clear(self) -> int:
+        """Drop every waiting item; returns how many."""
+        return _engine.queue_clear(self.name)
+
+    def __repr__(self) -> str:
+        return f"<ipy_parallel Queue {self.name!r}, {self.qsize()} items>"
+
+
+def _slice(deadline: float | None) -> float:
+    return _SLICE if deadline is None else max(0.0, min(_SLICE, deadline - time.monotonic()))
+
+
+def _dumps(item: Any) -> bytes:
+    """Plain pickle when it can (no import of cloudpickle in a worker that does not need it)."""
+    try:
+        blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        if b"__main__" not in blob:  # a __main__ function or class would be rebuilt from the reader's own
+            return blob
+    except Exception:
+        pass
+    import cloudpickle
+
+    return cloudpickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _serve(tasks: str, results: str) -> None:
+    """The loop a SubinterpreterExecutor runs in each of its workers: take a call from the queue
+    ``tasks``, make it, send back (task id, ok, pickled value or exception, traceback) on
+    ``results``, until the None that ends it. Every task taken gets an answer, even when an
+    interrupt ends the loop, so that no future is left waiting."""
+    import marshal
+
+    me = rank()
+    while True:
+        blob = Queue(tasks).get()
+        if blob is None:
+            return
+        task_id, call = blob
+        try:
+            fn, args, kwargs = pickle.loads(call)
+            value = fn(*args, **kwargs)
+            answer = (task_id, me, True, _dumps(value), "")
+        except KeyboardInterrupt as exc:
+            _engine.queue_put(results, marshal.dumps(_failure(task_id, me, exc)))
+            raise
+        except BaseException as exc:  # the task's own error, SystemExit included: it is the result
+            answer = _failure(task_id, me, exc)
+        _engine.queue_put(results, marshal.dumps(answer))
+
+
+def _failure(task_id: int, me: int, exc: BaseException) -> tuple:
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    try:
+        blob = _dumps(exc)
+    except Exception:  # the exception itself cannot travel: its text does
+        blob = _dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"))
+    return task_id, me, False, blob, text

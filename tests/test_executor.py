@@ -1,0 +1,135 @@
+"""SubinterpreterExecutor: the concurrent.futures contract, on real sub-interpreters."""
+
+import concurrent.futures
+import math
+import time
+
+import pytest
+
+import helper_tasks
+from ipy_parallel import SubinterpreterExecutor
+from ipy_parallel.executor import BrokenSubinterpreterPool
+
+
+@pytest.fixture
+def executor():
+    with SubinterpreterExecutor(2) as ex:
+        yield ex
+
+
+def test_is_an_executor_and_maps_in_order(executor):
+    assert isinstance(executor, concurrent.futures.Executor)
+    ns = [30_000, 10_000, 20_000, 5_000, 1]
+    assert list(executor.map(helper_tasks.seed, ns)) == [helper_tasks.seed(n) for n in ns]
+    assert list(executor.map(math.factorial, range(50))) == [math.factorial(i) for i in range(50)]
+
+
+def test_calls_run_at_the_same_time_in_different_interpreters(executor):
+    # Each call waits for the other's message: this can only finish if both run at once.
+    def meet(me, other):
+        from ipy_parallel import worker
+        import _interpreters
+
+        worker.Queue(f"test-meet-{other}").put(me)
+        return worker.Queue(f"test-meet-{me}").get(timeout=10), _interpreters.get_current()[0]
+
+    a, b = executor.submit(meet, "a", "b"), executor.submit(meet, "b", "a")
+    (got_a, interp_a), (got_b, interp_b) = a.result(timeout=20), b.result(timeout=20)
+    assert (got_a, got_b) == ("b", "a") and interp_a != interp_b
+
+
+def test_exceptions_keep_their_type_and_carry_the_worker_traceback(executor):
+    future = executor.submit(helper_tasks.fail_custom)
+    with pytest.raises(helper_tasks.Custom, match="custom failure") as info:
+        future.result(timeout=20)
+    note = info.value.__notes__[0]
+    assert note.startswith("raised in sub-interpreter worker") and "fail_custom" in note
+    assert executor.submit(helper_tasks.add, 2, 3).result(timeout=20) == 5  # the worker lives on
+
+
+def test_functions_defined_in_main_work(run_script):
+    proc, _ = run_script("""
+        from ipy_parallel import SubinterpreterExecutor
+
+        class Box:
+            def __init__(self, v):
+                self.v = v
+
+        def square(box):
+            return Box(box.v * box.v)
+
+        if __name__ == "__main__":
+            with SubinterpreterExecutor(2) as ex:
+                print(sorted(b.v for b in ex.map(square, [Box(i) for i in range(5)])))
+                print(ex.submit(lambda: __name__).result())
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[0, 1, 4, 9, 16]", "__main__"]
+
+
+def test_a_call_that_cannot_be_pickled_fails_its_future(executor):
+    import threading
+
+    future = executor.submit(helper_tasks.echo, threading.Lock())
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        future.result(timeout=5)
+
+
+def test_a_result_that_cannot_be_pickled_fails_its_future(executor):
+    with pytest.raises(TypeError, match="generator"):
+        executor.submit(helper_tasks.make_generator).result(timeout=20)
+
+
+def test_workers_output_reaches_stdout(capfd):
+    with SubinterpreterExecutor(1) as ex:
+        ex.submit(print, "hello from a sub-interpreter").result(timeout=20)
+    assert "hello from a sub-interpreter" in capfd.readouterr().out
+
+
+def test_shutdown_cancel_futures_cancels_what_has_not_started():
+    ex = SubinterpreterExecutor(1)
+    futures = [ex.submit(time.sleep, 0.3)] + [ex.submit(helper_tasks.add, i, i) for i in range(5)]
+    time.sleep(0.1)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert futures[0].result() is None  # running: finished
+    assert all(f.cancelled() for f in futures[1:])
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(helper_tasks.add, 1, 1)
+
+
+def test_cancel_a_pending_future():
+    with SubinterpreterExecutor(1) as ex:
+        first = ex.submit(time.sleep, 0.3)
+        second = ex.submit(helper_tasks.add, 1, 2)
+        assert second.cancel() and not first.cancel()
+    assert first.done() and second.cancelled()
+
+
+def test_shutdown_without_wait_finishes_in_the_background():
+    ex = SubinterpreterExecutor(2)
+    futures = [ex.submit(helper_tasks.seed, 50_000) for _ in range(4)]
+    ex.shutdown(wait=False)
+    assert [f.result(timeout=30) for f in futures] == [helper_tasks.seed(50_000)] * 4
+
+
+def test_workers_gone_break_the_executor_without_losing_futures():
+    def interrupt_me():
+        raise KeyboardInterrupt
+
+    with SubinterpreterExecutor(1) as ex:
+        first = ex.submit(interrupt_me)
+        rest = [ex.submit(helper_tasks.add, i, 1) for i in range(3)]
+        with pytest.raises(KeyboardInterrupt):
+            first.result(timeout=20)
+        for future in rest:
+            with pytest.raises(BrokenSubinterpreterPool, match="worker 0 stopped"):
+                future.result(timeout=20)
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            ex.submit(helper_tasks.add, 1, 1)
+
+
+def test_bad_max_workers():
+    with pytest.raises(ValueError, match="from 1 to"):
+        SubinterpreterExecutor(0)
+    with pytest.raises(TypeError, match="must be an int"):
+        SubinterpreterExecutor("2")

@@ -1,0 +1,131 @@
+"""ipy_parallel.worker inside real sub-interpreters: rank and size, the barrier of a run, shared queues."""
+
+import threading
+import time
+
+import pytest
+
+import ipy_parallel
+from ipy_parallel import worker
+
+IMPORT = "from ipy_parallel import worker\n"
+
+
+def values(results):
+    assert [r.error for r in results] == [None] * len(results)
+    return [r.value for r in results]
+
+
+def errors(results):
+    return [None if r.error is None else str(r.error) for r in results]
+
+
+def test_imports_in_a_worker_without_loading_the_pool(pool):
+    loaded = values(pool.run(IMPORT + "import sys\nsorted(m for m in sys.modules if m.startswith('ipy_parallel'))"))
+    assert loaded[0] == ["ipy_parallel", "ipy_parallel._engine", "ipy_parallel.worker"]
+
+
+def test_rank_and_size_are_the_workers():
+    with ipy_parallel.Pool(3) as p:
+        assert values(p.run(IMPORT + "(worker.rank(), worker.size(), worker.in_worker())")) == [
+            (0, 3, True), (1, 3, True), (2, 3, True)]
+
+
+def test_outside_a_worker_rank_says_where_to_call_it():
+    assert not worker.in_worker()
+    with pytest.raises(RuntimeError, match="not an ipy_parallel worker"):
+        worker.rank()
+
+
+def test_barrier_holds_everyone_until_the_last_arrives():
+    with ipy_parallel.Pool(3) as p:
+        # Worker k arrives after k * 0.2 s; all must leave after the last one arrived.
+        source = IMPORT + "import time\ntime.sleep(0.2 * worker_id)\nworker.barrier()\ntime.monotonic()"
+        start = time.monotonic()
+        left = values(p.run(source))
+        assert min(left) - start >= 0.39
+        assert max(left) - min(left) < 0.1
+
+
+def test_barrier_can_be_passed_many_times_in_a_run(pool):
+    source = IMPORT + "seen = []\nfor step in range(50):\n    seen.append(step)\n    worker.barrier()\nlen(seen)"
+    assert values(pool.run(source)) == [50, 50]
+    assert values(pool.run(source)) == [50, 50]  # and again in the next run
+
+
+def test_a_worker_that_raises_breaks_the_barrier_for_the_others():
+    with ipy_parallel.Pool(3) as p:
+        got = errors(p.run(IMPORT + "if worker_id == 1:\n    1 / 0\nworker.barrier()"))
+    assert got[1] == "ZeroDivisionError: division by zero"
+    assert got[0] == got[2] == "threading.BrokenBarrierError: worker 1 raised ZeroDivisionError: division by zero"
+
+
+def test_a_worker_that_skips_the_barrier_breaks_it(pool):
+    got = errors(pool.run(IMPORT + "import time\nif worker_id:\n    time.sleep(0.1)\n    worker.barrier()"))
+    assert got == [None, "threading.BrokenBarrierError: worker 0 finished its task without reaching the barrier"]
+    assert values(pool.run(IMPORT + "worker.barrier()\n'after'")) == ["after", "after"]  # a new run, a new barrier
+
+
+def test_barrier_timeout_breaks_it(pool):
+    got = errors(pool.run(IMPORT + "import time\nif worker_id:\n    worker.barrier(timeout=0.2)\n"
+                                   "else:\n    time.sleep(2)"))
+    assert got == [None, "threading.BrokenBarrierError: worker 1 waited 0.2 s at the barrier"]
+
+
+def test_interrupt_stops_workers_waiting_at_the_barrier(pool):
+    run = pool.submit(IMPORT + "if worker_id:\n    worker.barrier()\nelse:\n    while True: pass")
+    time.sleep(0.3)
+    start = time.monotonic()
+    stuck, results = run.stop()
+    assert stuck == [] and time.monotonic() - start < 1
+    assert [r.error.type_name for r in results] == ["KeyboardInterrupt", "KeyboardInterrupt"]
+
+
+def test_queue_from_workers_to_main_and_back():
+    inbox, outbox = ipy_parallel.Queue("test-inbox"), ipy_parallel.Queue("test-outbox")
+    for job in range(6):
+        inbox.put(job)
+    for _ in range(3):
+        inbox.put(None)
+    source = IMPORT + ("inbox, outbox = worker.Queue('test-inbox'), worker.Queue('test-outbox')\n"
+                       "while (job := inbox.get()) is not None:\n    outbox.put((job, job * job, worker_id))\n")
+    with ipy_parallel.Pool(3) as p:
+        values(p.run(source))
+    got = sorted(outbox.get(timeout=1) for _ in range(6))
+    assert [(job, square) for job, square, _ in got] == [(j, j * j) for j in range(6)]
+    assert outbox.qsize() == 0 and inbox.qsize() == 0
+
+
+def test_queue_between_workers_carries_main_defined_objects(pool):
+    source = IMPORT + ("q = worker.Queue('test-ring')\n"
+                       "if worker_id == 0:\n    class Point:\n        def __init__(self, x): self.x = x\n"
+                       "    q.put(Point(41))\n    result = None\n"
+                       "else:\n    p = q.get(timeout=5)\n    result = (type(p).__name__, p.x + 1)\nresult")
+    assert values(pool.run(source)) == [None, ("Point", 42)]
+
+
+def test_queue_get_times_out_with_empty():
+    q = ipy_parallel.Queue("test-empty")
+    start = time.monotonic()
+    with pytest.raises(worker.Empty, match="stayed empty"):
+        q.get(timeout=0.2)
+    assert 0.19 <= time.monotonic() - start < 1
+
+
+def test_queue_get_in_main_lets_other_threads_run():
+    q = ipy_parallel.Queue("test-gil")
+    threading.Timer(0.2, q.put, args=("late",)).start()  # needs the GIL while get() waits
+    assert q.get(timeout=5) == "late"
+
+
+def test_queue_clear_and_repr():
+    q = ipy_parallel.Queue("test-clear")
+    q.put(1)
+    q.put(2)
+    assert "2 items" in repr(q)
+    assert q.clear() == 2 and q.qsize() == 0
+
+
+def test_queue_name_must_be_text():
+    with pytest.raises(TypeError, match="non-empty str"):
+        ipy_parallel.Queue("")
