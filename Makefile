@@ -25,16 +25,20 @@ PYTHON ?= $(shell $(find_python))
 demo: $(VENV)/.built
 	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
 
+# The browser test drives Debian's chromium (no browser download): installed here when we are root
+# and it is missing; if that fails, tests/test_jupyterlab.py skips and says why.
 test: $(VENV)/.built
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium) \
+	    || echo "warning: chromium could not be installed; tests/test_jupyterlab.py will skip"; \
+	fi
 	$(VENV)/bin/pytest
 
 bench: $(VENV)/.built
-	$(PY) -m pip install --quiet ipyparallel
 	$(PY) benchmarks/suite.py
 
 # JupyterLab on notebooks/, on this machine only, with the "Python 3 (ipy_parallel)" kernel.
 lab: $(VENV)/.built
-	$(PY) -m pip install --quiet "jupyterlab>=4"
 	$(PY) -m ipy_parallel.kernel install --sys-prefix
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
@@ -65,6 +69,9 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=3" "cmake>=3.18" ninja \
 	  "cloudpickle>=3" "pytest>=8" "ipython>=8" "ipykernel>=6" "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5" matplotlib
+	@# The other backends and the places notebooks run: numpy (process backend), ipyparallel,
+	@# JupyterLab + Playwright (driving Debian's chromium), xeus-python (the version its tests pin).
+	$(PY) -m pip install --quiet numpy "ipyparallel>=8" "jupyterlab>=4" playwright "xeus-python==0.19.0"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE)

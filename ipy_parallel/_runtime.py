@@ -246,8 +246,9 @@ def _explain_not_isolated(exc, module):
     where = "" if module == top else f" (its extension module {module})"
     message = (f"{top} cannot be imported in a sub-interpreter: {top}{where} uses single-phase "
                "initialization, which CPython refuses in an isolated interpreter because such modules "
-               "are not sub-interpreter safe. Import and use it in the main interpreter, outside "
-               "%%parallel (ipy_parallel's process backend, once it exists, will run such cells).")
+               "are not sub-interpreter safe. Run the cell on worker processes instead: %%parallel --backend "
+               "process (or %parallel_config --fallback on, to do that by itself), or "
+               "ipy_parallel.process.ProcessPool outside IPython.")
     frames = traceback.extract_tb(_user_traceback(exc.__traceback__), limit=1)  # the cell's line
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + f"ImportError: {message}\n"
     try:

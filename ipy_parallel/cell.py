@@ -25,7 +25,7 @@ class CellUsageError(ValueError):
 
 @dataclass
 class CellOptions:
-    n: int
+    n: int | None  # None: the backend's default
     push: list[str] = field(default_factory=list)
     scatter: str | None = None
     out: str | None = None
@@ -33,7 +33,7 @@ class CellOptions:
     timeout: float | None = None
 
 
-def parse_workers(text: str | None, default: int) -> int:
+def parse_workers(text: str | None, default: int | None) -> int | None:
     if text is None:
         return default
     try:

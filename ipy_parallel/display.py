@@ -313,7 +313,7 @@ def make_monitor(n_workers: int, enabled: bool = True, shell=None, label: str = 
     if not enabled:
         return Monitor(tracker, summary=False)
     kind = type(shell).__name__ if shell is not None else ""
-    if kind == "ZMQInteractiveShell":
+    if kind in ("ZMQInteractiveShell", "XPythonShell"):  # ipykernel, xeus-python: both publish displays
         return NotebookMonitor(tracker)
     if kind == "TerminalInteractiveShell" and _isatty(sys.stdout):
         return TerminalMonitor(tracker)

@@ -1,4 +1,4 @@
-"""The IPython magics %%parallel, %native_bench, %parallel_status and %parallel_reset: parse, hand off, show."""
+"""The IPython magics %%parallel, %parallel_config, %native_bench, %parallel_status and %parallel_reset: parse, hand off, show."""
 
 from __future__ import annotations
 
@@ -9,23 +9,32 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import bench
-from .cell import CellOptions, CellUsageError, parse_names, parse_workers, run_cell
+from .backends import BACKENDS, Config, Pools, run_on_backend
+from .cell import CellOptions, CellUsageError, parse_names, parse_workers
 from .display import make_monitor
-from .pool import MAX_WORKERS, Pool
+from .pool import MAX_WORKERS
 
 __all__ = ["ParallelMagics", "load", "unload"]
 
 
 @magics_class
 class ParallelMagics(Magics):
-    """Holds the warm pool that %%parallel cells share."""
+    """Holds the shell's %%parallel defaults and the warm pools its cells share."""
 
     def __init__(self, shell):
         super().__init__(shell)
-        self.pool: Pool | None = None
+        self.defaults = Config()
+        self.pools = Pools()
 
     @magic_arguments()
-    @argument("n", nargs="?", help="number of workers, an integer from 1 to 256 (default: os.cpu_count())")
+    @argument("n", nargs="?", help="number of workers, an integer from 1 to 256 (default: %%parallel_config's, "
+              "else os.cpu_count(); on ipyparallel, every engine)")
+    @argument("-b", "--backend", choices=BACKENDS, default=None,
+              help="where to run: subinterpreter (default: threads of this process, a GIL each), process "
+              "(worker processes: numpy and other modules that cannot load in a sub-interpreter), "
+              "ipyparallel (the engines of a running ipyparallel cluster)")
+    @argument("--profile", help="ipyparallel: the cluster's IPython profile (default: %%parallel_config's, else 'default')")
+    @argument("--cluster-id", help="ipyparallel: the cluster's id, when several run under one profile")
     @argument("-i", "--push", metavar="NAMES", help="variables (a,b,...) to copy into every worker first")
     @argument("--scatter", metavar="NAME",
               help="split the sequence NAME into N contiguous chunks; worker k sees chunk k as NAME")
@@ -36,7 +45,8 @@ class ParallelMagics(Magics):
     @argument("--no-monitor", action="store_true", help="no live CPU display and no summary line")
     @cell_magic
     def parallel(self, line, cell):
-        """Run the cell in N sub-interpreters at once, each with its own GIL (true parallelism).
+        """Run the cell in N sub-interpreters at once, each with its own GIL (true parallelism), or
+        on another backend (--backend process, --backend ipyparallel) with the same syntax.
 
         Each worker sees ``worker_id`` (0..N-1) and ``n_workers`` and keeps its variables between
         cells; the pool stays warm while N stays the same. Output is shown per worker as it comes
@@ -57,11 +67,21 @@ class ParallelMagics(Magics):
 
             %%parallel 4 --pull total
             total = worker_id * 10
+
+            %%parallel 2 --backend process
+            import numpy as np
+            np.linalg.norm(np.arange(worker_id, 100, n_workers))
+
+        Defaults (backend, N, the display, automatic fallback to processes): %parallel_config.
         """
         args = parse_argstring(self.parallel, line)
+        config = self.defaults
+        backend = args.backend or config.backend
         try:
+            if backend != "ipyparallel" and (args.profile or args.cluster_id):
+                raise CellUsageError("--profile and --cluster-id choose an ipyparallel cluster: add --backend ipyparallel")
             options = CellOptions(
-                n=parse_workers(args.n, os.cpu_count() or 1),
+                n=parse_workers(args.n, config.n),  # None: the backend's default
                 push=parse_names(args.push, "--push"),
                 scatter=args.scatter,
                 out=args.out,
@@ -73,11 +93,58 @@ class ParallelMagics(Magics):
             for option, name in (("--scatter", args.scatter), ("--out", args.out)):
                 if name is not None and not name.isidentifier():
                     raise CellUsageError(f"{option}: {name!r} is not a variable name")
-            pool = self._pool_of(options.n)
-            monitor = make_monitor(options.n, enabled=not args.no_monitor, shell=self.shell)
-            return run_cell(pool, cell, options, self.shell.user_ns, monitor, self._filename(cell))
+            show = config.monitor and not args.no_monitor
+
+            def monitor(n: int, label: str):
+                return make_monitor(n, enabled=show, shell=self.shell, label=label)
+
+            return run_on_backend(self.pools, config, backend, cell, options, self.shell.user_ns, monitor,
+                                  self._filename(cell), profile=args.profile or config.profile,
+                                  cluster_id=args.cluster_id or config.cluster_id)
         except CellUsageError as exc:
             raise UsageError(f"%%parallel: {exc}") from None
+
+    @magic_arguments()
+    @argument("-b", "--backend", choices=BACKENDS, help="the backend cells run on without --backend")
+    @argument("-n", "--workers", metavar="N", help="the number of workers cells get without N ('auto': os.cpu_count(), "
+              "or every engine on ipyparallel)")
+    @argument("--monitor", choices=("on", "off"), help="the live CPU display and summary line")
+    @argument("--fallback", choices=("on", "off"),
+              help="on: a cell that fails in sub-interpreters only because a module cannot be imported there "
+              "(numpy, ...) runs again on the process backend, with a note saying so")
+    @argument("--profile", help="ipyparallel: the cluster's profile ('default' to clear)")
+    @argument("--cluster-id", help="ipyparallel: the cluster's id ('' to clear)")
+    @argument("--reset", action="store_true", help="back to the defaults first")
+    @line_magic
+    def parallel_config(self, line=""):
+        """Set the defaults of %%parallel cells in this session, and show them.
+
+        Examples::
+
+            %parallel_config                          # show
+            %parallel_config --backend process -n 4
+            %parallel_config --fallback on --monitor off
+            %parallel_config --backend ipyparallel --profile mpi
+        """
+        args = parse_argstring(self.parallel_config, line)
+        config = Config() if args.reset else self.defaults
+        try:
+            if args.workers is not None:
+                config.n = None if args.workers == "auto" else parse_workers(args.workers, 1)
+        except CellUsageError as exc:
+            raise UsageError(f"%parallel_config -n: {exc}") from None
+        if args.backend is not None:
+            config.backend = args.backend
+        if args.monitor is not None:
+            config.monitor = args.monitor == "on"
+        if args.fallback is not None:
+            config.fallback = args.fallback == "on"
+        if args.profile is not None:
+            config.profile = None if args.profile in ("", "default") else args.profile
+        if args.cluster_id is not None:
+            config.cluster_id = args.cluster_id or None
+        self.defaults = config
+        print(f"ipy_parallel defaults: {config.describe()}")
 
     @magic_arguments()
     @argument("-n", "--tasks", type=int, default=None, help="tasks run at once (default: os.cpu_count())")
@@ -132,23 +199,27 @@ class ParallelMagics(Magics):
 
     @line_magic
     def parallel_status(self, line=""):
-        """Show the warm pool: workers, state, runs, CPU time per worker."""
-        if self.pool is None or self.pool.closed:
+        """Show the warm pools, one per backend used: workers, state, runs, CPU time per worker."""
+        pools = self.pools.open()
+        if not pools:
             print("ipy_parallel: no pool yet; the first %%parallel cell starts one")
             return
-        cpu = self.pool.cpu_times()
-        print(f"ipy_parallel pool: {self.pool.size} workers, {self.pool.state}, {self.pool.runs} runs, "
-              f"{sum(cpu):.2f} s CPU in all")
-        print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
+        for backend, pool in pools.items():
+            cpu = pool.cpu_times()
+            print(f"ipy_parallel {backend} pool: {pool.size} workers, {pool.state}, {pool.runs} runs, "
+                  f"{sum(cpu):.2f} s CPU in all")
+            print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
 
     @line_magic
     def parallel_reset(self, line=""):
-        """Clear the variables of every worker (worker_id and n_workers stay)."""
-        if self.pool is None or self.pool.closed:
+        """Clear the variables of every worker of every pool (worker_id and n_workers stay)."""
+        pools = self.pools.open()
+        if not pools:
             print("ipy_parallel: no pool yet; nothing to reset")
             return
-        self.pool.reset()
-        print(f"ipy_parallel: cleared the variables of {self.pool.size} workers")
+        for backend, pool in pools.items():
+            pool.reset()
+            print(f"ipy_parallel: cleared the variables of the {pool.size} workers of the {backend} pool")
 
     def _filename(self, body: str) -> str | None:
         """"<parallel In[7]>" for tracebacks, with this cell's number. Read from the input history
@@ -159,18 +230,8 @@ class ParallelMagics(Magics):
             return f"<parallel In[{len(history) - 1}]>"
         return None
 
-    def _pool_of(self, n: int) -> Pool:
-        if self.pool is not None and (self.pool.closed or self.pool.size != n):
-            self.pool.close()
-            self.pool = None
-        if self.pool is None:
-            self.pool = Pool(n)
-        return self.pool
-
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
+        self.pools.close()
 
 
 _loaded: dict[int, ParallelMagics] = {}  # per shell, so unload can undo exactly what load did

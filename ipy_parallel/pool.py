@@ -287,27 +287,14 @@ class Pool:
         )
 
     def _payloads(self, inputs, worker_inputs) -> tuple[list[bytes], list[str] | None]:
-        """What each worker must receive: [] for nothing, [b] for all, or one per worker. Each
-        is marshal((sys.path or None, [pickled inputs, ...])): marshal, a builtin, costs a worker
-        no import, so a run without inputs never loads pickle there.
+        """The payloads of a run (see _build_payloads) and the sys.path they carry, if any.
 
         Workers follow the main interpreter's sys.path, so the modules a notebook can import
         are importable in its workers; it is sent only when it has changed.
         """
         path = list(sys.path)
         path_to_send = None if path == self._sent_path else path
-        common = _pickle_inputs(inputs, "inputs") if inputs else None
-        if worker_inputs is None:
-            if path_to_send is None and common is None:
-                return [], None
-            return [marshal.dumps((path_to_send, [common] if common else []))], path_to_send
-        if isinstance(worker_inputs, (str, bytes)) or not isinstance(worker_inputs, Sequence):
-            raise TypeError("worker_inputs must be a sequence of mappings, one per worker")
-        if len(worker_inputs) != self.size:
-            raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; this pool has {self.size} workers")
-        blobs = [_pickle_inputs(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
-        parts = [[b for b in (common, blob) if b] for blob in blobs]
-        return [marshal.dumps((path_to_send, p)) for p in parts], path_to_send
+        return _build_payloads(inputs, worker_inputs, self.size, path_to_send), path_to_send
 
 
 class Run:
@@ -417,6 +404,26 @@ class Run:
 def _cell_filename(source: str) -> str:
     """A name for tracebacks and linecache that differs between sources and not between runs."""
     return f"<cell-{zlib.crc32(source.encode('utf-8', 'surrogatepass')):08x}>"
+
+
+def _build_payloads(inputs, worker_inputs, size: int, path: list[str] | None) -> list[bytes]:
+    """What each of ``size`` workers must receive: [] for nothing, [b] for all, or one per
+    worker. Each is marshal((path or None, [pickled inputs, ...])), as _runtime._receive reads
+    it: marshal, a builtin, costs a worker no import, so a run without inputs never loads
+    pickle there. ``path``, when not None, becomes the workers' sys.path. Shared by every
+    backend, which decides for itself what path to send."""
+    common = _pickle_inputs(inputs, "inputs") if inputs else None
+    if worker_inputs is None:
+        if path is None and common is None:
+            return []
+        return [marshal.dumps((path, [common] if common else []))]
+    if isinstance(worker_inputs, (str, bytes)) or not isinstance(worker_inputs, Sequence):
+        raise TypeError("worker_inputs must be a sequence of mappings, one per worker")
+    if len(worker_inputs) != size:
+        raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; this pool has {size} workers")
+    blobs = [_pickle_inputs(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
+    parts = [[b for b in (common, blob) if b] for blob in blobs]
+    return [marshal.dumps((path, p)) for p in parts]
 
 
 def _pickle_inputs(mapping, what: str) -> bytes:

@@ -126,7 +126,11 @@ def test_front_end_chosen_by_shell():
     class TerminalInteractiveShell:
         pass
 
+    class XPythonShell:  # xeus-python's
+        pass
+
     assert type(make_monitor(2, shell=ZMQInteractiveShell())) is NotebookMonitor
+    assert type(make_monitor(2, shell=XPythonShell())) is NotebookMonitor
     # Under pytest stdout is not a terminal: the terminal shell falls back to the summary only.
     assert type(make_monitor(2, shell=TerminalInteractiveShell())) is Monitor
     assert type(make_monitor(2, shell=None)) is Monitor

@@ -18,6 +18,10 @@ def magics_of(ip):
     return _loaded[id(ip)]
 
 
+def pool_of(ip, backend="subinterpreter"):
+    return magics_of(ip).pools.of(backend)
+
+
 def test_values_and_default_worker_count(ip):
     assert cell(ip, "", "worker_id * 10") == [10 * i for i in range(os.cpu_count())]
     assert cell(ip, "3", "(worker_id, n_workers)") == [(0, 3), (1, 3), (2, 3)]
@@ -46,17 +50,17 @@ def test_output_labelled_per_worker(ip, capsys):
 
 def test_namespace_persists_and_pool_is_reused(ip):
     cell(ip, "2", "counter = 0")
-    pool = magics_of(ip).pool
+    pool = pool_of(ip)
     cell(ip, "2", "counter += 1")
     assert cell(ip, "2", "counter") == [1, 1]
-    assert magics_of(ip).pool is pool
+    assert pool_of(ip) is pool
 
 
 def test_pool_resized_when_n_changes(ip):
     cell(ip, "2", "a = 1")
-    old = magics_of(ip).pool
+    old = pool_of(ip)
     assert cell(ip, "3", "worker_id") == [0, 1, 2]
-    assert old.closed and magics_of(ip).pool.size == 3
+    assert old.closed and pool_of(ip).size == 3
 
 
 def test_push(ip):
@@ -143,13 +147,13 @@ def test_some_workers_fail_others_values_kept_on_the_error(ip):
 
 def test_syntax_error_reported_once_before_running(ip, capsys):
     cell(ip, "2", "ran = 0")
-    runs = magics_of(ip).pool.runs
+    runs = pool_of(ip).runs
     result = ip.run_cell("%%parallel 2\nran = 1\nx = = 1")
     assert isinstance(result.error_in_exec, CellSyntaxError)
     out = capsys.readouterr().out
     assert out.count("SyntaxError: invalid syntax") == 1 and "line 2" in out  # line of the body
     assert "Traceback" not in out
-    assert magics_of(ip).pool.runs == runs
+    assert pool_of(ip).runs == runs
 
 
 @pytest.mark.parametrize("line", ["abc", "0", "-1", "257", "2.5", "1e3"])
@@ -194,7 +198,7 @@ def test_parallel_status_and_reset(ip, capsys):
     out = capsys.readouterr().out
     assert "2 workers, idle, 1 runs" in out and "[1]" in out
     ip.run_line_magic("parallel_reset", "")
-    assert "cleared the variables of 2 workers" in capsys.readouterr().out
+    assert "cleared the variables of the 2 workers of the subinterpreter pool" in capsys.readouterr().out
     assert cell(ip, "2", "'kept' in globals(), worker_id") == [(False, 0), (False, 1)]
 
 
@@ -206,7 +210,7 @@ def test_help_shows_usage_and_examples(ip):
 
 def test_unload_removes_magics_and_closes_pool(ip):
     cell(ip, "2", "1")
-    pool = magics_of(ip).pool
+    pool = pool_of(ip)
     ip.run_line_magic("unload_ext", "ipy_parallel")
     assert pool.closed
     assert "parallel" not in ip.magics_manager.magics["cell"]
@@ -219,7 +223,7 @@ def test_unload_removes_magics_and_closes_pool(ip):
 
 def test_reload_ext(ip):
     cell(ip, "2", "1")
-    pool = magics_of(ip).pool
+    pool = pool_of(ip)
     ip.run_line_magic("reload_ext", "ipy_parallel")
     assert pool.closed
     assert cell(ip, "2", "worker_id") == [0, 1]

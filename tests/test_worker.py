@@ -129,3 +129,13 @@ def test_queue_clear_and_repr():
 def test_queue_name_must_be_text():
     with pytest.raises(TypeError, match="non-empty str"):
         ipy_parallel.Queue("")
+
+
+def test_on_worker_processes_rank_works_and_shared_memory_says_why():
+    from ipy_parallel.process import ProcessPool
+
+    with ProcessPool(2) as p:
+        assert values(p.run(IMPORT + "worker.rank(), worker.size()")) == [(0, 2), (1, 2)]
+        for call in ("worker.barrier()", "worker.Queue('q')"):
+            got = errors(p.run(IMPORT + call))
+            assert all("the process backend's workers are separate processes" in e for e in got), got

@@ -1,0 +1,262 @@
+"""One worker process of ProcessPool: runs the sub-interpreters' worker runtime (_runtime.py) over pipes.
+
+Started by ipy_parallel.process as ``python -P _process_worker.py CMD_FD REPLY_FD LIFELINE_FD``
+(run by path, never imported: the package's __init__ would load the C++ engine and cloudpickle
+for nothing). Frames both ways are an 8-byte little-endian length and a marshal blob:
+
+  parent -> worker: (worker_id, n_workers, sys.path, cwd) once, then (source, filename, payload, cwd)
+                    per run; end of file means "exit".
+  worker -> parent: (0, pid) once ready; (1, [(stream, utf-8 bytes), ...]) for output to stdout (1)
+                    and stderr (2) during a run, gathered up to 20 ms; (2, value, error, value_format,
+                    wall, cpu) at the end of a run, after all its output.
+"""
+
+import _thread
+import marshal
+import os
+import signal
+import sys
+import time
+
+_HEADER = 8
+_FLUSH_DELAY = 0.02  # seconds output may wait to be sent with the writes that follow it
+_FLUSH_SIZE = 1 << 16  # characters of output that are sent at once
+
+_running = False  # a cell is executing: SIGINT raises KeyboardInterrupt in it
+_sending = False  # the main thread is writing a frame: SIGINT must wait, or the stream is corrupt
+_pending = False  # a SIGINT that arrived while _sending, raised once the frame is out
+_interrupted = False  # this task was interrupted: it sleeps no more (as in a sub-interpreter)
+_reply_fd = -1
+_THIS_FILE = __file__
+_MAIN = _thread.get_ident()
+_real_sleep = time.sleep  # the runtime replaces time.sleep with _sleep, which may raise
+
+# Output is gathered for up to _FLUSH_DELAY and sent by the flusher thread: a frame (and a wake-up
+# of the parent's reader) per write made print-heavy cells ten times slower. Lock order:
+# _send_lock, then _out_lock; _emit takes only _out_lock, so a write never waits for the pipe.
+_send_lock = _thread.allocate_lock()  # one frame at a time on the reply pipe, in order
+_out_lock = _thread.allocate_lock()
+_out = []  # (stream, text) written and not yet sent
+_out_size = 0
+_wake = _thread.allocate_lock()  # held while the flusher has nothing to send
+_wake.acquire()
+
+
+def _on_sigint(signum, frame):
+    # Idle workers ignore SIGINT: Ctrl-C in a terminal and jupyter_client's interrupt signal the
+    # whole process group, and the task loop must survive that.
+    global _pending, _interrupted
+    if not _running:
+        return
+    _interrupted = True
+    if _sending:
+        _pending = True
+        return
+    raise KeyboardInterrupt
+
+
+def _sleep(seconds):
+    """time.sleep for the cells: once the task is interrupted, a cell that caught the
+    KeyboardInterrupt and sleeps again is interrupted again at once, as a sub-interpreter's is."""
+    if _interrupted and _running:
+        raise KeyboardInterrupt
+    _real_sleep(seconds)
+
+
+def _write_frame(message):
+    data = marshal.dumps(message)
+    view = memoryview(len(data).to_bytes(_HEADER, "little") + data)
+    try:
+        while view:
+            view = view[os.write(_reply_fd, view):]
+    except OSError:  # the parent is gone: nobody to work for
+        os._exit(1)
+
+
+def _flush_locked():
+    """Send the gathered output as one frame (_send_lock held)."""
+    global _out, _out_size
+    with _out_lock:
+        chunks, _out, _out_size = _out, [], 0
+    if not chunks:
+        return
+    joined = []  # consecutive writes to one stream become one chunk
+    for stream, text in chunks:
+        if joined and joined[-1][0] == stream:
+            joined[-1][1].append(text)
+        else:
+            joined.append((stream, [text]))
+    # As the sub-interpreters' output: UTF-8, a lone surrogate shown as its escape.
+    _write_frame((1, [(stream, "".join(texts).encode("utf-8", "backslashreplace")) for stream, texts in joined]))
+
+
+def _send(final=None):
+    """Flush the output, then send ``final`` if given. From the main thread, a SIGINT that
+    arrives meanwhile is held back until the frames are out (then raised if a cell runs)."""
+    global _sending, _pending
+    main = _thread.get_ident() == _MAIN
+    if main:
+        _sending = True
+    try:
+        with _send_lock:
+            _flush_locked()
+            if final is not None:
+                _write_frame(final)
+    finally:
+        if main:
+            _sending = False
+    if main and _pending and _running:
+        _pending = False
+        raise KeyboardInterrupt
+
+
+def _emit(stream, text):
+    global _out_size
+    with _out_lock:
+        _out.append((stream, text))
+        _out_size += len(text)
+        first, full = len(_out) == 1, _out_size >= _FLUSH_SIZE
+    if full:
+        _send()
+    elif first:
+        try:
+            _wake.release()
+        except RuntimeError:  # already awake
+            pass
+
+
+def _flusher():
+    while True:
+        _wake.acquire()
+        _real_sleep(_FLUSH_DELAY)
+        with _send_lock:
+            _flush_locked()
+
+
+def _read_exact(fd, n):
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _receive(fd):
+    header = _read_exact(fd, _HEADER)
+    if header is None:
+        return None
+    size = int.from_bytes(header, "little")
+    body = _read_exact(fd, size) if size else b""
+    return None if body is None else marshal.loads(body)
+
+
+def _watch_parent(fd):
+    # Nobody ever writes to the lifeline: read() returns only when every copy of its write end is
+    # closed, i.e. the parent closed the pool or died (even by SIGKILL). No orphans, ever.
+    try:
+        os.read(fd, 1)
+    finally:
+        os._exit(0)
+
+
+def _without_own_frames(text):
+    """A cell's traceback without this file's frames (the SIGINT handler, the sleep wrapper),
+    which sit below the cell's line when it is interrupted."""
+    marker = f'  File "{_THIS_FILE}"'
+    if marker not in text:
+        return text
+    kept, skipping = [], False
+    for line in text.splitlines(True):
+        if line.startswith("  File "):
+            skipping = line.startswith(marker)
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
+def _interrupted_error():
+    import pickle
+
+    return "KeyboardInterrupt", "", "KeyboardInterrupt\n", pickle.dumps(KeyboardInterrupt())
+
+
+def main():
+    global _reply_fd, _running, _pending, _interrupted
+    signal.signal(signal.SIGINT, _on_sigint)
+    cmd_fd, _reply_fd, lifeline_fd = (int(a) for a in sys.argv[1:4])
+
+    # The helper threads block SIGINT, so that the kernel delivers it to the main thread, the one
+    # that must interrupt the cell (and wake from time.sleep).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    _thread.start_new_thread(_watch_parent, (lifeline_fd,))
+    _thread.start_new_thread(_flusher, ())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    init = _receive(cmd_fd)
+    if init is None:
+        return
+    worker_id, n_workers, path, cwd = init
+    sys.path[:] = path
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+
+    # The cells' namespace is a fresh __main__, as in a sub-interpreter; this script's own
+    # globals stay out of the user's way (and out of reset()'s).
+    import builtins
+    import types
+
+    this = sys.modules["__main__"]
+    main_module = types.ModuleType("__main__")
+    main_module.__builtins__ = builtins
+    sys.modules["__main__"] = main_module
+    sys.modules["_ipp_process_worker"] = this  # keeps this module's globals alive
+
+    runtime_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runtime.py")
+    runtime = types.ModuleType("_ipp_runtime")
+    runtime.__file__ = runtime_path  # the runtime drops its own frames from tracebacks by this name
+    with open(runtime_path, encoding="utf-8") as f:
+        exec(compile(f.read(), runtime_path, "exec"), runtime.__dict__)
+    # sys.stdout.flush() (print(..., flush=True)) sends the output at once, not within 20 ms:
+    # what a cell flushed reaches the parent even if its process then dies.
+    runtime._Stream.flush = lambda self: _send()
+    run = runtime.setup(worker_id, n_workers, _emit, _sleep, backend="process")
+    saved_streams = sys.stdout, sys.stderr
+    _send((0, os.getpid()))
+
+    while True:
+        task = _receive(cmd_fd)
+        if task is None:
+            return  # the parent closed the pool
+        source, filename, payload, task_cwd = task
+        if task_cwd != cwd:
+            try:
+                os.chdir(task_cwd)
+                cwd = task_cwd
+            except OSError:
+                pass
+        wall, cpu = time.perf_counter(), time.process_time()
+        _pending = _interrupted = False
+        _running = True
+        try:
+            value, error, value_format = run(source, filename, payload)
+            _running = False
+        except KeyboardInterrupt:
+            # A SIGINT between the cell's end and the line above: in the runtime's own code,
+            # outside the cell's try. The run was being stopped anyway.
+            _running = False
+            sys.stdout, sys.stderr = saved_streams
+            value, error, value_format = None, _interrupted_error(), 0
+        if error is not None:
+            error = (error[0], error[1], _without_own_frames(error[2]), error[3])
+        _send((2, value, error, value_format, time.perf_counter() - wall, time.process_time() - cpu))
+
+
+if __name__ == "__main__":
+    main()

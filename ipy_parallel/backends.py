@@ -1,0 +1,139 @@
+"""Where a %%parallel cell runs: the three backends, a shell's defaults for them, its warm pools, and the fallback.
+
+IPython-free like cell.py: the magics parse, this module picks (and keeps) the pool, and
+cell.run_cell runs the cell on it, the same way on every backend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, MutableMapping
+
+from .cell import CellOptions, CellUsageError, run_cell
+from .display import Monitor
+from .errors import ParallelError
+
+__all__ = ["BACKENDS", "Config", "Pools", "run_on_backend", "not_isolated_modules"]
+
+#: subinterpreter: threads of this process, each with its own interpreter and GIL (the default;
+#: instant, no copies of the process). process: a warm pool of worker processes, for modules that
+#: cannot load in a sub-interpreter (numpy, ...). ipyparallel: the engines of a running
+#: ipyparallel cluster, possibly on other machines.
+BACKENDS = ("subinterpreter", "process", "ipyparallel")
+
+
+@dataclass
+class Config:
+    """A shell's defaults for %%parallel, set with %parallel_config."""
+
+    backend: str = "subinterpreter"
+    n: int | None = None  # None: os.cpu_count(), or every engine of the cluster
+    monitor: bool = True
+    fallback: bool = False  # re-run on the process backend a cell whose modules cannot load in sub-interpreters
+    profile: str | None = None  # ipyparallel's
+    cluster_id: str | None = None
+
+    def describe(self) -> str:
+        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+
+
+class Pools:
+    """The warm pools of one shell, one per backend: reused while a cell asks for the same
+    size (and cluster), replaced when it does not. Pools of other backends stay warm."""
+
+    def __init__(self):
+        self._pools: dict[str, Any] = {}
+        self._keys: dict[str, tuple] = {}
+        self.last: str | None = None  # the backend of the last cell
+
+    def get(self, backend: str, n: int | None, profile: str | None = None, cluster_id: str | None = None):
+        """The pool for a cell; starts (blocking) or connects one when needed."""
+        key = (n, profile, cluster_id)
+        pool = self._pools.get(backend)
+        if pool is not None and (pool.closed or self._keys[backend] != key):
+            pool.close()
+            pool = None
+        if pool is None:
+            pool = _open(backend, n, profile, cluster_id)
+            self._pools[backend], self._keys[backend] = pool, key
+        self.last = backend
+        return pool
+
+    def of(self, backend: str):
+        """The backend's pool (maybe closed), or None."""
+        return self._pools.get(backend)
+
+    def open(self) -> dict[str, Any]:
+        """The pools not closed, by backend."""
+        return {backend: pool for backend, pool in self._pools.items() if not pool.closed}
+
+    def close(self) -> None:
+        """Close every pool (a cluster's connection only: the cluster itself keeps running)."""
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self._keys.clear()
+
+
+def _open(backend: str, n: int | None, profile: str | None, cluster_id: str | None):
+    if backend == "subinterpreter":
+        from .pool import Pool
+
+        return Pool(n or os.cpu_count() or 1)
+    if backend == "process":
+        from .process import ProcessPool
+
+        return ProcessPool(n or os.cpu_count() or 1)
+    if backend == "ipyparallel":
+        from .cluster import ClusterError, ClusterPool
+
+        try:
+            return ClusterPool(n, profile=profile, cluster_id=cluster_id)
+        except (ClusterError, ValueError) as exc:  # no ipyparallel, no cluster, too few engines
+            raise CellUsageError(str(exc)) from None
+    raise CellUsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+# The message _runtime._explain_not_isolated gives an ImportError of a module that cannot load
+# in a sub-interpreter (single-phase initialization).
+_NOT_ISOLATED = re.compile(r"^([\w.]+) cannot be imported in a sub-interpreter: ")
+
+
+def not_isolated_modules(error: ParallelError) -> list[str] | None:
+    """The modules that could not load, when every failure of the cell is one of them; else None."""
+    modules = []
+    for _, worker_error in error.groups:
+        match = _NOT_ISOLATED.match(worker_error.message) if worker_error.type_name == "ImportError" else None
+        if match is None:
+            return None
+        modules.append(match.group(1))
+    return sorted(set(modules)) or None
+
+
+def run_on_backend(pools: Pools, config: Config, backend: str, source: str, options: CellOptions,
+                   user_ns: MutableMapping[str, Any], make_monitor: Callable[[int, str], Monitor],
+                   filename: str | None = None, note: Callable[[str], None] = print,
+                   profile: str | None = None, cluster_id: str | None = None):
+    """Run a cell on ``backend`` (its pool from ``pools``) as cell.run_cell does. With
+    ``config.fallback``, a cell that failed on sub-interpreters only because modules cannot be
+    imported there runs again on the process backend, after ``note`` says so.
+
+    make_monitor(n_workers, label) builds the cell's display. Blocks until the cell is done.
+    """
+    pool = pools.get(backend, options.n, profile, cluster_id)
+    label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
+    options = replace(options, n=pool.size)
+    try:
+        return run_cell(pool, source, options, user_ns, make_monitor(pool.size, label), filename)
+    except ParallelError as exc:
+        modules = not_isolated_modules(exc) if backend == "subinterpreter" and config.fallback else None
+        if modules is None:
+            raise
+    note(f"ipy_parallel: {', '.join(modules)} cannot be imported in a sub-interpreter; running the cell again "
+         f"on the process backend ({pool.size} worker processes), as %parallel_config --fallback on asks. "
+         "Statements before the import ran in the sub-interpreters too.")
+    process_pool = pools.get("process", pool.size)
+    return run_cell(process_pool, source, options, user_ns, make_monitor(process_pool.size, "%%parallel [process]"),
+                    filename)

@@ -1,0 +1,119 @@
+"""Backends from the magics: --backend process, %parallel_config defaults, the fallback to processes, status of every pool."""
+
+import os
+
+import pytest
+from IPython.core.error import UsageError
+
+from ipy_parallel.backends import Config, not_isolated_modules
+from ipy_parallel.errors import ParallelError
+
+NUMPY_CELL = "import numpy as np\nint(np.arange(worker_id, 100, n_workers).sum())"
+NUMPY_VALUES = [sum(range(0, 100, 2)), sum(range(1, 100, 2))]
+
+
+def cell(ip, line, body):
+    return ip.run_cell_magic("parallel", line, body)
+
+
+def config(ip, line=""):
+    ip.run_line_magic("parallel_config", line)
+
+
+def pools(ip):
+    from ipy_parallel.magics import _loaded
+
+    return _loaded[id(ip)].pools
+
+
+def test_process_backend_runs_numpy_with_the_same_syntax(ip, capsys):
+    ip.user_ns["offset"] = 1000
+    assert cell(ip, "2 --backend process --push offset", "print('hi', worker_id)\n" + NUMPY_CELL + " + offset") == [
+        v + 1000 for v in NUMPY_VALUES]
+    assert sorted(capsys.readouterr().out.splitlines()) == ["[0] hi 0", "[1] hi 1"]
+    cell(ip, "2 -b process", "kept = worker_id")  # a warm pool: variables stay, like sub-interpreters'
+    assert cell(ip, "2 -b process", "kept") == [0, 1]
+
+
+def test_process_backend_errors_are_grouped(ip):
+    with pytest.raises(ParallelError, match="2 of 2 workers raised; first: ZeroDivisionError"):
+        cell(ip, "2 --backend process", "1 / 0")
+
+
+def test_without_fallback_numpy_fails_saying_what_to_do(ip):
+    with pytest.raises(ParallelError) as info:
+        cell(ip, "2", NUMPY_CELL)
+    assert "%%parallel --backend process" in info.value.render()
+    assert not_isolated_modules(info.value) == ["numpy"]
+
+
+def test_fallback_reruns_on_processes_with_a_note(ip, capsys):
+    config(ip, "--fallback on")
+    assert cell(ip, "2", NUMPY_CELL) == NUMPY_VALUES
+    out = capsys.readouterr().out
+    assert "numpy cannot be imported in a sub-interpreter; running the cell again on the process backend" in out
+    assert pools(ip).of("process").size == 2
+
+
+def test_fallback_leaves_other_errors_alone(ip):
+    config(ip, "--fallback on")
+    with pytest.raises(ParallelError, match="ZeroDivisionError"):
+        cell(ip, "2", "1 / 0")
+    assert pools(ip).of("process") is None  # nothing re-ran
+
+
+def test_config_sets_defaults_and_shows_them(ip, capsys):
+    config(ip, "--backend process -n 3 --monitor off")
+    assert "backend='process', n=3, monitor=False" in capsys.readouterr().out
+    pids, sizes = zip(*cell(ip, "", "import os\nos.getpid(), n_workers"))
+    assert sizes == (3, 3, 3) and len(set(pids)) == 3 and os.getpid() not in pids
+    assert pools(ip).of("process").size == 3 and pools(ip).of("subinterpreter") is None
+    assert cell(ip, "2 --backend subinterpreter", "n_workers") == [2, 2]  # a cell's options win
+    config(ip, "--reset")
+    assert "backend='subinterpreter', n=None, monitor=True, fallback=False" in capsys.readouterr().out
+
+
+def test_config_monitor_off_silences_the_summary(ip, capsys):
+    config(ip, "--monitor off")
+    capsys.readouterr()
+    cell(ip, "2", "import time\ntime.sleep(0.4)")
+    assert "%%parallel:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("line, message", [
+    ("-n 0", "an integer from 1 to 256"),
+    ("--backend threads", "invalid choice: 'threads'"),
+    ("--fallback maybe", "invalid choice: 'maybe'"),
+])
+def test_config_misuse_is_a_usage_error(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        config(ip, line)
+
+
+def test_cluster_options_need_the_ipyparallel_backend(ip):
+    with pytest.raises(UsageError, match="add --backend ipyparallel"):
+        cell(ip, "2 --profile default", "1")
+
+
+def test_status_and_reset_cover_every_backend(ip, capsys):
+    cell(ip, "2", "a = 1")
+    cell(ip, "2 --backend process", "a = 1")
+    capsys.readouterr()
+    ip.run_line_magic("parallel_status", "")
+    out = capsys.readouterr().out
+    assert "subinterpreter pool: 2 workers" in out and "process pool: 2 workers" in out
+    ip.run_line_magic("parallel_reset", "")
+    assert cell(ip, "2 --backend process", "'a' in globals()") == [False, False]
+    assert cell(ip, "2", "'a' in globals()") == [False, False]
+
+
+def test_unload_closes_the_pools_of_every_backend(ip):
+    cell(ip, "2 --backend process", "1")
+    process_pool = pools(ip).of("process")
+    ip.run_line_magic("unload_ext", "ipy_parallel")
+    assert process_pool.closed
+    ip.run_line_magic("load_ext", "ipy_parallel")
+
+
+def test_config_describes_itself():
+    assert Config(backend="process").describe().startswith("backend='process', n=None")

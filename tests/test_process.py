@@ -1,0 +1,433 @@
+"""The process backend (ProcessPool) on real worker processes: semantics of Pool, numpy, interrupts, deaths, no orphans."""
+
+import io
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from ipy_parallel.cell import CellOptions, run_cell
+from ipy_parallel.display import Monitor, Tracker
+from ipy_parallel.errors import ParallelError, group_errors
+from ipy_parallel.pool import ParallelInterrupted, ParallelTimeout
+from ipy_parallel.process import ProcessPool, WorkerDied
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """One warm pool for the tests that leave it as they found it (starting one costs ~70 ms)."""
+    with ProcessPool(2) as p:
+        yield p
+
+
+@pytest.fixture
+def ppool():
+    """A fresh 2-process pool, closed after the test."""
+    with ProcessPool(2) as p:
+        yield p
+
+
+def worker_pids(pool):
+    return [r.value for r in pool.run("import os\nos.getpid()")]
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie left to a non-reaping init counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+
+
+def children() -> set[int]:
+    found = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found.update(int(p) for p in f.read().split())
+    return {pid for pid in found if not gone(pid)}
+
+
+def test_each_worker_sees_its_id_and_the_pool_size(shared):
+    results = shared.run("print('hello from', worker_id)\n(worker_id, n_workers)")
+    assert [r.value for r in results] == [(0, 2), (1, 2)]
+    assert [r.stdout for r in results] == ["hello from 0\n", "hello from 1\n"]
+    assert all(r.ok and r.wall_time >= 0 and r.cpu_time >= 0 for r in results)
+    assert len(set(worker_pids(shared))) == 2 and os.getpid() not in worker_pids(shared)
+    assert shared.size == 2 and shared.state == "idle" and not shared.closed
+    assert repr(shared).startswith("<ipy_parallel.ProcessPool 2 worker processes, idle,")
+
+
+def test_statement_only_cell_has_no_value_and_stderr_is_kept(shared):
+    [a, b] = shared.run("import sys\nprint('é', file=sys.stderr)\nx = 1")
+    assert a.value is None and a.stderr == "é\n" and a.stdout == ""
+
+
+def test_variables_persist_between_runs_and_workers_are_separate(ppool):
+    ppool.run("counter = worker_id * 10")
+    assert [r.value for r in ppool.run("counter += 1\ncounter")] == [1, 11]
+    ppool.reset()
+    assert [r.error.type_name for r in ppool.run("counter")] == ["NameError"] * 2
+    assert [r.value for r in ppool.run("worker_id")] == [0, 1]  # reset keeps the identity
+
+
+def test_numpy_imports_and_computes_in_the_workers(shared):
+    results = shared.run("import numpy as np\na = np.arange(1_000_000, dtype=np.float64) * (worker_id + 1)\n"
+                         "float(a.sum()), a[:3]")
+    import numpy as np
+
+    for r in results:
+        total, head = r.value
+        assert total == (r.worker_id + 1) * 999_999 * 1_000_000 / 2
+        assert isinstance(head, np.ndarray) and head.tolist() == [0.0, r.worker_id + 1, 2 * (r.worker_id + 1)]
+    # an array sent in comes back changed; numpy stays imported for the next run
+    back = shared.run("m @ m + worker_id", inputs={"m": np.eye(3)})
+    assert [r.value.tolist()[0] for r in back] == [[1.0, 0.0, 0.0], [2.0, 1.0, 1.0]]
+
+
+def test_inputs_and_worker_inputs_are_bound_by_name(shared):
+    results = shared.run("f(base + part)", inputs={"base": 100, "f": lambda x: x * 2},
+                         worker_inputs=[{"part": 1}, {"part": 2, "base": 0}])
+    assert [r.value for r in results] == [202, 4]
+
+
+def test_unpicklable_input_is_named_before_anything_runs(shared):
+    shared.run("touched = False")
+    with pytest.raises(TypeError, match="'lock'"):
+        shared.submit("touched = True", inputs={"lock": threading.Lock()})
+    assert [r.value for r in shared.run("touched")] == [False, False]
+    with pytest.raises(ValueError, match="worker_inputs has 1 entries"):
+        shared.run("0", worker_inputs=[{}])
+
+
+def test_errors_come_back_per_worker_and_group(shared):
+    results = shared.run("if worker_id == 1:\n    raise ValueError('bad ' + 'input')\nworker_id")
+    assert results[0].value == 0 and results[0].ok
+    error = results[1].error
+    assert error.type_name == "ValueError" and error.message == "bad input"
+    assert isinstance(error.exception, ValueError)
+    assert 'File "<cell-' in error.traceback and "line 2" in error.traceback and "_runtime" not in error.traceback
+    same = shared.run("1 / 0")
+    [(workers, grouped)] = group_errors(same)
+    assert workers == [0, 1] and grouped.type_name == "ZeroDivisionError"
+    assert [r.value for r in shared.run("worker_id")] == [0, 1]
+
+
+def test_output_streams_while_the_workers_run(shared):
+    run = shared.submit("import time\nprint('early', worker_id, flush=True)\ntime.sleep(0.6)\nprint('late')",
+                        stream=True)
+    seen, deadline = {0: "", 1: ""}, time.monotonic() + 0.5
+    while "\n" not in seen[0] + seen[1] and time.monotonic() < deadline:
+        for worker_id, stream, text in run.output():
+            assert stream == "stdout"
+            seen[worker_id] += text
+        time.sleep(0.01)
+    assert not run.done, "the output came only at the end"
+    results = run.results()
+    for worker_id, stream, text in run.output():
+        seen[worker_id] += text
+    assert seen == {0: "early 0\nlate\n", 1: "early 1\nlate\n"}
+    assert [r.stdout for r in results] == ["early 0\nlate\n", "early 1\nlate\n"]
+
+
+def test_cpu_times_of_the_pool_and_of_a_run(ppool):
+    before = ppool.cpu_times()
+    run = ppool.submit("import time\nend = time.monotonic() + 0.5\nwhile time.monotonic() < end:\n    pass")
+    time.sleep(0.3)
+    busy = run.busy_workers()
+    assert busy == [0, 1] and ppool.state == "busy"
+    run.results()
+    spent = run.cpu_times()
+    assert all(0.3 < t < 1.0 for t in spent), spent  # /proc ticks: 10 ms resolution
+    assert all(a >= b + 0.3 for a, b in zip(ppool.cpu_times(), before))
+    assert ppool.state == "idle" and run.busy_workers() == []
+
+
+SLOW = {
+    "a Python loop": "x = 0\nwhile True:\n    x += 1",
+    "time.sleep": "import time\ntime.sleep(1000)",
+    "a numpy loop": "import numpy as np\nwhile True:\n    np.sort(np.random.rand(10000))",
+}
+
+
+@pytest.mark.parametrize("source", SLOW.values(), ids=SLOW.keys())
+def test_interrupt_stops_the_workers_and_the_pool_stays_usable(shared, source):
+    shared.run("keep = worker_id + 5")
+    run = shared.submit(source)
+    time.sleep(0.3)
+    start = time.perf_counter()
+    assert shared.interrupt() == [0, 1]
+    assert run.wait(2), "the workers did not stop"
+    latency = time.perf_counter() - start
+    print(f"interrupt latency ({source.splitlines()[-1].strip()}): {latency * 1e3:.1f} ms")
+    assert latency < 1.0
+    assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
+    assert [r.value for r in shared.run("keep")] == [5, 6]  # same processes, variables kept
+
+
+def test_idle_workers_survive_sigint(shared):
+    # What Ctrl-C in a terminal or jupyter_client's interrupt (a signal to the whole process
+    # group) does to workers that have nothing to run.
+    pids = worker_pids(shared)
+    for _ in range(3):
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.05)
+    assert shared.interrupt() == []
+    assert worker_pids(shared) == pids
+
+
+def test_a_late_interrupt_does_not_hit_the_next_run(shared):
+    for _ in range(30):  # interrupts racing the end of short runs
+        run = shared.submit("sum(range(2000))")
+        shared.interrupt()
+        run.results()
+    assert [r.value for r in shared.run("import time\ntime.sleep(0.05)\nsum(range(10))")] == [45, 45]
+
+
+def test_timeout_stops_the_late_worker_only(shared):
+    start = time.perf_counter()
+    with pytest.raises(ParallelTimeout, match="did not finish within 0.3 s: stopped worker 1") as info:
+        shared.run("if worker_id == 1:\n    while True: pass\nworker_id", timeout=0.3)
+    assert time.perf_counter() - start < 2.0
+    assert info.value.late == [1] and info.value.stuck == []
+    assert info.value.results[0].value == 0 and info.value.results[1].error.type_name == "KeyboardInterrupt"
+    assert [r.value for r in shared.run("worker_id")] == [0, 1]
+
+
+def test_ctrl_c_in_the_main_thread_stops_the_workers(shared):
+    timer = threading.Timer(0.3, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
+    timer.start()
+    start = time.perf_counter()
+    with pytest.raises(ParallelInterrupted, match="interrupted: stopped workers 0-1") as info:
+        shared.run("while True:\n    pass")
+    assert time.perf_counter() - start < 2.0
+    assert [r.error.type_name for r in info.value.results] == ["KeyboardInterrupt"] * 2
+    assert [r.value for r in shared.run("worker_id")] == [0, 1]
+
+
+@pytest.mark.parametrize("death, how", [
+    ("os._exit(3)", "exit code 3"),
+    ("os.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
+    ("ctypes.string_at(0)", "killed by SIGSEGV"),
+])
+def test_a_dying_worker_is_reported_and_replaced(ppool, death, how):
+    ppool.run("kept = 'mine'")
+    old = worker_pids(ppool)
+    source = f"import os, signal, ctypes\nprint('before', flush=True)\nif worker_id == 1:\n    {death}\nworker_id"
+    results = ppool.run(source)
+    assert results[0].value == 0 and results[0].ok
+    error = results[1].error
+    assert error.type_name == "ipy_parallel.process.WorkerDied" and how in error.message
+    assert isinstance(error.exception, WorkerDied)
+    assert results[1].stdout == "before\n"  # what it wrote and flushed before dying is kept
+    with pytest.warns(RuntimeWarning, match=f"worker 1's process had died \\({how}\\).*variables"):
+        after = ppool.run("globals().get('kept')")
+    assert [r.value for r in after] == ["mine", None]
+    new = worker_pids(ppool)
+    assert new[0] == old[0] and new[1] != old[1] and gone(old[1])
+    assert [r.value for r in ppool.run("(worker_id, n_workers)")] == [(0, 2), (1, 2)]
+
+
+def test_a_worker_killed_while_idle_is_replaced(ppool):
+    pid = worker_pids(ppool)[0]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    with pytest.warns(RuntimeWarning, match="worker 0's process had died"):
+        assert [r.value for r in ppool.run("worker_id")] == [0, 1]
+
+
+def test_workers_follow_sys_path_and_cwd(shared, tmp_path, monkeypatch):
+    (tmp_path / "helper_mod_for_process.py").write_text("VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    results = shared.run("import os, helper_mod_for_process\n(helper_mod_for_process.VALUE, os.getcwd())")
+    assert [r.value for r in results] == [(42, str(tmp_path))] * 2
+
+
+def test_close_leaves_no_child_processes():
+    before = children()
+    pool = ProcessPool(3)
+    pids = worker_pids(pool)
+    assert set(pids) <= children()
+    run = pool.submit("import time\ntime.sleep(100)")  # close() stops a run in progress too
+    time.sleep(0.1)
+    start = time.perf_counter()
+    pool.close()
+    assert time.perf_counter() - start < 1.5
+    pool.close()  # harmless twice
+    assert all(gone(pid) for pid in pids) and children() <= before
+    assert pool.state == "closed" and run.wait(1)
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.run("0")
+
+
+def test_close_kills_a_worker_that_ignores_sigint():
+    pool = ProcessPool(1)
+    [pid] = worker_pids(pool)
+    pool.submit("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(100)")
+    time.sleep(0.2)
+    start = time.perf_counter()
+    pool.close()
+    assert time.perf_counter() - start < 3.0 and gone(pid)
+
+
+EXIT_SCRIPT = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from ipy_parallel.process import ProcessPool
+pool = ProcessPool(2)
+print(*[r.value for r in pool.run("import os\\nos.getpid()")], flush=True)
+{tail}
+"""
+
+
+@pytest.mark.parametrize("tail", ["", "pool.submit('import time\\ntime.sleep(100)')"], ids=["idle", "running"])
+def test_no_orphans_after_interpreter_exit(run_script, tail):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc, seconds = run_script(EXIT_SCRIPT.format(repo=repo, tail=tail))
+    assert proc.returncode == 0, proc.stderr
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2 and seconds < 10
+    assert all(gone(pid) for pid in pids)
+
+
+def test_no_orphans_when_the_parent_is_killed(tmp_path):
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "parent.py"
+    script.write_text(EXIT_SCRIPT.format(repo=repo, tail="pool.submit('while True: pass')\ntime.sleep(100)"))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    parent.kill()  # SIGKILL: no atexit, no finalizer; only the lifeline pipe is left
+    parent.wait()
+    deadline = time.monotonic() + 3
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(pid) for pid in pids), "worker processes outlived their parent"
+
+
+def test_bad_sizes_rejected():
+    with pytest.raises(ValueError):
+        ProcessPool(0)
+    with pytest.raises(TypeError):
+        ProcessPool(2.0)
+
+
+def test_run_cell_end_to_end_with_a_monitor(shared):
+    out = io.StringIO()
+    monitor = Monitor(Tracker(2, cores=2), stdout=out, stderr=out)
+    source = ("import numpy as np, time\nprint('sum', int(np.arange(n).sum()) + worker_id)\n"
+              "time.sleep(0.5)\nworker_id * 2")
+    values = run_cell(shared, source, CellOptions(n=2, push=["n"]), {"n": 10}, monitor)
+    assert values == [0, 2]
+    text = out.getvalue()
+    assert "[0] sum 45" in text and "[1] sum 46" in text
+    assert "2 workers" in text  # the summary line of a run longer than 0.3 s
+
+    ns = {"data": list(range(10))}
+    run_cell(shared, "total = sum(data)", CellOptions(n=2, scatter="data", pull=["total"]), ns,
+             Monitor(Tracker(2), summary=False, stdout=io.StringIO()))
+    assert ns["total"] == [10, 35]
+
+    with pytest.raises(ParallelError) as info:
+        run_cell(shared, "if worker_id:\n    1 / 0\n'ok'", CellOptions(n=2), {},
+                 Monitor(Tracker(2), summary=False, stdout=io.StringIO()))
+    [(workers, error)] = info.value.groups
+    assert workers == [1] and error.type_name == "ZeroDivisionError"
+    assert info.value.results[0].value == "ok"
+
+
+def test_run_cell_timeout_and_interrupt(shared):
+    silent = Monitor(Tracker(2), summary=False, stdout=io.StringIO())
+    with pytest.raises(ParallelTimeout):
+        run_cell(shared, "import time\ntime.sleep(100)", CellOptions(n=2, timeout=0.3), {}, silent)
+    timer = threading.Timer(0.3, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
+    timer.start()
+    start = time.perf_counter()
+    with pytest.raises(ParallelInterrupted):
+        run_cell(shared, "while True:\n    pass", CellOptions(n=2), {}, silent)
+    assert time.perf_counter() - start < 2.0
+    assert run_cell(shared, "worker_id", CellOptions(n=2), {}, silent) == [0, 1]
+
+
+IGNORES_SIGINT = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep({})\n'late'"
+
+
+def test_a_worker_that_cannot_be_stopped_is_named_and_rejoins(ppool):
+    with pytest.raises(ParallelTimeout, match="workers 0-1 could not be stopped") as info:
+        ppool.run(IGNORES_SIGINT.format(1.5), timeout=0.2)
+    assert info.value.stuck == [0, 1] and info.value.results is None
+    start = time.perf_counter()
+    assert [r.value for r in ppool.run("worker_id")] == [0, 1]  # waits for the stuck run, then runs
+    assert time.perf_counter() - start < 2.0
+
+
+def test_ctrl_c_while_waiting_for_stuck_workers_kills_them(ppool):
+    ppool.run("kept = 1")
+    with pytest.raises(ParallelTimeout):
+        ppool.run(IGNORES_SIGINT.format(100), timeout=0.2)
+    timer = threading.Timer(0.3, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
+    timer.start()
+    with pytest.warns(RuntimeWarning, match="killed the processes of workers 0-1"):
+        with pytest.raises(KeyboardInterrupt):
+            ppool.run("worker_id")  # waits for the stuck run: Ctrl-C gives up on it
+    with pytest.warns(RuntimeWarning, match="killed by SIGKILL"):
+        assert [r.value for r in ppool.run("globals().get('kept'), worker_id")] == [(None, 0), (None, 1)]
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_gets_workers_of_its_own(ppool):
+    ppool.run("state = 'parent'")
+    parent_pids = worker_pids(ppool)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its pool must not touch its parent's processes
+        try:
+            with pytest.warns(RuntimeWarning, match="forked"):
+                values = [r.value for r in ppool.run("import os\nglobals().get('state'), os.getpid()")]
+            ok = [v[0] for v in values] == [None, None] and not {v[1] for v in values} & set(parent_pids)
+            ppool.close()
+            os.write(write, b"ok" if ok else repr(values).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
+    assert worker_pids(ppool) == parent_pids and [r.value for r in ppool.run("state")] == ["parent"] * 2
+
+
+GROUP_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, {repo!r})
+from ipy_parallel.process import ProcessPool
+signal.signal(signal.SIGINT, lambda *a: None)  # this parent stands in for a kernel that handles it
+pool = ProcessPool(2)
+pool.run("x = worker_id")
+os.killpg(0, signal.SIGINT)  # what jupyter_client's interrupt and a terminal's Ctrl-C do
+time.sleep(0.2)
+print([r.value for r in pool.run("x")])
+run = pool.submit("while True:\\n    pass")
+time.sleep(0.3)
+os.killpg(0, signal.SIGINT)  # reaches the running workers directly, too
+print([r.error.type_name for r in run.results(timeout=5)])
+"""
+
+
+def test_a_signal_to_the_whole_process_group(tmp_path):
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "group.py"
+    script.write_text(GROUP_SCRIPT.format(repo=repo))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          start_new_session=True)  # its own process group, so that we are not hit
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[0, 1]", "['KeyboardInterrupt', 'KeyboardInterrupt']"]
