@@ -42,11 +42,10 @@ from typing import Any, Mapping, Sequence
 
 from .pool import (
     _RUNTIME_SOURCE,
-    STOP_GRACE,
-    ParallelInterrupted,
-    ParallelTimeout,
     Result,
+    Run,
     WorkerError,
+    _await_turn,
     _build_payloads,
     _cell_filename,
     _result,
@@ -335,14 +334,7 @@ class ClusterPool:
             filename = _cell_filename(source)
         me = threading.get_ident()
         with self._lock:
-            while True:
-                self._check_open()
-                current = self._current
-                if current is None or current._abandoned:
-                    break
-                if current._thread == me:
-                    raise RuntimeError("the previous run on this pool was not collected: call its results() first")
-                self._lock.wait()
+            _await_turn(self, me)
             # No sys.path: it names directories of this machine, and engines may be elsewhere.
             payloads = _build_payloads(inputs, worker_inputs, self.size, None)
             # An abandoned run needs no waiting: each engine runs its queue in order, so the new
@@ -424,8 +416,9 @@ class ClusterPool:
             raise RuntimeError("this ClusterPool is closed: create a new ClusterPool to run more work")
 
 
-class ClusterRun:
-    """One run in progress on a ClusterPool: wait for it, read its output as it comes, take its results."""
+class ClusterRun(Run):
+    """One run in progress on a ClusterPool: wait for it, read its output as it comes, take its
+    results. Run's results() and stop() drive it, through the methods below."""
 
     def __init__(self, pool: ClusterPool, ars: list, thread: int):
         self._pool = pool
@@ -492,47 +485,10 @@ class ClusterRun:
         """The ids of the workers whose engine has not replied yet."""
         return [k for k, ar in enumerate(self._ars) if not ar.ready()]
 
-    def results(self, timeout: float | None = None) -> list[Result]:
-        """Wait for every engine, then return one Result per worker, by worker_id.
-
-        With ``timeout`` (seconds), engines still running then are interrupted and
-        ParallelTimeout is raised; on KeyboardInterrupt they are interrupted and ParallelInterrupted (a
-        KeyboardInterrupt) is raised. Either way the pool is usable after, and the exception
-        carries the results of a run whose engines all stopped."""
-        if self._results is not None:
-            return self._results
-        try:
-            finished = self.wait(timeout)
-        except KeyboardInterrupt:
-            late = self.busy_workers()
-            raise ParallelInterrupted("interrupted", late, *self.stop()) from None
-        if not finished:
-            late = self.busy_workers()
-            raise ParallelTimeout(f"the run did not finish within {timeout:g} s", late, *self.stop())
-        return self._finish()
-
-    def stop(self, grace: float = STOP_GRACE) -> tuple[list[int], list[Result] | None]:
-        """Interrupt the engines still running (again every 0.1 s) and wait up to ``grace``
-        seconds for them. Returns (workers that did not stop, the run's results if all
-        stopped). An engine that did not stop finishes the run in the background; its next
-        task waits in its queue until then."""
-        if self._results is not None:
-            return [], self._results
-        deadline = time.monotonic() + grace
-        stopped = False
-        try:
-            # Again and again: a signal that comes before the cell starts is ignored, and the
-            # cell may catch KeyboardInterrupt itself.
-            while not stopped and time.monotonic() < deadline:
-                self._pool._signal(self.busy_workers())
-                stopped = self.wait(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic())))
-        except KeyboardInterrupt:
-            stopped = False
-        if not stopped:
-            stuck = self.busy_workers()
-            self.abandon()
-            return stuck, None
-        return [], self._finish()
+    def _interrupt(self) -> None:
+        # Run.stop() calls this again every 0.1 s: a signal that comes before the cell starts
+        # is ignored, and the cell may catch KeyboardInterrupt itself.
+        self._pool._signal(self.busy_workers())
 
     def abandon(self) -> None:
         """Give up on this run's results; the engines finish it, and the pool's next run

@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 import cloudpickle
 
 from . import _engine
-from .pool import MAX_WORKERS, Pool
+from .pool import Pool, _check_workers
 
 __all__ = ["SubinterpreterExecutor", "BrokenSubinterpreterPool"]
 
@@ -46,12 +46,7 @@ class SubinterpreterExecutor(Executor):
     """
 
     def __init__(self, max_workers: int | None = None):
-        n = (os.cpu_count() or 1) if max_workers is None else max_workers
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"max_workers must be an int, not {type(n).__name__}")
-        if not 1 <= n <= MAX_WORKERS:
-            raise ValueError(f"max_workers must be from 1 to {MAX_WORKERS}, got {n}")
-        self._max_workers = n
+        self._max_workers = _check_workers(max_workers, "max_workers")
         name = f"ipy_parallel.executor.{os.getpid()}.{next(_names)}"
         self._tasks, self._results = f"{name}.tasks", f"{name}.results"
         self._lock = threading.Lock()

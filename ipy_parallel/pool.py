@@ -122,11 +122,7 @@ class Pool:
     """
 
     def __init__(self, n: int | None = None):
-        n = (os.cpu_count() or 1) if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"Pool(n): n must be an int number of workers, not {type(n).__name__}")
-        if not 1 <= n <= MAX_WORKERS:
-            raise ValueError(f"Pool(n): n must be between 1 and {MAX_WORKERS}, got {n}")
+        n = _check_workers(n, "Pool(n): n")
         self._lock = threading.Condition()
         self._current: Run | None = None  # the run started and not yet collected
         self._sent_path: list[str] | None = None
@@ -234,15 +230,7 @@ class Pool:
             filename = _cell_filename(source)
         me = threading.get_ident()
         with self._lock:
-            while True:
-                self._check_open()
-                self._restart_after_fork()
-                current = self._current
-                if current is None or current._abandoned:
-                    break
-                if current._thread == me:
-                    raise RuntimeError("the previous run on this pool was not collected: call its results() first")
-                self._lock.wait()  # another thread's run; results() notifies
+            current = _await_turn(self, me, self._restart_after_fork)
             payloads, path = self._payloads(inputs, worker_inputs)
             if current is not None:  # abandoned: nobody wants its results, but its workers must finish
                 current.wait()
@@ -373,15 +361,18 @@ class Run:
             # Again every 0.1 s: a KeyboardInterrupt can be swallowed by C code that clears
             # errors, or caught by the cell itself.
             while not stopped and time.monotonic() < deadline:
-                self._engine.interrupt()
+                self._interrupt()
                 stopped = self.wait(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic())))
         except KeyboardInterrupt:  # pressed again: give up waiting
             stopped = False
         if not stopped:
-            stuck = self._engine.busy_workers()
+            stuck = self.busy_workers()
             self.abandon()
             return stuck, None
         return [], self._finish()
+
+    def _interrupt(self) -> None:
+        self._engine.interrupt()
 
     def abandon(self) -> None:
         """Give up on this run's results: the workers finish it, and the pool's next run first
@@ -398,6 +389,32 @@ class Run:
 
     def _collect(self) -> list[Result]:
         return [_result(*raw) for raw in self._engine.collect()]
+
+
+def _check_workers(n, what: str) -> int:
+    """A number of workers, validated (None: os.cpu_count())."""
+    n = (os.cpu_count() or 1) if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{what} must be an int number of workers, not {type(n).__name__}")
+    if not 1 <= n <= MAX_WORKERS:
+        raise ValueError(f"{what} must be between 1 and {MAX_WORKERS}, got {n}")
+    return n
+
+
+def _await_turn(pool, me: int, before=None):
+    """One run at a time per pool (any backend; requires pool._lock): wait until the run of
+    another thread is collected, and return the current run if it was abandoned, else None.
+    A thread that left its own run uncollected gets an error rather than a deadlock."""
+    while True:
+        pool._check_open()
+        if before is not None:
+            before()
+        current = pool._current
+        if current is None or current._abandoned:
+            return current
+        if current._thread == me:
+            raise RuntimeError("the previous run on this pool was not collected: call its results() first")
+        pool._lock.wait()  # another thread's run; its results() notifies
 
 
 @functools.lru_cache(maxsize=64)

@@ -22,7 +22,7 @@ import warnings
 import weakref
 
 from .errors import format_workers
-from .pool import MAX_WORKERS, Pool, Run
+from .pool import Pool, Run, _check_workers
 
 __all__ = ["ProcessPool", "WorkerDied"]
 
@@ -65,11 +65,7 @@ class ProcessPool(Pool):
     """
 
     def __init__(self, n: int | None = None):
-        n = (os.cpu_count() or 1) if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"ProcessPool(n): n must be an int number of workers, not {type(n).__name__}")
-        if not 1 <= n <= MAX_WORKERS:
-            raise ValueError(f"ProcessPool(n): n must be between 1 and {MAX_WORKERS}, got {n}")
+        n = _check_workers(n, "ProcessPool(n): n")
         self._lock = threading.Condition()
         self._current = None
         self._closed_by_user = False

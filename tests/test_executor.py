@@ -129,7 +129,7 @@ def test_workers_gone_break_the_executor_without_losing_futures():
 
 
 def test_bad_max_workers():
-    with pytest.raises(ValueError, match="from 1 to"):
+    with pytest.raises(ValueError, match="between 1 and"):
         SubinterpreterExecutor(0)
     with pytest.raises(TypeError, match="must be an int"):
         SubinterpreterExecutor("2")
