@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import REPO, execute
 
 from ipy_parallel.kernel import kernel_spec
@@ -81,19 +83,20 @@ def test_live_display_updates_during_a_two_second_cell(kernel):
     assert "text/html" in updates[-1][1]["content"]["data"]
 
 
-def test_kernel_interrupt_stops_the_workers_once(kernel):
+@pytest.mark.parametrize("backend", ["subinterpreter", "process"])
+def test_kernel_interrupt_stops_the_workers_once(kernel, backend):
     import threading
 
     from conftest import interrupt_kernel
 
     timer = threading.Timer(1.0, interrupt_kernel, (kernel,))
     timer.start()
-    reply, messages = execute(kernel, "%%parallel 2\nwhile True:\n    pass")
+    reply, messages = execute(kernel, f"%%parallel 2 --backend {backend}\nwhile True:\n    pass")
     timer.join()
     assert reply["status"] == "error" and reply["ename"] == "ParallelInterrupted"
     shown = "\n".join(reply["traceback"])
     assert shown.count("interrupted: stopped workers 0-1") == 1
-    reply, messages = execute(kernel, "%%parallel 2\nworker_id")
+    reply, messages = execute(kernel, f"%%parallel 2 --backend {backend}\nworker_id")
     assert reply["status"] == "ok"
 
 
