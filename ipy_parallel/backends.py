@@ -46,7 +46,6 @@ class Pools:
     def __init__(self):
         self._pools: dict[str, Any] = {}
         self._keys: dict[str, tuple] = {}
-        self.last: str | None = None  # the backend of the last cell
 
     def get(self, backend: str, n: int | None, profile: str | None = None, cluster_id: str | None = None):
         """The pool for a cell; starts (blocking) or connects one when needed."""
@@ -58,7 +57,6 @@ class Pools:
         if pool is None:
             pool = _open(backend, n, profile, cluster_id)
             self._pools[backend], self._keys[backend] = pool, key
-        self.last = backend
         return pool
 
     def of(self, backend: str):

@@ -22,7 +22,7 @@ Rendezvous& Rendezvous::instance() {
 
 Rendezvous::Barrier& Rendezvous::barrier(std::uint64_t group) { return barriers_[group]; }
 
-void Rendezvous::enter(std::uint64_t group, std::uint64_t run, int rank) {
+void Rendezvous::enter(std::uint64_t group, std::uint64_t run) {
   std::lock_guard<std::mutex> lock(barrier_mutex_);
   Barrier& b = barrier(group);
   if (b.run != run) {  // runs of one pool never overlap: the first worker to start resets it
@@ -31,19 +31,19 @@ void Rendezvous::enter(std::uint64_t group, std::uint64_t run, int rank) {
     b.left.clear();
     b.broken.clear();
   }
-  b.left.erase(std::remove(b.left.begin(), b.left.end(), rank), b.left.end());
 }
 
-void Rendezvous::leave(std::uint64_t group, int rank, const std::string& why) {
+void Rendezvous::leave(std::uint64_t group, int rank, const std::string* raised) {
   {
     std::lock_guard<std::mutex> lock(barrier_mutex_);
     auto it = barriers_.find(group);
     if (it == barriers_.end()) return;
     Barrier& b = it->second;
-    if (b.left.empty()) b.first_left_why = why;
-    b.left.push_back(rank);
+    if (!b.left.empty()) return;  // the first to leave says why the barrier cannot be passed
+    b.left = "worker " + std::to_string(rank) +
+             (raised ? " raised " + *raised : std::string(" finished its task without reaching the barrier"));
     if (b.arrived == 0 || !b.broken.empty()) return;  // nobody waits: the next to arrive sees `left`
-    b.broken = why;
+    b.broken = b.left;
   }
   barrier_cv_.notify_all();
 }
@@ -62,8 +62,8 @@ std::uint64_t Rendezvous::arrive(std::uint64_t group, int parties) {
     std::lock_guard<std::mutex> lock(barrier_mutex_);
     Barrier& b = barrier(group);
     if (!b.broken.empty()) throw BarrierBroken(b.broken);
-    if (!b.left.empty()) {  // it will never arrive
-      b.broken = b.first_left_why;
+    if (!b.left.empty()) {  // that worker will never arrive
+      b.broken = b.left;
       throw BarrierBroken(b.broken);
     }
     ticket = b.generation;

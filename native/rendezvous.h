@@ -31,8 +31,9 @@ class Rendezvous {
   // The engine, on each worker's thread: a task of run `run` of pool `group` starts / ended.
   // A new run resets the pool's barrier; a worker that ends its task (raising or not) breaks
   // the barrier for those waiting on it, since it will never arrive.
-  void enter(std::uint64_t group, std::uint64_t run, int rank);
-  void leave(std::uint64_t group, int rank, const std::string& why);
+  // raised: "Type: message" of the exception that ended the task, or null if it ended normally.
+  void enter(std::uint64_t group, std::uint64_t run);
+  void leave(std::uint64_t group, int rank, const std::string* raised);
   void forget(std::uint64_t group);  // the pool closed
 
   // A worker reaches the barrier of its pool (parties: the run's workers); returns a ticket to
@@ -52,8 +53,7 @@ class Rendezvous {
     std::uint64_t run = 0;
     std::uint64_t generation = 0;  // passings so far; a ticket is the generation it waits to pass
     int arrived = 0;
-    std::vector<int> left;         // ranks whose task of this run has ended
-    std::string first_left_why;    // why the first of them left
+    std::string left;              // how the first task of this run to end ended ("" while none has)
     std::string broken;            // why, once broken (until the next run)
   };
   struct Queue {

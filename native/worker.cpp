@@ -390,7 +390,7 @@ TaskResult Worker::execute(const Task& task) {
     interrupted_early = interrupt_pending_ && interrupt_generation_ == task_generation_;
   }
   if (interrupted_early) compat::add_pending_call(interp_->state(), &Worker::raise_interrupt, this);
-  Rendezvous::instance().enter(group_, task.run, id_);
+  Rendezvous::instance().enter(group_, task.run);
   {
     Attached attached(*interp_);
     PyObject* source = PyUnicode_FromStringAndSize(task.source->data(), static_cast<Py_ssize_t>(task.source->size()));
@@ -414,10 +414,12 @@ TaskResult Worker::execute(const Task& task) {
     Py_XDECREF(source);
   }
   // Before the task counts as finished, so that no run can start before the barrier knows.
-  Rendezvous::instance().leave(group_, id_,
-                               "worker " + std::to_string(id_) +
-                                   (result.error ? " raised " + result.error->type_name + ": " + result.error->message
-                                                 : " finished its task without reaching the barrier"));
+  if (result.error) {
+    const std::string raised = result.error->type_name + ": " + result.error->message;
+    Rendezvous::instance().leave(group_, id_, &raised);
+  } else {
+    Rendezvous::instance().leave(group_, id_, nullptr);
+  }
   {
     std::lock_guard<std::mutex> lock(task_mutex_);
     task_running_ = false;
