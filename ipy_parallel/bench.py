@@ -22,6 +22,7 @@ from typing import Callable
 
 from . import _engine
 from .pool import Pool
+from .procfs import cpu_seconds, stat_fields
 
 __all__ = ["seed_task", "SEED_SOURCE", "Measurement", "measure", "interleave", "native_bench",
            "run_native_bench", "BenchReport", "BenchmarkError", "process_tree_cpu", "DEFAULT_SIZE",
@@ -236,21 +237,8 @@ def process_tree_cpu() -> float:
     return total + sum(_proc_cpu(pid) for pid in _live_descendants(os.getpid()))
 
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm)"
-
-
 def _proc_cpu(pid: int) -> float:
-    fields = _proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0  # utime + stime
+    return cpu_seconds(pid) or 0.0  # gone since it was listed: its time is in children_* once reaped
 
 
 def _live_descendants(root: int) -> list[int]:
@@ -259,7 +247,7 @@ def _live_descendants(root: int) -> list[int]:
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            fields = _proc_stat(int(entry))
+            fields = stat_fields(int(entry))
             if fields and fields[0] != "Z":  # a zombie's time is in children_* once reaped
                 parents.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = [], [root]

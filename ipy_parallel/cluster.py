@@ -41,6 +41,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from .pool import (
+    _KEPT_NAMES,
     _RUNTIME_SOURCE,
     Result,
     Run,
@@ -170,8 +171,7 @@ class _Publisher:
                 pass
 
 
-_KEEP = {"__name__", "__doc__", "__package__", "__loader__", "__spec__", "__builtins__",
-         "worker_id", "n_workers"}
+_KEEP = set(@KEPT_NAMES@)
 _APPLY_TEMP = ("_f", "_args", "_kwargs", "_result")
 
 
@@ -192,7 +192,8 @@ def reset():
         if name in _KEEP or name in hidden or (name.startswith("_") and name.endswith(_APPLY_TEMP) and len(name) > 24):
             continue
         del namespace[name]
-'''.replace("@CPU_KEY@", _CPU_KEY).replace("@SIGNAL@", _SIGNAL)
+'''.replace("@CPU_KEY@", _CPU_KEY).replace("@SIGNAL@", _SIGNAL).replace(
+    "@KEPT_NAMES@", repr(_KEPT_NAMES))
 
 
 def _make_engine_functions():

@@ -30,10 +30,12 @@ _RUNTIME_CODE = marshal.dumps(compile(_RUNTIME_SOURCE, "<ipy_parallel worker run
 _WAIT_SLICE = 0.1  # seconds the GIL stays released per wait, so Ctrl-C is seen that often
 
 # Clears a worker's variables, keeping what the runtime gave it.
-_RESET_SOURCE = """\
+# What a reset leaves in a worker's namespace: the module's own names and what the runtime gave it.
+_KEPT_NAMES = ("__name__", "__doc__", "__package__", "__loader__", "__spec__", "__builtins__",
+               "worker_id", "n_workers")
+_RESET_SOURCE = f"""\
 for _ipp_name in list(globals()):
-    if _ipp_name not in {"__name__", "__doc__", "__package__", "__loader__", "__spec__",
-                         "__builtins__", "worker_id", "n_workers"}:
+    if _ipp_name not in {_KEPT_NAMES!r}:
         del globals()[_ipp_name]
 globals().pop("_ipp_name", None)
 """

@@ -23,6 +23,7 @@ import weakref
 
 from .errors import format_workers
 from .pool import Pool, Run, _check_workers
+from .procfs import cpu_seconds
 
 __all__ = ["ProcessPool", "WorkerDied"]
 
@@ -30,10 +31,6 @@ _WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_proc
 _HEADER = 8
 _START_TIMEOUT = 60.0  # seconds for a worker process to start before the pool gives up
 _CLOSE_GRACE = 1.0  # seconds running workers get to stop, then idle ones to exit, before SIGKILL
-try:
-    _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-except (AttributeError, ValueError, OSError):
-    _CLOCK_TICKS = 0
 
 
 _INTERRUPTED = ("KeyboardInterrupt", "", "KeyboardInterrupt: interrupted before the task reached this worker\n",
@@ -168,13 +165,9 @@ class _Worker:
     def cpu_time(self) -> float:
         """CPU seconds of this process (all its threads) plus those it replaced; from /proc on
         Linux, without stopping the process; the last reading once it is gone."""
-        if self.returncode is None and _CLOCK_TICKS:
-            try:
-                with open(f"/proc/{self.pid}/stat", "rb") as f:
-                    fields = f.read().rpartition(b")")[2].split()
-                self.cpu_last = self.cpu_offset + (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-            except (OSError, IndexError, ValueError):
-                pass
+        cpu = cpu_seconds(self.pid) if self.returncode is None else None
+        if cpu is not None:
+            self.cpu_last = self.cpu_offset + cpu
         return self.cpu_last
 
 
