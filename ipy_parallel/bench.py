@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import _engine
-from .pool import Pool
+from .backends.subinterpreter import Pool
 from .procfs import cpu_seconds, stat_fields
 
 __all__ = ["seed_task", "SEED_SOURCE", "Measurement", "measure", "interleave", "native_bench",

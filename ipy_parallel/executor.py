@@ -10,22 +10,18 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import Executor, Future
-from concurrent.futures.process import BrokenProcessPool
 
 import cloudpickle
 
 from . import _engine
-from .pool import Pool, _check_workers
+from .backends.base import check_workers
+from .backends.subinterpreter import Pool
+from .exceptions import BrokenSubinterpreterPool
 
-__all__ = ["SubinterpreterExecutor", "BrokenSubinterpreterPool"]
+__all__ = ["SubinterpreterExecutor"]
 
 _names = itertools.count()
 _WAIT = 0.05  # seconds the collector waits per look at the results queue (GIL released)
-
-
-class BrokenSubinterpreterPool(BrokenProcessPool):
-    """The executor's workers stopped (interrupted, or their pool closed) with work unfinished.
-    A BrokenProcessPool, so code written for ProcessPoolExecutor catches it."""
 
 
 class SubinterpreterExecutor(Executor):
@@ -46,7 +42,7 @@ class SubinterpreterExecutor(Executor):
     """
 
     def __init__(self, max_workers: int | None = None):
-        self._max_workers = _check_workers(max_workers, "max_workers")
+        self._max_workers = check_workers(max_workers, "max_workers")
         name = f"ipy_parallel.executor.{os.getpid()}.{next(_names)}"
         self._tasks, self._results = f"{name}.tasks", f"{name}.results"
         self._lock = threading.Lock()
@@ -171,7 +167,7 @@ class SubinterpreterExecutor(Executor):
             return
         try:
             value = pickle.loads(blob)
-        except Exception as exc:
+        except BaseException as exc:  # whatever unpickling raises (SystemExit too), the future gets it
             future.set_exception(RuntimeError(f"the result of a call in worker {worker_id} cannot be rebuilt "
                                               f"here: {exc!r}"))
             return

@@ -27,20 +27,20 @@ from queue import Empty
 from typing import Any
 
 from . import _engine
+from ._wire.protocol import CONTEXT_MODULE
 
 __all__ = ["rank", "size", "barrier", "Queue", "Empty", "in_worker"]
 
-_CONTEXT_MODULE = "_ipy_parallel_worker_context"  # registered by the worker runtime's setup()
 _SLICE = 0.05  # seconds per wait with the GIL released; interrupts are seen between them
 
 
 def in_worker() -> bool:
     """True when called in an ipy_parallel worker (of any backend)."""
-    return _CONTEXT_MODULE in sys.modules
+    return CONTEXT_MODULE in sys.modules
 
 
 def _context(what: str):
-    context = sys.modules.get(_CONTEXT_MODULE)
+    context = sys.modules.get(CONTEXT_MODULE)
     if context is None:
         raise RuntimeError(f"ipy_parallel.worker.{what}: this is not an ipy_parallel worker; call it in "
                            "code that runs in one (a %%parallel cell, Pool.run, SubinterpreterExecutor)")
@@ -88,7 +88,7 @@ class Queue:
     def __init__(self, name: str):
         if not isinstance(name, str) or not name:
             raise TypeError(f"Queue(name): name must be a non-empty str, not {name!r}")
-        context = sys.modules.get(_CONTEXT_MODULE)
+        context = sys.modules.get(CONTEXT_MODULE)
         if context is not None and context.group is None:
             raise RuntimeError(f"ipy_parallel.worker.Queue is shared memory; the {context.backend} backend's "
                                "workers are separate processes: use the default sub-interpreter backend")
@@ -144,8 +144,9 @@ def _dumps(item: Any) -> bytes:
 def _serve(tasks: str, results: str) -> None:
     """The loop a SubinterpreterExecutor runs in each of its workers: take a call from the queue
     ``tasks``, make it, send back (task id, ok, pickled value or exception, traceback) on
-    ``results``, until the None that ends it. Every task taken gets an answer, even when an
-    interrupt ends the loop, so that no future is left waiting."""
+    ``results``, until the None that ends it. Every task taken gets an answer, even when the
+    pool's interrupt ends the loop, so that no future is left waiting; a KeyboardInterrupt the
+    call raises itself is its answer, and the worker goes on."""
     import marshal
 
     me = rank()
@@ -158,11 +159,11 @@ def _serve(tasks: str, results: str) -> None:
             fn, args, kwargs = pickle.loads(call)
             value = fn(*args, **kwargs)
             answer = (task_id, me, True, _dumps(value), "")
-        except KeyboardInterrupt as exc:
-            _engine.queue_put(results, marshal.dumps(_failure(task_id, me, exc)))
-            raise
-        except BaseException as exc:  # the task's own error, SystemExit included: it is the result
+        except BaseException as exc:  # the call's own error, SystemExit and KeyboardInterrupt included: its result
             answer = _failure(task_id, me, exc)
+            if isinstance(exc, KeyboardInterrupt) and _context("_serve()").stop_requested():
+                _engine.queue_put(results, marshal.dumps(answer))
+                raise  # the executor is being stopped: this worker serves no more
         _engine.queue_put(results, marshal.dumps(answer))
 
 

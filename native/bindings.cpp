@@ -2,7 +2,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,9 +28,16 @@ namespace {
 std::mutex g_live_mutex;
 std::vector<ipp::Pool*> g_live;
 
+py::list abandoned_list(const std::vector<ipp::Abandoned>& given_up) {
+  py::list out;
+  for (const auto& a : given_up) out.append(py::make_tuple(a.worker_id, a.why));
+  return out;
+}
+
+// Closes with the default bounds, GIL released (the workers take the main GIL to end their
+// interpreters); for atexit, fork and a handle that is garbage collected.
 void close_released(ipp::Pool& pool) {
-  if (pool.closed()) return;
-  py::gil_scoped_release release;  // the workers take the main GIL to end their interpreters
+  py::gil_scoped_release release;
   pool.close();
 }
 
@@ -38,9 +50,35 @@ void close_all_pools() {
   for (ipp::Pool* pool : live) close_released(*pool);
 }
 
+// The atexit hook: close every pool. Interpreters that could not be ended (their workers
+// abandoned, or left to threads the cells started) cannot stay while the main interpreter
+// finalizes: 3.12 aborts ("remaining subinterpreters"), 3.13 crashes beside one still running
+// Python code and hangs on one whose threads still run. So the process then leaves without
+// finalizing, after flushing what it wrote, with status 1: it did not shut down cleanly, and the
+// status it was exiting with cannot be read from here.
+void at_exit() {
+  close_all_pools();
+  const int alive = ipp::Interpreter::alive();
+  if (alive == 0) return;
+  for (const char* name : {"stdout", "stderr"}) {
+    PyObject* stream = PySys_GetObject(name);  // borrowed
+    if (stream != nullptr && stream != Py_None) {
+      PyObject* done = PyObject_CallMethod(stream, "flush", nullptr);
+      if (done == nullptr) PyErr_Clear();
+      Py_XDECREF(done);
+    }
+  }
+  std::fprintf(stderr,
+               "ipy_parallel: %d sub-interpreter(s) of abandoned workers could not be ended, and CPython cannot "
+               "finalize beside them: exiting now without finalizing, with status 1\n",
+               alive);
+  std::fflush(nullptr);
+  _exit(1);
+}
+
 class PoolHandle {
  public:
-  PoolHandle(int n_workers, std::string runtime_code) {
+  PoolHandle(int n_workers, std::string modules) {
     // gh-136421: importing _datetime concurrently in several isolated interpreters crashes
     // 3.13.0. Loading it once in the main interpreter first avoids the race.
     PyObject* datetime = PyImport_ImportModule("_datetime");
@@ -48,7 +86,7 @@ class PoolHandle {
     Py_XDECREF(datetime);
     {
       py::gil_scoped_release release;  // workers take the main GIL while they create interpreters
-      pool_ = std::make_unique<ipp::Pool>(n_workers, std::move(runtime_code));
+      pool_ = std::make_unique<ipp::Pool>(n_workers, std::move(modules));
     }
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_live.push_back(pool_.get());
@@ -59,20 +97,80 @@ class PoolHandle {
       std::lock_guard<std::mutex> lock(g_live_mutex);
       g_live.erase(std::remove(g_live.begin(), g_live.end(), pool_.get()), g_live.end());
     }
+    collected_ = py::object();
     close_released(*pool_);
   }
 
   ipp::Pool& pool() { return *pool_; }
 
+  void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads, bool stream) {
+    collected_ = py::object();  // the previous run's records belong to its Run object from now on
+    pool_->start(source, filename, std::move(payloads), stream);
+  }
+
+  // The finished run's result records, the same list each time until the next start(): a
+  // caller interrupted before it kept them can ask again.
+  py::object collect() {
+    if (!collected_) {
+      py::list out;
+      for (const auto& r : pool_->take_results()) out.append(result_record(r));
+      collected_ = std::move(out);
+    }
+    return collected_;
+  }
+
+  // Closes within about `timeout` seconds (GIL released, signals looked at every 20 ms: a
+  // Ctrl-C gives up waiting), then abandons the workers that have not ended. Returns them as
+  // (worker_id, why); `abandoned` keeps them too, for a caller that got the KeyboardInterrupt.
+  py::list close(double timeout) {
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + std::chrono::duration<double>(std::max(timeout, 0.0));
+    {
+      py::gil_scoped_release release;
+      pool_->begin_close();
+    }
+    bool interrupted = false;
+    for (;;) {
+      const double left = std::chrono::duration<double>(deadline - clock::now()).count();
+      bool ended = false;
+      {
+        py::gil_scoped_release release;
+        ended = pool_->wait_closed(std::min(0.02, std::max(left, 0.0)));
+      }
+      if (ended || left <= 0) break;
+      if (PyErr_CheckSignals() != 0) {
+        interrupted = true;
+        break;
+      }
+    }
+    std::vector<ipp::Abandoned> given_up;
+    {
+      py::gil_scoped_release release;
+      given_up = pool_->abandon();
+    }
+    for (const auto& a : given_up) abandoned_.push_back(a);
+    if (interrupted) throw py::error_already_set();
+    return abandoned_list(given_up);
+  }
+
+  py::list abandoned() const { return abandoned_list(abandoned_); }
+
  private:
+  static py::tuple result_record(const ipp::TaskResult& r);
+
   std::unique_ptr<ipp::Pool> pool_;
+  py::object collected_;  // the current run's records, once collected
+  std::vector<ipp::Abandoned> abandoned_;
 };
 
 py::object bytes_or_none(const std::optional<std::string>& s) {
   return s ? py::object(py::bytes(*s)) : py::object(py::none());
 }
 
-py::tuple result_tuple(const ipp::TaskResult& r) {
+// The protocol's result record (ipy_parallel/_wire/protocol.py): (worker_id, value, stdout,
+// stderr, error, wall_time, cpu_time, value_format), error None or (type_name, message,
+// traceback, pickled exception | None).
+py::tuple PoolHandle::result_record(const ipp::TaskResult& r) {
   py::object error = py::none();
   if (r.error) {
     error = py::make_tuple(py::str(r.error->type_name), py::str(r.error->message), py::str(r.error->traceback),
@@ -142,33 +240,39 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
   if (PyInterpreterState_Get() != PyInterpreterState_Main()) return;
 
   py::class_<PoolHandle>(m, "Pool")
-      .def(py::init<int, std::string>(), py::arg("n_workers"), py::arg("runtime_code"),
-           "Start n_workers threads, each creating one isolated sub-interpreter (all in parallel) and "
-           "running runtime_code (a marshalled code object) and its setup(worker_id, n_workers, emit, "
-           "sleep, group) in it. Blocks until all are ready; releases the GIL meanwhile.")
+      .def(py::init<int, std::string>(), py::arg("n_workers"), py::arg("modules"),
+           "Start n_workers threads, each creating one isolated sub-interpreter (all in parallel), "
+           "installing the shipped modules (a marshalled list of (name, code object)) and calling "
+           "setup(worker_id, n_workers, emit, sleep, group) of the last one. Blocks until all are "
+           "ready; releases the GIL meanwhile.")
       .def_property_readonly("size", [](PoolHandle& h) { return h.pool().size(); })
       .def_property_readonly("group", [](PoolHandle& h) { return h.pool().group(); },
                              "This pool's id in the process: its workers' barrier")
       .def_property_readonly("closed", [](PoolHandle& h) { return h.pool().closed(); })
-      .def_property_readonly("busy", [](PoolHandle& h) { return h.pool().busy(); })
+      .def_property_readonly("busy", [](PoolHandle& h) { return h.pool().busy(); },
+                             "A run was started and has not finished.")
       .def_property_readonly("runs", [](PoolHandle& h) { return h.pool().runs(); })
+      .def_property_readonly("abandoned", &PoolHandle::abandoned,
+                             "(worker_id, why) of every worker close() gave up on.")
       .def(
           "start",
           [](PoolHandle& h, const std::string& source, const std::string& filename, const py::list& payloads,
-             double wait) {
+             bool stream, double wait) {
             std::vector<std::string> copies;
             copies.reserve(payloads.size());
             for (const auto& p : payloads) copies.push_back(p.cast<py::bytes>().cast<std::string>());
-            h.pool().start(source, filename, std::move(copies));
+            h.start(source, filename, std::move(copies), stream);
             if (wait <= 0) return false;
             py::gil_scoped_release release;
             return h.pool().wait(wait);
           },
-          py::arg("source"), py::arg("filename"), py::arg("payloads"), py::arg("wait") = 0.0,
+          py::arg("source"), py::arg("filename"), py::arg("payloads"), py::arg("stream") = false,
+          py::arg("wait") = 0.0,
           "Hand one task to every worker, then wait up to `wait` seconds (GIL released) as wait() "
           "does; True when the run is already done. payloads: [] for no inputs, [b] for the same "
-          "bytes everywhere, or one bytes per worker. Starting and waiting in one call spares a "
-          "short run a GIL round trip.")
+          "bytes everywhere, or one bytes per worker; stream: queue output for drain_output(). "
+          "Raises RuntimeError if the pool is closed or the previous run has not finished. "
+          "Starting and waiting in one call spares a short run a GIL round trip.")
       .def(
           "wait",
           [](PoolHandle& h, double timeout) {
@@ -176,19 +280,15 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
             return h.pool().wait(timeout);
           },
           py::arg("timeout"), "Block up to timeout seconds, GIL released; True once every worker is done.")
-      .def(
-          "collect",
-          [](PoolHandle& h) {
-            py::list out;
-            for (const auto& r : h.pool().collect()) out.append(result_tuple(r));
-            return out;
-          },
-          "The finished run's results: (worker_id, value, stdout, stderr, error, wall, cpu, "
-          "value_format) per worker; value is pickled (format 0) or marshalled (1); error is None "
-          "or (type_name, message, traceback, exception_pickle).")
-      .def("close", [](PoolHandle& h) { close_released(h.pool()); },
-           "Interrupt running tasks, end every interpreter and join every thread (a worker blocked in C "
-           "code is waited for). Harmless twice.")
+      .def("collect", &PoolHandle::collect,
+           "The finished run's result records (ipy_parallel/_wire/protocol.py), one per worker: the "
+           "same list every time until the next start().")
+      .def("close", &PoolHandle::close, py::arg("timeout"),
+           "Interrupt running tasks and end every worker within about `timeout` seconds, GIL "
+           "released; workers that have not ended by then (blocked in C code, swallowing "
+           "KeyboardInterrupt, or with threads of their own still running) are abandoned: left "
+           "running, never joined. Returns them as (worker_id, why). A KeyboardInterrupt meanwhile "
+           "abandons at once and propagates. Harmless twice.")
       .def("interrupt", [](PoolHandle& h) { return h.pool().interrupt(); },
            "Raise KeyboardInterrupt in every worker still running: at its next bytecode, or at once "
            "in time.sleep. Returns their ids. A worker blocked in other C code stops when it returns.")
@@ -196,8 +296,6 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
            "The ids of the workers still running the current run.")
       .def("cpu_times", [](PoolHandle& h) { return h.pool().cpu_times(); },
            "CPU seconds used so far by each worker's thread (read without stopping them).")
-      .def("set_streaming", [](PoolHandle& h, bool on) { h.pool().set_streaming(on); }, py::arg("on"),
-           "Also queue output for drain_output() as it is written.")
       .def(
           "drain_output",
           [](PoolHandle& h) {
@@ -231,7 +329,11 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
   m.attr("SEED_KERNEL_MAX_N") = ipp::kMaxSeedN;
   m.attr("POOL_SPIN_MICROS") = ipp::Pool::kSpinMicros;
   m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit and before fork).");
-  py::module_::import("atexit").attr("register")(py::cpp_function(&close_all_pools));
+  m.def("interpreters_alive", &ipp::Interpreter::alive,
+        "Sub-interpreters created by the engine and not ended (left alive, or of abandoned workers).");
+  m.def("_fail_next_creations", [](int count) { ipp::testing::failing_creations.store(count); },
+        py::arg("count"), "Test only: the next `count` interpreter creations fail as CPython's transient failure does.");
+  py::module_::import("atexit").attr("register")(py::cpp_function(&at_exit));
   // A child forked while sub-interpreters are alive crashes in PyOS_AfterFork_Child on
   // 3.12-3.14 (gh-101437, gh-139759): end them first. This hook runs before os.fork() takes
   // the runtime's locks, so the workers can still end their interpreters.

@@ -25,6 +25,15 @@ class Countdown {
 
   int remaining() const { return remaining_.load(std::memory_order_acquire); }
 
+  // Ends the count at once (the pool closed): waiters wake; later arrivals must not come.
+  void release_all() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      remaining_.store(0, std::memory_order_release);
+    }
+    cv_.notify_all();
+  }
+
   // Returns true for the last arrival, which wakes the waiter. The decrement happens under the
   // mutex so that it cannot fall between the waiter's check and its sleep.
   bool arrive() {

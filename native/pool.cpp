@@ -1,4 +1,4 @@
-// The pool: owns N workers, hands each run to all of them and gathers their results.
+// The pool: owns N workers, hands each run to all of them, gathers their results, ends them (or gives up on them).
 #include "pool.h"
 
 #include <unistd.h>
@@ -19,15 +19,21 @@ std::uint64_t next_group() {
   return ++last;
 }
 
+// Workers given up on: their threads may still use them, so they are never destroyed.
+std::mutex g_abandoned_mutex;
+std::vector<std::unique_ptr<Worker>>& abandoned_workers() {
+  static auto* const kept = new std::vector<std::unique_ptr<Worker>>();
+  return *kept;
+}
+
 }  // namespace
 
-Pool::Pool(int n_workers, std::string runtime_code)
-    : size_(n_workers), owner_pid_(getpid()), group_(next_group()) {
+Pool::Pool(int n_workers, std::string modules) : size_(n_workers), owner_pid_(getpid()), group_(next_group()) {
   if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
-  auto runtime = std::make_shared<const std::string>(std::move(runtime_code));
+  auto shipped = std::make_shared<const std::string>(std::move(modules));
   workers_.reserve(static_cast<size_t>(n_workers));
   // Every worker creates its interpreter on its own thread, all at the same time.
-  for (int i = 0; i < n_workers; ++i) workers_.push_back(std::make_unique<Worker>(i, n_workers, group_, runtime, *this));
+  for (int i = 0; i < n_workers; ++i) workers_.push_back(std::make_unique<Worker>(i, n_workers, group_, shipped, *this));
   std::string failure;
   for (auto& worker : workers_) {
     std::string why = worker->wait_ready();
@@ -35,7 +41,7 @@ Pool::Pool(int n_workers, std::string runtime_code)
   }
   if (!failure.empty()) {
     for (auto& worker : workers_) worker->request_stop();
-    workers_.clear();  // joins
+    workers_.clear();  // joins: no task ever ran, so each ends at once
     throw std::runtime_error(failure);
   }
 }
@@ -47,10 +53,7 @@ bool Pool::closed() const {
   return closed_;
 }
 
-bool Pool::busy() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return running_;
-}
+bool Pool::busy() const { return pending_.remaining() != 0; }
 
 std::uint64_t Pool::runs() const {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -61,7 +64,8 @@ void Pool::check_open() const {
   if (closed_) throw std::runtime_error("this pool is closed: create a new Pool to run more work");
 }
 
-void Pool::start(const std::string& source, const std::string& filename, std::vector<std::string> payloads) {
+void Pool::start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
+                 bool stream) {
   const auto n = static_cast<size_t>(size_);
   if (payloads.size() > 1 && payloads.size() != n)
     throw std::invalid_argument("expected 0, 1 or " + std::to_string(n) + " payloads, got " +
@@ -70,18 +74,17 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
   for (auto& p : payloads) shared.push_back(std::make_shared<const std::string>(std::move(p)));
   auto shared_source = std::make_shared<const std::string>(source);
   auto shared_filename = std::make_shared<const std::string>(filename);
-  std::uint64_t run = 0;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    check_open();
-    if (running_) throw std::runtime_error("this pool is still running a task: wait for it to finish first");
-    running_ = true;
-    pending_.reset(static_cast<int>(n));
-    spin_next_wait_.store(true);
-    results_.assign(n, TaskResult{});
-    run = ++runs_;
-  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  check_open();
+  if (pending_.remaining() != 0)
+    throw std::runtime_error("this pool is still running a task: wait for it to finish first");
+  pending_.reset(static_cast<int>(n));
+  spin_next_wait_.store(true);
+  results_.assign(n, TaskResult{});
+  const std::uint64_t run = ++runs_;
+  // Under the pool's lock, so that close() cannot take the workers away meanwhile.
   for (size_t i = 0; i < n; ++i) {
+    workers_[i]->set_streaming(stream);
     std::shared_ptr<const std::string> payload;
     if (shared.size() == 1) payload = shared[0];
     if (shared.size() == n && n > 1) payload = shared[i];
@@ -90,59 +93,102 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
 }
 
 void Pool::task_done(TaskResult&& result) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    results_[static_cast<size_t>(result.worker_id)] = std::move(result);
-  }
+  std::lock_guard<std::mutex> lock(mutex_);  // lock order: pool, then the countdown
+  if (stopping_) return;  // the run was given up with the pool (its count released): nobody will collect it
+  results_[static_cast<size_t>(result.worker_id)] = std::move(result);
   pending_.arrive();
 }
 
 bool Pool::wait(double timeout_seconds) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!running_) return true;
-  }
+  if (pending_.remaining() == 0) return true;
   const auto spin = std::chrono::microseconds(spin_next_wait_.exchange(false) ? kSpinMicros : 0);
   return pending_.wait_for(std::chrono::duration<double>(timeout_seconds < 0 ? 0 : timeout_seconds), spin);
 }
 
-std::vector<TaskResult> Pool::collect() {
+std::vector<TaskResult> Pool::take_results() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!running_) throw std::runtime_error("no run to collect: call start() first");
+  check_open();
+  if (runs_ == 0) throw std::runtime_error("no run to collect: call start() first");
   if (pending_.remaining() != 0) throw std::runtime_error("the run is not finished: wait() until it returns true");
-  running_ = false;
   return std::move(results_);
 }
 
-void Pool::close() {
+void Pool::begin_close() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return;
-    closed_ = true;
+    closed_ = stopping_ = true;
+    pending_.release_all();  // a waiter for the current run wakes: it will find the pool closed
+    stop_until_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                          std::chrono::duration<double>(kStopSeconds));
   }
+  if (getpid() != owner_pid_) return;  // a forked child: none of the threads is here (see abandon())
+  for (auto& worker : workers_) worker->interrupt();
+  for (auto& worker : workers_) worker->request_stop();  // each ends once its task has stopped
+}
+
+bool Pool::wait_closed(double timeout_seconds) {
+  using clock = std::chrono::steady_clock;
+  const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(
+                                           std::chrono::duration<double>(std::max(timeout_seconds, 0.0)));
+  if (getpid() != owner_pid_) return false;
+  std::lock_guard<std::mutex> closing(closing_mutex_);  // the workers stay while we wait on them
+  std::vector<Worker*> workers;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& worker : workers_) workers.push_back(worker.get());
+  }
+  for (Worker* worker : workers) {
+    for (;;) {
+      const auto slice = std::min(deadline, clock::now() + std::chrono::milliseconds(50));
+      if (worker->wait_ended(slice)) break;
+      if (clock::now() >= deadline) return false;
+      if (clock::now() < stop_until_) worker->interrupt();  // swallowed by C code, or caught by the cell
+    }
+  }
+  return true;
+}
+
+std::vector<Abandoned> Pool::abandon() {
+  std::lock_guard<std::mutex> closing(closing_mutex_);
+  std::vector<std::unique_ptr<Worker>> workers;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    workers.swap(workers_);  // cpu_times() and drain_output() see an empty pool from now on
+  }
+  std::vector<Abandoned> given_up;
   if (getpid() != owner_pid_) {
     // A forked child has copies of these objects but none of the threads: joining would hang
     // and destroying the interpreters would touch state the parent owns. Leak them.
-    for (auto& worker : workers_) (void)worker.release();
-    workers_.clear();
-    return;
+    for (auto& worker : workers) (void)worker.release();
+    return given_up;
   }
-  // Stop what runs (a worker blocked in C code other than time.sleep is waited for), ask all
-  // to end, then join: the interpreters end in parallel. The vector itself changes only under
-  // the mutex, so cpu_times() from a display thread stays safe meanwhile.
-  for (int round = 0; round < 40; ++round) {  // up to 2 s: see Worker's interrupt notes
-    bool running = false;
-    for (auto& worker : workers_) running = worker->interrupt() || running;
-    if (!running) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto now = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < workers.size(); ++i) {
+    Worker& worker = *workers[i];
+    if (worker.wait_ended(now)) {
+      std::string why = worker.left_alive();
+      if (why.empty()) continue;  // joined when `workers` goes
+      // The threads left in its interpreter may still call into this worker (its sleep).
+      given_up.push_back({static_cast<int>(i), why});
+      std::lock_guard<std::mutex> lock(g_abandoned_mutex);
+      abandoned_workers().push_back(std::move(workers[i]));
+      continue;
+    }
+    given_up.push_back({static_cast<int>(i), worker.running() ? "its task could not be stopped" :
+                                                                "it did not end its interpreter in time"});
+    worker.abandon();
+    std::lock_guard<std::mutex> lock(g_abandoned_mutex);
+    abandoned_workers().push_back(std::move(workers[i]));
   }
-  for (auto& worker : workers_) worker->request_stop();
-  for (auto& worker : workers_) worker->join();
-  std::vector<std::unique_ptr<Worker>> joined;
-  std::lock_guard<std::mutex> lock(mutex_);
-  joined.swap(workers_);
-  running_ = false;
   Rendezvous::instance().forget(group_);
+  return given_up;
+}
+
+std::vector<Abandoned> Pool::close() {
+  begin_close();
+  wait_closed(kStopSeconds + kEndSeconds);
+  return abandon();
 }
 
 template <typename Predicate>
@@ -170,13 +216,8 @@ std::vector<double> Pool::cpu_times() const {
   return times;
 }
 
-void Pool::set_streaming(bool on) {
-  std::lock_guard<std::mutex> lock(mutex_);  // lock order: pool, then a worker's output
-  for (auto& worker : workers_) worker->set_streaming(on);
-}
-
 std::vector<OutputChunk> Pool::drain_output() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);  // lock order: pool, then a worker's output
   std::vector<OutputChunk> chunks;
   for (auto& worker : workers_) worker->drain_output(chunks);
   return chunks;

@@ -1,13 +1,15 @@
-// N workers, each with its own sub-interpreter: broadcast or scatter a task, wait, collect results.
+// N workers, each with its own sub-interpreter: broadcast or scatter a task, wait, collect results, close.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "countdown.h"
@@ -15,31 +17,43 @@
 
 namespace ipp {
 
+// A worker the pool gave up on while closing, and why.
+struct Abandoned {
+  int worker_id;
+  std::string why;
+};
+
 // Threading contract: every method is called from main-interpreter threads. The constructor,
-// wait() and close() block on the workers, who need the main interpreter's GIL to create and
-// destroy their interpreters: the caller must have released it (bindings.cpp does).
+// wait() and the closing methods block on the workers, who need the main interpreter's GIL to
+// create and destroy their interpreters: the caller must have released it (bindings.cpp does).
 class Pool final : public Completion {
  public:
   // How long the first wait of a run yields before it blocks (see countdown.h): about one VM
   // wake-up, so a short run is caught without a sleep, and a long one costs 50 us of polling.
   static constexpr int kSpinMicros = 50;
+  // Closing: running tasks are interrupted (again every 50 ms: an interrupt can be swallowed)
+  // for up to kStopSeconds; then every worker is asked to end, and those whose threads have not
+  // ended kEndSeconds later are abandoned.
+  static constexpr double kStopSeconds = 1.0;
+  static constexpr double kEndSeconds = 1.5;
 
-  Pool(int n_workers, std::string runtime_code);  // starts all workers at once; throws if one fails
-  ~Pool();
+  Pool(int n_workers, std::string modules);  // starts all workers at once; throws if one fails
+  ~Pool();                                   // close() with the default bounds
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
   int size() const { return size_; }
   std::uint64_t group() const { return group_; }
   bool closed() const;
-  bool busy() const;
+  bool busy() const;  // a run was started and has not finished
   std::uint64_t runs() const;
 
-  // payloads: empty (no inputs), one (the same for every worker) or one per worker.
-  void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads);
-  bool wait(double timeout_seconds);  // true once every worker of the current run is done
-  std::vector<TaskResult> collect();  // the finished run's results, by worker id
-  void close();                       // interrupts running tasks and waits for them; harmless twice
+  // payloads: empty (no inputs), one (the same for every worker) or one per worker. Throws if
+  // the pool is closed or the previous run has not finished.
+  void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
+             bool stream);
+  bool wait(double timeout_seconds);       // true once every worker of the current run is done
+  std::vector<TaskResult> take_results();  // the finished run's results, by worker id, once
 
   // Raise KeyboardInterrupt in every worker still running the current run (see
   // Worker::interrupt); returns their ids. busy_workers(): the ids of those still running.
@@ -47,8 +61,17 @@ class Pool final : public Completion {
   std::vector<int> busy_workers() const;
 
   std::vector<double> cpu_times() const;  // per worker thread, seconds; empty once closed
-  void set_streaming(bool on);
   std::vector<OutputChunk> drain_output();
+
+  // Closing, in steps a caller can interleave with its own checks: begin_close() stops new
+  // runs and asks the workers to end (a run in progress counts as finished from then on);
+  // wait_closed() waits up to `timeout` for their threads, interrupting running tasks again
+  // meanwhile; abandon() gives up on those still running and returns them. close() is all
+  // three with the default bounds. All harmless twice.
+  void begin_close();
+  bool wait_closed(double timeout_seconds);
+  std::vector<Abandoned> abandon();
+  std::vector<Abandoned> close();
 
   void task_done(TaskResult&& result) override;
 
@@ -58,12 +81,14 @@ class Pool final : public Completion {
   std::vector<int> workers_where(Predicate predicate) const;  // ids of the workers it holds for
 
   mutable std::mutex mutex_;
+  std::mutex closing_mutex_;  // wait_closed() vs abandon() from two closing threads
   Countdown pending_;  // workers still busy with the current run
   std::atomic<bool> spin_next_wait_{false};  // the first wait of a run yields before it blocks
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<TaskResult> results_;
-  bool running_ = false;
   bool closed_ = false;
+  bool stopping_ = false;  // begin_close() has asked the workers to end
+  std::chrono::steady_clock::time_point stop_until_;  // interrupts go on until then (set once, before waits)
   std::uint64_t runs_ = 0;
   const int size_;
   const pid_t owner_pid_;

@@ -1,10 +1,11 @@
-// One worker thread: creates its sub-interpreter, runs tasks in it, captures output and CPU time.
+// One worker thread: creates its sub-interpreter, runs tasks in it, captures output and CPU time, ends it.
 #include "worker.h"
 
 #include "rendezvous.h"
 
 #include <marshal.h>
 
+#include <signal.h>
 #include <time.h>
 
 #include <algorithm>
@@ -16,11 +17,44 @@ namespace ipp {
 namespace {
 
 constexpr const char* kCapsuleName = "ipy_parallel.worker";
+constexpr double kTeardownSeconds = 0.5;  // threads a cell started get this long to finish at the end
 
 double thread_cpu_seconds(clockid_t clock) {
   timespec ts{};
   if (clock_gettime(clock, &ts) != 0) return 0.0;
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// Signals are for the main thread: CPython runs their Python handlers there only, and a blocking
+// call of the main thread (a wait for this pool) must be the one a Ctrl-C interrupts. So worker
+// threads, and the threads their cells start, block every asynchronous signal.
+void block_async_signals() {
+  sigset_t set;
+  sigfillset(&set);
+  for (int sync : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS}) sigdelset(&set, sync);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+// Copies a str (as UTF-8; a lone surrogate becomes its escape) or bytes object; false with a
+// Python error set otherwise.
+bool copy_text(PyObject* obj, std::string& out) {
+  if (PyBytes_Check(obj)) {
+    out.assign(PyBytes_AS_STRING(obj), static_cast<size_t>(PyBytes_GET_SIZE(obj)));
+    return true;
+  }
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(obj, &size);
+  if (data != nullptr) {
+    out.assign(data, static_cast<size_t>(size));
+    return true;
+  }
+  if (!PyUnicode_Check(obj) || !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return false;
+  PyErr_Clear();
+  PyObject* encoded = PyUnicode_AsEncodedString(obj, "utf-8", "backslashreplace");
+  if (encoded == nullptr) return false;
+  out.assign(PyBytes_AS_STRING(encoded), static_cast<size_t>(PyBytes_GET_SIZE(encoded)));
+  Py_DECREF(encoded);
+  return true;
 }
 
 // emit(stream, text): the runtime's sys.stdout/sys.stderr write here. A C function rather than
@@ -35,17 +69,15 @@ PyObject* emit_impl(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   const long stream = PyLong_AsLong(args[0]);
   if (stream == -1 && PyErr_Occurred()) return nullptr;
   Py_ssize_t size = 0;
-  const char* data = PyUnicode_AsUTF8AndSize(args[1], &size);
+  const char* data = PyUnicode_AsUTF8AndSize(args[1], &size);  // cached in the str: no copy
   if (data != nullptr) {
     worker->emit(static_cast<int>(stream), data, static_cast<size_t>(size));
     Py_RETURN_NONE;
   }
-  // Lone surrogates cannot be UTF-8: keep them visible rather than lose the write.
   PyErr_Clear();
-  PyObject* encoded = PyUnicode_AsEncodedString(args[1], "utf-8", "backslashreplace");
-  if (encoded == nullptr) return nullptr;
-  worker->emit(static_cast<int>(stream), PyBytes_AS_STRING(encoded), static_cast<size_t>(PyBytes_GET_SIZE(encoded)));
-  Py_DECREF(encoded);
+  std::string text;  // lone surrogates: kept visible as their escapes rather than losing the write
+  if (!copy_text(args[1], text)) return nullptr;
+  worker->emit(static_cast<int>(stream), text.data(), text.size());
   Py_RETURN_NONE;
 }
 
@@ -82,27 +114,6 @@ PyObject* sleep_impl(PyObject* self, PyObject* arg) {
 PyMethodDef sleep_def = {"sleep", sleep_impl, METH_O,
                          "sleep(seconds): time.sleep, ended at once by an ipy_parallel interrupt."};
 
-// Copies a str (as UTF-8) or bytes object; false with a Python error set otherwise.
-bool copy_text(PyObject* obj, std::string& out) {
-  if (PyBytes_Check(obj)) {
-    out.assign(PyBytes_AS_STRING(obj), static_cast<size_t>(PyBytes_GET_SIZE(obj)));
-    return true;
-  }
-  Py_ssize_t size = 0;
-  const char* data = PyUnicode_AsUTF8AndSize(obj, &size);
-  if (data == nullptr) return false;
-  out.assign(data, static_cast<size_t>(size));
-  return true;
-}
-
-bool set_str(PyObject* dict, const char* key, const char* value) {
-  PyObject* str = PyUnicode_FromString(value);
-  if (str == nullptr) return false;
-  const int rc = PyDict_SetItemString(dict, key, str);
-  Py_DECREF(str);
-  return rc == 0;
-}
-
 // Turns the raised exception into a TaskError; for failures outside the runtime's own handling.
 TaskError error_from_raised() {
   TaskError error;
@@ -124,7 +135,7 @@ TaskError error_from_raised() {
   return error;
 }
 
-// Reads run()'s reply: (value | None, (type_name, message, traceback, pickle | None) | None, format).
+// Reads run()'s reply, the protocol's (value | None, error record | None, value_format).
 bool unpack_reply(PyObject* reply, TaskResult& result) {
   if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 3) {
     PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed reply");
@@ -155,11 +166,35 @@ bool unpack_reply(PyObject* reply, TaskResult& result) {
   return true;
 }
 
+// Runs `code` as the module `name`, registered in sys.modules first (as import does, so that a
+// later module of the list can import it). Returns a new reference, or null with an error set.
+PyObject* install_module(PyObject* name, PyObject* code) {
+  if (!PyUnicode_Check(name) || !PyCode_Check(code)) {
+    PyErr_SetString(PyExc_TypeError, "the shipped modules must be (name, code object) pairs");
+    return nullptr;
+  }
+  PyObject* module = PyModule_NewObject(name);
+  if (module == nullptr) return nullptr;
+  PyObject* dict = PyModule_GetDict(module);  // borrowed
+  PyObject* filename = PyObject_GetAttrString(code, "co_filename");
+  bool ok = filename != nullptr && PyDict_SetItemString(dict, "__file__", filename) == 0 &&
+            PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) == 0 &&
+            PyDict_SetItem(PyImport_GetModuleDict(), name, module) == 0;
+  Py_XDECREF(filename);
+  if (ok) {
+    PyObject* done = PyEval_EvalCode(code, dict, dict);
+    ok = done != nullptr;
+    Py_XDECREF(done);
+  }
+  if (!ok) Py_CLEAR(module);
+  return module;
+}
+
 }  // namespace
 
-Worker::Worker(int id, int n_workers, std::uint64_t group, std::shared_ptr<const std::string> runtime_code,
+Worker::Worker(int id, int n_workers, std::uint64_t group, std::shared_ptr<const std::string> modules,
                Completion& sink)
-    : id_(id), n_workers_(n_workers), group_(group), runtime_code_(std::move(runtime_code)), sink_(sink) {
+    : id_(id), n_workers_(n_workers), group_(group), modules_(std::move(modules)), sink_(&sink) {
   thread_ = std::thread([this] { main(); });
 }
 
@@ -198,7 +233,32 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-double Worker::cpu_time() const { return have_cpu_clock_ ? thread_cpu_seconds(cpu_clock_) : 0.0; }
+bool Worker::wait_ended(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mailbox_mutex_);
+  return mailbox_cv_.wait_until(lock, deadline, [this] { return state_ == State::ended || state_ == State::failed; });
+}
+
+void Worker::abandon() {
+  {
+    std::lock_guard<std::mutex> lock(sink_mutex_);
+    sink_ = nullptr;
+  }
+  if (thread_.joinable()) thread_.detach();
+}
+
+std::string Worker::left_alive() const {
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  return left_alive_;
+}
+
+void Worker::report(TaskResult&& result) {
+  std::lock_guard<std::mutex> lock(sink_mutex_);
+  if (sink_ != nullptr) sink_->task_done(std::move(result));
+}
+
+double Worker::cpu_time() const {
+  return have_cpu_clock_.load(std::memory_order_acquire) ? thread_cpu_seconds(cpu_clock_) : 0.0;
+}
 
 void Worker::set_streaming(bool on) {
   std::lock_guard<std::mutex> lock(output_mutex_);
@@ -212,18 +272,10 @@ void Worker::drain_output(std::vector<OutputChunk>& into) {
 }
 
 void Worker::emit(int stream, const char* data, size_t size) {
-  std::lock_guard<std::mutex> lock(output_mutex_);
-  const int s = stream == 2 ? 1 : 0;
-  std::string& kept = s ? err_ : out_;
-  if (kept.size() + size > kOutputLimit) {
-    // Keep up to the limit, cut at a UTF-8 character boundary; count the rest.
-    size_t room = kOutputLimit > kept.size() ? kOutputLimit - kept.size() : 0;
-    while (room > 0 && room < size && (static_cast<unsigned char>(data[room]) & 0xC0) == 0x80) --room;
-    dropped_[s] += size - room;
-    size = room;
-  }
+  // The runtime keeps each stream of a task within the protocol's OUTPUT_LIMIT before it calls here.
   if (size == 0) return;
-  kept.append(data, size);
+  std::lock_guard<std::mutex> lock(output_mutex_);
+  (stream == 2 ? err_ : out_).append(data, size);
   queue_live(stream, data, size);
 }
 
@@ -236,17 +288,15 @@ void Worker::queue_live(int stream, const char* data, size_t size) {
 }
 
 void Worker::main() {
-  have_cpu_clock_ = pthread_getcpuclockid(pthread_self(), &cpu_clock_) == 0;
+  block_async_signals();
+  clockid_t clock{};
+  if (pthread_getcpuclockid(pthread_self(), &clock) == 0) {
+    cpu_clock_ = clock;
+    have_cpu_clock_.store(true, std::memory_order_release);
+  }
   std::string failure;
   try {
-    interp_ = std::make_unique<Interpreter>();  // attached on return
-    if (!load_runtime()) {
-      failure = "cannot start the worker runtime: " + error_from_raised().message;
-      Py_CLEAR(run_fn_);
-      interp_.reset();
-    } else {
-      interp_->detach();
-    }
+    start_interpreter();
   } catch (const std::exception& e) {
     failure = e.what();
   }
@@ -268,64 +318,102 @@ void Worker::main() {
       task = std::move(*mailbox_);
       mailbox_.reset();
     }
-    sink_.task_done(execute(task));
+    report(execute(task));
   }
 
   interp_->attach();
-  Py_CLEAR(run_fn_);
-  interp_.reset();
-  std::lock_guard<std::mutex> lock(mailbox_mutex_);
-  state_ = State::stopped;
+  end_interpreter();
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    state_ = State::ended;
+  }
+  mailbox_cv_.notify_all();
+}
+
+void Worker::start_interpreter() {
+  interp_ = std::make_unique<Interpreter>();  // attached on return
+  if (!load_runtime()) {
+    std::string why = "cannot start the worker runtime: " + error_from_raised().message;
+    Py_CLEAR(run_fn_);
+    Py_CLEAR(teardown_fn_);
+    interp_.reset();
+    throw std::runtime_error(why);
+  }
+  interp_->detach();
 }
 
 bool Worker::load_runtime() {
-  PyObject* globals = PyDict_New();
-  if (globals == nullptr) return false;
-  PyObject* code = nullptr;
-  PyObject* done = nullptr;
+  PyObject* modules = PyMarshal_ReadObjectFromString(modules_->data(), static_cast<Py_ssize_t>(modules_->size()));
+  if (modules == nullptr) return false;
+  PyObject* last = nullptr;
   PyObject* capsule = nullptr;
   PyObject* emit = nullptr;
   PyObject* sleep = nullptr;
   bool ok = false;
   do {
-    PyObject* builtins = PyEval_GetBuiltins();  // borrowed; this interpreter's builtins dict
-    if (builtins == nullptr || PyDict_SetItemString(globals, "__builtins__", builtins) < 0) break;
-    code = PyMarshal_ReadObjectFromString(runtime_code_->data(), static_cast<Py_ssize_t>(runtime_code_->size()));
-    if (code == nullptr) break;
-    if (!PyCode_Check(code)) {
-      PyErr_SetString(PyExc_TypeError, "the worker runtime is not a marshalled code object");
+    if (!PyList_Check(modules) || PyList_GET_SIZE(modules) == 0) {
+      PyErr_SetString(PyExc_TypeError, "the shipped modules must be a non-empty list");
       break;
     }
-    // __file__ is the code's own filename: the runtime compares frames against it to hide them.
-    PyObject* filename = PyObject_GetAttrString(code, "co_filename");
-    if (filename == nullptr) break;
-    const int file_set = PyDict_SetItemString(globals, "__file__", filename);
-    Py_DECREF(filename);
-    if (file_set < 0 || !set_str(globals, "__name__", "ipy_parallel_worker_runtime")) break;
-    done = PyEval_EvalCode(code, globals, globals);
-    if (done == nullptr) break;
-    PyObject* setup = PyDict_GetItemString(globals, "setup");  // borrowed
-    if (setup == nullptr) {
-      PyErr_SetString(PyExc_RuntimeError, "the worker runtime defines no setup()");
-      break;
+    bool installed = true;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules) && installed; ++i) {
+      PyObject* entry = PyList_GET_ITEM(modules, i);  // borrowed
+      if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+        PyErr_SetString(PyExc_TypeError, "the shipped modules must be (name, code object) pairs");
+        installed = false;
+        break;
+      }
+      Py_XDECREF(last);
+      last = install_module(PyTuple_GET_ITEM(entry, 0), PyTuple_GET_ITEM(entry, 1));
+      installed = last != nullptr;
     }
+    if (!installed) break;
     capsule = PyCapsule_New(this, kCapsuleName, nullptr);
     if (capsule == nullptr) break;
     emit = PyCFunction_New(&emit_def, capsule);
     if (emit == nullptr) break;
     sleep = PyCFunction_New(&sleep_def, capsule);
     if (sleep == nullptr) break;
-    run_fn_ = PyObject_CallFunction(setup, "iiOOK", id_, n_workers_, emit, sleep,
-                                   static_cast<unsigned long long>(group_));
+    teardown_fn_ = PyObject_GetAttrString(last, "teardown");
+    if (teardown_fn_ == nullptr) break;
+    run_fn_ = PyObject_CallMethod(last, "setup", "iiOOK", id_, n_workers_, emit, sleep,
+                                  static_cast<unsigned long long>(group_));
     ok = run_fn_ != nullptr;
   } while (false);
   Py_XDECREF(sleep);
   Py_XDECREF(emit);
   Py_XDECREF(capsule);
-  Py_XDECREF(done);
-  Py_XDECREF(code);
-  Py_DECREF(globals);
+  Py_XDECREF(last);
+  Py_DECREF(modules);
   return ok;
+}
+
+void Worker::end_interpreter() {
+  // Py_EndInterpreter joins the threads a cell started with threading (forever, if one never
+  // ends) and aborts the whole process if any other thread of the interpreter is alive, a
+  // _thread.start_new_thread one included. So the runtime first gives them a moment to finish
+  // (and says whether any is left), and an interpreter that still has threads is left to them.
+  bool alone = false;
+  PyObject* done = PyObject_CallFunction(teardown_fn_, "d", kTeardownSeconds);
+  if (done == nullptr) {
+    PyErr_Clear();
+  } else {
+    alone = PyObject_IsTrue(done) == 1;
+    Py_DECREF(done);
+  }
+  alone = alone && interp_->alone(50);
+  Py_CLEAR(run_fn_);
+  Py_CLEAR(teardown_fn_);
+  if (alone) {
+    interp_.reset();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    left_alive_ = "a thread the cells started is still running in it";
+  }
+  interp_->leave();
+  interp_.reset();  // ends only our main-interpreter thread state
 }
 
 bool Worker::running() const {
@@ -427,15 +515,6 @@ TaskResult Worker::execute(const Task& task) {
   }
   {
     std::lock_guard<std::mutex> lock(output_mutex_);
-    for (int s = 0; s < 2; ++s) {
-      if (dropped_[s] == 0) continue;
-      const std::string note = "\n[ipy_parallel: " + std::to_string(dropped_[s]) + " more bytes of " +
-                               (s ? "stderr" : "stdout") + " were dropped; a task keeps at most " +
-                               std::to_string(kOutputLimit >> 20) + " MiB of each stream]\n";
-      (s ? err_ : out_).append(note);
-      queue_live(s ? 2 : 1, note.data(), note.size());
-      dropped_[s] = 0;
-    }
     result.out = std::move(out_);
     result.err = std::move(err_);
     out_.clear();

@@ -3,6 +3,8 @@
 
 #include <pthread.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -16,25 +18,28 @@
 
 namespace ipp {
 
-// What a worker is asked to run. Strings are shared, not copied, between the workers of a
-// broadcast: a 100 MB input is held once in the main process until each worker has unpickled it.
+// What a worker is asked to run (ipy_parallel/_wire/protocol.py defines the task). Strings are
+// shared, not copied, between the workers of a broadcast: a 100 MB input is held once in the
+// main process until each worker has unpickled it.
 struct Task {
-  std::shared_ptr<const std::string> source;    // UTF-8 cell source
+  std::shared_ptr<const std::string> source;    // UTF-8 cell source, or an operation of the runtime
   std::shared_ptr<const std::string> filename;  // name shown in tracebacks
-  std::shared_ptr<const std::string> payload;   // pickled inputs, or null for none
+  std::shared_ptr<const std::string> payload;   // the payload bytes, or null for none
   std::uint64_t run = 0;                        // the pool's run number (its barrier's epoch)
   std::uint64_t generation = 0;                 // set by Worker::post
 };
 
+// An error record of the protocol: (type_name, message, traceback, pickled exception | None).
 struct TaskError {
   std::string type_name, message, traceback;
-  std::optional<std::string> pickled;  // the exception itself, when it could be pickled
+  std::optional<std::string> pickled;
 };
 
+// What a worker made of a task: the fields of the protocol's result record.
 struct TaskResult {
   int worker_id = -1;
   std::optional<std::string> value;  // the cell's last expression, serialized
-  int value_format = 0;              // 0: pickle, 1: marshal
+  int value_format = 0;              // the protocol's PICKLE (0) or MARSHAL (1)
   std::string out, err;              // everything the task wrote to sys.stdout / sys.stderr
   std::optional<TaskError> error;
   double wall_time = 0, cpu_time = 0;
@@ -57,12 +62,12 @@ class Completion {
 
 class Worker {
  public:
-  // Starts the thread, which creates the interpreter, runs runtime_code (a marshalled code
-  // object: unmarshalling is ~10x cheaper than compiling in every interpreter) and its setup().
-  // group: the pool's process-wide id, for the barrier its workers share (see rendezvous.h).
-  Worker(int id, int n_workers, std::uint64_t group, std::shared_ptr<const std::string> runtime_code,
-         Completion& sink);
-  ~Worker();  // stop() and join
+  // Starts the thread, which creates the interpreter, installs the shipped modules in it
+  // (`modules`: a marshalled list of (module name, code object), see ipy_parallel/_wire) and
+  // calls setup() of the last one. group: the pool's process-wide id, for the barrier its
+  // workers share (see rendezvous.h).
+  Worker(int id, int n_workers, std::uint64_t group, std::shared_ptr<const std::string> modules, Completion& sink);
+  ~Worker();  // request_stop() and join(); only for a worker whose thread has ended or will
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
@@ -71,6 +76,14 @@ class Worker {
   void post(Task task);
   void request_stop();  // finish the current task, then end the interpreter
   void join();
+
+  // Ending: a worker's thread ends once it has ended (or left) its interpreter.
+  bool wait_ended(std::chrono::steady_clock::time_point deadline);
+  // Give up on a worker whose thread has not ended: it will never report to its sink again, its
+  // thread is detached, and this object must then be leaked (the thread still uses it).
+  void abandon();
+  // Why the interpreter was left alive instead of ended ("" if it was ended); once ended.
+  std::string left_alive() const;
 
   double cpu_time() const;  // CPU seconds used by this worker's thread so far
 
@@ -90,29 +103,35 @@ class Worker {
   void emit(int stream, const char* data, size_t size);
 
  private:
-  enum class State { starting, ready, failed, stopped };
+  enum class State { starting, ready, failed, ended };
   void main();
-  bool load_runtime();     // attached; false with a Python error set
+  void start_interpreter();  // creates it and loads the runtime; throws std::runtime_error
+  bool load_runtime();       // attached; false with a Python error set
+  void end_interpreter();    // attached on entry; ends it, or leaves it alive if other threads run there
   static int raise_interrupt(void* self);  // the pending call, in the worker's interpreter
   TaskResult execute(const Task& task);
+  void report(TaskResult&& result);
 
   const int id_, n_workers_;
   const std::uint64_t group_;
-  const std::shared_ptr<const std::string> runtime_code_;
-  Completion& sink_;
+  const std::shared_ptr<const std::string> modules_;
 
-  std::mutex mailbox_mutex_;
+  std::mutex sink_mutex_;  // abandon() vs a task_done() in progress: the pool must not go meanwhile
+  Completion* sink_;       // null once abandoned
+
+  mutable std::mutex mailbox_mutex_;
   std::condition_variable mailbox_cv_;
   std::optional<Task> mailbox_;
   bool stop_requested_ = false;
   State state_ = State::starting;
   std::string start_error_;
+  std::string left_alive_;  // why the interpreter was not ended
 
   // An interrupt is for one task. It raises once through a pending call (the first to take
   // interrupt_pending_ raises; a call that fires after its task ended does nothing), and from
   // then on every time.sleep of that task returns at once: the task was asked to stop. A
   // KeyboardInterrupt can be swallowed by C code that clears errors, so callers that must stop
-  // a task interrupt it again until it ends (Pool::close, Run.stop).
+  // a task interrupt it again until it ends (Pool's close, Run.stop).
   mutable std::mutex task_mutex_;
   std::condition_variable task_cv_;  // wakes sleep() on interrupt
   std::uint64_t posted_generation_ = 0;     // of the last task posted
@@ -123,22 +142,18 @@ class Worker {
   bool task_running_ = false;
   bool take_interrupt();  // requires task_mutex_: true (and consumed) if pending for this task
 
-  // A task keeps at most this much of each stream (the rest is counted, and noted at the end):
-  // a cell that prints a gigabyte must not take the kernel's memory, or a notebook's.
-  static constexpr size_t kOutputLimit = 8u << 20;
-  void queue_live(int stream, const char* data, size_t size);  // requires output_mutex_
-
   std::mutex output_mutex_;  // emit() on the worker thread vs drain_output() on the main thread
   std::string out_, err_;
-  size_t dropped_[2] = {0, 0};  // stdout, stderr
   std::vector<OutputChunk> live_;
   bool streaming_ = false;
+  void queue_live(int stream, const char* data, size_t size);  // requires output_mutex_
 
   clockid_t cpu_clock_{};
-  bool have_cpu_clock_ = false;
+  std::atomic<bool> have_cpu_clock_{false};
   double cpu_mark_ = 0;  // this thread's CPU clock at the end of its last task (worker thread only)
   std::unique_ptr<Interpreter> interp_;  // created and destroyed on thread_
   PyObject* run_fn_ = nullptr;           // owned by interp_'s heap: touch only while attached
+  PyObject* teardown_fn_ = nullptr;      // likewise
   std::thread thread_;
 };
 

@@ -1,21 +1,136 @@
-"""Shared fixtures: real pools of real sub-interpreters, and real child Python processes."""
+"""Shared fixtures and helpers: real pools of every backend (a real ipyparallel cluster too), real child processes and kernels."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 import ipy_parallel
+from ipy_parallel.backends import open_pool
 
+REPO = Path(__file__).resolve().parents[1]
+
+#: Wall-clock bounds in tests are multiplied by this: a loaded or instrumented machine (make
+#: sanitize sets 3) is slower, and a bound must fail only when something is really wrong.
+TIME_SCALE = float(os.environ.get("IPP_TIME_SCALE", "1"))
+
+
+def bound(seconds: float) -> float:
+    """A wall-clock bound for a test, scaled for the machine it runs on."""
+    return seconds * TIME_SCALE
+
+
+# -- pools ------------------------------------------------------------------------------------
 
 @pytest.fixture
 def pool():
-    """A fresh 2-worker pool, closed after the test."""
+    """A fresh 2-worker sub-interpreter pool, closed after the test."""
     with ipy_parallel.Pool(2) as p:
         yield p
 
+
+CLUSTER_PROFILE = "ipp_test"
+
+
+def _ipcluster(*args, env, timeout=60):
+    return subprocess.run([sys.executable, "-m", "ipyparallel.cluster", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _cluster_processes(security_dir, cluster_id):
+    """The controller and engines the launcher recorded, with all their children (schedulers, nannies)."""
+    import psutil  # ipyparallel's dependency
+
+    with open(security_dir / f"cluster-{cluster_id}.json") as f:
+        state = json.load(f)
+    pids = [state["controller"]["state"]["pid"]]
+    for engine_set in state["engines"]["sets"].values():
+        pids += [e["pid"] for e in engine_set.get("engines", {}).values()]
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            procs += [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A 2-engine ipyparallel cluster in a private IPYTHONDIR, found by profile and cluster id like
+    any running one; started once for the session, and stopped with no process left behind."""
+    import psutil
+
+    ipython_dir = tmp_path_factory.mktemp("ipython")
+    cluster_id = f"t{uuid.uuid4().hex[:8]}"
+    saved = os.environ.get("IPYTHONDIR")
+    os.environ["IPYTHONDIR"] = str(ipython_dir)  # where ClusterPool (through IPython.paths) looks
+    env = dict(os.environ)
+    started = _ipcluster("start", "-n", "2", "--daemonize", f"--profile={CLUSTER_PROFILE}",
+                         f"--cluster-id={cluster_id}", "--log-level=40", env=env)
+    security = ipython_dir / f"profile_{CLUSTER_PROFILE}" / "security"
+    procs = []
+    try:
+        assert started.returncode == 0, started.stderr
+        procs = _cluster_processes(security, cluster_id)
+        yield {"profile": CLUSTER_PROFILE, "cluster_id": cluster_id}
+    finally:
+        if (security / f"cluster-{cluster_id}.json").exists():
+            procs = procs or _cluster_processes(security, cluster_id)
+        _ipcluster("stop", f"--profile={CLUSTER_PROFILE}", f"--cluster-id={cluster_id}", env=env)
+        gone, alive = psutil.wait_procs(procs, timeout=15)
+        for proc in alive:  # only the processes of the cluster started above
+            proc.kill()
+        if saved is None:
+            os.environ.pop("IPYTHONDIR", None)
+        else:
+            os.environ["IPYTHONDIR"] = saved
+        assert not alive, f"cluster processes left running after ipcluster stop: {alive}"
+
+
+BACKENDS = ["subinterpreter", "process", "ipyparallel"]
+
+
+def open_backend(backend: str, request):
+    """A fresh 2-worker pool of a backend (the ipyparallel one on the session's cluster, reset)."""
+    if backend == "ipyparallel":
+        where = request.getfixturevalue("cluster")
+        pool = ipy_parallel.ClusterPool(profile=where["profile"], cluster_id=where["cluster_id"])
+        pool.reset()
+        return pool
+    return open_pool(backend, 2)
+
+
+@pytest.fixture(params=BACKENDS)
+def any_pool(request):
+    """A fresh 2-worker pool of each backend in turn, closed after the test."""
+    pool = open_backend(request.param, request)
+    pool.backend = request.param
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+# -- interrupts -------------------------------------------------------------------------------
+
+def ctrl_c_after(seconds: float) -> threading.Timer:
+    """Send SIGINT to this (the main) thread after `seconds`, as Ctrl-C would."""
+    timer = threading.Timer(seconds, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+# -- child processes ----------------------------------------------------------------------------
 
 @pytest.fixture
 def run_script(tmp_path):
@@ -34,6 +149,39 @@ def run_script(tmp_path):
     return run
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie left to a non-reaping init counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+
+
+def children() -> set[int]:
+    """The live child processes of this process."""
+    found = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found.update(int(p) for p in f.read().split())
+    return {pid for pid in found if not gone(pid)}
+
+
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def interpreters() -> int:
+    """Sub-interpreters alive in this process (the main one included)."""
+    try:
+        import _interpreters
+    except ImportError:  # 3.12
+        import _xxsubinterpreters as _interpreters
+    return len(_interpreters.list_all())
+
+
+# -- IPython ----------------------------------------------------------------------------------
+
 @pytest.fixture
 def ip():
     """An in-process IPython shell with the extension loaded (and unloaded after)."""
@@ -48,12 +196,16 @@ def ip():
         del shell.user_ns[name]
 
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+def magics_of(ip):
+    """The extension's magics object of this shell (its pools, its defaults)."""
+    from ipy_parallel.ipython.magics import ParallelMagics
+
+    return ip.magics_manager.registry[ParallelMagics.__name__]
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    """A real "Python 3 (ipy_parallel)" kernel from the repository's kernelspec, through jupyter_client."""
+def start_kernel():
+    """A real "Python 3 (ipy_parallel)" kernel from the repository's kernelspec, through jupyter_client;
+    returns (manager, client)."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
@@ -64,6 +216,13 @@ def kernel():
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
     kc.manager = km  # for interrupt_kernel
+    return km, kc
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """A real kernel shared by a module's tests."""
+    km, kc = start_kernel()
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=False)
@@ -74,10 +233,12 @@ def interrupt_kernel(kc) -> None:
     kc.manager.interrupt_kernel()
 
 
-def execute(kc, code: str, timeout: float = 60):
-    """Run code in the kernel; return (execute_reply content, [(seconds since sent, iopub msg)])."""
+def execute(kc, code: str, timeout: float = 60, stop_on_error: bool = True):
+    """Run code in the kernel; return (execute_reply content, [(seconds since sent, iopub msg)]).
+    With stop_on_error (a notebook's Run All), ipykernel aborts requests that arrive right after
+    a failed cell."""
     start = time.monotonic()
-    msg_id = kc.execute(code)
+    msg_id = kc.execute(code, stop_on_error=stop_on_error)
     messages = []
     while True:
         msg = kc.get_iopub_msg(timeout=timeout)

@@ -4,8 +4,8 @@ import io
 
 import pytest
 
-from ipy_parallel import display
-from ipy_parallel.display import (LabelledOutput, Monitor, NotebookMonitor, Status, TerminalMonitor, Tracker,
+from ipy_parallel.ipython import display
+from ipy_parallel.ipython.display import (LabelledOutput, Monitor, NotebookMonitor, Status, TerminalMonitor, Tracker,
                                   format_html, format_lines, format_summary, make_monitor)
 
 

@@ -91,7 +91,7 @@ def serial_outcome(source: str, worker_id: int, n_workers: int):
     ns = {"worker_id": worker_id, "n_workers": n_workers, "__name__": "__main__"}
     try:
         tree = ast.parse(source)
-    except SyntaxError as exc:
+    except SyntaxError:
         return "", "", ("error", "SyntaxError", None)
     last = ast.Expression(tree.body.pop().value) if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     try:

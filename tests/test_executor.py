@@ -7,8 +7,7 @@ import time
 import pytest
 
 import helper_tasks
-from ipy_parallel import SubinterpreterExecutor
-from ipy_parallel.executor import BrokenSubinterpreterPool
+from ipy_parallel import BrokenSubinterpreterPool, SubinterpreterExecutor
 
 
 @pytest.fixture
@@ -112,13 +111,40 @@ def test_shutdown_without_wait_finishes_in_the_background():
     assert [f.result(timeout=30) for f in futures] == [helper_tasks.seed(50_000)] * 4
 
 
-def test_workers_gone_break_the_executor_without_losing_futures():
+def test_a_call_that_raises_keyboard_interrupt_fails_only_its_future():
     def interrupt_me():
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("from the call")
 
     with SubinterpreterExecutor(1) as ex:
         first = ex.submit(interrupt_me)
         rest = [ex.submit(helper_tasks.add, i, 1) for i in range(3)]
+        with pytest.raises(KeyboardInterrupt, match="from the call"):
+            first.result(timeout=20)
+        assert [f.result(timeout=20) for f in rest] == [1, 2, 3]  # the one worker serves on
+
+
+@pytest.mark.parametrize("raised", ["SystemExit('rebuilt')", "KeyboardInterrupt('rebuilt')"])
+def test_a_result_that_raises_base_exceptions_as_it_is_rebuilt_fails_its_future(executor, raised):
+    def bomb(code):
+        class Bomb:
+            def __reduce__(self):
+                return (exec, (code,))
+
+        return Bomb()
+
+    with pytest.raises(RuntimeError, match="cannot be rebuilt here"):
+        executor.submit(bomb, f"raise {raised}").result(timeout=20)
+    assert executor.submit(helper_tasks.add, 2, 3).result(timeout=20) == 5
+
+
+def test_workers_gone_break_the_executor_without_losing_futures():
+    import time as _time
+
+    with SubinterpreterExecutor(1) as ex:
+        first = ex.submit(_time.sleep, 100)
+        rest = [ex.submit(helper_tasks.add, i, 1) for i in range(3)]
+        _time.sleep(0.3)
+        ex._pool.interrupt()  # what closing the executor's pool does to its workers
         with pytest.raises(KeyboardInterrupt):
             first.result(timeout=20)
         for future in rest:

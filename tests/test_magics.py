@@ -5,7 +5,7 @@ import os
 import pytest
 from IPython.core.error import UsageError
 
-from ipy_parallel.errors import CellSyntaxError, ParallelError
+from ipy_parallel.exceptions import CellSyntaxError, ParallelError
 
 
 def cell(ip, line, body):
@@ -13,7 +13,7 @@ def cell(ip, line, body):
 
 
 def magics_of(ip):
-    from ipy_parallel.magics import _loaded
+    from ipy_parallel.ipython.magics import _loaded
 
     return _loaded[id(ip)]
 
@@ -115,7 +115,7 @@ def test_pull(ip):
 
 
 def test_pull_missing_in_some_workers(ip):
-    with pytest.raises(UsageError, match="--pull z: workers 1 have no variable 'z'"):
+    with pytest.raises(UsageError, match="--pull: worker 1 has no variable 'z'"):
         cell(ip, "2 --pull z", "if worker_id == 0:\n    z = 1")
 
 
@@ -269,7 +269,7 @@ def test_timeout_option(ip, capsys):
     error = result.error_in_exec
     assert isinstance(error, TimeoutError) and error.late == [1]
     out = capsys.readouterr().out
-    assert out.count("ParallelTimeout: %%parallel --timeout 0.3: the cell ran out of time: stopped worker 1") == 1
+    assert out.count("ParallelTimeout: %%parallel did not finish within 0.3 s: stopped worker 1") == 1
     assert cell(ip, "2", "worker_id") == [0, 1]
 
 

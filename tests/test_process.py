@@ -1,4 +1,4 @@
-"""The process backend (ProcessPool) on real worker processes: semantics of Pool, numpy, interrupts, deaths, no orphans."""
+"""The process backend (ProcessPool) beyond the contract: numpy, deaths and replacements, signals, sys.path and cwd, no orphans."""
 
 import io
 import os
@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from ipy_parallel.cell import CellOptions, run_cell
-from ipy_parallel.display import Monitor, Tracker
-from ipy_parallel.errors import ParallelError, group_errors
-from ipy_parallel.pool import ParallelInterrupted, ParallelTimeout
-from ipy_parallel.process import ProcessPool, WorkerDied
+from conftest import bound, children, ctrl_c_after, gone
+
+from ipy_parallel import ParallelError, ParallelInterrupted, ParallelTimeout, ProcessPool, WorkerDied
+from ipy_parallel.ipython.cell import CellOptions, run_cell
+from ipy_parallel.ipython.display import Monitor, Tracker
 
 
 @pytest.fixture(scope="module")
@@ -34,44 +34,14 @@ def worker_pids(pool):
     return [r.value for r in pool.run("import os\nos.getpid()")]
 
 
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie left to a non-reaping init counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
-    except FileNotFoundError:
-        return True
-
-
-def children() -> set[int]:
-    found = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(p) for p in f.read().split())
-    return {pid for pid in found if not gone(pid)}
-
-
 def test_each_worker_sees_its_id_and_the_pool_size(shared):
     results = shared.run("print('hello from', worker_id)\n(worker_id, n_workers)")
     assert [r.value for r in results] == [(0, 2), (1, 2)]
     assert [r.stdout for r in results] == ["hello from 0\n", "hello from 1\n"]
-    assert all(r.ok and r.wall_time >= 0 and r.cpu_time >= 0 for r in results)
+    assert all(r.ok and 0 < r.wall_time < bound(1) for r in results)
     assert len(set(worker_pids(shared))) == 2 and os.getpid() not in worker_pids(shared)
     assert shared.size == 2 and shared.state == "idle" and not shared.closed
     assert repr(shared).startswith("<ipy_parallel.ProcessPool 2 worker processes, idle,")
-
-
-def test_statement_only_cell_has_no_value_and_stderr_is_kept(shared):
-    [a, b] = shared.run("import sys\nprint('é', file=sys.stderr)\nx = 1")
-    assert a.value is None and a.stderr == "é\n" and a.stdout == ""
-
-
-def test_variables_persist_between_runs_and_workers_are_separate(ppool):
-    ppool.run("counter = worker_id * 10")
-    assert [r.value for r in ppool.run("counter += 1\ncounter")] == [1, 11]
-    ppool.reset()
-    assert [r.error.type_name for r in ppool.run("counter")] == ["NameError"] * 2
-    assert [r.value for r in ppool.run("worker_id")] == [0, 1]  # reset keeps the identity
 
 
 def test_numpy_imports_and_computes_in_the_workers(shared):
@@ -88,12 +58,6 @@ def test_numpy_imports_and_computes_in_the_workers(shared):
     assert [r.value.tolist()[0] for r in back] == [[1.0, 0.0, 0.0], [2.0, 1.0, 1.0]]
 
 
-def test_inputs_and_worker_inputs_are_bound_by_name(shared):
-    results = shared.run("f(base + part)", inputs={"base": 100, "f": lambda x: x * 2},
-                         worker_inputs=[{"part": 1}, {"part": 2, "base": 0}])
-    assert [r.value for r in results] == [202, 4]
-
-
 def test_unpicklable_input_is_named_before_anything_runs(shared):
     shared.run("touched = False")
     with pytest.raises(TypeError, match="'lock'"):
@@ -101,36 +65,6 @@ def test_unpicklable_input_is_named_before_anything_runs(shared):
     assert [r.value for r in shared.run("touched")] == [False, False]
     with pytest.raises(ValueError, match="worker_inputs has 1 entries"):
         shared.run("0", worker_inputs=[{}])
-
-
-def test_errors_come_back_per_worker_and_group(shared):
-    results = shared.run("if worker_id == 1:\n    raise ValueError('bad ' + 'input')\nworker_id")
-    assert results[0].value == 0 and results[0].ok
-    error = results[1].error
-    assert error.type_name == "ValueError" and error.message == "bad input"
-    assert isinstance(error.exception, ValueError)
-    assert 'File "<cell-' in error.traceback and "line 2" in error.traceback and "_runtime" not in error.traceback
-    same = shared.run("1 / 0")
-    [(workers, grouped)] = group_errors(same)
-    assert workers == [0, 1] and grouped.type_name == "ZeroDivisionError"
-    assert [r.value for r in shared.run("worker_id")] == [0, 1]
-
-
-def test_output_streams_while_the_workers_run(shared):
-    run = shared.submit("import time\nprint('early', worker_id, flush=True)\ntime.sleep(0.6)\nprint('late')",
-                        stream=True)
-    seen, deadline = {0: "", 1: ""}, time.monotonic() + 0.5
-    while "\n" not in seen[0] + seen[1] and time.monotonic() < deadline:
-        for worker_id, stream, text in run.output():
-            assert stream == "stdout"
-            seen[worker_id] += text
-        time.sleep(0.01)
-    assert not run.done, "the output came only at the end"
-    results = run.results()
-    for worker_id, stream, text in run.output():
-        seen[worker_id] += text
-    assert seen == {0: "early 0\nlate\n", 1: "early 1\nlate\n"}
-    assert [r.stdout for r in results] == ["early 0\nlate\n", "early 1\nlate\n"]
 
 
 def test_cpu_times_of_the_pool_and_of_a_run(ppool):
@@ -146,15 +80,8 @@ def test_cpu_times_of_the_pool_and_of_a_run(ppool):
     assert ppool.state == "idle" and run.busy_workers() == []
 
 
-SLOW = {
-    "a Python loop": "x = 0\nwhile True:\n    x += 1",
-    "time.sleep": "import time\ntime.sleep(1000)",
-    "a numpy loop": "import numpy as np\nwhile True:\n    np.sort(np.random.rand(10000))",
-}
-
-
-@pytest.mark.parametrize("source", SLOW.values(), ids=SLOW.keys())
-def test_interrupt_stops_the_workers_and_the_pool_stays_usable(shared, source):
+def test_interrupt_stops_workers_in_numpy(shared):
+    source = "import numpy as np\nwhile True:\n    np.sort(np.random.rand(10000))"
     shared.run("keep = worker_id + 5")
     run = shared.submit(source)
     time.sleep(0.3)
@@ -180,35 +107,6 @@ def test_idle_workers_survive_sigint(shared):
     assert worker_pids(shared) == pids
 
 
-def test_a_late_interrupt_does_not_hit_the_next_run(shared):
-    for _ in range(30):  # interrupts racing the end of short runs
-        run = shared.submit("sum(range(2000))")
-        shared.interrupt()
-        run.results()
-    assert [r.value for r in shared.run("import time\ntime.sleep(0.05)\nsum(range(10))")] == [45, 45]
-
-
-def test_timeout_stops_the_late_worker_only(shared):
-    start = time.perf_counter()
-    with pytest.raises(ParallelTimeout, match="did not finish within 0.3 s: stopped worker 1") as info:
-        shared.run("if worker_id == 1:\n    while True: pass\nworker_id", timeout=0.3)
-    assert time.perf_counter() - start < 2.0
-    assert info.value.late == [1] and info.value.stuck == []
-    assert info.value.results[0].value == 0 and info.value.results[1].error.type_name == "KeyboardInterrupt"
-    assert [r.value for r in shared.run("worker_id")] == [0, 1]
-
-
-def test_ctrl_c_in_the_main_thread_stops_the_workers(shared):
-    timer = threading.Timer(0.3, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
-    timer.start()
-    start = time.perf_counter()
-    with pytest.raises(ParallelInterrupted, match="interrupted: stopped workers 0-1") as info:
-        shared.run("while True:\n    pass")
-    assert time.perf_counter() - start < 2.0
-    assert [r.error.type_name for r in info.value.results] == ["KeyboardInterrupt"] * 2
-    assert [r.value for r in shared.run("worker_id")] == [0, 1]
-
-
 @pytest.mark.parametrize("death, how", [
     ("os._exit(3)", "exit code 3"),
     ("os.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
@@ -223,7 +121,7 @@ def test_a_dying_worker_is_reported_and_replaced(ppool, death, how):
     error = results[1].error
     if "libasan" in os.environ.get("LD_PRELOAD", "") and how.endswith("SIGSEGV"):
         how = "killed by SIGABRT"  # make sanitize: ASan's handler takes the fault and aborts (abort_on_error)
-    assert error.type_name == "ipy_parallel.process.WorkerDied" and how in error.message
+    assert error.type_name == "ipy_parallel.WorkerDied" and how in error.message
     assert isinstance(error.exception, WorkerDied)
     assert results[1].stdout == "before\n"  # what it wrote and flushed before dying is kept
     with pytest.warns(RuntimeWarning, match=f"worker 1's process had died \\({how}\\).*variables"):
@@ -279,7 +177,7 @@ def test_close_kills_a_worker_that_ignores_sigint():
 
 EXIT_SCRIPT = """
 import sys, time
-from ipy_parallel.process import ProcessPool
+from ipy_parallel import ProcessPool
 pool = ProcessPool(2)
 print(*[r.value for r in pool.run("import os\\nos.getpid()")], flush=True)
 {tail}
@@ -346,8 +244,7 @@ def test_run_cell_timeout_and_interrupt(shared):
     silent = Monitor(Tracker(2), summary=False, stdout=io.StringIO())
     with pytest.raises(ParallelTimeout):
         run_cell(shared, "import time\ntime.sleep(100)", CellOptions(n=2, timeout=0.3), {}, silent)
-    timer = threading.Timer(0.3, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
-    timer.start()
+    ctrl_c_after(0.3)
     start = time.perf_counter()
     with pytest.raises(ParallelInterrupted):
         run_cell(shared, "while True:\n    pass", CellOptions(n=2), {}, silent)
@@ -358,21 +255,11 @@ def test_run_cell_timeout_and_interrupt(shared):
 IGNORES_SIGINT = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep({})\n'late'"
 
 
-def test_a_worker_that_cannot_be_stopped_is_named_and_rejoins(ppool):
-    with pytest.raises(ParallelTimeout, match="workers 0-1 could not be stopped") as info:
-        ppool.run(IGNORES_SIGINT.format(1.5), timeout=0.2)
-    assert info.value.stuck == [0, 1] and info.value.results is None
-    start = time.perf_counter()
-    assert [r.value for r in ppool.run("worker_id")] == [0, 1]  # waits for the stuck run, then runs
-    assert time.perf_counter() - start < 2.0
-
-
 def test_ctrl_c_while_waiting_for_stuck_workers_kills_them(ppool):
     ppool.run("kept = 1")
     with pytest.raises(ParallelTimeout):
         ppool.run(IGNORES_SIGINT.format(100), timeout=0.2)
-    timer = threading.Timer(0.3, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
-    timer.start()
+    ctrl_c_after(0.3)
     with pytest.warns(RuntimeWarning, match="killed the processes of workers 0-1"):
         with pytest.raises(KeyboardInterrupt):
             ppool.run("worker_id")  # waits for the stuck run: Ctrl-C gives up on it
@@ -405,7 +292,7 @@ def test_a_forked_child_gets_workers_of_its_own(ppool):
 
 GROUP_SCRIPT = """
 import os, signal, sys, time
-from ipy_parallel.process import ProcessPool
+from ipy_parallel import ProcessPool
 signal.signal(signal.SIGINT, lambda *a: None)  # this parent stands in for a kernel that handles it
 pool = ProcessPool(2)
 pool.run("x = worker_id")

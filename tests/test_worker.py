@@ -22,7 +22,8 @@ def errors(results):
 
 def test_imports_in_a_worker_without_loading_the_pool(pool):
     loaded = values(pool.run(IMPORT + "import sys\nsorted(m for m in sys.modules if m.startswith('ipy_parallel'))"))
-    assert loaded[0] == ["ipy_parallel", "ipy_parallel._engine", "ipy_parallel.worker"]
+    assert loaded[0] == ["ipy_parallel", "ipy_parallel._engine", "ipy_parallel._wire", "ipy_parallel._wire.protocol",
+                         "ipy_parallel.worker"]
 
 
 def test_rank_and_size_are_the_workers():
@@ -132,7 +133,7 @@ def test_queue_name_must_be_text():
 
 
 def test_on_worker_processes_rank_works_and_shared_memory_says_why():
-    from ipy_parallel.process import ProcessPool
+    from ipy_parallel import ProcessPool
 
     with ProcessPool(2) as p:
         assert values(p.run(IMPORT + "worker.rank(), worker.size()")) == [(0, 2), (1, 2)]

@@ -78,7 +78,7 @@ def xkernel(tmp_path_factory):
 
 
 def _ename(reply) -> str:
-    # xeus-python reports every ename as str(type), "<class 'ipy_parallel.pool.ParallelTimeout'>", where
+    # xeus-python reports every ename as str(type), "<class 'ipy_parallel.exceptions.ParallelTimeout'>", where
     # ipykernel sends "ParallelTimeout"; compare the bare names.
     return re.sub(r"^<class '(?:[\w.]*\.)?(\w+)'>$", r"\1", reply["ename"])
 
@@ -136,7 +136,7 @@ def test_push_and_pull(xkernel):
 def test_a_failing_worker_is_an_error_reply_with_the_workers_traceback(xkernel):
     reply, messages = execute(xkernel, "%%parallel 2\n{}['missing']")
     assert reply["status"] == "error"
-    assert reply["ename"] == "<class 'ipy_parallel.errors.ParallelError'>"  # xeus's spelling, see _ename
+    assert reply["ename"] == "<class 'ipy_parallel.exceptions.ParallelError'>"  # xeus's spelling, see _ename
     shown = "\n".join(reply["traceback"])
     count = next(m["content"]["execution_count"] for _, m in messages if m["msg_type"] == "execute_input")
     # one traceback for both workers, pointing at this cell's line (the cell number comes from history)

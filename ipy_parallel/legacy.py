@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .pool import Pool
+from .backends.subinterpreter import Pool
 
 __all__ = ["parallel"]
 

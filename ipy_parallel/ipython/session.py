@@ -1,4 +1,4 @@
-"""Where a %%parallel cell runs: the three backends, a shell's defaults for them, its warm pools, and the fallback.
+"""A shell's %%parallel session: its defaults (%parallel_config), its warm pool per backend, and the fallback to processes.
 
 IPython-free like cell.py: the magics parse, this module picks (and keeps) the pool, and
 cell.run_cell runs the cell on it, the same way on every backend.
@@ -6,22 +6,17 @@ cell.run_cell runs the cell on it, the same way on every backend.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, MutableMapping
 
+from ..backends import NAMES as BACKENDS
+from ..backends import open_pool
+from ..exceptions import ClusterError, ParallelError
 from .cell import CellOptions, CellUsageError, run_cell
 from .display import Monitor
-from .errors import ParallelError
 
 __all__ = ["BACKENDS", "Config", "Pools", "run_on_backend", "not_isolated_modules"]
-
-#: subinterpreter: threads of this process, each with its own interpreter and GIL (the default;
-#: instant, no copies of the process). process: a warm pool of worker processes, for modules that
-#: cannot load in a sub-interpreter (numpy, ...). ipyparallel: the engines of a running
-#: ipyparallel cluster, possibly on other machines.
-BACKENDS = ("subinterpreter", "process", "ipyparallel")
 
 
 @dataclass
@@ -76,25 +71,17 @@ class Pools:
 
 
 def _open(backend: str, n: int | None, profile: str | None, cluster_id: str | None):
-    if backend == "subinterpreter":
-        from .pool import Pool
-
-        return Pool(n or os.cpu_count() or 1)
-    if backend == "process":
-        from .process import ProcessPool
-
-        return ProcessPool(n or os.cpu_count() or 1)
-    if backend == "ipyparallel":
-        from .cluster import ClusterError, ClusterPool
-
-        try:
-            return ClusterPool(n, profile=profile, cluster_id=cluster_id)
-        except (ClusterError, ValueError) as exc:  # no ipyparallel, no cluster, too few engines
-            raise CellUsageError(str(exc)) from None
-    raise CellUsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend not in BACKENDS:
+        raise CellUsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend != "ipyparallel":
+        return open_pool(backend, n)
+    try:
+        return open_pool(backend, n, profile=profile, cluster_id=cluster_id)
+    except (ClusterError, ValueError) as exc:  # no ipyparallel, no cluster, too few engines
+        raise CellUsageError(str(exc)) from None
 
 
-# The message _runtime._explain_not_isolated gives an ImportError of a module that cannot load
+# The message the worker runtime (_wire/runtime.py) gives an ImportError of a module that cannot load
 # in a sub-interpreter (single-phase initialization).
 _NOT_ISOLATED = re.compile(r"^([\w.]+) cannot be imported in a sub-interpreter: ")
 

@@ -7,16 +7,16 @@ thin parser. Misuse raises UsageError-like ValueErrors that the magic turns into
 from __future__ import annotations
 
 import ast
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, MutableMapping
 
+from .._wire import protocol
+from ..backends.base import MAX_WORKERS, BasePool, Run
+from ..exceptions import CellSyntaxError, ParallelError
 from .display import LabelledOutput, Monitor
-from .errors import CellSyntaxError, ParallelError, format_workers
-from .pool import MAX_WORKERS, ParallelInterrupted, ParallelTimeout, Pool, Result
 
-__all__ = ["CellOptions", "CellUsageError", "parse_workers", "parse_names", "run_cell"]
+__all__ = ["CellOptions", "CellUsageError", "parse_workers", "parse_names", "check_names", "run_cell"]
 
 
 class CellUsageError(ValueError):
@@ -55,7 +55,19 @@ def parse_names(text: str | None, option: str) -> list[str]:
     return names
 
 
-def run_cell(pool: Pool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
+def check_names(options: CellOptions) -> None:
+    """The variables a cell's options name must be names, and none that the workers reserve."""
+    for option, names in (("--push", options.push), ("--scatter", [options.scatter] if options.scatter else []),
+                          ("--out", [options.out] if options.out else []), ("--pull", options.pull)):
+        for name in names:
+            if not name.isidentifier():
+                raise CellUsageError(f"{option}: {name!r} is not a variable name")
+            if name in protocol.RESERVED and option != "--pull":
+                raise CellUsageError(f"{option} {name}: {name} is set by ipy_parallel in every worker "
+                                     "(worker_id, n_workers and __builtins__ are); use another name")
+
+
+def run_cell(pool: BasePool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
              monitor: Monitor, filename: str | None = None):
     """Run ``source`` in every worker of ``pool`` with live output and display; return the list of
     per-worker values (or None), as the cell's result. Raises CellSyntaxError before any worker runs,
@@ -63,6 +75,7 @@ def run_cell(pool: Pool, source: str, options: CellOptions, user_ns: MutableMapp
     KeyboardInterrupt and ParallelTimeout at options.timeout (both after stopping the workers)."""
     if not source.strip():
         raise CellUsageError("the cell is empty: put the code to run in every worker below %%parallel")
+    check_names(options)
     try:
         ast.parse(source, filename or "<cell>", "exec")
     except SyntaxError as exc:
@@ -72,48 +85,44 @@ def run_cell(pool: Pool, source: str, options: CellOptions, user_ns: MutableMapp
     if options.scatter:
         chunks = _split(_lookup(user_ns, options.scatter, "--scatter"), options.scatter, pool.size)
         worker_inputs = [{options.scatter: chunk} for chunk in chunks]
-    try:
-        run = pool.submit(source, inputs, worker_inputs=worker_inputs, filename=filename, stream=True)
-    except TypeError as exc:  # an input that cannot be pickled: say which, as a usage problem
-        raise CellUsageError(str(exc)) from None
 
     echo = LabelledOutput(monitor.write)
-    deadline = None if options.timeout is None else time.monotonic() + options.timeout
-    try:
-        while not run.wait(_tick(deadline)):
-            for worker_id, stream, text in run.output():
-                echo.feed(worker_id, stream, text)
-            monitor.update(run.cpu_times())
-            if deadline is not None and time.monotonic() >= deadline:
-                late = run.busy_workers()
-                raise ParallelTimeout(f"%%parallel --timeout {options.timeout:g}: the cell ran out of time",
-                                      late, *run.stop())
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, ParallelInterrupted):
-            raise
-        late = run.busy_workers()
-        raise ParallelInterrupted("%%parallel interrupted", late, *run.stop()) from None
-    finally:
+    started: list[Run] = []
+
+    def tick(run: Run) -> None:
+        if not started:
+            started.append(run)
         for worker_id, stream, text in run.output():
             echo.feed(worker_id, stream, text)
+        monitor.update(run.cpu_times())
+
+    try:
+        results = pool.run(source, inputs, worker_inputs=worker_inputs, filename=filename, timeout=options.timeout,
+                           stream=True, on_tick=tick, what="%%parallel")
+    except (TypeError, ValueError) as exc:
+        if started:
+            raise
+        raise CellUsageError(str(exc)) from None  # an input that cannot be sent: say which, as a usage problem
+    finally:
+        if started:
+            for worker_id, stream, text in started[0].output():
+                echo.feed(worker_id, stream, text)
         echo.flush()
-        monitor.close(run.cpu_times())
-    results = run.results()
+        monitor.close(started[0].cpu_times() if started else [0.0] * pool.size)
 
     if any(r.error for r in results):
         raise ParallelError(results)
     if options.pull:
-        _pull(pool, options.pull, user_ns)
+        try:
+            pulled = pool.pull(*options.pull)
+        except NameError as exc:
+            raise CellUsageError(f"--pull: {exc}") from None
+        user_ns.update(pulled)
     values = [r.value for r in results]
     if options.out:
         user_ns[options.out] = values
         return None
     return values if any(v is not None for v in values) else None
-
-
-def _tick(deadline: float | None) -> float:
-    """How long to wait before the next output drain and display update."""
-    return 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
 
 
 def _lookup(user_ns: Mapping[str, Any], name: str, option: str):
@@ -136,18 +145,3 @@ def _split(seq, name: str, n: int) -> list:
         return [seq[k * size // n:(k + 1) * size // n] for k in range(n)]
     except TypeError as exc:
         raise CellUsageError(f"--scatter {name}: a {type(seq).__name__} cannot be sliced: {exc}") from None
-
-
-_PULL_SOURCE = "(lambda g, names: {n: g[n] for n in names if n in g})(globals(), globals().pop('_ipp_pull'))"
-
-
-def _pull(pool: Pool, names: list[str], user_ns: MutableMapping[str, Any]) -> None:
-    results: list[Result] = pool.run(_PULL_SOURCE, {"_ipp_pull": names}, filename="<--pull>")
-    if any(r.error for r in results):
-        raise ParallelError(results)
-    for name in names:
-        missing = [r.worker_id for r in results if name not in r.value]
-        if missing:
-            raise CellUsageError(f"--pull {name}: workers {format_workers(missing)} have no variable {name!r}")
-    for name in names:
-        user_ns[name] = [r.value[name] for r in results]

@@ -1,14 +1,14 @@
-"""One worker process of ProcessPool: runs the sub-interpreters' worker runtime (_runtime.py) over pipes.
+"""One worker process of ProcessPool: the runtime every worker runs (ipy_parallel._wire), over pipes.
 
-Started by ipy_parallel.process as ``python -P _process_worker.py CMD_FD REPLY_FD LIFELINE_FD``
-(run by path, never imported: the package's __init__ would load the C++ engine and cloudpickle
-for nothing). Frames both ways are an 8-byte little-endian length and a marshal blob:
+Started by the parent as ``python -P worker.py CMD_FD REPLY_FD LIFELINE_FD``: run by path, so
+that the package's modules load only as the runtime needs them. Frames both ways are an 8-byte
+little-endian length and a marshal blob:
 
-  parent -> worker: (worker_id, n_workers, sys.path, cwd) once, then (source, filename, payload, cwd)
-                    per run; end of file means "exit".
+  parent -> worker: (worker_id, n_workers, sys.path, cwd) once, then (task, cwd) per run, the task
+                    as ipy_parallel/_wire/protocol.py defines it; end of file means "exit".
   worker -> parent: (0, pid) once ready; (1, [(stream, utf-8 bytes), ...]) for output to stdout (1)
-                    and stderr (2) during a run, gathered up to 20 ms; (2, value, error, value_format,
-                    wall, cpu) at the end of a run, after all its output.
+                    and stderr (2) during a run, gathered up to 20 ms; (2, reply, wall, cpu) at the
+                    end of a run, after all its output.
 """
 
 import _thread
@@ -27,7 +27,6 @@ _sending = False  # the main thread is writing a frame: SIGINT must wait, or the
 _pending = False  # a SIGINT that arrived while _sending, raised once the frame is out
 _interrupted = False  # this task was interrupted: it sleeps no more (as in a sub-interpreter)
 _reply_fd = -1
-_THIS_FILE = __file__
 _MAIN = _thread.get_ident()
 _real_sleep = time.sleep  # the runtime replaces time.sleep with _sleep, which may raise
 
@@ -162,27 +161,11 @@ def _watch_parent(fd):
         os._exit(0)
 
 
-def _without_own_frames(text):
-    """A cell's traceback without this file's frames (the SIGINT handler, the sleep wrapper),
-    which sit below the cell's line when it is interrupted."""
-    marker = f'  File "{_THIS_FILE}"'
-    if marker not in text:
-        return text
-    kept, skipping = [], False
-    for line in text.splitlines(True):
-        if line.startswith("  File "):
-            skipping = line.startswith(marker)
-        elif not line.startswith("    "):
-            skipping = False
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
-
-
-def _interrupted_error():
+def _interrupted_reply(protocol):
     import pickle
 
-    return "KeyboardInterrupt", "", "KeyboardInterrupt\n", pickle.dumps(KeyboardInterrupt())
+    return protocol.reply(None, protocol.error_record("KeyboardInterrupt", "", "KeyboardInterrupt\n",
+                                                      pickle.dumps(KeyboardInterrupt())))
 
 
 def main():
@@ -218,15 +201,14 @@ def main():
     sys.modules["__main__"] = main_module
     sys.modules["_ipp_process_worker"] = this  # keeps this module's globals alive
 
-    runtime_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runtime.py")
-    runtime = types.ModuleType("_ipp_runtime")
-    runtime.__file__ = runtime_path  # the runtime drops its own frames from tracebacks by this name
-    with open(runtime_path, encoding="utf-8") as f:
-        exec(compile(f.read(), runtime_path, "exec"), runtime.__dict__)
-    # sys.stdout.flush() (print(..., flush=True)) sends the output at once, not within 20 ms:
-    # what a cell flushed reaches the parent even if its process then dies.
-    runtime._Stream.flush = lambda self: _send()
-    run = runtime.setup(worker_id, n_workers, _emit, _sleep, backend="process")
+    from ipy_parallel._wire import install, shipped_sources  # after sys.path: found where the parent found it
+
+    runtime = install(shipped_sources())
+    protocol = sys.modules["_ipy_parallel_protocol"]
+    # flush: sys.stdout.flush() (print(..., flush=True)) sends the output at once, not within
+    # 20 ms, so that what a cell flushed reaches the parent even if its process then dies.
+    # hide: this file's frames (the SIGINT handler, the sleep that raised) are not the cell's.
+    run = runtime.setup(worker_id, n_workers, _emit, _sleep, backend="process", hide=(__file__,), flush=_send)
     saved_streams = sys.stdout, sys.stderr
     _send((0, os.getpid()))
 
@@ -234,7 +216,7 @@ def main():
         task = _receive(cmd_fd)
         if task is None:
             return  # the parent closed the pool
-        source, filename, payload, task_cwd = task
+        (source, filename, payload), task_cwd = task
         if task_cwd != cwd:
             try:
                 os.chdir(task_cwd)
@@ -245,17 +227,15 @@ def main():
         _pending = _interrupted = False
         _running = True
         try:
-            value, error, value_format = run(source, filename, payload)
+            reply = run(source, filename, payload)
             _running = False
         except KeyboardInterrupt:
             # A SIGINT between the cell's end and the line above: in the runtime's own code,
             # outside the cell's try. The run was being stopped anyway.
             _running = False
             sys.stdout, sys.stderr = saved_streams
-            value, error, value_format = None, _interrupted_error(), 0
-        if error is not None:
-            error = (error[0], error[1], _without_own_frames(error[2]), error[3])
-        _send((2, value, error, value_format, time.perf_counter() - wall, time.process_time() - cpu))
+            reply = _interrupted_reply(protocol)
+        _send((2, reply, time.perf_counter() - wall, time.process_time() - cpu))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import bench
-from .backends import BACKENDS, Config, Pools, run_on_backend
+from .. import bench
+from ..backends.base import MAX_WORKERS
 from .cell import CellOptions, CellUsageError, parse_names, parse_workers
 from .display import make_monitor
-from .pool import MAX_WORKERS
+from .session import BACKENDS, Config, Pools, run_on_backend
 
 __all__ = ["ParallelMagics", "load", "unload"]
 
@@ -90,9 +90,6 @@ class ParallelMagics(Magics):
             )
             if args.timeout is not None and not args.timeout > 0:
                 raise CellUsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
-            for option, name in (("--scatter", args.scatter), ("--out", args.out)):
-                if name is not None and not name.isidentifier():
-                    raise CellUsageError(f"{option}: {name!r} is not a variable name")
             show = config.monitor and not args.no_monitor
 
             def monitor(n: int, label: str):
@@ -218,7 +215,10 @@ class ParallelMagics(Magics):
             print("ipy_parallel: no pool yet; nothing to reset")
             return
         for backend, pool in pools.items():
-            pool.reset()
+            try:
+                pool.reset()
+            except RuntimeError as exc:
+                raise UsageError(f"%parallel_reset: the {backend} pool: {exc}") from None
             print(f"ipy_parallel: cleared the variables of the {pool.size} workers of the {backend} pool")
 
     def _filename(self, body: str) -> str | None:

@@ -5,8 +5,8 @@ import os
 import pytest
 from IPython.core.error import UsageError
 
-from ipy_parallel.backends import Config, not_isolated_modules
-from ipy_parallel.errors import ParallelError
+from ipy_parallel.ipython.session import Config, not_isolated_modules
+from ipy_parallel.exceptions import ParallelError
 
 NUMPY_CELL = "import numpy as np\nint(np.arange(worker_id, 100, n_workers).sum())"
 NUMPY_VALUES = [sum(range(0, 100, 2)), sum(range(1, 100, 2))]
@@ -21,7 +21,7 @@ def config(ip, line=""):
 
 
 def pools(ip):
-    from ipy_parallel.magics import _loaded
+    from ipy_parallel.ipython.magics import _loaded
 
     return _loaded[id(ip)].pools
 

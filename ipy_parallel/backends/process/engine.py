@@ -1,11 +1,10 @@
-"""The process backend: ProcessPool, a Pool whose workers are warm, reused processes (numpy works there).
+"""The process backend's Engine: one warm worker process per worker, driven over pipes (parent side).
 
-ProcessPool is a Pool: the same run/submit/results/timeout/interrupt code (pool.py) drives it,
-through _ProcessEngine, which has the C++ engine's interface (start, wait, collect, interrupt,
-drain_output, cpu_times, ...) but runs each worker in a process of its own
-(ipy_parallel/_process_worker.py), executing the very runtime the sub-interpreters run
-(_runtime.py). Inputs travel as they do to sub-interpreters (pool.py's payloads), the worker's
-output comes back over a pipe as it is written, and its results are rebuilt by pool._result.
+Each worker process (worker.py, next to this file) runs the same runtime as a sub-interpreter,
+so the cells behave the same; inputs, replies and result records are the protocol's. One reader
+thread per worker turns its frames into output and result records. Lock order: the Pool's lock,
+then this engine's condition; the reader threads take only the latter, and nothing writes to a
+pipe or waits for a process while holding it.
 """
 
 from __future__ import annotations
@@ -19,92 +18,22 @@ import sys
 import threading
 import time
 import warnings
-import weakref
 
-from .errors import format_workers
-from .pool import Pool, Run, _check_workers
-from .procfs import cpu_seconds
+from ..._wire import protocol
+from ...exceptions import WorkerDied
+from ...procfs import cpu_seconds
+from ..base import deferred_interrupts
 
-__all__ = ["ProcessPool", "WorkerDied"]
+__all__ = ["ProcessEngine"]
 
-_WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_process_worker.py")
+_WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 _HEADER = 8
 _START_TIMEOUT = 60.0  # seconds for a worker process to start before the pool gives up
-_CLOSE_GRACE = 1.0  # seconds running workers get to stop, then idle ones to exit, before SIGKILL
-
-
-_INTERRUPTED = ("KeyboardInterrupt", "", "KeyboardInterrupt: interrupted before the task reached this worker\n",
-                pickle.dumps(KeyboardInterrupt()))
-
-
-class WorkerDied(RuntimeError):
-    """A worker process ended while it ran a cell (os._exit, a crash, a kill signal)."""
-
-
-class ProcessPool(Pool):
-    """A warm pool of worker processes with the interface and semantics of Pool.
-
-    For cells that sub-interpreters cannot run: numpy and other extension modules that do not
-    support isolated interpreters import and work here. ``ProcessPool(n)`` starts n processes at
-    once and blocks until all are ready (about the start-up time of one Python process); they
-    are reused until ``close()``, the end of a ``with`` block, or interpreter exit, and none
-    outlives its parent (each also exits by itself when the parent dies).
-
-    Each worker keeps its variables between runs and sees ``worker_id`` and ``n_workers``;
-    workers follow the parent's sys.path and current directory. ``interrupt()`` sends SIGINT
-    to the workers running the current run (idle workers ignore SIGINT, so Ctrl-C in a
-    terminal or a notebook's stop button does not kill them). A worker process that dies during
-    a run gets a WorkerDied error in its Result; the others' results are kept, and the next run
-    starts a new process in its place, with a RuntimeWarning (its variables are gone).
-
-    Blocking: as Pool; the constructor, ``run()``, ``Run.wait()``, ``Run.results()`` and
-    ``close()`` block the calling thread with the GIL released.
-    """
-
-    def __init__(self, n: int | None = None):
-        n = _check_workers(n, "ProcessPool(n): n")
-        self._lock = threading.Condition()
-        self._current = None
-        self._closed_by_user = False
-        self._sent_path = list(sys.path)  # each process starts with it (see _ProcessEngine)
-        self._engine = _ProcessEngine(n, self._sent_path)
-        # Closes the processes when the pool is dropped, and at interpreter exit (finalize
-        # registers with atexit); the engine holds no reference back to the pool.
-        self._finalizer = weakref.finalize(self, self._engine.close)
-
-    def __repr__(self) -> str:
-        return f"<ipy_parallel.ProcessPool {self.size} worker processes, {self.state}, {self.runs} runs>"
-
-    def _start(self, *args) -> Run:
-        try:
-            return super()._start(*args)
-        except KeyboardInterrupt:
-            # Ctrl-C while the next run waits for workers stuck in an abandoned one (blocked in
-            # C code, or ignoring SIGINT): a process, unlike a sub-interpreter, can be killed.
-            current = self._current
-            if current is not None and current._abandoned:
-                killed = self._engine.kill_busy()
-                if killed:
-                    warnings.warn(f"ipy_parallel: killed the processes of workers {format_workers(killed)}, "
-                                  "stuck in an earlier run; the next run starts new ones, without their "
-                                  "variables", RuntimeWarning, stacklevel=3)  # the caller of run()
-            raise
-
-    def _restart_after_fork(self) -> None:
-        """In a child forked from the process that made this pool, the worker processes are its
-        parent's: start new ones for the child, and say that their state is gone."""
-        if self._engine.owner_pid == os.getpid():
-            return
-        self._engine = _ProcessEngine(self._engine.size, list(sys.path))
-        self._finalizer = weakref.finalize(self, self._engine.close)
-        self._current = None
-        self._sent_path = list(sys.path)
-        warnings.warn("ipy_parallel: this process was forked from the one that started the ProcessPool, "
-                      "so it got worker processes of its own, with no variables", RuntimeWarning, stacklevel=5)
+_STOP_GRACE = 1.0  # seconds running workers get to stop, then idle ones to exit, before SIGKILL
 
 
 class _Worker:
-    """One worker process, its pipes, and the task it is running (parent side)."""
+    """One worker process, its pipes, and its reader thread (parent side)."""
 
     def __init__(self, worker_id: int, n_workers: int, path: list[str], cpu_offset: float = 0.0):
         self.id = worker_id
@@ -112,6 +41,7 @@ class _Worker:
         self.returncode: int | None = None  # set once the process is gone
         self.cpu_offset = cpu_offset  # CPU seconds of the processes this one replaced
         self.cpu_last = cpu_offset
+        self.reader: threading.Thread | None = None
         cmd_r, self.cmd_w = os.pipe()
         self.reply_r, reply_w = os.pipe()
         lifeline_r, self.lifeline_w = os.pipe()
@@ -171,38 +101,30 @@ class _Worker:
         return self.cpu_last
 
 
-class _ProcessEngine:
-    """The C++ engine's interface (_engine.Pool) over worker processes, for Pool and Run.
-
-    One reader thread per worker turns its frames into output and results. Lock order: the
-    Pool's lock, then this engine's condition; the reader threads take only the latter, and
-    nothing writes to a pipe or waits for a process while holding it.
-    """
+class ProcessEngine:
+    """The Engine (see backends/base.py) over n worker processes."""
 
     def __init__(self, n: int, path: list[str]):
         self.size = n
         self.owner_pid = os.getpid()
         self._cond = threading.Condition()
         self._closed = False
-        # A run lasts from start() to collect(), as the C++ engine's running_; worker i is busy
-        # with it while _results[i] is None.
-        self._running = False
-        self._task_start = 0.0
         self._runs = 0
-        self._pending = 0
+        self._pending = 0  # workers still busy with the current run
+        self._task_start = 0.0
         self._streaming = False
-        self._queue: list[list[list]] = []  # per worker: [stream, text] chunks not yet drained
-        self._results: list = []
+        self._records: list = []  # per worker: its result record, None while it runs
         self._outputs: list[tuple[list[str], list[str]]] = []
+        self._queue: list[list[list]] = []  # per worker: [stream, text] chunks not yet drained
         self._path = path
         self._workers: list[_Worker] = []
         try:
             self._workers = self._spawn(range(n), [0.0] * n)
         except BaseException:
-            self.close()
+            self.close(0.0)
             raise
 
-    # -- the C++ engine's interface -------------------------------------------------------
+    # -- the Engine ---------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
@@ -210,87 +132,58 @@ class _ProcessEngine:
 
     @property
     def busy(self) -> bool:
-        return self._running
+        return self._pending > 0
 
     @property
     def runs(self) -> int:
         return self._runs
 
-    def start(self, source: str, filename: str, payloads: list[bytes], wait: float = 0.0) -> bool:
+    def start(self, source: str, filename: str, payloads: list[bytes], stream: bool = False,
+              wait: float = 0.0) -> bool:
         """Hand one task to every worker (first replacing dead processes), then wait up to
-        ``wait`` seconds as wait() does; True when the run is already done."""
+        ``wait`` seconds; True when the run is already done. The run starts in full or not at
+        all: a Ctrl-C meanwhile is raised once every task is out."""
         if payloads and len(payloads) not in (1, self.size):
             raise ValueError(f"expected 0, 1 or {self.size} payloads, got {len(payloads)}")
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("this pool is closed: create a new pool to run more work")
-            if self._running:
-                raise RuntimeError("this pool is still running a task: wait for it to finish first")
+        self._check_idle()
         self._replace_dead()
         cwd = os.getcwd()
         if len(payloads) == self.size and self.size > 1:
-            frames = [_frame((source, filename, p, cwd)) for p in payloads]
+            frames = [_frame(((source, filename, p), cwd)) for p in payloads]
         else:
-            frames = [_frame((source, filename, payloads[0] if payloads else None, cwd))] * self.size
+            frames = [_frame(((source, filename, payloads[0] if payloads else None), cwd))] * self.size
         n = self.size
-        results, outputs, queue = [None] * n, [([], []) for _ in range(n)], [[] for _ in range(n)]
-        now = time.perf_counter()
-        with self._cond:
-            # Plain stores only, so that a KeyboardInterrupt cannot land between them.
-            self._results, self._outputs, self._queue = results, outputs, queue
-            self._pending, self._task_start = n, now
-            self._runs += 1
-            self._running = True
-        sent = 0
-        try:
+        with deferred_interrupts():
             with self._cond:
+                self._check_idle()
+                self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
+                self._queue = [[] for _ in range(n)]
+                self._pending, self._task_start, self._streaming = n, time.perf_counter(), bool(stream)
+                self._runs += 1
                 for w in self._workers:
                     if w.returncode is not None:  # died since _replace_dead looked
                         self._died(w)
             # Outside the lock: a large payload blocks here until the worker has read it, and
-            # the reader threads need the lock meanwhile.
+            # the reader threads need the lock meanwhile. A worker that died is reported by its reader.
             for w, frame in zip(self._workers, frames):
                 w.send(frame)
-                sent += 1
-        except BaseException:  # Ctrl-C while a large payload goes out
-            self._abort(sent)
-            raise
         return self.wait(wait) if wait > 0 else False
 
-    def _abort(self, sent: int) -> None:
-        """Undo a start() cut short after ``sent`` workers had their task: nobody will collect
-        this run, so stop it here and leave the engine idle. The worker whose task was half
-        written cannot read another frame; it is killed, and replaced at the next run."""
-        workers = self._workers
-        with self._cond:
-            for w in workers[sent + 1:]:
-                if self._busy(w):
-                    self._finish(w, None, _INTERRUPTED, 0, 0.0, 0.0)
-        if sent < len(workers):
-            workers[sent].signal(signal.SIGKILL)
-        deadline = time.monotonic() + _CLOSE_GRACE
-        while not self.wait(0.05):
-            if time.monotonic() > deadline:
-                self.kill_busy()
-            else:
-                self.interrupt()
-        self.collect()
-
     def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds, GIL released; True once every worker is done."""
+        """Block up to ``timeout`` seconds (an interruptible wait); True once every worker is done."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._running or self._pending == 0, max(timeout, 0.0))
+            return self._cond.wait_for(lambda: self._pending == 0, max(timeout, 0.0))
 
     def collect(self) -> list[tuple]:
-        """The finished run's raw results, as the C++ engine gives them to pool._result."""
+        """The finished run's result records, the same ones until the next start()."""
         with self._cond:
-            if not self._running:
+            if self._closed:
+                raise RuntimeError("this pool is closed: create a new pool to run more work")
+            if self._runs == 0:
                 raise RuntimeError("no run to collect: call start() first")
             if self._pending:
-                raise RuntimeError("the run is not finished: wait() until it returns true")
-            self._running = False
-            results, self._results = self._results, []
-            return results
+                raise RuntimeError("the run is not finished: wait() until it returns True")
+            return list(self._records)
 
     def interrupt(self) -> list[int]:
         """SIGINT to every worker process still running the current run; returns their ids."""
@@ -299,13 +192,16 @@ class _ProcessEngine:
             self._workers[i].signal(signal.SIGINT)
         return ids
 
-    def kill_busy(self) -> list[int]:
-        """SIGKILL every worker process still running the current run; returns their ids. Their
-        tasks end with WorkerDied errors as the reader threads see them go."""
-        ids = self.busy_workers()
-        for i in ids:
+    def kill(self, ids: list[int]) -> list[int]:
+        """SIGKILL these workers' processes if they still run the current run; returns those
+        killed. Their tasks end with WorkerDied errors as their readers see them go."""
+        busy = set(self.busy_workers())
+        killed = [i for i in ids if i in busy]
+        for i in killed:
             self._workers[i].signal(signal.SIGKILL)
-        return ids
+        with self._cond:  # until their readers have seen them go, so that the next run replaces them
+            self._cond.wait_for(lambda: all(self._workers[i].returncode is not None for i in killed), 5.0)
+        return killed
 
     def busy_workers(self) -> list[int]:
         with self._cond:
@@ -314,57 +210,66 @@ class _ProcessEngine:
     def cpu_times(self) -> list[float]:
         return [w.cpu_time() for w in list(self._workers)]
 
-    def set_streaming(self, on: bool) -> None:
-        with self._cond:
-            self._streaming = bool(on)
-
     def drain_output(self) -> list[tuple[int, int, str]]:
-        """Output since the last call, as the C++ engine gives it: worker by worker, in order,
-        consecutive writes to the same stream joined."""
+        """Output since the last call, worker by worker, in order, consecutive writes to the
+        same stream joined."""
         with self._cond:
             queue, self._queue = self._queue, [[] for _ in self._queue]
         return [(i, stream, text) for i, chunks in enumerate(queue) for stream, text in chunks]
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> list[tuple[int, str]]:
         """Stop running tasks (SIGINT, up to 1 s), let the processes exit (end of file on their
-        pipes), SIGKILL those still there after another second, and reap them all. Harmless
-        twice; in a forked child it only lets go of its copies of the pipes."""
+        pipes), SIGKILL those still there when ``timeout`` is up, and reap them all. A process
+        can always be killed, so no worker is ever abandoned: returns []. Harmless twice; in a
+        forked child it only lets go of its copies of the pipes."""
         with self._cond:
             if self._closed:
-                return
+                return []
             self._closed = True
             workers = list(self._workers)
+            self._pending = 0  # a waiter for the current run wakes: it will find the pool closed
+            self._cond.notify_all()
         if os.getpid() != self.owner_pid:
             for w in workers:  # no reader threads here (fork copies only the calling thread)
                 w.close_pipes()
                 _close_fd(w.reply_r)
-            return
-        deadline = time.monotonic() + _CLOSE_GRACE
-        while time.monotonic() < deadline:
-            with self._cond:
-                busy = [w for w in workers if self._busy(w) and w.returncode is None]
-            if not busy:
-                break
-            for w in busy:
-                w.signal(signal.SIGINT)
-            with self._cond:
-                self._cond.wait(0.05)
-        for w in workers:  # end of file on both: an idle worker exits at once
-            w.close_pipes()
-        deadline = time.monotonic() + _CLOSE_GRACE
-        for w in workers:
-            try:
-                w.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                w.proc.kill()  # stuck in C code, or ignoring SIGINT
-                w.proc.wait()
-        for w in workers:
-            w.reader.join(5.0)
-        with self._cond:
-            self._running = False
-            self._cond.notify_all()
+            return []
+        deadline = time.monotonic() + min(_STOP_GRACE, timeout)
+        try:
+            while time.monotonic() < deadline:
+                busy = [w for w in workers if w.returncode is None and w.proc.poll() is None and w.ready.is_set()
+                        and self._was_busy(w)]
+                if not busy:
+                    break
+                for w in busy:
+                    w.signal(signal.SIGINT)
+                time.sleep(0.05)
+        finally:
+            for w in workers:  # end of file on both: an idle worker exits at once
+                w.close_pipes()
+            deadline = time.monotonic() + max(0.0, timeout - _STOP_GRACE)
+            for w in workers:
+                try:
+                    w.proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    w.proc.kill()  # stuck in C code, or ignoring SIGINT
+                    w.proc.wait()
+            for w in workers:
+                if w.reader is not None:
+                    w.reader.join(5.0)
+        return []
 
     # -- internals ------------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        if self._closed:
+            raise RuntimeError("this pool is closed: create a new pool to run more work")
+        if self._pending:
+            raise RuntimeError("this pool is still running a task: wait for it to finish first")
+
+    def _was_busy(self, w: _Worker) -> bool:
+        """w had a task of the run in progress when close() began and has not answered it."""
+        return w.id < len(self._records) and self._records[w.id] is None
 
     def _spawn(self, ids, cpu_offsets) -> list[_Worker]:
         """Start these workers' processes all at once, then wait until every one is ready."""
@@ -403,11 +308,12 @@ class _ProcessEngine:
             for old, new in zip(dead, fresh):
                 self._workers[old.id] = new
         for old in dead:
-            old.reader.join(5.0)
+            if old.reader is not None:
+                old.reader.join(5.0)
             old.close_pipes()
             warnings.warn(f"ipy_parallel: worker {old.id}'s process had died ({_how(old.returncode)}); "
                           "a new process replaces it, and the variables it had are gone", RuntimeWarning,
-                          stacklevel=6)  # the caller of run() or submit()
+                          stacklevel=7)  # the caller of run() or submit()
 
     def _read(self, w: _Worker) -> None:
         """The reader thread of one worker: its frames, then, at end of file, its death."""
@@ -459,25 +365,24 @@ class _ProcessEngine:
                         else:
                             queue.append([stream, text])
             else:
-                _, value, error, value_format, wall, cpu = message
-                self._finish(w, value, error, value_format, wall, cpu)
+                _, reply, wall, cpu = message
+                self._finish(w, reply, wall, cpu)
 
     def _died(self, w: _Worker) -> None:
-        """Close w's task with a WorkerDied error (the engine's condition held)."""
-        how = _how(w.returncode)
-        message = (f"the worker's process died ({how}) while running this cell; "
+        """End w's task with a WorkerDied error (the engine's condition held)."""
+        message = (f"the worker's process died ({_how(w.returncode)}) while running this cell; "
                    "the next run starts a new one in its place, without the variables it had")
-        error = ("ipy_parallel.process.WorkerDied", message, f"ipy_parallel.process.WorkerDied: {message}\n",
-                 pickle.dumps(WorkerDied(message)))
-        self._finish(w, None, error, 0, time.perf_counter() - self._task_start, 0.0)
+        error = protocol.error_record("ipy_parallel.WorkerDied", message, f"ipy_parallel.WorkerDied: {message}\n",
+                                      pickle.dumps(WorkerDied(message)))
+        self._finish(w, protocol.reply(None, error), time.perf_counter() - self._task_start, 0.0)
 
     def _busy(self, w: _Worker) -> bool:
         """w has a task of the current run and has not answered it (the condition held)."""
-        return self._running and self._results[w.id] is None
+        return self._pending > 0 and self._records[w.id] is None
 
-    def _finish(self, w: _Worker, value, error, value_format, wall, cpu) -> None:
+    def _finish(self, w: _Worker, reply, wall, cpu) -> None:
         out, err = self._outputs[w.id]
-        self._results[w.id] = (w.id, value, "".join(out), "".join(err), error, wall, cpu, value_format)
+        self._records[w.id] = protocol.result_record(w.id, reply, "".join(out), "".join(err), wall, cpu)
         self._pending -= 1
         if self._pending == 0:
             self._cond.notify_all()

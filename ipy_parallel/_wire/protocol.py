@@ -1,0 +1,81 @@
+"""The wire formats between the main interpreter and its workers, defined once for every backend.
+
+Imported as ipy_parallel._wire.protocol in the main interpreter, and shipped into every worker
+(sub-interpreter, process, ipyparallel engine) as the module ``_ipy_parallel_protocol`` (see
+ipy_parallel._wire). It imports only marshal, a builtin, so a worker pays nothing for it. The
+C++ engine reads a reply and writes a result record in the same shapes (native/worker.cpp,
+native/bindings.cpp); tests/test_protocol.py holds all of them to this file.
+
+task          (source, filename, payload)
+  source      the cell's text, or an operation of the runtime (RESET, PULL): a string that begins
+              with NUL, which no Python source can
+  filename    what tracebacks and linecache call the source
+  payload     None, or pack_payload(path, blobs): marshal((sys.path to follow or None,
+              [pickled dict of names to values, ...]))
+reply         (value, error, value_format): what the runtime's run() returns for a task
+  value       None, or the value of the cell's last expression, marshalled (MARSHAL) or pickled (PICKLE)
+  error       None, or an error record
+error record  (type_name, message, traceback, pickled exception or None); its texts are valid UTF-8
+result record (worker_id, value, stdout, stderr, error, wall_time, cpu_time, value_format): what
+              an engine's collect() gives for each worker
+"""
+
+import marshal
+
+PICKLE, MARSHAL = 0, 1
+
+# Operations of the runtime, sent as a task's source. They run the runtime's own code, never
+# code looked up in the user's namespace, so a cell that shadows list or globals cannot break them.
+RESET = "\0reset"  # clear the worker's variables (KEPT_NAMES stay)
+PULL = "\0pull"  # the value: {name: value} for the names in the payload's "names" input that exist
+
+CONTEXT_MODULE = "_ipy_parallel_worker_context"  # who a worker is; read by ipy_parallel.worker
+# What a reset leaves in a worker's namespace: the module's own names and what the runtime gave it.
+KEPT_NAMES = ("__name__", "__doc__", "__package__", "__loader__", "__spec__", "__builtins__", "worker_id",
+              "n_workers")
+# Names the runtime binds in every worker before every task: inputs may not take them.
+RESERVED = ("worker_id", "n_workers", "__builtins__")
+
+# A task keeps at most this many characters of each stream; the rest is counted and noted at its
+# end. A cell that prints a gigabyte must not take the kernel's memory, or a notebook's.
+OUTPUT_LIMIT = 8 << 20
+
+
+def dropped_note(stream_name, count):
+    return (f"\n[ipy_parallel: {count} more characters of {stream_name} were dropped; a task keeps at most "
+            f"{OUTPUT_LIMIT >> 20} Mi characters of each stream]\n")
+
+
+def pack_payload(path, blobs):
+    return marshal.dumps((path, list(blobs)))
+
+
+def unpack_payload(payload):
+    """(path or None, [pickled dict, ...])"""
+    path, blobs = marshal.loads(payload)
+    return path, blobs
+
+
+def error_record(type_name, message, traceback, pickled=None):
+    return (_utf8(type_name), _utf8(message), _utf8(traceback), pickled)
+
+
+def reply(value=None, error=None, value_format=PICKLE):
+    return (value, error, value_format)
+
+
+def result_record(worker_id, reply, stdout, stderr, wall_time, cpu_time):
+    """The record an engine gives for one worker, from the runtime's reply and what the engine measured."""
+    value, error, value_format = reply
+    return (worker_id, value, stdout, stderr, error, wall_time, cpu_time, value_format)
+
+
+def _utf8(text):
+    """``text`` as a str that encodes to UTF-8: a lone surrogate (from a file name, a bad decode)
+    becomes its escape, so no reader of the record fails on it."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

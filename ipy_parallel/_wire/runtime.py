@@ -1,0 +1,439 @@
+"""The code every worker runs: execute a task, capture its output, pack its reply (see protocol.py).
+
+Shipped into every worker as the module ``_ipy_parallel_runtime`` (ipy_parallel._wire), never
+imported there through ipy_parallel, so a worker never loads the package or its C++ module for
+it. The worker calls setup() once; the function it returns runs each task with the worker's own
+GIL held and never raises: everything the cell does comes back as a protocol reply. The engine
+calls teardown() before it ends the interpreter.
+"""
+
+# Every interpreter imports its own copy of each module, so a worker's start-up time and idle
+# memory are what it imports. Builtins here (marshal: no import at all); _ast (260 KiB) when it
+# compiles; _pickle (550 KiB), traceback and cloudpickle (13 ms, MiBs) only when a value,
+# an error or a __main__-defined object needs them.
+import builtins
+import io
+import linecache
+import marshal
+import sys
+
+import _ipy_parallel_protocol as protocol
+
+_CODE_CACHE_SIZE = 128  # compiled cells kept (and their linecache entries); the oldest go first
+_PROTOCOL = 5
+_FunctionType = type(lambda: None)
+_OWN_FILES = {__file__, protocol.__file__}  # frames of these files never show in a cell's traceback
+
+
+def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter", hide=(), keep=None, flush=None):
+    """Prepare this worker's namespace (its __main__) and return its run(source, filename, payload).
+
+    ``emit(stream, text)`` receives the cell's output (1 stdout, 2 stderr). ``sleep`` replaces
+    time.sleep in this interpreter: the engine can end it at once on an interrupt, which it
+    cannot do for time.sleep outside the main thread. ``group`` is the pool's id in the process,
+    for the barrier its workers share (None: the workers do not share a process). ``hide``:
+    more files whose frames tracebacks leave out; ``keep(name)``: true for more names a reset
+    keeps; ``flush()``: called when a cell flushes sys.stdout or sys.stderr. ipy_parallel.worker
+    reads who this worker is from the module registered here.
+    """
+    import __main__
+    import time
+
+    if sleep is not None:
+        time.sleep = sleep
+    _OWN_FILES.update(hide)
+    context = type(sys)(protocol.CONTEXT_MODULE)
+    context.rank, context.size, context.group, context.backend = worker_id, n_workers, group, backend
+
+    def stop_requested():
+        """True once the pool asked this worker's current task to stop (an interrupt, a close),
+        as opposed to a KeyboardInterrupt the task raised itself: its sleep then ends at once."""
+        if sleep is None:
+            return False
+        try:
+            sleep(0)
+        except KeyboardInterrupt:
+            return True
+        return False
+
+    context.stop_requested = stop_requested
+    sys.modules[protocol.CONTEXT_MODULE] = context
+
+    namespace = __main__.__dict__
+    pristine_builtins = dict(builtins.__dict__)
+    streams = [_Stream(emit, 1, "<stdout>", flush), _Stream(emit, 2, "<stderr>", flush)]
+    compiled = {}  # (source, filename) -> code, oldest first
+
+    def repair():
+        # Whatever a cell did to its environment, the next one starts with it whole: its own
+        # identity, the builtins module, and open output streams.
+        namespace["worker_id"], namespace["n_workers"] = worker_id, n_workers
+        namespace["__builtins__"] = builtins
+        for i, stream in enumerate(streams):
+            if stream.closed:
+                streams[i] = _Stream(emit, stream.fileno(), stream.name, flush)
+
+    def run(source, filename, payload):
+        repair()
+        stdout, stderr = streams
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = stdout, stderr
+        try:
+            try:
+                if source.startswith("\0"):
+                    return _operation(source, payload)
+                if payload is not None:
+                    _receive(payload, namespace)
+                code = compiled.pop((source, filename), None)
+                if code is None:
+                    if len(compiled) >= _CODE_CACHE_SIZE:
+                        _forget(compiled)
+                    try:
+                        code = _compile(source, filename)
+                    except SyntaxError as exc:
+                        raise exc.with_traceback(None) from None  # the parser's frames mean nothing to users
+                compiled[(source, filename)] = code  # now the newest
+                body, last = code
+                exec(body, namespace)
+                value = None if last is None else eval(last, namespace)
+            except BaseException as exc:  # the cell's errors, KeyboardInterrupt and SystemExit included
+                return protocol.reply(None, _pack_error(exc, filename))
+            finally:
+                stdout.finish()
+                stderr.finish()
+        finally:
+            sys.stdout, sys.stderr = saved
+            repair()  # also after: on an ipyparallel engine the namespace is IPython's as well
+        return _value_reply(value)
+
+    def _operation(op, payload):
+        if op == protocol.RESET:
+            if payload is not None:
+                _receive(payload)  # its sys.path
+            for name in list(namespace):
+                if name not in protocol.KEPT_NAMES and not (keep is not None and keep(name)):
+                    del namespace[name]
+            for name in list(builtins.__dict__):  # what cells added to, or changed in, builtins goes too
+                if name not in pristine_builtins:
+                    del builtins.__dict__[name]
+            builtins.__dict__.update(pristine_builtins)
+            repair()
+            return protocol.reply()
+        if op == protocol.PULL:
+            names = _receive(payload)["names"]
+            found = {name: namespace[name] for name in names if name in namespace}
+            reply = _value_reply(found)
+            if reply[1] is not None:  # name the variable that cannot travel
+                for name, value in found.items():
+                    try:
+                        _dumps(value)
+                    except BaseException as exc:
+                        return protocol.reply(None, _cannot_send(value, exc, f"the variable {name!r}"))
+            return reply
+        return protocol.reply(None, protocol.error_record("ValueError", f"unknown operation {op[1:]!r}",
+                                                          f"ValueError: unknown operation {op[1:]!r}\n"))
+
+    return run
+
+
+def teardown(timeout):
+    """Before the engine ends this interpreter: give the threads cells started up to ``timeout``
+    seconds to finish. True if none is left (ending the interpreter would otherwise join them
+    forever, or abort the process)."""
+    import _thread
+    import time
+
+    clock, pause = time.monotonic, _thread.allocate_lock()
+    deadline = clock() + timeout
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        me = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not me and not thread.daemon:
+                try:
+                    thread.join(max(0.0, deadline - clock()))
+                except Exception:  # a thread threading cannot join (not started by it)
+                    pass
+    while _thread._count() and clock() < deadline:  # _thread.start_new_thread ones: nothing to join
+        pause.acquire()
+        pause.acquire(timeout=0.01)  # a plain 10 ms wait, whatever time.sleep has become
+        pause.release()
+    return _thread._count() == 0
+
+
+class _Stream(io.TextIOBase):
+    """sys.stdout / sys.stderr of a worker: each write goes straight to the engine, up to the
+    protocol's OUTPUT_LIMIT characters a task; the rest is counted and noted at the task's end."""
+
+    def __init__(self, emit, fileno, name, on_flush=None):
+        super().__init__()
+        self._emit = emit
+        self._on_flush = on_flush
+        self._fileno = fileno
+        self.name = name
+        self._room = protocol.OUTPUT_LIMIT
+        self._dropped = 0
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    @property
+    def errors(self):
+        return "strict"
+
+    def fileno(self):
+        return self._fileno
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        n = len(text)
+        if n > self._room:
+            self._dropped += n - self._room
+            text = text[:self._room]
+        if text:
+            self._room -= len(text)
+            self._emit(self._fileno, text)
+        return n
+
+    def flush(self):
+        if self._on_flush is not None and not self.closed:
+            self._on_flush()
+
+    def finish(self):
+        """The task ended: note what was dropped, and start counting again."""
+        if self._dropped:
+            self._emit(self._fileno, protocol.dropped_note(self.name.strip("<>"), self._dropped))
+        self._room, self._dropped = protocol.OUTPUT_LIMIT, 0
+
+    def isatty(self):
+        return False
+
+
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset})
+_PLAIN_LIMIT = 10_000  # items to check before leaving a large value to pickle
+
+
+def _plain(value) -> bool:
+    """True if marshal round-trips ``value`` exactly: only builtin scalars and containers, by
+    exact type. (marshal would turn a bytearray or any buffer into bytes, and refuses
+    subclasses; larger values go to pickle, whose import is then worth it.)"""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind not in _PLAIN_TYPES:
+            return False
+        seen += 1
+        if seen > _PLAIN_LIMIT:
+            return False
+        if kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind in (tuple, list, set, frozenset):
+            stack.extend(item)
+    return True
+
+
+def _value_reply(value):
+    if value is None:
+        return protocol.reply()
+    if _plain(value):
+        try:
+            return protocol.reply(marshal.dumps(value), None, protocol.MARSHAL)  # no pickle to import, and faster
+        except ValueError:  # nested deeper than marshal goes: pickle may still manage
+            pass
+    try:
+        return protocol.reply(_dumps(value), None, protocol.PICKLE)
+    except BaseException as exc:
+        return protocol.reply(None, _cannot_send(value, exc, "the result"))
+
+
+def _compile(source, filename):
+    """Compile a cell like a notebook does: the value of a final expression is the result."""
+    import _ast
+
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    tree = compile(source, filename, "exec", _ast.PyCF_ONLY_AST)
+    last = None
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        last = compile(_ast.Expression(tree.body.pop().value), filename, "eval")
+    return compile(tree, filename, "exec"), last
+
+
+def _forget(compiled):
+    """Drop the oldest compiled cell and its source lines, so that cells under ever new names
+    (In[1], In[2], ...) do not grow a worker without bound."""
+    oldest = next(iter(compiled))
+    del compiled[oldest]
+    if all(filename != oldest[1] for _, filename in compiled):
+        linecache.cache.pop(oldest[1], None)
+
+
+def _receive(payload, namespace=None):
+    """Follow the main interpreter's sys.path, then bind the inputs it sent in ``namespace`` (or,
+    without one, return them as a dict).
+
+    The path travels outside the inputs, so it is applied even when an input cannot be
+    rebuilt here (a module this worker cannot import, say).
+    """
+    path, blobs = protocol.unpack_payload(payload)
+    if path is not None:
+        sys.path[:] = path
+    target = {} if namespace is None else namespace
+    if blobs:
+        import _pickle
+
+        for blob in blobs:
+            target.update(_pickle.loads(blob))
+    return target
+
+
+class _DefinedHere(Exception):
+    pass
+
+
+_pickler_class = None
+
+
+def _pickler():
+    """Plain pickle that refuses functions and classes of this worker's __main__: pickle would
+    send them by name, and the main interpreter would find its own (or nothing). Made on first
+    use, so that a worker that never pickles never imports _pickle."""
+    global _pickler_class
+    if _pickler_class is None:
+        import _pickle
+
+        class _Pickler(_pickle.Pickler):
+            def reducer_override(self, obj):  # not called for plain data (int, str, list, ...)
+                if isinstance(obj, (type, _FunctionType)) and getattr(obj, "__module__", None) == "__main__":
+                    raise _DefinedHere
+                return NotImplemented
+
+        _pickler_class = _Pickler
+    return _pickler_class
+
+
+def _dumps(obj):
+    import _pickle
+
+    buffer = io.BytesIO()
+    try:
+        _pickler()(buffer, protocol=_PROTOCOL).dump(obj)
+        return buffer.getvalue()
+    except _DefinedHere:
+        pass
+    try:
+        import cloudpickle  # sends them by value
+    except ImportError:
+        return _pickle.dumps(obj, protocol=_PROTOCOL)
+    return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+
+
+def _type_name(exc_type):
+    module = exc_type.__module__
+    return exc_type.__qualname__ if module in ("builtins", "__main__") else f"{module}.{exc_type.__qualname__}"
+
+
+def _user_traceback(tb):
+    """The traceback without the frames of our own files, wherever they are: the runtime above
+    the cell, and what a backend puts below it (a signal handler, the sleep that raised)."""
+    kept = []
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename not in _OWN_FILES:
+            kept.append(tb)
+        tb = tb.tb_next
+    rebuilt = None
+    for entry in reversed(kept):
+        rebuilt = type(entry)(rebuilt, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return rebuilt
+
+
+_NOT_ISOLATED = " does not support loading in subinterpreters"
+
+
+def _not_isolated(exc):
+    """The name of the extension module behind an ImportError (or its causes) raised because the
+    module cannot load in an isolated interpreter, or None. Packages wrap that error in their own
+    (numpy: a page about a broken install); the original is somewhere in the chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ImportError):
+            text = str(exc)
+            if text.startswith("module ") and text.endswith(_NOT_ISOLATED):
+                return text[len("module "):-len(_NOT_ISOLATED)]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _imported_package(tb, filename):
+    """The top-level package the cell was importing when this traceback was made: the module of
+    the first frame after the cell's own, or None when the cell itself imported the extension."""
+    after_cell = False
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == filename:
+            after_cell = True
+        elif after_cell and not code.co_filename.startswith("<frozen "):
+            name = tb.tb_frame.f_globals.get("__name__")
+            if isinstance(name, str) and name and name != "__main__":
+                return name.split(".")[0]
+        tb = tb.tb_next
+    return None
+
+
+def _explain_not_isolated(exc, module, filename):
+    import traceback
+
+    top = _imported_package(exc.__traceback__, filename) or module.split(".")[0]
+    own = top == module.split(".")[0]
+    what = f"its extension module {module}" if own else f"the extension module it loads, {module},"
+    message = (f"{top} cannot be imported in a sub-interpreter: {what} does not support isolated "
+               "sub-interpreters (it uses single-phase initialization, or declares itself unsafe there). Run the "
+               "cell on worker processes instead: %%parallel --backend process (or %parallel_config --fallback on, "
+               "to do that by itself), or ipy_parallel.ProcessPool outside IPython.")
+    frames = traceback.extract_tb(_user_traceback(exc.__traceback__), limit=1)  # the cell's line
+    text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + f"ImportError: {message}\n"
+    try:
+        pickled = _dumps(ImportError(message, name=top))
+    except BaseException:
+        pickled = None
+    return protocol.error_record("ImportError", message, text, pickled)
+
+
+def _pack_error(exc, filename):
+    import traceback
+
+    module = _not_isolated(exc)
+    if module is not None:
+        return _explain_not_isolated(exc, module, filename)
+    exc.__traceback__ = _user_traceback(exc.__traceback__)
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except BaseException as fmt_exc:  # a broken __str__ must not lose the error itself
+        text = f"{_type_name(type(exc))}: <traceback could not be formatted: {fmt_exc!r}>\n"
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<str() of the exception failed>"
+    try:
+        pickled = _dumps(exc)
+    except BaseException:
+        pickled = None
+    return protocol.error_record(_type_name(type(exc)), message, text, pickled)
+
+
+def _cannot_send(value, exc, what):
+    import _pickle
+
+    kind = _type_name(type(value))
+    message = f"{what}, of type {kind}, cannot be sent back to the main interpreter: {exc}"
+    return protocol.error_record("PicklingError", message, f"PicklingError: {message}\n",
+                                 _pickle.dumps(_pickle.PicklingError(message)))

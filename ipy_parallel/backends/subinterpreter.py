@@ -1,0 +1,50 @@
+"""The default backend: each worker a sub-interpreter of this process, on its own OS thread, with its own GIL (the C++ engine)."""
+
+from __future__ import annotations
+
+import warnings
+
+from .. import _engine
+from .._wire import marshalled
+from .base import BasePool
+
+__all__ = ["Pool"]
+
+# Compiled here once per process, unmarshalled in each worker (cheaper there than compiling).
+_MODULES = marshalled()
+
+
+class Pool(BasePool):
+    """A warm pool of isolated sub-interpreters, one OS thread each, each with its own GIL.
+
+    ``Pool(n)`` starts n workers in parallel (default ``os.cpu_count()``, at most 256) and
+    blocks until all are ready (a few ms each); they live until ``close()``, the end of a
+    ``with`` block, or interpreter exit. Every ``run()`` executes in all of them at once, in
+    true parallel: pure-Python code in one worker never waits for another's GIL. Modules that
+    do not support sub-interpreters (numpy, most compiled extensions) cannot be imported in a
+    worker: use ProcessPool for those.
+
+    Blocking and the GIL: as every pool (see BasePool); the workers take the main
+    interpreter's GIL only to start and to end.
+    """
+
+    _kind = "Pool"
+
+    def _open_engine(self, n: int):
+        return _engine.Pool(n, _MODULES)
+
+    def _before_run(self) -> None:
+        """The engine ends every pool before os.fork() (a child forked with live sub-interpreters
+        crashes); start this one again, and say that its workers' state is gone."""
+        if not self._engine.closed:
+            return
+        self._engine = _engine.Pool(self._engine.size, _MODULES)
+        self._sent_path = None
+        warnings.warn(
+            "ipy_parallel: this process forked (os.fork or multiprocessing's 'fork' start method), so "
+            "the pool's workers were restarted and their variables cleared: CPython crashes a child "
+            "forked while sub-interpreters are alive (gh-139759). Use multiprocessing's 'spawn' or "
+            "'forkserver' start method to keep the workers' state.",
+            RuntimeWarning,
+            stacklevel=6,
+        )

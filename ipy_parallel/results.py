@@ -1,0 +1,97 @@
+"""What a run gives back: one Result per worker, its WorkerError, and how they are rebuilt from the wire."""
+
+from __future__ import annotations
+
+import marshal
+import pickle
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from ._wire import protocol
+
+__all__ = ["Result", "WorkerError", "rebuild", "format_workers", "group_errors"]
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    """An exception raised inside a worker (or while its result came back).
+
+    ``traceback`` is formatted in the worker; its line numbers are those of the source that
+    was run. ``exception`` is the exception object itself when it could travel back by pickle
+    (its class importable here, or defined in ``__main__``), else None.
+    """
+
+    type_name: str
+    message: str
+    traceback: str
+    exception: BaseException | None = None
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+
+@dataclass(slots=True)
+class Result:
+    """What one worker made of one run."""
+
+    worker_id: int
+    value: Any  # the value of the source's last expression, or None
+    stdout: str
+    stderr: str
+    error: WorkerError | None
+    wall_time: float  # seconds, from the worker picking the task up to its reply
+    cpu_time: float  # CPU seconds of the worker for the task (and the µs it took to wake)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def rebuild(record: tuple) -> Result:
+    """The Result of one protocol result record. Never raises, whatever unpickling does (a
+    value's __reduce__ may raise anything, SystemExit and KeyboardInterrupt included, and a
+    Ctrl-C may land here): that worker's Result then carries the error instead."""
+    worker_id, value_blob, stdout, stderr, error, wall, cpu, value_format = record
+    value = err = None
+    try:
+        if error is not None:
+            err = _worker_error(*error)
+        elif value_blob is not None:
+            value = (marshal.loads if value_format == protocol.MARSHAL else pickle.loads)(value_blob)
+    except BaseException as exc:
+        value = None
+        why = ("it was interrupted (KeyboardInterrupt) while it was rebuilt" if isinstance(exc, KeyboardInterrupt)
+               else f"{type(exc).__name__} was raised while it was rebuilt: {exc!r}")
+        message = f"the result of worker {worker_id} cannot be rebuilt in the main interpreter: {why}"
+        err = WorkerError(type(exc).__name__, message, f"{type(exc).__name__}: {message}\n", None)
+    return Result(worker_id, value, stdout, stderr, err, wall, cpu)
+
+
+def _worker_error(type_name, message, text, exc_blob) -> WorkerError:
+    exception = None
+    if exc_blob is not None:
+        try:
+            exception = pickle.loads(exc_blob)
+        except Exception:  # its class does not exist here: the texts still say what happened
+            exception = None
+    return WorkerError(type_name, message, text, exception)
+
+
+def format_workers(ids: Iterable[int]) -> str:
+    """[0, 1, 2, 3, 7, 9, 10] -> "0-3, 7, 9-10"."""
+    spans: list[list[int]] = []
+    for i in sorted(set(ids)):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def group_errors(results: Sequence[Result]) -> list[tuple[list[int], WorkerError]]:
+    """Failed workers grouped by identical traceback text, in order of first appearance."""
+    groups: dict[str, tuple[list[int], WorkerError]] = {}
+    for r in results:
+        if r.error is not None:
+            groups.setdefault(r.error.traceback, ([], r.error))[0].append(r.worker_id)
+    return list(groups.values())

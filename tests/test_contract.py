@@ -1,0 +1,272 @@
+"""The backend contract: one set of tests that every backend (sub-interpreters, processes, an ipyparallel cluster) must pass."""
+
+import math
+import time
+
+import pytest
+
+from conftest import bound, ctrl_c_after, open_backend
+
+from ipy_parallel import ParallelInterrupted, ParallelTimeout
+
+
+def values(results):
+    return [r.value for r in results]
+
+
+# -- values and inputs --------------------------------------------------------------------
+
+def test_values_identity_and_persistence(any_pool):
+    assert values(any_pool.run("(worker_id, n_workers)")) == [(0, 2), (1, 2)]
+    assert values(any_pool.run("y = 1")) == [None, None]
+    any_pool.run("counter = worker_id * 10")
+    assert values(any_pool.run("counter += 1\ncounter")) == [1, 11]
+    assert any_pool.size == 2 and any_pool.state == "idle" and not any_pool.closed
+
+
+def test_inputs_and_worker_inputs(any_pool):
+    results = any_pool.run("f(base + part)", inputs={"base": 100, "f": lambda x: x * 2},
+                           worker_inputs=[{"part": 1}, {"part": 2, "base": 0}])
+    assert values(results) == [202, 4]
+    with pytest.raises(ValueError, match="worker_inputs has 1 entries"):
+        any_pool.run("0", worker_inputs=[{}])
+
+
+@pytest.mark.parametrize("name", ["worker_id", "n_workers", "__builtins__"])
+def test_reserved_names_cannot_be_inputs(any_pool, name):
+    with pytest.raises(ValueError, match=f"'{name}' is set by ipy_parallel in every worker"):
+        any_pool.run("0", {name: 5})
+    assert values(any_pool.run("worker_id")) == [0, 1]
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -1.0])
+def test_a_bad_timeout_is_refused(any_pool, timeout):
+    with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
+        any_pool.run("1", timeout=timeout)
+
+
+def test_deep_values_travel_by_pickle_when_marshal_cannot(any_pool):
+    source = "v = []\nfor _ in range(3000):\n    v = [v]\nv"  # deeper than marshal's limit, plain types
+    for value in values(any_pool.run(source)):
+        depth = 0
+        while value:
+            value, depth = value[0], depth + 1
+        assert depth == 3000
+
+
+# -- errors -------------------------------------------------------------------------------
+
+def test_errors_stay_in_their_worker_with_the_cells_traceback(any_pool):
+    results = any_pool.run("x = 1\n\ndef inner():\n    return 1 / 0\n\nif worker_id:\n    inner()\nworker_id",
+                           filename="<my cell>")
+    assert results[0].ok and results[0].value == 0
+    error = results[1].error
+    assert error.type_name == "ZeroDivisionError" and isinstance(error.exception, ZeroDivisionError)
+    assert 'File "<my cell>", line 7, in <module>' in error.traceback
+    assert 'File "<my cell>", line 4, in inner' in error.traceback and "return 1 / 0" in error.traceback
+    assert "ipy_parallel" not in error.traceback  # none of the runtime's frames
+    assert values(any_pool.run("worker_id + 1")) == [1, 2]
+
+
+@pytest.mark.parametrize("source, type_name", [("raise SystemExit(3)", "SystemExit"),
+                                               ("raise KeyboardInterrupt", "KeyboardInterrupt")])
+def test_base_exceptions_raised_by_a_cell_stay_in_the_worker(any_pool, source, type_name):
+    assert [r.error.type_name for r in any_pool.run(source)] == [type_name] * 2
+    assert values(any_pool.run("worker_id")) == [0, 1]
+
+
+def test_an_unpicklable_result_fails_for_that_worker_only(any_pool):
+    results = any_pool.run("(i for i in range(3)) if worker_id == 0 else worker_id")
+    assert results[0].error.type_name == "PicklingError" and "of type generator" in results[0].error.message
+    assert results[1].ok and results[1].value == 1
+
+
+def test_a_message_with_lone_surrogates_keeps_its_type_and_traceback(any_pool):
+    [a, b] = any_pool.run("raise ValueError('bad \\udc80 byte')")
+    assert a.error.type_name == "ValueError" and isinstance(a.error.exception, ValueError)
+    assert a.error.message == "bad \\udc80 byte" and "ValueError: bad \\udc80 byte" in a.error.traceback
+    assert str(a.error.exception) == "bad \udc80 byte"  # the exception itself is untouched
+
+
+@pytest.mark.parametrize("raised", ["SystemExit('from a result')", "KeyboardInterrupt()"])
+def test_a_base_exception_while_a_result_is_rebuilt_fails_that_result_only(any_pool, raised):
+    source = ("class Bomb:\n    def __reduce__(self):\n        return (exec, (" + repr(f"raise {raised}") + ",))\n"
+              "Bomb() if worker_id == 0 else 'fine'")
+    [bomb, fine] = any_pool.run(source)
+    assert "cannot be rebuilt in the main interpreter" in bomb.error.message
+    assert bomb.error.type_name == raised.split("(")[0]
+    assert fine.value == "fine"
+    assert values(any_pool.run("worker_id")) == [0, 1]  # the run was released
+
+
+# -- output -------------------------------------------------------------------------------
+
+def test_output_streams_while_the_workers_run(any_pool):
+    run = any_pool.submit("import sys, time\nprint('early', worker_id, flush=True)\nprint('err', file=sys.stderr)\n"
+                          "time.sleep(0.8)\nprint('late')", stream=True)
+    seen, deadline = [], time.monotonic() + bound(0.6)
+    while sum(1 for _, s, t in seen if "early" in t) < 2 and time.monotonic() < deadline:
+        seen += run.output()
+        time.sleep(0.01)
+    assert not run.done, "the output came only at the end"
+    results = run.results()
+    seen += run.output()
+    for k in (0, 1):
+        assert "".join(t for w, s, t in seen if w == k and s == "stdout") == f"early {k}\nlate\n"
+        assert "".join(t for w, s, t in seen if w == k and s == "stderr") == "err\n"
+    assert [r.stdout for r in results] == ["early 0\nlate\n", "early 1\nlate\n"]
+
+
+def test_output_is_bounded_per_stream_and_task(any_pool):
+    results = any_pool.run("print('é' * (9 << 20))")  # 9 Mi characters, 18 MiB of UTF-8
+    for r in results:
+        assert r.stdout.startswith("é" * 1000) and len(r.stdout) < (8 << 20) + 200
+        assert r.stdout.endswith("1048577 more characters of stdout were dropped; a task keeps at most 8 Mi "
+                                 "characters of each stream]\n")
+    assert [r.stdout for r in any_pool.run("print('small')")] == ["small\n", "small\n"]
+
+
+# -- stopping -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["x = 0\nwhile True:\n    x += 1", "import time\ntime.sleep(1000)"],
+                         ids=["python loop", "time.sleep"])
+def test_interrupt_stops_busy_workers(any_pool, source):
+    any_pool.run("kept = worker_id + 5")
+    run = any_pool.submit(source)
+    time.sleep(0.3)
+    assert run.busy_workers() == [0, 1] and any_pool.state == "busy"
+    start = time.perf_counter()
+    assert any_pool.interrupt() == [0, 1]
+    assert run.wait(bound(5)), "the workers did not stop"
+    print(f"{any_pool.backend}: interrupt() to stopped ({source.splitlines()[-1].strip()}): "
+          f"{(time.perf_counter() - start) * 1e3:.1f} ms")
+    assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
+    assert values(any_pool.run("kept")) == [5, 6]  # the same workers, their variables kept
+
+
+def test_an_interrupt_when_idle_or_late_hits_no_later_run(any_pool):
+    assert any_pool.interrupt() == []
+    for _ in range(30):  # interrupts racing the end of short runs
+        run = any_pool.submit("sum(range(2000))")
+        any_pool.interrupt()
+        run.results()
+    assert values(any_pool.run("import time\ntime.sleep(0.05)\nsum(range(10))")) == [45, 45]
+
+
+def test_timeout_stops_the_late_workers_only(any_pool):
+    start = time.perf_counter()
+    with pytest.raises(ParallelTimeout, match="did not finish within 0.3 s: stopped worker 1") as info:
+        any_pool.run("if worker_id == 1:\n    while True: pass\nworker_id", timeout=0.3)
+    assert time.perf_counter() - start < bound(2.5)
+    error = info.value
+    assert isinstance(error, TimeoutError) and error.late == [1] and error.stuck == []
+    assert error.results[0].value == 0 and error.results[1].error.type_name == "KeyboardInterrupt"
+    assert values(any_pool.run("worker_id")) == [0, 1]
+
+
+def test_ctrl_c_in_the_main_thread_stops_the_workers(any_pool):
+    ctrl_c_after(0.3)
+    start = time.perf_counter()
+    with pytest.raises(ParallelInterrupted, match="the run was interrupted: stopped workers 0-1") as info:
+        any_pool.run("while True:\n    pass")
+    assert time.perf_counter() - start < bound(2.5)
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert [r.error.type_name for r in info.value.results] == ["KeyboardInterrupt"] * 2
+    assert values(any_pool.run("worker_id")) == [0, 1]
+
+
+# A worker that cannot be stopped for a while: blocked in C code where no interrupt reaches it
+# (a sub-interpreter), or with its interrupt signal ignored (a process, an ipyparallel engine).
+STUCK = {
+    "subinterpreter": "import select\nselect.select([], [], [], {seconds})\n'late'",
+    "process": "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'",
+    "ipyparallel": "import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'",
+}
+
+
+def test_a_worker_that_cannot_be_stopped_is_named_and_the_next_run_says_it_waits(any_pool, capsys):
+    with pytest.raises(ParallelTimeout, match="workers 0-1 could not be stopped") as info:
+        any_pool.run(STUCK[any_pool.backend].format(seconds=2.0), timeout=0.2)
+    assert info.value.stuck == [0, 1] and info.value.results is None
+    start = time.perf_counter()
+    assert values(any_pool.run("worker_id")) == [0, 1]  # waits for the stuck run, then runs
+    assert time.perf_counter() - start < bound(2.5)
+    note = "ipy_parallel: waiting for workers 0-1, still busy with an earlier run that was stopped"
+    assert note in capsys.readouterr().err
+
+
+def test_runs_take_turns_and_an_earlier_run_keeps_its_results(any_pool):
+    first = any_pool.submit("import time\ntime.sleep(0.3)\nslow = worker_id\n'first'")
+    assert values(any_pool.run("slow")) == [0, 1]  # waited for the first run to finish
+    assert values(first.results()) == ["first", "first"]  # collected on its behalf
+
+
+def test_a_dropped_run_does_not_block_the_pool(any_pool):
+    any_pool.submit("import time\ntime.sleep(0.2)\ndone = True")  # the Run is dropped at once
+    assert values(any_pool.run("done")) == [True, True]
+
+
+# -- the workers' environment -----------------------------------------------------------------
+
+def test_reset_clears_variables_but_not_identity(any_pool):
+    any_pool.run("x = 1\ndef f():\n    pass\nimport json")
+    any_pool.reset()
+    assert [r.error.type_name for r in any_pool.run("x")] == ["NameError"] * 2
+    assert values(any_pool.run("(worker_id, n_workers)")) == [(0, 2), (1, 2)]
+
+
+HOSTILE = {
+    "closes stdout": "import sys\nsys.stdout.close()",
+    "replaces stderr": "import sys, io\nsys.stderr = io.StringIO()",
+    "shadows builtins": "list = [1, 2]\nglobals = {}\ndict = None\nsorted = len = 0",
+    "replaces __builtins__": "__builtins__ = {}",
+    "rebinds its identity": "worker_id = 'me'\nn_workers = -1",
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_hostile_cell_breaks_neither_later_cells_nor_reset_nor_pull(any_pool, source):
+    any_pool.run("kept = worker_id * 2")
+    any_pool.run(source)
+    results = any_pool.run("import sys\nprint('out', worker_id)\nprint('err', file=sys.stderr)\n(worker_id, n_workers)")
+    assert values(results) == [(0, 2), (1, 2)]
+    assert [(r.stdout, r.stderr) for r in results] == [("out 0\n", "err\n"), ("out 1\n", "err\n")]
+    assert any_pool.pull("kept") == {"kept": [0, 2]}
+    any_pool.reset()
+    assert [r.error.type_name for r in any_pool.run("kept")] == ["NameError"] * 2
+
+
+# Not on ipyparallel: an engine's builtins are ipyparallel's and IPython's too, and patching them
+# breaks the engine itself before any code of ours runs again (README, Limits).
+@pytest.mark.parametrize("backend", ["subinterpreter", "process"])
+def test_reset_undoes_what_cells_did_to_builtins(backend, request):
+    with open_backend(backend, request) as pool:
+        pool.run("import builtins\nbuiltins.len = None\nbuiltins.mine = 1")
+        pool.reset()
+        assert values(pool.run("len([1, 2]), 'mine' in dir(__import__('builtins'))")) == [(2, False)] * 2
+
+
+def test_pull_names_what_is_missing_and_what_cannot_travel(any_pool):
+    any_pool.run("a = worker_id\nif worker_id:\n    b = 1\ngen = (i for i in range(3))")
+    assert any_pool.pull("a") == {"a": [0, 1]}
+    with pytest.raises(NameError, match="worker 0 has no variable 'b'"):
+        any_pool.pull("a", "b")
+    with pytest.raises(Exception, match="the variable 'gen', of type generator, cannot be sent back"):
+        any_pool.pull("a", "gen")
+
+
+def test_cells_under_ever_new_names_do_not_grow_the_workers(any_pool):
+    for i in range(1000):
+        any_pool.run(f"x = {i}", filename=f"<parallel In[{i}]>")
+    sizes = values(any_pool.run("import linecache\nsum(1 for f in linecache.cache if f.startswith('<parallel In['))"))
+    assert all(size <= 128 for size in sizes), sizes
+
+
+def test_cpu_times_of_a_busy_run(any_pool):
+    run = any_pool.submit("import time\nend = time.perf_counter() + 0.8\nwhile time.perf_counter() < end: pass")
+    time.sleep(0.6)
+    live = run.cpu_times()
+    results = run.results()
+    assert all(c > 0.1 for c in live), live
+    assert all(0.3 < r.cpu_time < bound(5) for r in results)
+    assert all(c >= r.cpu_time * 0.9 for c, r in zip(run.cpu_times(), results))

@@ -1,0 +1,144 @@
+"""The ipyparallel backend (ClusterPool) beyond the contract, on a real local cluster: engines by position, errors, races, connection, the magic."""
+
+import io
+import os
+import sys
+import time
+
+import pytest
+
+from conftest import ctrl_c_after
+
+from ipy_parallel import ClusterError, ClusterPool, ParallelError, ParallelInterrupted
+from ipy_parallel.ipython import cell
+from ipy_parallel.ipython.display import Monitor, Tracker
+
+
+@pytest.fixture
+def cpool(cluster):
+    with ClusterPool(profile=cluster["profile"], cluster_id=cluster["cluster_id"]) as p:
+        p.reset()
+        yield p
+
+
+def test_first_engines_by_position(cluster):
+    with ClusterPool(1, profile=cluster["profile"], cluster_id=cluster["cluster_id"]) as one:
+        assert one.size == 1
+        assert [r.value for r in one.run("worker_id, n_workers")] == [(0, 1)]
+
+
+def test_variables_persist_and_reset_clears_them(cpool):
+    cpool.run("counter = worker_id + 100\nimport math")
+    assert [r.value for r in cpool.run("counter * 2")] == [200, 202]
+    cpool.reset()
+    results = cpool.run("'counter' in globals(), worker_id, n_workers, math.pi > 3")
+    assert [r.error.type_name for r in results] == ["NameError", "NameError"]  # math gone, the module stays imported
+    assert [r.value for r in cpool.run("'counter' in globals(), worker_id, n_workers")] == [(False, 0, 2),
+                                                                                           (False, 1, 2)]
+
+
+def test_errors_are_grouped_with_the_cells_traceback(cpool):
+    opts = cell.CellOptions(n=2)
+    source = "x = 1\ny = 1 / (worker_id - worker_id)\n"
+    with pytest.raises(ParallelError) as info:
+        cell.run_cell(cpool, source, opts, {}, Monitor(Tracker(2), stdout=io.StringIO()))
+    error = info.value
+    assert len(error.groups) == 1 and error.groups[0][0] == [0, 1]
+    text = error.render()
+    assert text.startswith("[workers 0-1] Traceback (most recent call last):")
+    assert 'line 2, in <module>' in text and "ZeroDivisionError: division by zero" in text
+    assert "ipyparallel" not in text and "_ipy_parallel" not in text and "runtime" not in text
+    assert isinstance(error.results[0].error.exception, ZeroDivisionError)
+    # one worker failing does not stop the other
+    results = cpool.run("1 / worker_id")
+    assert results[0].error.type_name == "ZeroDivisionError" and results[1].value == 1.0
+
+
+def test_interrupts_racing_short_runs_land_only_in_the_cell(cpool):
+    for _ in range(100):  # interrupts racing the start and end of short runs: never outside the cell
+        run = cpool.submit("sum(range(2000))")
+        cpool.interrupt()
+        for r in run.results():
+            assert r.ok or (r.error.type_name == "KeyboardInterrupt" and "ipy" not in r.error.traceback), r.error
+    assert [r.value for r in cpool.run("import time\ntime.sleep(0.05)\nsum(range(10))")] == [45, 45]
+
+
+def test_ctrl_c_during_run_cell_stops_the_engines(cpool):
+    ctrl_c_after(0.5)
+    start = time.perf_counter()
+    with pytest.raises(ParallelInterrupted, match="%%parallel was interrupted: stopped workers 0-1") as info:
+        cell.run_cell(cpool, "while True:\n    pass", cell.CellOptions(n=2), {},
+                      Monitor(Tracker(2), stdout=io.StringIO()))
+    assert time.perf_counter() - start < 3
+    assert [r.error.type_name for r in info.value.results] == ["KeyboardInterrupt"] * 2
+    assert [r.value for r in cpool.run("worker_id")] == [0, 1]
+
+
+def test_run_cell_end_to_end_with_a_monitor(cpool):
+    out = io.StringIO()
+    monitor = Monitor(Tracker(2), stdout=out, stderr=out)
+    user_ns = {"data": list(range(10)), "scale": 3}
+    opts = cell.CellOptions(n=2, push=["scale"], scatter="data", pull=["part"])
+    source = ("import time\npart = [v * scale for v in data]\nprint('chunk', data[0], data[-1])\n"
+              "time.sleep(0.5)\nsum(part)")
+    values = cell.run_cell(cpool, source, opts, user_ns, monitor)
+    assert values == [sum(range(5)) * 3, sum(range(5, 10)) * 3]
+    assert user_ns["part"] == [[0, 3, 6, 9, 12], [15, 18, 21, 24, 27]]
+    text = out.getvalue()
+    assert "[0] chunk 0 4\n" in text and "[1] chunk 5 9\n" in text
+    assert "2 workers" in text  # the summary line of a run longer than 0.3 s
+
+
+def test_close_keeps_the_cluster_and_its_variables(cluster):
+    first = ClusterPool(profile=cluster["profile"], cluster_id=cluster["cluster_id"])
+    first.run("kept = worker_id * 3")
+    first.close()
+    first.close()
+    assert first.closed and first.state == "closed"
+    with pytest.raises(RuntimeError, match="closed"):
+        first.run("1")
+    with ClusterPool(profile=cluster["profile"], cluster_id=cluster["cluster_id"]) as again:
+        assert [r.value for r in again.run("kept")] == [0, 3]
+
+
+def test_more_workers_than_engines_is_a_clear_error(cluster):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"has 2 engines; ask for at most 2 workers.*ipcluster engines -n 1"):
+        ClusterPool(3, profile=cluster["profile"], cluster_id=cluster["cluster_id"])
+    assert time.perf_counter() - start < 3  # the launcher said 2: no waiting for a third
+
+
+def test_no_running_cluster_is_a_clear_error(cluster):
+    with pytest.raises(ClusterError, match=r"no ipyparallel cluster is running.*"
+                                           r"ipcluster start -n 4 --profile ipp_test --cluster-id nothing"):
+        ClusterPool(profile=cluster["profile"], cluster_id="nothing")
+    with pytest.raises(ClusterError, match="ipcluster start -n 4 --profile no_such_profile"):
+        ClusterPool(profile="no_such_profile")
+
+
+def test_without_ipyparallel_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipyparallel", None)  # import ipyparallel now raises ImportError
+    with pytest.raises(ClusterError, match="pip install ipyparallel"):
+        ClusterPool()
+
+
+def test_magic_runs_cells_on_the_cluster(cluster, ip, capsys):
+    """The same %%parallel syntax, by --backend and by %parallel_config, with labelled output."""
+    where = f"--profile {cluster['profile']} --cluster-id {cluster['cluster_id']}"
+    ip.user_ns["base"] = 5
+    got = ip.run_cell_magic("parallel", f"--backend ipyparallel {where} --push base",
+                            "import os\nprint('engine', worker_id)\nbase + worker_id, os.getpid()")
+    assert [value for value, _ in got] == [5, 6] and os.getpid() not in {pid for _, pid in got}
+    assert sorted(l for l in capsys.readouterr().out.splitlines() if "engine" in l) == ["[0] engine 0",
+                                                                                        "[1] engine 1"]
+    ip.run_line_magic("parallel_config", f"--backend ipyparallel {where}")
+    assert ip.run_cell_magic("parallel", "1", "n_workers") == [1]
+    with pytest.raises(ParallelError, match="ZeroDivisionError"):
+        ip.run_cell_magic("parallel", "", "1 / 0")
+
+
+def test_magic_says_how_to_start_a_missing_cluster(cluster, ip):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="ipcluster start"):
+        ip.run_cell_magic("parallel", "--backend ipyparallel --cluster-id nosuchcluster", "1")

@@ -1,0 +1,269 @@
+"""The run lifecycle under fire (backends/base.py): Ctrl-C at random instants, and closing with workers that cannot be stopped."""
+
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from conftest import bound, open_backend
+
+from ipy_parallel import ParallelInterrupted, ParallelTimeout, parallel
+
+
+class RandomInterrupts:
+    """Ctrl-C at random instants, 5-40 ms apart, each landing wherever the main thread is while
+    it runs an operation (between any two bytecodes of it, ours included). A SIGINT that arrives
+    between operations is ignored, so that the test's own loop is not what it hits."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.inside = False
+        self.sent = self.landed = 0
+        self._stop = threading.Event()
+        self._main = threading.get_ident()
+
+    def _handler(self, signum, frame):
+        if self.inside:
+            self.landed += 1
+            raise KeyboardInterrupt
+
+    def _fire(self):
+        while not self._stop.wait(self.rng.uniform(0.005, 0.040)):
+            signal.pthread_kill(self._main, signal.SIGINT)
+            self.sent += 1
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        self._thread = threading.Thread(target=self._fire, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        time.sleep(0.05)  # a signal still in flight lands here, outside any operation
+        signal.signal(signal.SIGINT, self._previous)
+
+    def call(self, fn):
+        """fn(), under fire; returns what it returned, or the KeyboardInterrupt it raised."""
+        try:
+            self.inside = True
+            try:
+                return fn()
+            finally:
+                self.inside = False
+        except KeyboardInterrupt as exc:
+            return exc
+
+
+def assert_usable(pool, n=2):
+    start = time.perf_counter()
+    assert [r.value for r in pool.run("worker_id", timeout=bound(10))] == list(range(n))
+    return time.perf_counter() - start
+
+
+OPERATIONS = {
+    "a tiny run": lambda pool: pool.run("worker_id"),
+    "a run with inputs": lambda pool: pool.run("len(data)", {"data": list(range(1000))},
+                                               worker_inputs=[{"k": 0}, {"k": 1}]),
+    "a 30 ms run": lambda pool: pool.run("import time\ntime.sleep(0.03)\nworker_id"),
+    "a run with a slow result to unpickle": lambda pool: pool.run(SLOW_RESULT),
+    "a submit collected later": lambda pool: pool.submit("sum(range(10_000))").results(),
+    "a pull": lambda pool: (pool.run("pulled = worker_id"), pool.pull("pulled")),
+    "a reset": lambda pool: pool.reset(),
+    "a timeout": lambda pool: timed_out(pool),
+}
+
+
+def timed_out(pool):
+    with pytest.raises(ParallelTimeout):
+        pool.run("import time\ntime.sleep(1)", timeout=0.01)
+# A value whose rebuilding in the main interpreter runs Python code for a while (an interrupt can land there).
+SLOW_RESULT = ("class Slow:\n    def __reduce__(self):\n        return (exec, ('sum(range(30_000))',))\n"
+               "[Slow() for _ in range(20)]")
+
+
+@pytest.mark.parametrize("backend", ["subinterpreter", "process"])
+def test_a_thousand_interrupts_at_random_instants_leave_the_pool_usable(backend, request):
+    with open_backend(backend, request) as pool:
+        ops = list(OPERATIONS.items())
+        outcomes = {name: 0 for name, _ in ops}
+        with RandomInterrupts(seed=20261201) as fire:
+            while fire.landed < 1000:
+                name, op = ops[fire.rng.randrange(len(ops))]
+                if isinstance(fire.call(lambda: op(pool)), KeyboardInterrupt):
+                    outcomes[name] += 1
+                if fire.rng.random() < 0.02:  # now and then, check while the interrupts go on
+                    fire.call(lambda: assert_usable(pool))
+        seconds = assert_usable(pool)
+        print(f"\n{backend}: {fire.sent} interrupts sent, {fire.landed} landed inside an operation "
+              f"(interrupted: {outcomes}); the pool then ran a cell in {seconds * 1e3:.1f} ms; 0 stuck")
+
+
+def test_interrupts_at_random_instants_of_parallel():
+    with RandomInterrupts(seed=7) as fire:
+        while fire.landed < 300:
+            fire.call(lambda: parallel(["math", "factorial", (50,)], ["operator", "add", (2, 3)]))
+    assert parallel(["math", "factorial", (5,)], ["operator", "add", (2, 3)]) == [120, 5]
+
+
+def test_interrupts_while_two_large_results_come_back(pool):
+    source = "b'x' * 250_000_000"  # 250 MB from each of 2 workers
+    interrupted = 0
+    with RandomInterrupts(seed=11) as fire:
+        for _ in range(6):
+            interrupted += isinstance(fire.call(lambda: pool.run(source)), KeyboardInterrupt)
+    print(f"\n2 x 250 MB results: {fire.landed} interrupts landed, {interrupted} of 6 runs interrupted")
+    results = pool.run(source)
+    assert [len(r.value) for r in results] == [250_000_000] * 2
+    del results
+    assert_usable(pool)
+
+
+def test_an_interrupt_in_the_callers_own_tick_stops_the_run(pool):
+    def tick(run):
+        raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    with pytest.raises(ParallelInterrupted, match="stopped workers 0-1"):
+        pool.run("while True: pass", on_tick=tick)
+    assert time.perf_counter() - start < bound(2)
+    assert_usable(pool)
+
+
+# -- closing with workers that cannot be stopped ------------------------------------------------
+
+UNSTOPPABLE = {
+    "blocked in select": "import select\nselect.select([], [], [], 1000)",
+    "blocked in socket.recv": "import socket\na, b = socket.socketpair()\na.recv(1)",
+    "blocked in Event.wait": "import threading\nthreading.Event().wait()",
+    "swallowing KeyboardInterrupt": ("while True:\n    try:\n        while True:\n            pass\n"
+                                     "    except KeyboardInterrupt:\n        pass"),
+}
+THREADS_LEFT = {  # the cell returns, but leaves a thread running in its interpreter
+    "a non-daemon thread": "import threading, time\nthreading.Thread(target=time.sleep, args=(1000,)).start()",
+    "a _thread.start_new_thread thread": "import _thread, time\n_thread.start_new_thread(time.sleep, (1000,))",
+}
+
+# A process that exits with interpreters it could not end leaves without finalizing, with status 1
+# and a line on stderr saying so (CPython cannot finalize beside them).
+ABANDONED_EXIT = 1
+CLOSE_SCRIPT = """
+import sys, time, warnings
+import ipy_parallel
+warnings.simplefilter("always")
+pool = ipy_parallel.Pool(2)
+{start}
+time.sleep(0.3)
+begin = time.perf_counter()
+{op}
+print(f"took {{time.perf_counter() - begin:.2f}}", flush=True)
+print("after:", [r.value for r in ipy_parallel.Pool(2).run("worker_id")], flush=True)
+"""
+
+
+def run_child(source: str, timeout: float = 60):
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(source)], capture_output=True, text=True,
+                          timeout=timeout)
+    return proc, time.perf_counter() - start
+
+
+def took(proc) -> float:
+    return float(next(line for line in proc.stdout.splitlines() if line.startswith("took")).split()[1])
+
+
+@pytest.mark.parametrize("source", UNSTOPPABLE.values(), ids=UNSTOPPABLE.keys())
+def test_close_abandons_a_worker_that_cannot_be_stopped(source):
+    proc, seconds = run_child(CLOSE_SCRIPT.format(start=f"pool.submit({source!r})", op="pool.close()"))
+    assert proc.returncode == ABANDONED_EXIT, proc.stderr
+    assert took(proc) < bound(5) and seconds < bound(15)
+    assert "after: [0, 1]" in proc.stdout  # a new pool works beside the abandoned workers
+    assert "Pool worker 0 was abandoned while closing (its task could not be stopped)" in proc.stderr
+    assert "Fatal Python error" not in proc.stderr
+    print(f"\nclose with a worker {source.splitlines()[-1][:30]!r}...: {took(proc):.2f} s; exit after {seconds:.1f} s")
+
+
+@pytest.mark.parametrize("source", THREADS_LEFT.values(), ids=THREADS_LEFT.keys())
+def test_close_leaves_an_interpreter_to_its_threads_instead_of_aborting(source):
+    proc, seconds = run_child(CLOSE_SCRIPT.format(start=f"pool.run({source!r})", op="pool.close()"))
+    assert proc.returncode == ABANDONED_EXIT, proc.stderr
+    assert took(proc) < bound(5) and seconds < bound(15)
+    assert "after: [0, 1]" in proc.stdout
+    assert "a thread the cells started is still running in it" in proc.stderr
+    assert "not the last thread" not in proc.stderr and "Fatal Python error" not in proc.stderr
+
+
+EXIT_OPS = {
+    "interpreter exit": "pass",
+    "a with block": "with pool:\n    pass",
+    "the pool garbage collected": "del pool",
+    "Ctrl-C during close": ("import signal, threading\n"
+                            "threading.Timer(0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)).start()\n"
+                            "try:\n    pool.close()\nexcept KeyboardInterrupt:\n    print('interrupted close')"),
+}
+
+
+@pytest.mark.parametrize("op", EXIT_OPS.values(), ids=EXIT_OPS.keys())
+def test_every_way_of_ending_a_pool_is_bounded(op):
+    proc, seconds = run_child(CLOSE_SCRIPT.format(start="pool.submit('import select\\nselect.select([], [], [], 1000)')",
+                                                  op=op) + "\nsys.exit(0)")
+    assert proc.returncode == ABANDONED_EXIT, proc.stderr
+    assert seconds < bound(10) and took(proc) < bound(5), (seconds, proc.stdout)
+    assert "Fatal Python error" not in proc.stderr
+    if "Ctrl-C" in op:
+        assert "interrupted close" in proc.stdout and took(proc) < bound(0.8)
+    # Nothing can end the stuck interpreter; CPython cannot finalize beside it, so the exit says so.
+    assert "could not be ended" in proc.stderr
+    print(f"\n{op.splitlines()[0]!r}: {took(proc):.2f} s, exit after {seconds:.1f} s")
+
+
+def test_fork_with_a_worker_that_cannot_be_stopped_is_bounded_in_the_parent():
+    script = CLOSE_SCRIPT.format(
+        start="pool.submit('import select\\nselect.select([], [], [], 1000)')",
+        op="import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)")
+    proc, seconds = run_child(script)
+    assert took(proc) < bound(5), proc.stdout
+    assert "after: [0, 1]" in proc.stdout and proc.returncode == ABANDONED_EXIT, proc.stderr
+
+
+SHELL_SCRIPT = """
+import time, warnings
+from IPython.core.interactiveshell import InteractiveShell
+warnings.simplefilter("always")
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "ipy_parallel")
+stuck = ip.run_cell("%%parallel 2 --timeout 0.3\\nimport select\\nselect.select([], [], [], 1000)")
+assert "could not be stopped" in str(stuck.error_in_exec)
+begin = time.perf_counter()
+result = ip.run_cell({op!r})
+print(f"took {{time.perf_counter() - begin:.2f}}", flush=True)
+print("error:", type(result.error_in_exec).__name__, result.error_in_exec, flush=True)
+if "unload" in {op!r}:
+    ip.run_line_magic("load_ext", "ipy_parallel")
+print("after:", ip.run_cell_magic("parallel", "3", "worker_id"), flush=True)
+"""
+SHELL_OPS = {
+    "a resize": "%%parallel 3\nworker_id",
+    "%unload_ext": "%unload_ext ipy_parallel",
+    "%reload_ext": "%reload_ext ipy_parallel",
+    "%parallel_reset": "%parallel_reset",
+}
+
+
+@pytest.mark.parametrize("op", SHELL_OPS.values(), ids=SHELL_OPS.keys())
+def test_magics_that_replace_or_reset_a_pool_are_bounded(op):
+    proc, seconds = run_child(SHELL_SCRIPT.format(op=op))
+    assert proc.returncode == ABANDONED_EXIT, proc.stderr
+    assert took(proc) < bound(5), proc.stdout
+    assert "after: [0, 1, 2]" in proc.stdout and "Fatal Python error" not in proc.stderr
+    if "reset" in op:  # the pool is still there, its workers still stuck: reset says so
+        assert "cannot reset now: workers 0-1 are still busy with an earlier run" in proc.stdout
+    else:
+        assert "was abandoned while closing" in proc.stderr
+    print(f"\n{op.splitlines()[0]} with workers blocked in C: {took(proc):.2f} s")
