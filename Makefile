@@ -55,7 +55,7 @@ sanitize: $(VENV)/.deps
 	$(SAN_VENV)/bin/python -m pip install --quiet --no-build-isolation --no-deps \
 	  -Ccmake.define.IPP_SANITIZE=ON -Ccmake.define.IPP_WERROR=ON -Ccmake.build-type=RelWithDebInfo \
 	  -Cbuild-dir=build/sanitize .
-	cd tests && LD_PRELOAD=$(SAN_RUNTIMES) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:quarantine_size_mb=0:thread_local_quarantine_size_kb=0 \
+	cd tests && IPP_TIME_SCALE=3 LD_PRELOAD=$(SAN_RUNTIMES) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:quarantine_size_mb=0:thread_local_quarantine_size_kb=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CURDIR)/$(SAN_VENV)/bin/python -m pytest -p no:cacheprovider .
 
 $(VENV)/.deps: pyproject.toml
@@ -68,7 +68,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=3" "cmake>=3.18" ninja \
-	  "cloudpickle>=3" "pytest>=8" "ipython>=8" "ipykernel>=6" "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5" matplotlib
+	  "cloudpickle>=3" "pytest>=8" "pytest-timeout>=2" "ipython>=8" "ipykernel>=6" "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5" matplotlib
 	@# The other backends and the places notebooks run: numpy (process backend), ipyparallel,
 	@# JupyterLab + Playwright (driving Debian's chromium), xeus-python (the version its tests pin).
 	$(PY) -m pip install --quiet numpy "ipyparallel>=8" "jupyterlab>=4" playwright "xeus-python==0.19.0"

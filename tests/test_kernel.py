@@ -178,6 +178,7 @@ def test_stop_button_to_the_cells_end_takes_milliseconds(kernel, cell):
     assert execute(kernel, "%%parallel 2\nworker_id")[0]["status"] == "ok"
 
 
+@pytest.mark.timeout(900)
 def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
     """Tiny %%parallel cells, one after another, while the stop button is pressed at random
     instants 5-40 ms apart: wherever an interrupt lands, the next cell runs.

@@ -279,9 +279,9 @@ def test_public_api_is_small():
 def test_run_wait_timeout_and_cpu_times(pool):
     run = pool.submit("t = 0\nfor i in range(2_000_000):\n    t += i")
     assert run.wait(0.01) is False
-    assert all(c >= 0 for c in run.cpu_times())
+    early = run.cpu_times()
     assert run.wait() is True
-    assert all(c > 0 for c in run.cpu_times())
+    assert all(late > e for late, e in zip(run.cpu_times(), early))  # the clocks went on while it ran
     run.results()
 
 
