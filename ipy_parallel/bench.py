@@ -118,29 +118,57 @@ def multiprocessing_pool(ns: list[int], start_method: str) -> list[int]:
 
 
 class StdlibInterpreters:
-    """CPython's private _interpreters module, driven from one Python thread per interpreter
-    (what a user of 3.13 can do without us). Warm: created and given seed_task beforehand."""
+    """CPython's private interpreters module, driven from one Python thread per interpreter
+    (what a user of 3.12 or 3.13 can do without us). Warm: created and given seed_task
+    beforehand. 3.13 calls it _interpreters and passes results through _interpqueues; 3.12 calls
+    it _xxsubinterpreters, has no queues, and shares only bytes, so results travel marshalled
+    through an _xxinterpchannels channel. Both are private and liable to change."""
 
     def __init__(self, n_interpreters: int):
-        import _interpqueues
-        import _interpreters
+        try:
+            import _interpqueues
+            import _interpreters
+        except ImportError:  # 3.12
+            import _xxinterpchannels
+            import _xxsubinterpreters as _interpreters
 
+            self._channels, self._queues = _xxinterpchannels, None
+            self._channel = _xxinterpchannels.create()  # the channel lives as long as this id object
+            self.queue = int(self._channel)
+            self.ids = [_interpreters.create(isolated=True) for _ in range(n_interpreters)]
+            prelude = "import _xxinterpchannels, marshal\n"
+        else:
+            self._channels, self._queues = None, _interpqueues
+            self.queue = _interpqueues.create(0, 0, 1)  # unbounded, shareable data, unbound items removed
+            self.ids = [_interpreters.create("isolated") for _ in range(n_interpreters)]
+            prelude = "import _interpqueues\n"
         self._interpreters = _interpreters
-        self._queues = _interpqueues
-        self.ids = [_interpreters.create("isolated") for _ in range(n_interpreters)]
-        self.queue = _interpqueues.create(0, 0, 1)  # unbounded, shareable data, unbound items removed
         for iid in self.ids:
-            _interpreters.exec(iid, SEED_SOURCE + "import _interpqueues\n")
+            self.exec(iid, SEED_SOURCE + prelude)
+
+    def exec(self, iid, code: str) -> str | None:
+        """Run code in one interpreter; None, or the formatted error."""
+        if self._queues is not None:
+            err = self._interpreters.exec(iid, code)
+            return None if err is None else err.formatted
+        try:
+            self._interpreters.run_string(iid, code)
+        except Exception as exc:  # 3.12 raises RunFailedError
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def seed(self, ns: list[int]) -> list[int]:
         errors = []
 
         def one(index: int, iid, n: int):
-            # put(qid, obj, fmt, unboundop): 3.13.0's signature, private and liable to change.
-            code = f"_interpqueues.put({self.queue}, ({index}, seed_task({n})), 0, 1)"
-            err = self._interpreters.exec(iid, code)
+            if self._queues is not None:
+                # put(qid, obj, fmt, unboundop): 3.13.0's signature.
+                code = f"_interpqueues.put({self.queue}, ({index}, seed_task({n})), 0, 1)"
+            else:
+                code = f"_xxinterpchannels.send({self.queue}, marshal.dumps(({index}, seed_task({n}))))"
+            err = self.exec(iid, code)
             if err is not None:
-                errors.append(err.formatted)
+                errors.append(err)
 
         workers = [threading.Thread(target=one, args=(i, iid, n)) for i, (iid, n) in enumerate(zip(self.ids, ns))]
         for w in workers:
@@ -148,12 +176,20 @@ class StdlibInterpreters:
         for w in workers:
             w.join()
         if errors:
-            raise RuntimeError(f"_interpreters.exec failed: {errors[0]}")
-        pairs = sorted(self._queues.get(self.queue)[0] for _ in ns)
+            raise RuntimeError(f"the stdlib interpreters failed: {errors[0]}")
+        if self._queues is not None:
+            pairs = sorted(self._queues.get(self.queue)[0] for _ in ns)
+        else:
+            import marshal
+
+            pairs = sorted(marshal.loads(self._channels.recv(self._channel)) for _ in ns)
         return [value for _, value in pairs]
 
     def close(self) -> None:
-        self._queues.destroy(self.queue)
+        if self._queues is not None:
+            self._queues.destroy(self.queue)
+        else:
+            self._channels.destroy(self._channel)
         for iid in self.ids:
             self._interpreters.destroy(iid)
 
@@ -209,7 +245,7 @@ def stdlib_round_trip(stdlib: StdlibInterpreters, executor: ThreadPoolExecutor) 
     """A contestant: exec("pass") in each stdlib interpreter, each from a pooled Python thread."""
 
     def once():
-        wait([executor.submit(stdlib._interpreters.exec, iid, "pass") for iid in stdlib.ids])
+        wait([executor.submit(stdlib.exec, iid, "pass") for iid in stdlib.ids])
 
     once()
     return lambda k: round_trips(once, k)
@@ -457,12 +493,18 @@ def first_result_processes(n: int, start_method: str) -> float:
 
 def first_result_stdlib(n: int) -> float:
     """The same for n fresh stdlib interpreters, each running an empty script."""
-    import _interpreters
+    try:
+        import _interpreters
 
+        create, run = (lambda: _interpreters.create("isolated")), _interpreters.exec
+    except ImportError:  # 3.12
+        import _xxsubinterpreters as _interpreters
+
+        create, run = (lambda: _interpreters.create(isolated=True)), _interpreters.run_string
     start = time.perf_counter()
-    ids = [_interpreters.create("isolated") for _ in range(n)]
+    ids = [create() for _ in range(n)]
     for iid in ids:
-        _interpreters.exec(iid, "pass")
+        run(iid, "pass")
     elapsed = time.perf_counter() - start
     for iid in ids:
         _interpreters.destroy(iid)

@@ -79,11 +79,7 @@ void at_exit() {
 class PoolHandle {
  public:
   PoolHandle(int n_workers, std::string modules) {
-    // gh-136421: importing _datetime concurrently in several isolated interpreters crashes
-    // 3.13.0. Loading it once in the main interpreter first avoids the race.
-    PyObject* datetime = PyImport_ImportModule("_datetime");
-    if (datetime == nullptr) PyErr_Clear();
-    Py_XDECREF(datetime);
+    if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
     {
       py::gil_scoped_release release;  // workers take the main GIL while they create interpreters
       pool_ = std::make_unique<ipp::Pool>(n_workers, std::move(modules));

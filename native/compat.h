@@ -46,4 +46,40 @@ inline bool add_pending_call(PyInterpreterState* interp, int (*func)(void*), voi
   return _PyEval_AddPendingCall(interp, func, arg, 0) == 0;
 }
 
+// Called in the main interpreter before a pool's workers run anything; returns false with a
+// Python error set.
+// - gh-136421: importing _datetime concurrently in several isolated interpreters crashes
+//   3.13.0; loading it once here first avoids the race.
+// - gh-119213 (fixed in 3.12.4 and 3.13.0): an extension function's Argument Clinic parser
+//   allocates its keyword tuple in whichever interpreter first calls it with keywords, and the
+//   main interpreter frees it at exit (or another uses it after that interpreter is gone):
+//   "free(): invalid pointer" when the process exits. The workers' runtime calls _pickle with
+//   keywords (cloudpickle too), so those parsers are set up here, in the main interpreter.
+//   Other extension functions that cells call with keywords stay exposed on 3.12.0-3.12.3.
+inline bool prepare_main_interpreter() {
+  PyObject* datetime = PyImport_ImportModule("_datetime");
+  if (datetime == nullptr) PyErr_Clear();  // a build without it: nothing to protect
+  Py_XDECREF(datetime);
+#if PY_VERSION_HEX < 0x030C0400
+  static bool done = false;
+  if (done) return true;
+  static const char* kWarmUp =
+      "import io, _pickle\n"
+      "_pickle.Pickler(io.BytesIO(), protocol=5, fix_imports=True, buffer_callback=None)\n"
+      "_pickle.Unpickler(io.BytesIO(b'N.'), fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n"
+      "_pickle.dump(None, io.BytesIO(), protocol=5, fix_imports=True, buffer_callback=None)\n"
+      "_pickle.dumps(None, protocol=5, fix_imports=True, buffer_callback=None)\n"
+      "_pickle.load(io.BytesIO(b'N.'), fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n"
+      "_pickle.loads(b'N.', fix_imports=True, encoding='ASCII', errors='strict', buffers=None)\n";
+  PyObject* globals = PyDict_New();
+  if (globals == nullptr) return false;
+  PyObject* done_obj = PyRun_String(kWarmUp, Py_file_input, globals, globals);
+  Py_DECREF(globals);
+  if (done_obj == nullptr) return false;
+  Py_DECREF(done_obj);
+  done = true;
+#endif
+  return true;
+}
+
 }  // namespace ipp::compat

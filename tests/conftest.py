@@ -171,13 +171,22 @@ def threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+# CPython's private interpreters module: _interpreters on 3.13, _xxsubinterpreters on 3.12 (whose
+# get_current() gives an id object rather than a tuple).
+INTERPRETERS = "_interpreters" if sys.version_info >= (3, 13) else "_xxsubinterpreters"
+#: Source a worker can end a cell with: the id of its interpreter, as an int.
+CURRENT_INTERPRETER = (f"import {INTERPRETERS}\n" + ("_interpreters.get_current()[0]" if sys.version_info >= (3, 13)
+                                                      else "int(_xxsubinterpreters.get_current())"))
+
+
 def interpreters() -> int:
     """Sub-interpreters alive in this process (the main one included)."""
-    try:
-        import _interpreters
-    except ImportError:  # 3.12
-        import _xxsubinterpreters as _interpreters
-    return len(_interpreters.list_all())
+    return len(__import__(INTERPRETERS).list_all())
+
+
+def main_interpreter() -> int:
+    main = __import__(INTERPRETERS).get_main()
+    return main[0] if isinstance(main, tuple) else int(main)
 
 
 # -- IPython ----------------------------------------------------------------------------------

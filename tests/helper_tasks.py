@@ -33,6 +33,10 @@ def echo(*args):
 
 
 def which_interpreter():
-    import _interpreters
+    try:
+        import _interpreters
+    except ImportError:  # 3.12
+        import _xxsubinterpreters
 
+        return int(_xxsubinterpreters.get_current())
     return _interpreters.get_current()[0]

@@ -6,14 +6,9 @@ import random
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
-import _interpreters
+from conftest import interpreters, threads
 
 from ipy_parallel import Pool, bench
-
-
-def threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
 
 SOAK = int(os.environ.get("IPP_SOAK", "10000"))
 
@@ -23,7 +18,7 @@ def test_soak_ten_thousand_cells(ip):
              "if worker_id == 3:\n    raise ValueError('w3')\nworker_id", "d = {'k': 'ü' * 10}\nd"]
     for i in range(300):  # warm up: imports, caches, allocator arenas
         ip.run_cell(f"%%parallel 4 --no-monitor\n{cells[i % len(cells)]}", silent=True)
-    base_rss, base_threads, base_interps = bench.rss_bytes(), threads(), len(_interpreters.list_all())
+    base_rss, base_threads, base_interps = bench.rss_bytes(), threads(), interpreters()
     start = time.perf_counter()
     for i in range(SOAK):
         ip.run_cell(f"%%parallel 4 --no-monitor\n{cells[i % len(cells)]}", silent=True)
@@ -31,18 +26,18 @@ def test_soak_ten_thousand_cells(ip):
     grown = (bench.rss_bytes() - base_rss) / 2**20
     print(f"\nsoak: {SOAK:,} cells on a pool of 4 in {elapsed:.1f} s ({elapsed / SOAK * 1e3:.2f} ms a cell); "
           f"RSS grew {grown:.1f} MiB; threads {base_threads} -> {threads()}; "
-          f"interpreters {base_interps} -> {len(_interpreters.list_all())}")
+          f"interpreters {base_interps} -> {interpreters()}")
     assert grown < 20
-    assert threads() == base_threads and len(_interpreters.list_all()) == base_interps
+    assert threads() == base_threads and interpreters() == base_interps
 
 
 def test_no_thread_or_interpreter_outlives_its_pool():
-    base_threads, base_interps = threads(), len(_interpreters.list_all())
+    base_threads, base_interps = threads(), interpreters()
     for n in (1, 3, 8):
         with Pool(n) as pool:
             pool.run("import threading\nt = threading.Thread(target=sum, args=([1],))\nt.start()\nt.join()")
-            assert len(_interpreters.list_all()) == base_interps + n
-    assert threads() == base_threads and len(_interpreters.list_all()) == base_interps
+            assert interpreters() == base_interps + n
+    assert threads() == base_threads and interpreters() == base_interps
 
 
 # -- random cells, each checked against the same code run serially in a fresh namespace ---------

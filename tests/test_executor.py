@@ -27,10 +27,9 @@ def test_calls_run_at_the_same_time_in_different_interpreters(executor):
     # Each call waits for the other's message: this can only finish if both run at once.
     def meet(me, other):
         from ipy_parallel import worker
-        import _interpreters
 
         worker.Queue(f"test-meet-{other}").put(me)
-        return worker.Queue(f"test-meet-{me}").get(timeout=10), _interpreters.get_current()[0]
+        return worker.Queue(f"test-meet-{me}").get(timeout=10), helper_tasks.which_interpreter()
 
     a, b = executor.submit(meet, "a", "b"), executor.submit(meet, "b", "a")
     (got_a, interp_a), (got_b, interp_b) = a.result(timeout=20), b.result(timeout=20)

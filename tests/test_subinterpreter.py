@@ -5,6 +5,8 @@ import threading
 
 import pytest
 
+from conftest import CURRENT_INTERPRETER, main_interpreter
+
 import ipy_parallel
 from ipy_parallel import Pool
 
@@ -17,11 +19,9 @@ def test_value_of_last_expression_per_worker(pool):
 
 
 def test_each_worker_is_its_own_isolated_interpreter(pool):
-    source = "import _interpreters\n_interpreters.get_current()[0]"
-    ids = [r.value for r in pool.run(source)]
-    main_id = __import__("_interpreters").get_main()[0]
-    assert len(set(ids)) == 2 and main_id not in ids
-    if hasattr(__import__("_interpreters"), "get_config"):  # 3.13+
+    ids = [r.value for r in pool.run(CURRENT_INTERPRETER)]
+    assert len(set(ids)) == 2 and main_interpreter() not in ids and None not in ids
+    if sys.version_info >= (3, 13):  # get_config() is 3.13's
         configs = pool.run("import _interpreters\n_interpreters.get_config(_interpreters.get_current()[0])")
         for r in configs:
             config = r.value
