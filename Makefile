@@ -4,23 +4,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NATIVE := $(wildcard native/*.h native/*.cpp) CMakeLists.txt pyproject.toml
 
-# A GIL per interpreter needs CPython 3.12+; 3.13 is preferred. Looks on PATH, then in pyenv's
-# versions (found with or without the pyenv command).
-# (pyenv's shims answer to python3.13 even where that version is not selected: each candidate
-# must actually run.) Override with `make PYTHON=/path/to/python3.13 ...`.
-define find_python
-for c in python3.13 python3.12; do \
-  p=$$(command -v $$c 2>/dev/null) && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
-    && { echo "$$p"; exit 0; }; \
-done; \
+# A GIL per interpreter needs CPython 3.12+. Every suitable CPython, one per minor version, the
+# preferred first (3.13, then 3.12, then newer ones): on PATH, else the newest of that minor
+# version in pyenv's versions (found with or without the pyenv command). pyenv's shims answer to
+# python3.13 even where that version is not selected, so each candidate must actually run.
+# Override with `make PYTHON=/path/to/python3.12 VENV=.venv-3.12 ...` (a venv per Python).
+define find_pythons
 root=$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}"); \
-for v in $$(ls "$$root/versions" 2>/dev/null | grep -E '^3\.1[2-9]\.[0-9]+$$' | sort -t. -k2,2nr -k3,3nr); do \
-  [ -x "$$root/versions/$$v/bin/python3" ] && { echo "$$root/versions/$$v/bin/python3"; exit 0; }; \
-done
+for m in 13 12 14 15; do \
+  p=$$(command -v python3.$$m 2>/dev/null) && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+    && { echo "$$p"; continue; }; \
+  v=$$(ls "$$root/versions" 2>/dev/null | grep -E "^3\.$$m\.[0-9]+$$" | sort -t. -k3,3nr | head -1); \
+  [ -n "$$v" ] && [ -x "$$root/versions/$$v/bin/python3" ] && echo "$$root/versions/$$v/bin/python3"; \
+done; true
 endef
-PYTHON ?= $(shell $(find_python))
+PYTHON ?= $(firstword $(shell $(find_pythons)))
 
-.PHONY: demo test bench lab build sanitize clean
+.PHONY: demo test bench lab build sanitize clean pythons
 
 demo: $(VENV)/.built
 	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
@@ -37,9 +37,9 @@ test: $(VENV)/.built
 bench: $(VENV)/.built
 	$(PY) benchmarks/suite.py
 
-# JupyterLab on notebooks/, on this machine only, with the "Python 3 (ipy_parallel)" kernel.
+# JupyterLab on notebooks/, on this machine only, with the "Python 3 (ipy_parallel)" kernel (the
+# package's wheel data put it in the venv).
 lab: $(VENV)/.built
-	$(PY) -m ipy_parallel.kernel install --sys-prefix
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 build: $(VENV)/.built
@@ -64,19 +64,23 @@ $(VENV)/.deps: pyproject.toml
 	  echo "No python3.13 or python3.12 was found on PATH or in pyenv. Install one (pyenv install 3.13, or your"; \
 	  echo "distribution's python3.13 with its -dev and -venv packages), or run: make PYTHON=/path/to/python3.13"; \
 	  exit 1; fi
-	@echo "Using $(PYTHON) ($$($(PYTHON) -c 'import sys; print(sys.version.split()[0])'))"
+	@echo "Using $(PYTHON) ($$($(PYTHON) -c 'import sys; print(sys.version.split()[0])')) in $(VENV)"
 	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=3" "cmake>=3.18" ninja \
-	  "cloudpickle>=3" "pytest>=8" "pytest-timeout>=2" "ipython>=8" "ipykernel>=6" "jupyter_client>=8" "nbclient>=0.10" "nbformat>=5" matplotlib
-	@# The other backends and the places notebooks run: numpy (process backend), ipyparallel,
-	@# JupyterLab + Playwright (driving Debian's chromium), xeus-python (the version its tests pin).
-	$(PY) -m pip install --quiet numpy "ipyparallel>=8" "jupyterlab>=4" playwright "xeus-python==0.19.0"
+	@# The build backend from pyproject's build-system (and CMake and Ninja), so that the builds
+	@# below run without isolation and an engine change rebuilds in seconds; then the package
+	@# with every extra the tests use (pyproject's [test]).
+	$(PY) -m pip install --quiet $$($(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"])') "cmake>=3.18" ninja
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -Ccmake.define.IPP_WERROR=ON -e .
 	touch $@
+
+# The CPythons `make test` can run on, preferred first (what .ci/run tests on).
+pythons:
+	@$(find_pythons)
 
 clean:
 	rm -rf $(VENV) $(SAN_VENV) build

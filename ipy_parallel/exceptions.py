@@ -74,7 +74,7 @@ class RunStopped(Exception):
             message += f": stopped {_plural(late)}"
         if stuck:
             message += (f"; {_plural(stuck)} could not be stopped (blocked in C code, or catching "
-                        "KeyboardInterrupt) and will rejoin the pool when they return")
+                        "KeyboardInterrupt): the next run waits for them")
         super().__init__(message)
         self.late, self.stuck = list(late), list(stuck)
         self.results = None if results is None else list(results)

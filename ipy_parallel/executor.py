@@ -139,9 +139,11 @@ class SubinterpreterExecutor(Executor):
                 self._echo(run)
                 if answer is not None:
                     self._answer(*marshal.loads(answer))
-                elif run.done:
-                    break
+                elif run.done or (not self._sentinels_sent and len(run.busy_workers()) < self._max_workers):
+                    break  # the workers ended, or one did on its own: the executor cannot go on
             self._echo(run)
+            if not run.done:  # stop the others, who would wait for calls forever
+                run.stop()
             results = run.results()
             why = next((f"worker {r.worker_id} stopped: {r.error}" for r in results if r.error), None)
         except BaseException as exc:  # the collector must end by failing what is left, never silently
@@ -166,6 +168,15 @@ class SubinterpreterExecutor(Executor):
         if future is None:
             return
         try:
+            self._deliver(future, worker_id, ok, blob, text)
+        except BaseException as exc:  # never a future left waiting
+            if not future.done():
+                future.set_exception(RuntimeError(f"the answer of a call in worker {worker_id} could not be "
+                                                  f"delivered: {exc!r}"))
+
+    @staticmethod
+    def _deliver(future: Future, worker_id: int, ok: bool, blob: bytes, text: str) -> None:
+        try:
             value = pickle.loads(blob)
         except BaseException as exc:  # whatever unpickling raises (SystemExit too), the future gets it
             future.set_exception(RuntimeError(f"the result of a call in worker {worker_id} cannot be rebuilt "
@@ -173,9 +184,11 @@ class SubinterpreterExecutor(Executor):
             return
         if ok:
             future.set_result(value)
-        else:
-            value.add_note(f"raised in sub-interpreter worker {worker_id}:\n{text.rstrip()}")
-            future.set_exception(value)
+            return
+        if not isinstance(value, BaseException):  # an exception whose pickle rebuilds something else
+            value = RuntimeError(f"the call raised an exception that was rebuilt here as a {type(value).__name__}")
+        value.add_note(f"raised in sub-interpreter worker {worker_id}:\n{text.rstrip()}")
+        future.set_exception(value)
 
     @staticmethod
     def _echo(run) -> None:

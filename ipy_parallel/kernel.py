@@ -26,7 +26,11 @@ def kernel_spec(executable: str = sys.executable) -> dict:
 
 def install(user: bool = False, prefix: str | None = None) -> str:
     """Install the kernelspec for this Python (sys.executable); returns where it went."""
-    from jupyter_client.kernelspec import KernelSpecManager
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+    except ImportError:
+        raise SystemExit("ipy_parallel.kernel install needs jupyter_client (and ipykernel to run the kernel): "
+                         "pip install 'ipy_parallel[notebook]'") from None
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(kernel_spec(), indent=2) + "\n", encoding="utf-8")

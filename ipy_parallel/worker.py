@@ -144,35 +144,47 @@ def _dumps(item: Any) -> bytes:
 def _serve(tasks: str, results: str) -> None:
     """The loop a SubinterpreterExecutor runs in each of its workers: take a call from the queue
     ``tasks``, make it, send back (task id, ok, pickled value or exception, traceback) on
-    ``results``, until the None that ends it. Every task taken gets an answer, even when the
-    pool's interrupt ends the loop, so that no future is left waiting; a KeyboardInterrupt the
-    call raises itself is its answer, and the worker goes on."""
+    ``results``, until the None that ends it. Every call taken gets an answer, whatever the call
+    or its exception does (an exception whose __str__ or pickling raises included), even when
+    the pool's interrupt ends the loop, so that no future is left waiting; a KeyboardInterrupt
+    the call raises itself is its answer, and the worker goes on."""
     import marshal
 
     me = rank()
+    stopping = _context("_serve()").stop_requested
     while True:
         blob = Queue(tasks).get()
         if blob is None:
             return
         task_id, call = blob
+        stop = False
         try:
             fn, args, kwargs = pickle.loads(call)
-            value = fn(*args, **kwargs)
-            answer = (task_id, me, True, _dumps(value), "")
-        except BaseException as exc:  # the call's own error, SystemExit and KeyboardInterrupt included: its result
+            answer = (task_id, me, True, _dumps(fn(*args, **kwargs)), "")
+        except BaseException as exc:  # the call's own error, SystemExit and KeyboardInterrupt included
             answer = _failure(task_id, me, exc)
-            if isinstance(exc, KeyboardInterrupt) and _context("_serve()").stop_requested():
-                _engine.queue_put(results, marshal.dumps(answer))
-                raise  # the executor is being stopped: this worker serves no more
+            stop = isinstance(exc, KeyboardInterrupt) and stopping()
         _engine.queue_put(results, marshal.dumps(answer))
+        if stop:
+            raise KeyboardInterrupt  # the executor is being stopped: this worker serves no more
 
 
 def _failure(task_id: int, me: int, exc: BaseException) -> tuple:
-    import traceback
+    """The answer for a call that raised; never raises itself."""
+    kind = getattr(type(exc), "__qualname__", "BaseException")
+    try:
+        import traceback
 
-    text = "".join(traceback.format_exception(exc))
+        tb = exc.__traceback__  # from the call on: this loop's own frame means nothing to its caller
+        text = "".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb is not None else None))
+    except BaseException:
+        text = f"{kind}: <its traceback could not be formatted>\n"
     try:
         blob = _dumps(exc)
-    except Exception:  # the exception itself cannot travel: its text does
-        blob = _dumps(RuntimeError(f"{type(exc).__qualname__}: {exc}"))
+    except BaseException:  # the exception itself cannot travel: what it says does
+        try:
+            said = str(exc)
+        except BaseException:
+            said = "<str() of it failed>"
+        blob = pickle.dumps(RuntimeError(f"{kind}: {said}"))
     return task_id, me, False, blob, text

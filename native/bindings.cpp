@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
+#include <optional>
+#include <type_traits>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -27,6 +30,39 @@ namespace {
 // needs the main GIL to end its interpreter would hang once finalization has begun.
 std::mutex g_live_mutex;
 std::vector<ipp::Pool*> g_live;
+bool g_exiting = false;             // at_exit() has begun: no new pools (g_live_mutex)
+std::vector<ipp::Pool*> g_forked;   // pools the fork hook closed, which may start again (g_live_mutex)
+
+// Runs fn() with the GIL released and takes it back after, in a plain function rather than a
+// destructor (py::gil_scoped_release's): once the interpreter finalizes, taking the GIL ends any
+// thread but the finalizing one (pthread_exit), and the forced unwind that does it must not
+// leave a noexcept frame, or the process aborts ("terminate called without an active
+// exception"). A daemon thread waiting in the engine at exit is such a thread.
+template <typename Fn>
+auto without_gil(Fn&& fn) -> decltype(fn()) {
+  using Result = decltype(fn());
+  std::exception_ptr error;
+  PyThreadState* saved = PyEval_SaveThread();
+  if constexpr (std::is_void_v<Result>) {
+    try {
+      fn();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    PyEval_RestoreThread(saved);
+    if (error) std::rethrow_exception(error);
+  } else {
+    std::optional<Result> result;
+    try {
+      result.emplace(fn());
+    } catch (...) {
+      error = std::current_exception();
+    }
+    PyEval_RestoreThread(saved);
+    if (error) std::rethrow_exception(error);
+    return std::move(*result);
+  }
+}
 
 py::list abandoned_list(const std::vector<ipp::Abandoned>& given_up) {
   py::list out;
@@ -37,8 +73,7 @@ py::list abandoned_list(const std::vector<ipp::Abandoned>& given_up) {
 // Closes with the default bounds, GIL released (the workers take the main GIL to end their
 // interpreters); for atexit, fork and a handle that is garbage collected.
 void close_released(ipp::Pool& pool) {
-  py::gil_scoped_release release;
-  pool.close();
+  without_gil([&] { pool.close(); });
 }
 
 void close_all_pools() {
@@ -50,6 +85,18 @@ void close_all_pools() {
   for (ipp::Pool* pool : live) close_released(*pool);
 }
 
+// os.register_at_fork(before=): a child forked while sub-interpreters are alive crashes in
+// PyOS_AfterFork_Child on 3.12-3.14 (gh-101437, gh-139759), so every pool ends first; these may
+// start again after (Pool does, saying so).
+void close_for_fork() {
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    for (ipp::Pool* pool : g_live)
+      if (!pool->closed()) g_forked.push_back(pool);
+  }
+  close_all_pools();
+}
+
 // The atexit hook: close every pool. Interpreters that could not be ended (their workers
 // abandoned, or left to threads the cells started) cannot stay while the main interpreter
 // finalizes: 3.12 aborts ("remaining subinterpreters"), 3.13 crashes beside one still running
@@ -57,6 +104,10 @@ void close_all_pools() {
 // finalizing, after flushing what it wrote, with status 1: it did not shut down cleanly, and the
 // status it was exiting with cannot be read from here.
 void at_exit() {
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_exiting = true;  // a daemon thread's pool stays closed from now on
+  }
   close_all_pools();
   const int alive = ipp::Interpreter::alive();
   if (alive == 0) return;
@@ -79,11 +130,13 @@ void at_exit() {
 class PoolHandle {
  public:
   PoolHandle(int n_workers, std::string modules) {
-    if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
     {
-      py::gil_scoped_release release;  // workers take the main GIL while they create interpreters
-      pool_ = std::make_unique<ipp::Pool>(n_workers, std::move(modules));
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      if (g_exiting) throw std::runtime_error("the interpreter is exiting: no new pool can start");
     }
+    if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
+    // Workers take the main GIL while they create their interpreters.
+    pool_ = without_gil([&] { return std::make_unique<ipp::Pool>(n_workers, std::move(modules)); });
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_live.push_back(pool_.get());
   }
@@ -92,6 +145,7 @@ class PoolHandle {
     {
       std::lock_guard<std::mutex> lock(g_live_mutex);
       g_live.erase(std::remove(g_live.begin(), g_live.end(), pool_.get()), g_live.end());
+      g_forked.erase(std::remove(g_forked.begin(), g_forked.end(), pool_.get()), g_forked.end());
     }
     collected_ = py::object();
     close_released(*pool_);
@@ -121,35 +175,29 @@ class PoolHandle {
   py::list close(double timeout) {
     using clock = std::chrono::steady_clock;
     const auto deadline = clock::now() + std::chrono::duration<double>(std::max(timeout, 0.0));
-    {
-      py::gil_scoped_release release;
-      pool_->begin_close();
-    }
+    without_gil([&] { pool_->begin_close(); });
     bool interrupted = false;
     for (;;) {
       const double left = std::chrono::duration<double>(deadline - clock::now()).count();
-      bool ended = false;
-      {
-        py::gil_scoped_release release;
-        ended = pool_->wait_closed(std::min(0.02, std::max(left, 0.0)));
-      }
+      const bool ended = without_gil([&] { return pool_->wait_closed(std::min(0.02, std::max(left, 0.0))); });
       if (ended || left <= 0) break;
       if (PyErr_CheckSignals() != 0) {
         interrupted = true;
         break;
       }
     }
-    std::vector<ipp::Abandoned> given_up;
-    {
-      py::gil_scoped_release release;
-      given_up = pool_->abandon();
-    }
+    const std::vector<ipp::Abandoned> given_up = without_gil([&] { return pool_->abandon(); });
     for (const auto& a : given_up) abandoned_.push_back(a);
     if (interrupted) throw py::error_already_set();
     return abandoned_list(given_up);
   }
 
   py::list abandoned() const { return abandoned_list(abandoned_); }
+
+  bool closed_for_fork() const {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    return std::find(g_forked.begin(), g_forked.end(), pool_.get()) != g_forked.end();
+  }
 
  private:
   static py::tuple result_record(const ipp::TaskResult& r);
@@ -181,13 +229,10 @@ py::tuple PoolHandle::result_record(const ipp::TaskResult& r) {
 template <typename Fn>
 auto released_rendezvous(Fn fn) -> decltype(fn()) {
   std::string broken;
-  {
-    py::gil_scoped_release release;
-    try {
-      return fn();
-    } catch (const ipp::BarrierBroken& e) {
-      broken = e.what();
-    }
+  try {
+    return without_gil(fn);
+  } catch (const ipp::BarrierBroken& e) {
+    broken = e.what();
   }
   PyErr_SetString(py::module_::import("threading").attr("BrokenBarrierError").ptr(), broken.c_str());
   throw py::error_already_set();
@@ -213,11 +258,7 @@ void def_rendezvous(py::module_& m) {
     rv.put(name, item.cast<std::string>());
   }, py::arg("name"), py::arg("item"), "Append bytes to the process-wide queue `name`.");
   m.def("queue_get", [&rv](const std::string& name, double timeout) -> py::object {
-    std::optional<std::string> item;
-    {
-      py::gil_scoped_release release;
-      item = rv.get(name, timeout);
-    }
+    const std::optional<std::string> item = without_gil([&] { return rv.get(name, timeout); });
     return item ? py::object(py::bytes(*item)) : py::object(py::none());
   }, py::arg("name"), py::arg("timeout"),
      "The oldest bytes of queue `name`, waiting up to timeout seconds with the GIL released; None if none came.");
@@ -250,6 +291,8 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
       .def_property_readonly("runs", [](PoolHandle& h) { return h.pool().runs(); })
       .def_property_readonly("abandoned", &PoolHandle::abandoned,
                              "(worker_id, why) of every worker close() gave up on.")
+      .def_property_readonly("closed_for_fork", &PoolHandle::closed_for_fork,
+                             "Closed by the hook that runs before os.fork(), not by close(): it may start again.")
       .def(
           "start",
           [](PoolHandle& h, const std::string& source, const std::string& filename, const py::list& payloads,
@@ -259,8 +302,7 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
             for (const auto& p : payloads) copies.push_back(p.cast<py::bytes>().cast<std::string>());
             h.start(source, filename, std::move(copies), stream);
             if (wait <= 0) return false;
-            py::gil_scoped_release release;
-            return h.pool().wait(wait);
+            return without_gil([&] { return h.pool().wait(wait); });
           },
           py::arg("source"), py::arg("filename"), py::arg("payloads"), py::arg("stream") = false,
           py::arg("wait") = 0.0,
@@ -271,10 +313,7 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
           "Starting and waiting in one call spares a short run a GIL round trip.")
       .def(
           "wait",
-          [](PoolHandle& h, double timeout) {
-            py::gil_scoped_release release;
-            return h.pool().wait(timeout);
-          },
+          [](PoolHandle& h, double timeout) { return without_gil([&] { return h.pool().wait(timeout); }); },
           py::arg("timeout"), "Block up to timeout seconds, GIL released; True once every worker is done.")
       .def("collect", &PoolHandle::collect,
            "The finished run's result records (ipy_parallel/_wire/protocol.py), one per worker: the "
@@ -308,23 +347,19 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
       .def(
           "round_trips",
           [](ipp::CondvarFloor& floor, int iterations) {
-            py::gil_scoped_release release;
-            return floor.round_trips(iterations);
+            return without_gil([&] { return floor.round_trips(iterations); });
           },
           py::arg("iterations"), "Seconds per round trip: wake every thread and wait for all to answer.");
 
   m.def(
       "seed_kernel",
-      [](const std::vector<std::int64_t>& ns) {
-        py::gil_scoped_release release;
-        return ipp::seed_kernel(ns);
-      },
+      [](const std::vector<std::int64_t>& ns) { return without_gil([&] { return ipp::seed_kernel(ns); }); },
       py::arg("ns"),
       "The seed workload in C++: for each n, k = k * i % 1000000007 over i = n..2, each on its own "
       "std::thread, all at once, with the GIL released.");
   m.attr("SEED_KERNEL_MAX_N") = ipp::kMaxSeedN;
   m.attr("POOL_SPIN_MICROS") = ipp::Pool::kSpinMicros;
-  m.def("close_all_pools", &close_all_pools, "Close every open pool (registered with atexit and before fork).");
+  m.def("close_all_pools", &close_all_pools, "Close every open pool.");
   m.def("interpreters_alive", &ipp::Interpreter::alive,
         "Sub-interpreters created by the engine and not ended (left alive, or of abandoned workers).");
   m.def("_fail_next_creations", [](int count) { ipp::testing::failing_creations.store(count); },
@@ -333,5 +368,5 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
   // A child forked while sub-interpreters are alive crashes in PyOS_AfterFork_Child on
   // 3.12-3.14 (gh-101437, gh-139759): end them first. This hook runs before os.fork() takes
   // the runtime's locks, so the workers can still end their interpreters.
-  py::module_::import("os").attr("register_at_fork")(py::arg("before") = py::cpp_function(&close_all_pools));
+  py::module_::import("os").attr("register_at_fork")(py::arg("before") = py::cpp_function(&close_for_fork));
 }

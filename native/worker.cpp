@@ -177,9 +177,13 @@ PyObject* install_module(PyObject* name, PyObject* code) {
   if (module == nullptr) return nullptr;
   PyObject* dict = PyModule_GetDict(module);  // borrowed
   PyObject* filename = PyObject_GetAttrString(code, "co_filename");
-  bool ok = filename != nullptr && PyDict_SetItemString(dict, "__file__", filename) == 0 &&
-            PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) == 0 &&
+  // Builtins of its own, copied now: a cell that patches the builtins module (builtins.list =
+  // None) must not break the code that runs it (see ipy_parallel._wire.install).
+  PyObject* builtins = PyDict_Copy(PyEval_GetBuiltins());
+  bool ok = filename != nullptr && builtins != nullptr && PyDict_SetItemString(dict, "__file__", filename) == 0 &&
+            PyDict_SetItemString(dict, "__builtins__", builtins) == 0 &&
             PyDict_SetItem(PyImport_GetModuleDict(), name, module) == 0;
+  Py_XDECREF(builtins);
   Py_XDECREF(filename);
   if (ok) {
     PyObject* done = PyEval_EvalCode(code, dict, dict);

@@ -199,6 +199,16 @@ def test_a_worker_that_cannot_be_stopped_is_named_and_the_next_run_says_it_waits
     assert note in capsys.readouterr().err
 
 
+def test_a_timeout_bounds_the_wait_for_an_earlier_run_too(any_pool):
+    with pytest.raises(ParallelTimeout):
+        any_pool.run(STUCK[any_pool.backend].format(seconds=3.0), timeout=0.2)
+    start = time.perf_counter()
+    with pytest.raises(ParallelTimeout, match="did not start within 0.5 s: workers 0-1 are still busy") as info:
+        any_pool.run("worker_id", timeout=0.5)
+    assert time.perf_counter() - start < bound(1.5) and info.value.stuck == [0, 1]
+    assert values(any_pool.run("worker_id")) == [0, 1]  # once the stuck run has ended
+
+
 def test_runs_take_turns_and_an_earlier_run_keeps_its_results(any_pool):
     first = any_pool.submit("import time\ntime.sleep(0.3)\nslow = worker_id\n'first'")
     assert values(any_pool.run("slow")) == [0, 1]  # waited for the first run to finish
@@ -245,8 +255,12 @@ def test_a_hostile_cell_breaks_neither_later_cells_nor_reset_nor_pull(any_pool, 
 @pytest.mark.parametrize("backend", ["subinterpreter", "process"])
 def test_reset_undoes_what_cells_did_to_builtins(backend, request):
     with open_backend(backend, request) as pool:
-        pool.run("import builtins\nbuiltins.len = None\nbuiltins.mine = 1")
+        pool.run("import builtins\nbuiltins.len = builtins.list = None\nbuiltins.mine = 1")
+        # The stdlib code an error report needs is broken now, not the worker: it says so, and lives.
+        [error] = {r.error.message for r in pool.run("1 / 0")}
+        assert error.startswith("the worker could not run the task: TypeError") and "%parallel_reset" in error
         pool.reset()
+        assert [r.error.type_name for r in pool.run("1 / 0")] == ["ZeroDivisionError"] * 2
         assert values(pool.run("len([1, 2]), 'mine' in dir(__import__('builtins'))")) == [(2, False)] * 2
 
 

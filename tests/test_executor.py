@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import math
+import re
 import time
 
 import pytest
@@ -158,3 +159,36 @@ def test_bad_max_workers():
         SubinterpreterExecutor(0)
     with pytest.raises(TypeError, match="must be an int"):
         SubinterpreterExecutor("2")
+
+
+class RebuiltAsInt(Exception):
+    def __reduce__(self):
+        return (int, (5,))
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no str")
+
+    def __reduce__(self):
+        raise TypeError("no pickle")
+
+
+class ExitsOnPickle(Exception):
+    def __reduce__(self):
+        raise SystemExit("from __reduce__")
+
+
+@pytest.mark.parametrize("kind, message", [(RebuiltAsInt, "rebuilt here as a int"),
+                                           (Unprintable, "Unprintable: <str() of it failed>"),
+                                           (ExitsOnPickle, "ExitsOnPickle")])
+def test_hostile_exceptions_fail_their_future_and_nothing_hangs(kind, message):
+    def raise_it(kind):
+        raise kind()
+
+    start = time.perf_counter()
+    with SubinterpreterExecutor(2) as ex:
+        with pytest.raises(RuntimeError, match=re.escape(message)):
+            ex.submit(raise_it, kind).result(timeout=20)
+        assert [f.result(timeout=20) for f in [ex.submit(abs, -i) for i in range(4)]] == [0, 1, 2, 3]
+    assert time.perf_counter() - start < 10  # leaving the with block did not hang

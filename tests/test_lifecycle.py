@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import bound, open_backend
+from conftest import bound, children, open_backend
 
+import ipy_parallel
 from ipy_parallel import ParallelInterrupted, ParallelTimeout, parallel
 
 
@@ -267,3 +268,72 @@ def test_magics_that_replace_or_reset_a_pool_are_bounded(op):
     else:
         assert "was abandoned while closing" in proc.stderr
     print(f"\n{op.splitlines()[0]} with workers blocked in C: {took(proc):.2f} s")
+
+
+# -- daemon threads inside the engine while the interpreter exits --------------------------------
+
+DAEMON_SCRIPTS = {
+    "an executor never shut down": """
+from ipy_parallel import SubinterpreterExecutor
+import time
+ex = SubinterpreterExecutor(2)
+ex.submit(time.sleep, 30)
+time.sleep(0.3)
+""",
+    "a daemon thread polling a queue": """
+import threading, time, ipy_parallel
+def poll():
+    q = ipy_parallel.Queue("q")
+    while True:
+        try:
+            q.get(timeout=0.001)
+        except Exception:
+            pass
+threading.Thread(target=poll, daemon=True).start()
+time.sleep(0.3)
+""",
+    "a daemon thread running cells": """
+import threading, time, ipy_parallel
+pool = ipy_parallel.Pool(2)
+def loop():
+    while True:
+        try:
+            pool.run("import time\\ntime.sleep(0.002)")
+        except Exception:
+            pass
+threading.Thread(target=loop, daemon=True).start()
+time.sleep(0.3)
+""",
+}
+
+
+@pytest.mark.parametrize("script", DAEMON_SCRIPTS.values(), ids=DAEMON_SCRIPTS.keys())
+def test_exit_with_a_daemon_thread_inside_the_engine_is_clean(script):
+    # Once the interpreter finalizes, a daemon thread that takes the GIL back is ended there
+    # (pthread_exit): the engine must not abort the process then (a C++ destructor in its way).
+    for attempt in range(6):
+        proc, seconds = run_child(script, timeout=60)
+        assert proc.returncode == 0, (attempt, proc.returncode, proc.stderr)
+        assert "terminate called" not in proc.stderr and "forked" not in proc.stderr, proc.stderr
+        assert seconds < bound(10)
+
+
+def test_closing_a_pool_whose_workers_imported_threading_is_quick():
+    pool = ipy_parallel.Pool(2)
+    pool.run("import threading, logging, cloudpickle")  # threading knows the process's main thread
+    begin = time.perf_counter()
+    pool.close()
+    assert time.perf_counter() - begin < bound(0.3), "teardown waited on a thread that is not the worker's"
+
+
+def test_ctrl_c_while_a_process_pool_starts_leaves_no_process_behind():
+    before = children()
+    with RandomInterrupts(seed=3) as fire:
+        while fire.landed < 20:
+            pool = fire.call(lambda: ipy_parallel.ProcessPool(2))
+            if not isinstance(pool, KeyboardInterrupt):
+                pool.close()
+    deadline = time.monotonic() + bound(3)
+    while children() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert children() <= before, f"left: {children() - before}"

@@ -41,15 +41,20 @@ def marshalled() -> bytes:
 
 def install(modules, function=None, *args):
     """In a worker that is a Python process of its own: run each (name, filename, source) as
-    the module ``name`` (registered in sys.modules first, as import does). Returns the last
+    the module ``name`` (registered in sys.modules first, as import does, with a copy of the
+    builtins of its own). Returns the last
     module, or, given ``function``, what that function of it returns for ``args`` (how an
     ipyparallel engine starts: the module itself could not travel back)."""
+    import builtins
     import sys
 
     module = None
     for name, filename, source in modules:
         module = type(sys)(name)
         module.__file__ = filename
+        # Builtins of its own: a cell that patches the builtins module must not break the code
+        # that runs it (the C++ engine does the same).
+        module.__builtins__ = dict(builtins.__dict__)
         sys.modules[name] = module
         exec(compile(source, filename, "exec"), module.__dict__)
     return module if function is None else getattr(module, function)(*args)

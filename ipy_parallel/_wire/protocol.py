@@ -20,7 +20,7 @@ result record (worker_id, value, stdout, stderr, error, wall_time, cpu_time, val
               an engine's collect() gives for each worker
 """
 
-import marshal
+from marshal import dumps as _marshal, loads as _unmarshal  # bound now: a cell may patch the module
 
 PICKLE, MARSHAL = 0, 1
 
@@ -47,12 +47,12 @@ def dropped_note(stream_name, count):
 
 
 def pack_payload(path, blobs):
-    return marshal.dumps((path, list(blobs)))
+    return _marshal((path, list(blobs)))
 
 
 def unpack_payload(payload):
     """(path or None, [pickled dict, ...])"""
-    path, blobs = marshal.loads(payload)
+    path, blobs = _unmarshal(payload)
     return path, blobs
 
 

@@ -14,8 +14,8 @@ calls teardown() before it ends the interpreter.
 import builtins
 import io
 import linecache
-import marshal
 import sys
+from marshal import dumps as _marshal  # bound now: a cell may patch the module
 
 import _ipy_parallel_protocol as protocol
 
@@ -74,6 +74,12 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
                 streams[i] = _Stream(emit, stream.fileno(), stream.name, flush)
 
     def run(source, filename, payload):
+        try:
+            return run_task(source, filename, payload)
+        except BaseException as failure:  # the runtime's own code failed: a cell broke what it relies on
+            return protocol.reply(None, _last_resort(failure))
+
+    def run_task(source, filename, payload):
         repair()
         stdout, stderr = streams
         saved = sys.stdout, sys.stderr
@@ -147,13 +153,22 @@ def teardown(timeout):
     deadline = clock() + timeout
     threading = sys.modules.get("threading")
     if threading is not None:
-        me = threading.current_thread()
+        # Not current_thread(): for this thread, which threading did not start, it would make a
+        # _DummyThread whose cleanup fails noisily as the interpreter ends.
+        me, main = _thread.get_ident(), threading.main_thread()  # main: the process's, not ours to join
         for thread in threading.enumerate():
-            if thread is not me and not thread.daemon:
+            if thread.ident != me and thread is not main and not thread.daemon:
                 try:
                     thread.join(max(0.0, deadline - clock()))
                 except Exception:  # a thread threading cannot join (not started by it)
                     pass
+        # 3.13's threading takes the process's main thread for this interpreter's, so this thread,
+        # once anything asked threading about it (logging does), has a _DummyThread that 3.13
+        # deletes only with the thread state, after the module is gone ("Exception ignored in
+        # _DeleteDummyThreadOnDel.__del__"). Let it go now, while threading is whole.
+        local = getattr(threading, "_thread_local_info", None)
+        if local is not None and hasattr(local, "_track_dummy_thread_ref"):
+            del local._track_dummy_thread_ref
     while _thread._count() and clock() < deadline:  # _thread.start_new_thread ones: nothing to join
         pause.acquire()
         pause.acquire(timeout=0.01)  # a plain 10 ms wait, whatever time.sleep has become
@@ -246,8 +261,8 @@ def _value_reply(value):
         return protocol.reply()
     if _plain(value):
         try:
-            return protocol.reply(marshal.dumps(value), None, protocol.MARSHAL)  # no pickle to import, and faster
-        except ValueError:  # nested deeper than marshal goes: pickle may still manage
+            return protocol.reply(_marshal(value), None, protocol.MARSHAL)  # no pickle to import, and faster
+        except Exception:  # nested deeper than marshal goes: pickle may still manage
             pass
     try:
         return protocol.reply(_dumps(value), None, protocol.PICKLE)
@@ -428,6 +443,17 @@ def _pack_error(exc, filename):
     except BaseException:
         pickled = None
     return protocol.error_record(_type_name(type(exc)), message, text, pickled)
+
+
+def _last_resort(failure):
+    """An error record for a failure of the runtime itself, made without importing anything."""
+    try:
+        said = str(failure)
+    except BaseException:
+        said = "<str() failed>"
+    message = (f"the worker could not run the task: {type(failure).__name__}: {said} (a cell may have broken "
+               "something the worker relies on, such as the builtins module: %parallel_reset restores them)")
+    return protocol.error_record(type(failure).__name__, message, f"{type(failure).__name__}: {message}\n")
 
 
 def _cannot_send(value, exc, what):

@@ -179,12 +179,15 @@ class BasePool:
         ``stream=True``, ``run.output()`` then gives what they wrote), in the calling thread.
         """
         timeout = _check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         started: list[Run] = []
         try:
-            run = self._start(source, inputs, worker_inputs, filename, stream, WAIT_SLICE, started)
+            run = self._start(source, inputs, worker_inputs, filename, stream, WAIT_SLICE, started,
+                              (deadline, f"{what} did not start within {timeout:g} s" if timeout is not None else ""))
             if on_tick is not None:
                 on_tick(run)
-            return run.results(timeout, on_tick=on_tick, what=what)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return run._wait_for_results(left, on_tick, what, timeout)
         except KeyboardInterrupt as exc:
             if isinstance(exc, RunStopped) or not started:
                 raise
@@ -243,7 +246,11 @@ class BasePool:
         raises RuntimeError, naming them, if workers are still busy with an earlier run after
         a few seconds (blocked in C code, say)."""
         previous = self._current
-        if previous is not None and not previous.wait(RESET_WAIT):
+        try:
+            waited = previous is None or previous.wait(RESET_WAIT)
+        except KeyboardInterrupt:
+            raise ParallelInterrupted("the reset was interrupted while it waited for an earlier run") from None
+        if not waited:
             busy = previous.busy_workers()
             if busy:
                 raise RuntimeError(f"cannot reset now: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
@@ -286,9 +293,11 @@ class BasePool:
         if self._closed:
             raise RuntimeError(f"this {self._kind} is closed: create a new {self._kind} to run more work")
 
-    def _start(self, source, inputs, worker_inputs, filename, stream, first_wait, started: list) -> Run:
+    def _start(self, source, inputs, worker_inputs, filename, stream, first_wait, started: list,
+               limit: tuple[float | None, str] = (None, "")) -> Run:
         """Register and start a run once the previous one has finished; ``started`` gets the Run
-        as soon as it exists, so that a caller interrupted before this returns can stop it."""
+        as soon as it exists, so that a caller interrupted before this returns can stop it.
+        ``limit``: (a deadline for the wait for its turn, what the ParallelTimeout then says)."""
         if not isinstance(source, str):
             raise TypeError(f"source must be str, not {type(source).__name__}")
         if filename is None:
@@ -310,15 +319,20 @@ class BasePool:
                         self._sent_path = path
                     run._finished_seen = done
                     return run
-            announced = self._wait_for_turn(previous, announced)
+            announced = self._wait_for_turn(previous, announced, limit)
 
-    def _wait_for_turn(self, previous: Run, announced: bool) -> bool:
+    def _wait_for_turn(self, previous: Run, announced: bool, limit: tuple[float | None, str]) -> bool:
         """Wait (outside the lock) until the engine has finished ``previous``. Says so within
         0.1 s if that run was stopped and left workers busy; a Ctrl-C meanwhile stops it again
         (and, once the user was told, ends those workers by force where the backend can) and
         gives up."""
+        deadline, timed_out = limit
         try:
-            finished = previous.wait(TICK)
+            finished = previous.wait(TICK if deadline is None else max(0.0, min(TICK, deadline - time.monotonic())))
+            if not finished and deadline is not None and time.monotonic() >= deadline:
+                busy = previous.busy_workers()
+                raise ParallelTimeout(f"{timed_out}: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
+                                      f"{'are' if len(busy) > 1 else 'is'} still busy with an earlier run", stuck=busy)
             if not finished and previous._stopping and not announced:  # not a run that is about to end
                 busy = previous.busy_workers()
                 if busy:
@@ -429,7 +443,12 @@ class Run:
         ParallelTimeout is raised. On KeyboardInterrupt (Ctrl-C, a notebook's stop button) every
         worker is interrupted and ParallelInterrupted (a KeyboardInterrupt) is raised. Either
         way the pool is usable after, and the exception carries the results of a run whose
-        workers all stopped. ``on_tick(run)`` is called every 0.1 s while it waits."""
+        workers all stopped. ``on_tick(run)`` is called every 0.1 s while it waits, and once
+        when the workers have finished; ``what`` names the run in the messages."""
+        return self._wait_for_results(_check_timeout(timeout), on_tick, what, timeout)
+
+    def _wait_for_results(self, timeout, on_tick, what: str, shown) -> list[Result]:
+        """results(), where ``shown`` is the timeout the message names (run()'s began earlier)."""
         if self._results is not None:
             return self._results
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -442,7 +461,7 @@ class Run:
                 if finished:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise self._stopped(ParallelTimeout, f"{what} did not finish within {timeout:g} s")
+                    raise self._stopped(ParallelTimeout, f"{what} did not finish within {shown:g} s")
             return self._rebuild()
         except KeyboardInterrupt as exc:
             if isinstance(exc, RunStopped):
@@ -505,7 +524,12 @@ class Run:
         # One store each: an interrupt before a store leaves collect() to be asked again.
         self._late_output = self._late_output + self._engine.drain_output()
         self._cpu_end = self._engine.cpu_times()
-        self._records = self._engine.collect()
+        try:
+            self._records = self._engine.collect()
+        except RuntimeError:
+            if not self._engine.closed:
+                raise
+            # Closed meanwhile (by another thread): the records are lost, and _collect says so.
         return True
 
     def _rebuild(self) -> list[Result]:

@@ -38,6 +38,8 @@ class Pool(BasePool):
         crashes); start this one again, and say that its workers' state is gone."""
         if not self._engine.closed:
             return
+        if not self._engine.closed_for_fork:  # by the engine's atexit hook: the interpreter is exiting
+            raise RuntimeError("this Pool was closed as the interpreter exits: it runs nothing more")
         self._engine = _engine.Pool(self._engine.size, _MODULES)
         self._sent_path = None
         warnings.warn(

@@ -42,6 +42,7 @@ class _Worker:
         self.cpu_offset = cpu_offset  # CPU seconds of the processes this one replaced
         self.cpu_last = cpu_offset
         self.reader: threading.Thread | None = None
+        self.killed = False  # by kill(), on purpose
         cmd_r, self.cmd_w = os.pipe()
         self.reply_r, reply_w = os.pipe()
         lifeline_r, self.lifeline_w = os.pipe()
@@ -172,7 +173,7 @@ class ProcessEngine:
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds (an interruptible wait); True once every worker is done."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._pending == 0, max(timeout, 0.0))
+            return self._cond.wait_for(lambda: self._pending == 0 or self._closed, max(timeout, 0.0))
 
     def collect(self) -> list[tuple]:
         """The finished run's result records, the same ones until the next start()."""
@@ -198,6 +199,7 @@ class ProcessEngine:
         busy = set(self.busy_workers())
         killed = [i for i in ids if i in busy]
         for i in killed:
+            self._workers[i].killed = True  # the caller says so: _replace_dead need not
             self._workers[i].signal(signal.SIGKILL)
         with self._cond:  # until their readers have seen them go, so that the next run replaces them
             self._cond.wait_for(lambda: all(self._workers[i].returncode is not None for i in killed), 5.0)
@@ -225,9 +227,8 @@ class ProcessEngine:
         with self._cond:
             if self._closed:
                 return []
-            self._closed = True
+            self._closed = True  # a waiter for the current run wakes: it will find the pool closed
             workers = list(self._workers)
-            self._pending = 0  # a waiter for the current run wakes: it will find the pool closed
             self._cond.notify_all()
         if os.getpid() != self.owner_pid:
             for w in workers:  # no reader threads here (fork copies only the calling thread)
@@ -237,13 +238,14 @@ class ProcessEngine:
         deadline = time.monotonic() + min(_STOP_GRACE, timeout)
         try:
             while time.monotonic() < deadline:
-                busy = [w for w in workers if w.returncode is None and w.proc.poll() is None and w.ready.is_set()
-                        and self._was_busy(w)]
+                with self._cond:  # the readers still record answers: one that comes ends the wait for it
+                    busy = [w for w in workers if self._busy(w) and w.returncode is None]
                 if not busy:
                     break
                 for w in busy:
                     w.signal(signal.SIGINT)
-                time.sleep(0.05)
+                with self._cond:
+                    self._cond.wait(0.05)
         finally:
             for w in workers:  # end of file on both: an idle worker exits at once
                 w.close_pipes()
@@ -257,6 +259,9 @@ class ProcessEngine:
             for w in workers:
                 if w.reader is not None:
                     w.reader.join(5.0)
+            with self._cond:
+                self._pending = 0
+                self._cond.notify_all()
         return []
 
     # -- internals ------------------------------------------------------------------------
@@ -267,17 +272,14 @@ class ProcessEngine:
         if self._pending:
             raise RuntimeError("this pool is still running a task: wait for it to finish first")
 
-    def _was_busy(self, w: _Worker) -> bool:
-        """w had a task of the run in progress when close() began and has not answered it."""
-        return w.id < len(self._records) and self._records[w.id] is None
-
     def _spawn(self, ids, cpu_offsets) -> list[_Worker]:
         """Start these workers' processes all at once, then wait until every one is ready."""
         workers = []
         try:
             for i, offset in zip(ids, cpu_offsets):
-                w = _Worker(i, self.size, self._path, offset)
-                workers.append(w)
+                with deferred_interrupts():  # a process started is one this list knows, to kill if need be
+                    w = _Worker(i, self.size, self._path, offset)
+                    workers.append(w)
                 w.reader = threading.Thread(target=self._read, args=(w,), daemon=True,
                                             name=f"ipy_parallel process worker {i} reader")
                 w.reader.start()
@@ -311,6 +313,8 @@ class ProcessEngine:
             if old.reader is not None:
                 old.reader.join(5.0)
             old.close_pipes()
+            if old.killed:
+                continue
             warnings.warn(f"ipy_parallel: worker {old.id}'s process had died ({_how(old.returncode)}); "
                           "a new process replaces it, and the variables it had are gone", RuntimeWarning,
                           stacklevel=7)  # the caller of run() or submit()

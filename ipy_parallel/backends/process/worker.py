@@ -12,11 +12,18 @@ little-endian length and a marshal blob:
 """
 
 import _thread
-import marshal
+import builtins
 import os
 import signal
 import sys
 import time
+from marshal import dumps as _marshal, loads as _unmarshal
+from os import _exit, read as _read, write as _write
+
+# Builtins of its own, and the functions it needs bound above, both before anything is defined:
+# the cells run in this process, and one that patches builtins, marshal or os (builtins.len =
+# None, os.write = ...) must not break the loop that runs them and talks to the parent.
+__builtins__ = dict(builtins.__dict__)
 
 _HEADER = 8
 _FLUSH_DELAY = 0.02  # seconds output may wait to be sent with the writes that follow it
@@ -63,13 +70,13 @@ def _sleep(seconds):
 
 
 def _write_frame(message):
-    data = marshal.dumps(message)
+    data = _marshal(message)
     view = memoryview(len(data).to_bytes(_HEADER, "little") + data)
     try:
         while view:
-            view = view[os.write(_reply_fd, view):]
+            view = view[_write(_reply_fd, view):]
     except OSError:  # the parent is gone: nobody to work for
-        os._exit(1)
+        _exit(1)
 
 
 def _flush_locked():
@@ -135,7 +142,7 @@ def _flusher():
 def _read_exact(fd, n):
     chunks = []
     while n:
-        chunk = os.read(fd, min(n, 1 << 20))
+        chunk = _read(fd, min(n, 1 << 20))
         if not chunk:
             return None
         chunks.append(chunk)
@@ -149,16 +156,16 @@ def _receive(fd):
         return None
     size = int.from_bytes(header, "little")
     body = _read_exact(fd, size) if size else b""
-    return None if body is None else marshal.loads(body)
+    return None if body is None else _unmarshal(body)
 
 
 def _watch_parent(fd):
     # Nobody ever writes to the lifeline: read() returns only when every copy of its write end is
     # closed, i.e. the parent closed the pool or died (even by SIGKILL). No orphans, ever.
     try:
-        os.read(fd, 1)
+        _read(fd, 1)
     finally:
-        os._exit(0)
+        _exit(0)
 
 
 def _interrupted_reply(protocol):
