@@ -56,6 +56,8 @@ def rebuild(record: tuple) -> Result:
     try:
         if error is not None:
             err = _worker_error(*error)
+        elif value_format == protocol.RAW:
+            value = value_blob
         elif value_blob is not None:
             value = (marshal.loads if value_format == protocol.MARSHAL else pickle.loads)(value_blob)
     except BaseException as exc:

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "floor.h"
+#include "lent.h"
 #include "native_kernel.h"
 #include "pool.h"
 #include "rendezvous.h"
@@ -109,6 +110,7 @@ void at_exit() {
     g_exiting = true;  // a daemon thread's pool stays closed from now on
   }
   close_all_pools();
+  ipp::release_lent();
   const int alive = ipp::Interpreter::alive();
   if (alive == 0) return;
   for (const char* name : {"stdout", "stderr"}) {
@@ -153,18 +155,27 @@ class PoolHandle {
 
   ipp::Pool& pool() { return *pool_; }
 
-  void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads, bool stream) {
+  void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
+             ipp::Pool::LentInputs lent, bool stream) {
     collected_ = py::object();  // the previous run's records belong to its Run object from now on
-    pool_->start(source, filename, std::move(payloads), stream);
+    ipp::release_lent();
+    pool_->start(source, filename, std::move(payloads), std::move(lent), stream);
   }
 
   // The finished run's result records, the same list each time until the next start(): a
-  // caller interrupted before it kept them can ask again.
+  // caller interrupted before it kept them can ask again. A RAW value is copied here, once,
+  // from the worker's own bytes object; then the workers free theirs.
   py::object collect() {
+    ipp::release_lent();
     if (!collected_) {
       py::list out;
-      for (const auto& r : pool_->take_results()) out.append(result_record(r));
+      bool raw = false;
+      for (const auto& r : pool_->take_results()) {
+        raw = raw || r.value_format == kRawFormat;
+        out.append(result_record(r));
+      }
       collected_ = std::move(out);
+      if (raw) pool_->drop_raw();
     }
     return collected_;
   }
@@ -200,7 +211,8 @@ class PoolHandle {
   }
 
  private:
-  static py::tuple result_record(const ipp::TaskResult& r);
+  static constexpr int kRawFormat = 2;  // the protocol's RAW
+  py::tuple result_record(const ipp::TaskResult& r);
 
   std::unique_ptr<ipp::Pool> pool_;
   py::object collected_;  // the current run's records, once collected
@@ -220,8 +232,17 @@ py::tuple PoolHandle::result_record(const ipp::TaskResult& r) {
     error = py::make_tuple(py::str(r.error->type_name), py::str(r.error->message), py::str(r.error->traceback),
                            bytes_or_none(r.error->pickled));
   }
-  return py::make_tuple(r.worker_id, bytes_or_none(r.value), py::str(r.out), py::str(r.err), error, r.wall_time,
-                        r.cpu_time, r.value_format);
+  py::object value = bytes_or_none(r.value);
+  if (r.value_format == kRawFormat) {
+    const bool read = pool_->read_raw(r, [&](const char* data, size_t size) { value = py::bytes(data, size); });
+    if (!read) {
+      const char* why = "the worker dropped its result before it was collected";
+      error = py::make_tuple(py::str("RuntimeError"), py::str(why), py::str(std::string("RuntimeError: ") + why + "\n"),
+                             py::none());
+    }
+  }
+  return py::make_tuple(r.worker_id, value, py::str(r.out), py::str(r.err), error, r.wall_time, r.cpu_time,
+                        r.value_format);
 }
 
 // Runs fn with the GIL released; a BarrierBroken it throws becomes threading.BrokenBarrierError
@@ -296,21 +317,33 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
       .def(
           "start",
           [](PoolHandle& h, const std::string& source, const std::string& filename, const py::list& payloads,
-             bool stream, double wait) {
+             bool stream, double wait, const py::list& lent) {
             std::vector<std::string> copies;
             copies.reserve(payloads.size());
             for (const auto& p : payloads) copies.push_back(p.cast<py::bytes>().cast<std::string>());
-            h.start(source, filename, std::move(copies), stream);
+            ipp::Pool::LentInputs inputs;
+            for (const auto& group : lent) {
+              auto& objects = inputs.emplace_back();
+              for (const auto& object : group.cast<py::list>()) {
+                auto one = ipp::Lent::from(object.ptr());
+                if (!one) throw py::error_already_set();
+                objects.push_back(std::move(one));
+              }
+            }
+            h.start(source, filename, std::move(copies), std::move(inputs), stream);
             if (wait <= 0) return false;
             return without_gil([&] { return h.pool().wait(wait); });
           },
           py::arg("source"), py::arg("filename"), py::arg("payloads"), py::arg("stream") = false,
-          py::arg("wait") = 0.0,
+          py::arg("wait") = 0.0, py::arg("lent") = py::list(),
           "Hand one task to every worker, then wait up to `wait` seconds (GIL released) as wait() "
           "does; True when the run is already done. payloads: [] for no inputs, [b] for the same "
-          "bytes everywhere, or one bytes per worker; stream: queue output for drain_output(). "
-          "Raises RuntimeError if the pool is closed or the previous run has not finished. "
-          "Starting and waiting in one call spares a short run a GIL round trip.")
+          "bytes everywhere, or one bytes per worker; stream: queue output for drain_output(); "
+          "lent: [] or, for each payload, the list of objects it lends (ipy_parallel/_wire/protocol.py): "
+          "a bytes or str is copied once into each worker, any other buffer is seen there in place, "
+          "read-only, and released here once the workers' views of it are gone. Raises RuntimeError "
+          "if the pool is closed or the previous run has not finished, BufferError if a buffer is "
+          "not contiguous. Starting and waiting in one call spares a short run a GIL round trip.")
       .def(
           "wait",
           [](PoolHandle& h, double timeout) { return without_gil([&] { return h.pool().wait(timeout); }); },

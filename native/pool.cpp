@@ -65,11 +65,13 @@ void Pool::check_open() const {
 }
 
 void Pool::start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
-                 bool stream) {
+                 LentInputs lent, bool stream) {
   const auto n = static_cast<size_t>(size_);
   if (payloads.size() > 1 && payloads.size() != n)
     throw std::invalid_argument("expected 0, 1 or " + std::to_string(n) + " payloads, got " +
                                 std::to_string(payloads.size()));
+  if (!lent.empty() && lent.size() != payloads.size())
+    throw std::invalid_argument("expected a list of lent inputs for each payload");
   std::vector<std::shared_ptr<const std::string>> shared;
   for (auto& p : payloads) shared.push_back(std::make_shared<const std::string>(std::move(p)));
   auto shared_source = std::make_shared<const std::string>(source);
@@ -85,10 +87,12 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
   // Under the pool's lock, so that close() cannot take the workers away meanwhile.
   for (size_t i = 0; i < n; ++i) {
     workers_[i]->set_streaming(stream);
+    const size_t which = shared.size() == n ? i : 0;  // one payload for all, or one each
     std::shared_ptr<const std::string> payload;
-    if (shared.size() == 1) payload = shared[0];
-    if (shared.size() == n && n > 1) payload = shared[i];
-    workers_[i]->post(Task{shared_source, shared_filename, std::move(payload), run});
+    if (!shared.empty()) payload = shared[which];
+    std::vector<std::shared_ptr<const Lent>> inputs;
+    if (!lent.empty()) inputs = lent[which];
+    workers_[i]->post(Task{shared_source, shared_filename, std::move(payload), std::move(inputs), run});
   }
 }
 
@@ -111,6 +115,11 @@ std::vector<TaskResult> Pool::take_results() {
   if (runs_ == 0) throw std::runtime_error("no run to collect: call start() first");
   if (pending_.remaining() != 0) throw std::runtime_error("the run is not finished: wait() until it returns true");
   return std::move(results_);
+}
+
+void Pool::drop_raw() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& worker : workers_) worker->drop_held();
 }
 
 void Pool::begin_close() {

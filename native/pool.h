@@ -48,12 +48,24 @@ class Pool final : public Completion {
   bool busy() const;  // a run was started and has not finished
   std::uint64_t runs() const;
 
-  // payloads: empty (no inputs), one (the same for every worker) or one per worker. Throws if
-  // the pool is closed or the previous run has not finished.
+  // Lent inputs: one list for each payload (or none), in the order the payload names them.
+  using LentInputs = std::vector<std::vector<std::shared_ptr<const Lent>>>;
+
+  // payloads: empty (no inputs), one (the same for every worker) or one per worker; `lent` is
+  // empty or matches them. Throws if the pool is closed or the previous run has not finished.
   void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
-             bool stream);
+             LentInputs lent, bool stream);
   bool wait(double timeout_seconds);       // true once every worker of the current run is done
   std::vector<TaskResult> take_results();  // the finished run's results, by worker id, once
+  // A RAW result's bytes, given to fn(data, size) while its worker keeps them (see
+  // Worker::read_held); false if they are gone. Then drop_raw(): every worker frees its own.
+  template <typename Fn>
+  bool read_raw(const TaskResult& result, Fn&& fn) {
+    std::lock_guard<std::mutex> lock(mutex_);  // the workers stay meanwhile (abandon() takes them under it)
+    const auto i = static_cast<size_t>(result.worker_id);
+    return i < workers_.size() && workers_[i]->read_held(result.generation, std::forward<Fn>(fn));
+  }
+  void drop_raw();
 
   // Raise KeyboardInterrupt in every worker still running the current run (see
   // Worker::interrupt); returns their ids. busy_workers(): the ids of those still running.

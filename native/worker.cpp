@@ -135,8 +135,11 @@ TaskError error_from_raised() {
   return error;
 }
 
-// Reads run()'s reply, the protocol's (value | None, error record | None, value_format).
-bool unpack_reply(PyObject* reply, TaskResult& result) {
+constexpr int kRawFormat = 2;  // the protocol's RAW: the value is a bytes object, handed over as it is
+
+// Reads run()'s reply, the protocol's (value | None, error record | None, value_format). A RAW
+// value is not copied: `raw` gets a new reference to it.
+bool unpack_reply(PyObject* reply, TaskResult& result, PyObject*& raw) {
   if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 3) {
     PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed reply");
     return false;
@@ -145,7 +148,14 @@ bool unpack_reply(PyObject* reply, TaskResult& result) {
   PyObject* error = PyTuple_GET_ITEM(reply, 1);
   result.value_format = static_cast<int>(PyLong_AsLong(PyTuple_GET_ITEM(reply, 2)));
   if (result.value_format == -1 && PyErr_Occurred()) return false;
-  if (value != Py_None) {
+  if (value != Py_None && result.value_format == kRawFormat) {
+    if (!PyBytes_CheckExact(value)) {
+      PyErr_SetString(PyExc_SystemError, "worker runtime returned a RAW value that is not bytes");
+      return false;
+    }
+    raw = Py_NewRef(value);
+    result.raw_size = static_cast<size_t>(PyBytes_GET_SIZE(value));
+  } else if (value != Py_None) {
     result.value.emplace();
     if (!copy_text(value, *result.value)) return false;
   }
@@ -317,7 +327,14 @@ void Worker::main() {
     Task task;
     {
       std::unique_lock<std::mutex> lock(mailbox_mutex_);
-      mailbox_cv_.wait(lock, [this] { return mailbox_.has_value() || stop_requested_; });
+      mailbox_cv_.wait(lock, [this] { return mailbox_.has_value() || stop_requested_ || drop_held_; });
+      const bool drop = std::exchange(drop_held_, false);
+      if (drop && !mailbox_ && !stop_requested_) {
+        lock.unlock();
+        Attached attached(*interp_);
+        hold(nullptr, 0);
+        continue;
+      }
       if (!mailbox_) break;  // stop requested and nothing left to run
       task = std::move(*mailbox_);
       mailbox_.reset();
@@ -326,6 +343,7 @@ void Worker::main() {
   }
 
   interp_->attach();
+  hold(nullptr, 0);
   end_interpreter();
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
@@ -340,6 +358,7 @@ void Worker::start_interpreter() {
     std::string why = "cannot start the worker runtime: " + error_from_raised().message;
     Py_CLEAR(run_fn_);
     Py_CLEAR(teardown_fn_);
+    Py_CLEAR(view_type_);
     interp_.reset();
     throw std::runtime_error(why);
   }
@@ -380,6 +399,8 @@ bool Worker::load_runtime() {
     if (sleep == nullptr) break;
     teardown_fn_ = PyObject_GetAttrString(last, "teardown");
     if (teardown_fn_ == nullptr) break;
+    view_type_ = make_view_type();
+    if (view_type_ == nullptr) break;
     run_fn_ = PyObject_CallMethod(last, "setup", "iiOOK", id_, n_workers_, emit, sleep,
                                   static_cast<unsigned long long>(group_));
     ok = run_fn_ != nullptr;
@@ -408,6 +429,7 @@ void Worker::end_interpreter() {
   alone = alone && interp_->alone(50);
   Py_CLEAR(run_fn_);
   Py_CLEAR(teardown_fn_);
+  Py_CLEAR(view_type_);
   if (alone) {
     interp_.reset();
     return;
@@ -469,6 +491,41 @@ bool Worker::sleep(double seconds) {
   return true;
 }
 
+PyObject* Worker::lent_tuple(const Task& task) {
+  PyObject* objects = PyTuple_New(static_cast<Py_ssize_t>(task.lent.size()));
+  if (objects == nullptr) return nullptr;
+  for (size_t i = 0; i < task.lent.size(); ++i) {
+    PyObject* object = Lent::receive(task.lent[i], view_type_);
+    if (object == nullptr) {
+      Py_DECREF(objects);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(objects, static_cast<Py_ssize_t>(i), object);
+  }
+  return objects;
+}
+
+void Worker::hold(PyObject* value, std::uint64_t generation) {
+  PyObject* previous = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(held_mutex_);
+    previous = held_;
+    held_ = value;
+    held_data_ = value == nullptr ? nullptr : PyBytes_AS_STRING(value);
+    held_size_ = value == nullptr ? 0 : static_cast<size_t>(PyBytes_GET_SIZE(value));
+    held_generation_ = generation;
+  }
+  Py_XDECREF(previous);
+}
+
+void Worker::drop_held() {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    drop_held_ = true;
+  }
+  mailbox_cv_.notify_one();
+}
+
 TaskResult Worker::execute(const Task& task) {
   using clock = std::chrono::steady_clock;
   const auto wall_start = clock::now();
@@ -482,25 +539,33 @@ TaskResult Worker::execute(const Task& task) {
     interrupted_early = interrupt_pending_ && interrupt_generation_ == task_generation_;
   }
   if (interrupted_early) compat::add_pending_call(interp_->state(), &Worker::raise_interrupt, this);
+  result.generation = task.generation;
   Rendezvous::instance().enter(group_, task.run);
   {
     Attached attached(*interp_);
+    hold(nullptr, 0);  // the previous task's value: the main interpreter has copied it, or never will
     PyObject* source = PyUnicode_FromStringAndSize(task.source->data(), static_cast<Py_ssize_t>(task.source->size()));
     PyObject* filename =
         PyUnicode_FromStringAndSize(task.filename->data(), static_cast<Py_ssize_t>(task.filename->size()));
     PyObject* payload = task.payload ? PyBytes_FromStringAndSize(task.payload->data(),
                                                                  static_cast<Py_ssize_t>(task.payload->size()))
                                      : Py_NewRef(Py_None);
+    PyObject* lent = task.lent.empty() ? nullptr : lent_tuple(task);
     PyObject* reply = nullptr;
-    if (source != nullptr && filename != nullptr && payload != nullptr) {
-      PyObject* args[] = {source, filename, payload};
-      reply = PyObject_Vectorcall(run_fn_, args, 3, nullptr);
+    PyObject* raw = nullptr;
+    if (source != nullptr && filename != nullptr && payload != nullptr && (task.lent.empty() || lent != nullptr)) {
+      PyObject* args[] = {source, filename, payload, lent};
+      reply = PyObject_Vectorcall(run_fn_, args, lent == nullptr ? 3 : 4, nullptr);
     }
-    if (reply == nullptr || !unpack_reply(reply, result)) {
+    if (reply == nullptr || !unpack_reply(reply, result, raw)) {
+      Py_CLEAR(raw);
       result.value.reset();
+      result.raw_size = 0;
       result.error = error_from_raised();
     }
+    hold(raw, task.generation);
     Py_XDECREF(reply);
+    Py_XDECREF(lent);
     Py_XDECREF(payload);
     Py_XDECREF(filename);
     Py_XDECREF(source);

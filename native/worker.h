@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "interpreter.h"
+#include "lent.h"
 
 namespace ipp {
 
@@ -25,6 +26,7 @@ struct Task {
   std::shared_ptr<const std::string> source;    // UTF-8 cell source, or an operation of the runtime
   std::shared_ptr<const std::string> filename;  // name shown in tracebacks
   std::shared_ptr<const std::string> payload;   // the payload bytes, or null for none
+  std::vector<std::shared_ptr<const Lent>> lent;  // the payload's lent inputs, in its order
   std::uint64_t run = 0;                        // the pool's run number (its barrier's epoch)
   std::uint64_t generation = 0;                 // set by Worker::post
 };
@@ -39,7 +41,11 @@ struct TaskError {
 struct TaskResult {
   int worker_id = -1;
   std::optional<std::string> value;  // the cell's last expression, serialized
-  int value_format = 0;              // the protocol's PICKLE (0) or MARSHAL (1)
+  int value_format = 0;              // the protocol's PICKLE (0), MARSHAL (1) or RAW (2)
+  // RAW: the value is a bytes object of the worker's interpreter, which the worker holds for the
+  // main interpreter to copy (Worker::read_held) until it is told to drop it or runs its next task.
+  std::size_t raw_size = 0;
+  std::uint64_t generation = 0;  // of the task, for Worker::read_held
   std::string out, err;              // everything the task wrote to sys.stdout / sys.stderr
   std::optional<TaskError> error;
   double wall_time = 0, cpu_time = 0;
@@ -85,6 +91,17 @@ class Worker {
   // Why the interpreter was left alive instead of ended ("" if it was ended); once ended.
   std::string left_alive() const;
 
+  // The RAW value of this worker's task `generation`: fn(data, size) with the worker kept from
+  // dropping it meanwhile; false (fn not called) if it has gone. Any thread.
+  template <typename Fn>
+  bool read_held(std::uint64_t generation, Fn&& fn) {
+    std::lock_guard<std::mutex> lock(held_mutex_);
+    if (held_ == nullptr || held_generation_ != generation) return false;
+    fn(held_data_, held_size_);
+    return true;
+  }
+  void drop_held();  // the main interpreter has its copy: free the value now rather than at the next task
+
   double cpu_time() const;  // CPU seconds used by this worker's thread so far
 
   // Raise KeyboardInterrupt in the task this worker was last given, if unfinished: at its next
@@ -110,6 +127,8 @@ class Worker {
   void end_interpreter();    // attached on entry; ends it, or leaves it alive if other threads run there
   static int raise_interrupt(void* self);  // the pending call, in the worker's interpreter
   TaskResult execute(const Task& task);
+  PyObject* lent_tuple(const Task& task);  // attached: the objects the task's lent inputs become here
+  void hold(PyObject* value, std::uint64_t generation);  // attached; steals value (null: hold nothing)
   void report(TaskResult&& result);
 
   const int id_, n_workers_;
@@ -123,6 +142,7 @@ class Worker {
   std::condition_variable mailbox_cv_;
   std::optional<Task> mailbox_;
   bool stop_requested_ = false;
+  bool drop_held_ = false;  // drop_held() was called
   State state_ = State::starting;
   std::string start_error_;
   std::string left_alive_;  // why the interpreter was not ended
@@ -154,6 +174,16 @@ class Worker {
   std::unique_ptr<Interpreter> interp_;  // created and destroyed on thread_
   PyObject* run_fn_ = nullptr;           // owned by interp_'s heap: touch only while attached
   PyObject* teardown_fn_ = nullptr;      // likewise
+  PyObject* view_type_ = nullptr;        // likewise: make_view_type() of this interpreter
+
+  // A RAW value, read by the main interpreter's thread while the worker holds this lock, and
+  // dropped by the worker (attached to its own interpreter) under it: the lock is never taken
+  // with the other order of GILs, so it cannot deadlock.
+  std::mutex held_mutex_;
+  PyObject* held_ = nullptr;  // owned by interp_'s heap
+  const char* held_data_ = nullptr;
+  std::size_t held_size_ = 0;
+  std::uint64_t held_generation_ = 0;
   std::thread thread_;
 };
 

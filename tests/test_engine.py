@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ipy_parallel import _engine
-from ipy_parallel._wire import marshalled
+from ipy_parallel._wire import marshalled, protocol
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_error_tuple(engine):
 
 
 def test_one_payload_per_worker(engine):
-    payloads = [marshal.dumps((None, [pickle.dumps({"v": i})])) for i in (10, 20)]
+    payloads = [protocol.pack_payload(None, [(pickle.dumps({"v": i}), ())]) for i in (10, 20)]
     assert [marshal.loads(r[1]) for r in run(engine, "v", payloads)] == [10, 20]
 
 

@@ -72,6 +72,7 @@ OPERATIONS = {
     "a tiny run": lambda pool: pool.run("worker_id"),
     "a run with inputs": lambda pool: pool.run("len(data)", {"data": list(range(1000))},
                                                worker_inputs=[{"k": 0}, {"k": 1}]),
+    "a run with lent inputs": lambda pool: pool.run("len(blob) + len(buf)", {"blob": BIG, "buf": bytearray(BIG)}),
     "a 30 ms run": lambda pool: pool.run("import time\ntime.sleep(0.03)\nworker_id"),
     "a run with a slow result to unpickle": lambda pool: pool.run(SLOW_RESULT),
     "a submit collected later": lambda pool: pool.submit("sum(range(10_000))").results(),
@@ -79,6 +80,9 @@ OPERATIONS = {
     "a reset": lambda pool: pool.reset(),
     "a timeout": lambda pool: timed_out(pool),
 }
+
+
+BIG = b"x" * 100_000  # lent to a sub-interpreter (a bytes copied once, a buffer shared), pickled to a process
 
 
 def timed_out(pool):

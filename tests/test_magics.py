@@ -91,6 +91,15 @@ def test_scatter_contiguous_chunks(ip):
     assert cell(ip, "2 --scatter r", "list(r)") == [[0, 1], [2, 3]]
 
 
+def test_scatter_of_a_buffer_gives_each_worker_a_view_of_its_slice(ip):
+    data = ip.user_ns["data"] = bytearray(range(10))
+    assert cell(ip, "2 --scatter data", "(type(data).__name__, data.readonly, data.tolist())") == [
+        ("memoryview", True, [0, 1, 2, 3, 4]), ("memoryview", True, [5, 6, 7, 8, 9])]
+    data[7] = 70  # the workers' slices are views of this very memory
+    assert cell(ip, "2", "data.tolist()") == [[0, 1, 2, 3, 4], [5, 6, 70, 8, 9]]
+    cell(ip, "2", "del data")
+
+
 @pytest.mark.parametrize("value, message", [
     (42, "a int is not a sequence"),
     ({"a": 1, "b": 2}, "a dict is not a sequence"),

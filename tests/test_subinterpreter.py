@@ -1,11 +1,15 @@
 """The sub-interpreter backend (ipy_parallel.Pool) beyond the contract: isolation, inputs from scripts, types, the GIL, sizes, exit and fork."""
 
+import array
+import gc
 import sys
 import threading
+import time
+import weakref
 
 import pytest
 
-from conftest import CURRENT_INTERPRETER, main_interpreter
+from conftest import CURRENT_INTERPRETER, bound, main_interpreter
 
 import ipy_parallel
 from ipy_parallel import Pool
@@ -332,3 +336,109 @@ def test_values_keep_their_exact_types(pool):
                 "list(range(20_000))"):
         assert pool.run(one)[0].value == eval(one) and type(pool.run(one)[0].value) is type(eval(one))
     assert type(pool.run("[bytearray(b'q')]")[0].value[0]) is bytearray
+
+
+# -- data without copies (native/lent.h): bytes and str copied once, buffers shared read-only ------
+
+BIG = 1 << 20  # above the protocol's LEND_MIN
+
+
+def test_big_bytes_and_str_inputs_arrive_whole_and_of_their_type(pool):
+    blob, text = bytes(range(256)) * (BIG // 256), "é€😀" * (BIG // 3)
+    for r in pool.run("(type(blob).__name__, blob == expected_blob, type(text).__name__, text == expected_text)",
+                      {"blob": blob, "text": text, "expected_blob": bytes(blob), "expected_text": "".join(text)}):
+        assert r.error is None and r.value == ("bytes", True, "str", True)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: bytearray(b"abc" * 1000),
+    lambda: array.array("d", range(3000)),
+    lambda: memoryview(array.array("i", range(3000))),
+    lambda: memoryview(bytes(6000)).cast("B", (60, 100)),
+], ids=["bytearray", "array", "memoryview", "2-d"])
+def test_a_buffer_arrives_as_a_read_only_view_of_the_same_memory(pool, make):
+    original = make()
+    expected = memoryview(original)
+    [r] = pool.run("(v.format, v.shape, v.readonly, v.tobytes() == expected)",
+                   {"v": original, "expected": expected.tobytes()})[:1]
+    assert r.error is None and r.value == (expected.format, expected.shape, True, True)
+    for attempt in ("v[0] = v[0]" if expected.ndim == 1 else "v[0, 0] = 0", "bytearray(0)[:] = v; v.cast('B')[0] = 1",
+                    "memoryview(v.obj)[0] = 1"):
+        [r] = pool.run(attempt)[:1]
+        assert r.error is not None and r.error.type_name == "TypeError", attempt
+    [r] = pool.run("import ctypes\nctypes.c_char.from_buffer(v.obj)")[:1]
+    assert r.error is not None and ("read-only" in r.error.message or "not writable" in r.error.message)
+    pool.run("del v")
+
+
+def test_workers_see_the_main_interpreters_memory_itself(pool):
+    shared = bytearray(BIG)
+    pool.run("0", {"view": shared})
+    shared[0], shared[-1] = 7, 9  # no copy: the workers' views see the change
+    assert [r.value for r in pool.run("(view[0], view[-1])")] == [(7, 9)] * 2
+    with pytest.raises(BufferError):  # exported while a worker keeps a view: it cannot move
+        shared.extend(b"x")
+    pool.run("del view")
+    pool.run("0")
+    shared.extend(b"x")
+
+
+def test_a_lent_buffer_is_released_here_once_every_view_of_it_is_gone(pool):
+    data = array.array("d", range(1000))
+    alive = weakref.ref(data)
+    pool.run("view = data\npart = view[10:20]\nsame = memoryview(view)", {"data": data})
+    del data
+    gc.collect()
+    assert alive() is not None  # the workers still hold views: the owner stays
+    pool.run("del data, view")
+    pool.run("0")
+    assert alive() is not None  # a slice and a view of the view hold it too
+    pool.run("del part, same")
+    deadline = time.monotonic() + bound(2)
+    while alive() is not None and time.monotonic() < deadline:  # released by a pending call of this interpreter
+        time.sleep(0.01)
+    assert alive() is None
+
+
+def test_a_reset_releases_lent_buffers(pool):
+    data = array.array("b", bytes(100))
+    alive = weakref.ref(data)
+    pool.run("0", {"data": data})
+    del data
+    pool.reset()
+    pool.run("0")
+    assert alive() is None
+
+
+def test_worker_inputs_lend_each_worker_its_own_slice(pool):
+    data = array.array("i", range(100))
+    view = memoryview(data)
+    results = pool.run("part.tolist()", worker_inputs=[{"part": view[:50]}, {"part": view[50:]}])
+    assert [r.value for r in results] == [list(range(50)), list(range(50, 100))]
+    pool.reset()
+
+
+def test_a_buffer_that_is_not_contiguous_is_refused_by_name(pool):
+    with pytest.raises(BufferError, match=r"inputs\['v'\].*not contiguous"):
+        pool.run("0", {"v": memoryview(bytes(100))[::2]})
+    assert [r.value for r in pool.run("worker_id")] == [0, 1]
+
+
+def test_lent_inputs_go_with_pickled_ones_and_worker_inputs_override(pool):
+    results = pool.run("(len(a), b, len(c))", {"a": bytes(BIG), "b": [1, 2], "c": "x" * BIG},
+                       worker_inputs=[{"c": "short"}, {"c": bytearray(3)}])
+    assert [r.value for r in results] == [(BIG, [1, 2], 5), (BIG, [1, 2], 3)]
+    pool.reset()
+
+
+def test_a_big_bytes_result_comes_back_as_bytes_and_stays_collected(pool):
+    run = pool.submit("bytes([worker_id]) * (4 << 20)")
+    first = run.results()
+    assert [r.value[:1] for r in first] == [b"\0", b"\1"] and all(len(r.value) == 4 << 20 for r in first)
+    assert run.results() == first  # collected once: the workers may free theirs
+    assert [r.value for r in pool.run("len(b'')")] == [0, 0]
+
+
+def test_a_big_bytes_result_uncollected_is_freed_by_the_next_run(pool):
+    pool.submit("bytes(8 << 20)")
+    assert [r.value for r in pool.run("worker_id")] == [0, 1]  # the previous run's results are kept for its Run

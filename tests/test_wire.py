@@ -20,8 +20,8 @@ def test_operations_can_never_be_user_source():
 
 
 def test_payload_round_trip():
-    payload = protocol.pack_payload(["/a", "/b"], [b"one", b"two"])
-    assert protocol.unpack_payload(payload) == (["/a", "/b"], [b"one", b"two"])
+    payload = protocol.pack_payload(["/a", "/b"], [(b"one", ["x"]), (None, ("y", "z"))])
+    assert protocol.unpack_payload(payload) == (["/a", "/b"], [(b"one", ("x",)), (None, ("y", "z"))])
     assert protocol.unpack_payload(protocol.pack_payload(None, [])) == (None, [])
 
 

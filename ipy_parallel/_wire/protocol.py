@@ -10,10 +10,17 @@ task          (source, filename, payload)
   source      the cell's text, or an operation of the runtime (RESET, PULL): a string that begins
               with NUL, which no Python source can
   filename    what tracebacks and linecache call the source
-  payload     None, or pack_payload(path, blobs): marshal((sys.path to follow or None,
-              [pickled dict of names to values, ...]))
+  payload     None, or pack_payload(path, parts): marshal((sys.path to follow or None,
+              [(pickled dict of names to values or None, names of lent inputs), ...])), the
+              parts bound in order (a later one overrides an earlier)
+lent          the objects a sub-interpreter's parts name, in their order, handed over by the C++
+              engine without pickling: a bytes or str of LEND_MIN or more is copied once into
+              the worker; any other contiguous buffer (memoryview, bytearray, array.array, mmap)
+              arrives as a read-only memoryview of the main interpreter's memory (no copy)
 reply         (value, error, value_format): what the runtime's run() returns for a task
-  value       None, or the value of the cell's last expression, marshalled (MARSHAL) or pickled (PICKLE)
+  value       None, or the value of the cell's last expression, marshalled (MARSHAL), pickled
+              (PICKLE) or, in a sub-interpreter, a bytes of LEND_MIN or more as it is (RAW: the
+              engine copies it once into the main interpreter)
   error       None, or an error record
 error record  (type_name, message, traceback, pickled exception or None); its texts are valid UTF-8
 result record (worker_id, value, stdout, stderr, error, wall_time, cpu_time, value_format): what
@@ -22,7 +29,11 @@ result record (worker_id, value, stdout, stderr, error, wall_time, cpu_time, val
 
 from marshal import dumps as _marshal, loads as _unmarshal  # bound now: a cell may patch the module
 
-PICKLE, MARSHAL = 0, 1
+PICKLE, MARSHAL, RAW = 0, 1, 2
+
+# A bytes or str at least this long goes to a sub-interpreter, or comes back from one, by one
+# copy of its memory instead of pickling (smaller ones are cheaper to pickle with the rest).
+LEND_MIN = 64 << 10
 
 # Operations of the runtime, sent as a task's source. They run the runtime's own code, never
 # code looked up in the user's namespace, so a cell that shadows list or globals cannot break them.
@@ -46,14 +57,15 @@ def dropped_note(stream_name, count):
             f"{OUTPUT_LIMIT >> 20} Mi characters of each stream]\n")
 
 
-def pack_payload(path, blobs):
-    return _marshal((path, list(blobs)))
+def pack_payload(path, parts):
+    """parts: [(pickled dict or None, names of lent inputs), ...]"""
+    return _marshal((path, [(blob, tuple(names)) for blob, names in parts]))
 
 
 def unpack_payload(payload):
-    """(path or None, [pickled dict, ...])"""
-    path, blobs = _unmarshal(payload)
-    return path, blobs
+    """(path or None, [(pickled dict or None, names of lent inputs), ...])"""
+    path, parts = _unmarshal(payload)
+    return path, parts
 
 
 def error_record(type_name, message, traceback, pickled=None):

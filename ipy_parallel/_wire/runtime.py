@@ -73,13 +73,15 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
             if stream.closed:
                 streams[i] = _Stream(emit, stream.fileno(), stream.name, flush)
 
-    def run(source, filename, payload):
+    raw = backend == "subinterpreter"  # the C++ engine copies a RAW value straight from this worker's memory
+
+    def run(source, filename, payload, lent=()):
         try:
-            return run_task(source, filename, payload)
+            return run_task(source, filename, payload, lent)
         except BaseException as failure:  # the runtime's own code failed: a cell broke what it relies on
             return protocol.reply(None, _last_resort(failure))
 
-    def run_task(source, filename, payload):
+    def run_task(source, filename, payload, lent):
         repair()
         stdout, stderr = streams
         saved = sys.stdout, sys.stderr
@@ -89,7 +91,7 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
                 if source.startswith("\0"):
                     return _operation(source, payload)
                 if payload is not None:
-                    _receive(payload, namespace)
+                    _receive(payload, namespace, lent)
                 code = compiled.pop((source, filename), None)
                 if code is None:
                     if len(compiled) >= _CODE_CACHE_SIZE:
@@ -110,6 +112,8 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
         finally:
             sys.stdout, sys.stderr = saved
             repair()  # also after: on an ipyparallel engine the namespace is IPython's as well
+        if raw and type(value) is bytes and len(value) >= protocol.LEND_MIN:
+            return protocol.reply(value, None, protocol.RAW)
         return _value_reply(value)
 
     def _operation(op, payload):
@@ -291,22 +295,25 @@ def _forget(compiled):
         linecache.cache.pop(oldest[1], None)
 
 
-def _receive(payload, namespace=None):
-    """Follow the main interpreter's sys.path, then bind the inputs it sent in ``namespace`` (or,
-    without one, return them as a dict).
+def _receive(payload, namespace=None, lent=()):
+    """Follow the main interpreter's sys.path, then bind the inputs it sent, pickled and lent, in
+    ``namespace`` (or, without one, return them as a dict).
 
     The path travels outside the inputs, so it is applied even when an input cannot be
     rebuilt here (a module this worker cannot import, say).
     """
-    path, blobs = protocol.unpack_payload(payload)
+    path, parts = protocol.unpack_payload(payload)
     if path is not None:
         sys.path[:] = path
     target = {} if namespace is None else namespace
-    if blobs:
-        import _pickle
+    lent = iter(lent)
+    for blob, names in parts:
+        if blob is not None:
+            import _pickle
 
-        for blob in blobs:
             target.update(_pickle.loads(blob))
+        for name in names:
+            target[name] = next(lent)
     return target
 
 

@@ -73,7 +73,9 @@ class Engine(Protocol):
     def runs(self) -> int: ...  # runs started so far
 
     def start(self, source: str, filename: str, payloads: list[bytes], stream: bool = False,
-              wait: float = 0.0) -> bool: ...  # then waits up to `wait`; True if already finished
+              wait: float = 0.0, lent: list[list] = ()) -> bool: ...  # then waits up to `wait`; True if already finished
+    # lent: [] or, for each payload, the objects it lends; only an engine whose pool's _lendable()
+    # accepts some ever gets any.
     def wait(self, timeout: float) -> bool: ...
     def collect(self) -> list[tuple]: ...
     def interrupt(self) -> list[int]: ...  # KeyboardInterrupt into the workers of the run; their ids
@@ -119,6 +121,11 @@ class BasePool:
     def _before_run(self) -> None:
         """Called with the pool's lock held before each run starts (a backend may replace an
         engine lost to a fork here)."""
+
+    def _lendable(self, value: Any, what: str) -> bool:
+        """Whether the engine takes this input as it is, lent rather than pickled (see the
+        protocol's ``lent``); ``what`` names it for an error. None can: every value is pickled."""
+        return False
 
     def _terminate(self, workers: list[int]) -> list[int]:
         """End by force workers that could not be stopped, if this backend can; returns those ended."""
@@ -302,7 +309,7 @@ class BasePool:
             raise TypeError(f"source must be str, not {type(source).__name__}")
         if filename is None:
             filename = cell_filename(source)
-        payloads, path = self._payloads(inputs, worker_inputs)
+        payloads, lent, path = self._payloads(inputs, worker_inputs)
         announced = False
         while True:
             with self._lock:
@@ -314,7 +321,7 @@ class BasePool:
                     run = Run(self, engine, engine.runs + 1, engine.cpu_times())
                     started.append(run)
                     self._current = run
-                    done = engine.start(source, filename, payloads, stream, first_wait)
+                    done = engine.start(source, filename, payloads, stream, first_wait, lent)
                     if path is not None:
                         self._sent_path = path
                     run._finished_seen = done
@@ -365,26 +372,40 @@ class BasePool:
             raise RuntimeError(f"this {self._kind} {why} before the run finished: its results are lost")
         return records
 
-    def _payloads(self, inputs, worker_inputs) -> tuple[list[bytes], list[str] | None]:
+    def _payloads(self, inputs, worker_inputs) -> tuple[list[bytes], list[list], list[str] | None]:
         """What each worker must receive: [] for nothing, [p] for all, or one per worker (each a
-        protocol payload), and the sys.path they carry, if any: workers follow the main
-        interpreter's sys.path, so the modules a notebook can import are importable in its
-        workers; it is sent only when it has changed."""
+        protocol payload); the objects each payload lends ([] if none does); and the sys.path
+        they carry, if any: workers follow the main interpreter's sys.path, so the modules a
+        notebook can import are importable in its workers; it is sent only when it has changed."""
         path = None
         if self._follows_path:
             now = list(sys.path)
             path = None if now == self._sent_path else now
-        common = _pickle_inputs(inputs, "inputs") if inputs else None
+        common = self._part(inputs, "inputs") if inputs else None
         if worker_inputs is None:
             if path is None and common is None:
-                return [], path
-            return [protocol.pack_payload(path, [common] if common else [])], path
-        if isinstance(worker_inputs, (str, bytes)) or not isinstance(worker_inputs, Sequence):
-            raise TypeError("worker_inputs must be a sequence of mappings, one per worker")
-        if len(worker_inputs) != self.size:
-            raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; this pool has {self.size} workers")
-        blobs = [_pickle_inputs(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
-        return [protocol.pack_payload(path, [b for b in (common, blob) if b]) for blob in blobs], path
+                return [], [], path
+            groups = [[common] if common else []]
+        else:
+            if isinstance(worker_inputs, (str, bytes)) or not isinstance(worker_inputs, Sequence):
+                raise TypeError("worker_inputs must be a sequence of mappings, one per worker")
+            if len(worker_inputs) != self.size:
+                raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; this pool has {self.size} workers")
+            mine = [self._part(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
+            groups = [[p for p in (common, part) if p] for part in mine]
+        payloads = [protocol.pack_payload(path, [(blob, names) for blob, names, _ in parts]) for parts in groups]
+        lent = [[obj for _, _, objects in parts for obj in objects] for parts in groups]
+        return payloads, (lent if any(lent) else []), path
+
+    def _part(self, mapping, what: str) -> tuple[bytes | None, list[str], list] | None:
+        """One mapping of inputs as a payload part: (the pickled ones, names of the lent ones,
+        the lent objects), or None if it is empty."""
+        _check_input_names(mapping, what)
+        lent = {name: value for name, value in mapping.items() if self._lendable(value, f"{what}[{name!r}]")}
+        rest = {name: value for name, value in mapping.items() if name not in lent}
+        if not lent and not rest:
+            return None
+        return (_pickle_inputs(rest, what) if rest else None), list(lent), list(lent.values())
 
 
 class Run:
@@ -582,7 +603,7 @@ def cell_filename(source: str) -> str:
     return f"<cell-{zlib.crc32(source.encode('utf-8', 'surrogatepass')):08x}>"
 
 
-def _pickle_inputs(mapping, what: str) -> bytes:
+def _check_input_names(mapping, what: str) -> None:
     if not isinstance(mapping, Mapping):
         raise TypeError(f"{what} must be a mapping of names to values, not {type(mapping).__name__}")
     for name in mapping:
@@ -590,6 +611,9 @@ def _pickle_inputs(mapping, what: str) -> bytes:
             raise TypeError(f"{what}: {name!r} is not a valid variable name")
         if name in protocol.RESERVED:
             raise ValueError(f"{what}: {name!r} is set by ipy_parallel in every worker; send it under another name")
+
+
+def _pickle_inputs(mapping, what: str) -> bytes:
     try:
         return cloudpickle.dumps(dict(mapping), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:

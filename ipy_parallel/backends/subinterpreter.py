@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import warnings
 
+from collections.abc import Buffer
+
 from .. import _engine
-from .._wire import marshalled
+from .._wire import marshalled, protocol
 from .base import BasePool
 
 __all__ = ["Pool"]
 
 # Compiled here once per process, unmarshalled in each worker (cheaper there than compiling).
 _MODULES = marshalled()
+_PLAIN = frozenset((int, float, bool, type(None), list, tuple, dict, set))  # never buffers: skip the check
 
 
 class Pool(BasePool):
@@ -29,6 +32,21 @@ class Pool(BasePool):
     """
 
     _kind = "Pool"
+
+    def _lendable(self, value, what: str) -> bool:
+        """Big bytes and str are copied once into each worker, straight from this interpreter's
+        memory; any other buffer (memoryview, bytearray, array.array, mmap, ...) is lent in place,
+        as a read-only memoryview: the same address space, no copy."""
+        kind = type(value)
+        if kind is bytes or kind is str:
+            return len(value) >= protocol.LEND_MIN
+        if kind in _PLAIN or not isinstance(value, Buffer):
+            return False
+        with memoryview(value) as view:
+            if not view.c_contiguous:
+                raise BufferError(f"{what}: this {kind.__name__}'s memory is not contiguous, so the workers cannot "
+                                  "share it: send a contiguous copy (bytes(view) or array.copy())")
+        return True
 
     def _open_engine(self, n: int):
         return _engine.Pool(n, _MODULES)

@@ -7,7 +7,7 @@ thin parser. Misuse raises UsageError-like ValueErrors that the magic turns into
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Buffer, Mapping
 from dataclasses import dataclass, field
 from typing import Any, MutableMapping
 
@@ -133,10 +133,13 @@ def _lookup(user_ns: Mapping[str, Any], name: str, option: str):
 
 
 def _split(seq, name: str, n: int) -> list:
-    """n contiguous chunks whose sizes differ by at most one, by slicing (so a list stays a list)."""
+    """n contiguous chunks whose sizes differ by at most one, by slicing (so a list stays a list; a
+    buffer gives memoryviews of its slices)."""
     if isinstance(seq, Mapping) or not hasattr(seq, "__len__") or not hasattr(seq, "__getitem__"):
         raise CellUsageError(f"--scatter {name}: a {type(seq).__name__} is not a sequence that can be split; "
                              "give a list, tuple, range, str or array")
+    if isinstance(seq, Buffer) and not isinstance(seq, (bytes, str)):
+        seq = memoryview(seq)  # each worker gets a view of its slice, no copy (a sub-interpreter shares it)
     size = len(seq)
     if size < n:
         raise CellUsageError(f"--scatter {name}: {size} items cannot give each of the {n} workers a chunk; "

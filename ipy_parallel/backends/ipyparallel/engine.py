@@ -76,7 +76,7 @@ class ClusterEngine:
         return self._runs
 
     def start(self, source: str, filename: str, payloads: list[bytes], stream: bool = False,
-              wait: float = 0.0) -> bool:
+              wait: float = 0.0, lent: list[list] = ()) -> bool:
         """One apply per engine (output streams through ipyparallel whatever ``stream`` says);
         they go out in full or not at all."""
         if self._closed:

@@ -140,7 +140,7 @@ class ProcessEngine:
         return self._runs
 
     def start(self, source: str, filename: str, payloads: list[bytes], stream: bool = False,
-              wait: float = 0.0) -> bool:
+              wait: float = 0.0, lent: list[list] = ()) -> bool:
         """Hand one task to every worker (first replacing dead processes), then wait up to
         ``wait`` seconds; True when the run is already done. The run starts in full or not at
         all: a Ctrl-C meanwhile is raised once every task is out."""
