@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import marshal
 import os
 import pickle
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Executor, Future
+from types import BuiltinFunctionType, CodeType, FunctionType
 
 import cloudpickle
 
 from . import _engine
+from ._wire import dumps
 from .backends.base import check_workers
 from .backends.subinterpreter import Pool
 from .exceptions import BrokenSubinterpreterPool
@@ -22,6 +26,9 @@ __all__ = ["SubinterpreterExecutor"]
 
 _names = itertools.count()
 _WAIT = 0.05  # seconds the collector waits per look at the results queue (GIL released)
+_ECHO_EVERY = 0.02  # seconds between looks at what the workers printed, while answers keep coming
+_FUNCTIONS_KEPT = 256  # pickled functions an executor remembers
+_SPIN = 50e-6  # seconds the collector yields before it blocks: an answer is often that close
 
 
 class SubinterpreterExecutor(Executor):
@@ -46,9 +53,11 @@ class SubinterpreterExecutor(Executor):
         name = f"ipy_parallel.executor.{os.getpid()}.{next(_names)}"
         self._tasks, self._results = f"{name}.tasks", f"{name}.results"
         self._lock = threading.Lock()
-        self._pending: deque[tuple[int, Future, bytes]] = deque()  # not yet handed to a worker
+        self._pending: deque[tuple[int, Future, tuple]] = deque()  # not yet handed to a worker
         self._running: dict[int, Future] = {}  # handed to a worker, not answered
         self._ids = itertools.count()
+        self._functions: dict[int, tuple] = {}  # id(fn) -> (fn, fingerprint, function id, pickle), oldest first
+        self._function_ids = itertools.count()
         self._shutdown = False
         self._broken: str | None = None
         self._pool: Pool | None = None
@@ -62,27 +71,33 @@ class SubinterpreterExecutor(Executor):
     def submit(self, fn, /, *args, **kwargs) -> Future:
         """Schedule ``fn(*args, **kwargs)``; return its Future at once. A call that cannot be
         pickled gets its Future failed with TypeError."""
-        if not callable(fn):
-            raise TypeError(f"submit(fn, ...): fn must be callable, not {type(fn).__name__}")
-        future: Future = Future()
-        try:
-            call = cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            call = None
-            error = TypeError(f"{getattr(fn, '__qualname__', fn)!s}: the call cannot be sent to a "
-                              f"sub-interpreter, because it cannot be pickled: {exc}")
-        with self._lock:
-            if self._broken is not None:
-                raise BrokenSubinterpreterPool(self._broken)
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if call is None:
-                future.set_exception(error)
-                return future
-            self._pending.append((next(self._ids), future, call))
-            self._start()
-            self._feed()
-        return future
+        return self._schedule(fn, (args, kwargs), False)
+
+    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int | None = None):
+        """``fn`` over the items of ``iterables`` (all taken at once, as Executor.map does), in
+        parallel; returns an iterator of the results in order. ``chunksize``: calls per message
+        to a worker; by default about four messages per worker, so that trivial calls cost about
+        what a thread pool's do; give 1 for long calls of uneven length. The first exception a
+        call raises is raised by the iterator, at that item's place; ``timeout`` bounds the whole
+        map, as for Executor.map."""
+        if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"chunksize must be a positive int or None, got {chunksize!r}")
+        end = None if timeout is None else time.monotonic() + timeout
+        items = list(zip(*iterables))
+        size = chunksize or max(1, len(items) // (4 * self._max_workers))
+        futures = [self._schedule(fn, items[i:i + size], True) for i in range(0, len(items), size)]
+
+        def results():
+            try:
+                futures.reverse()
+                while futures:
+                    future = futures.pop()
+                    yield from future.result(None if end is None else end - time.monotonic())
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submits. With ``cancel_futures`` the calls not yet started are cancelled;
@@ -105,6 +120,56 @@ class SubinterpreterExecutor(Executor):
     # -- internals: everything below that touches the queues holds self._lock, except the
     # collector's waits, which must not block submit() ------------------------------------
 
+    def _schedule(self, fn, arguments, many: bool) -> Future:
+        """A Future for fn(*args, **kwargs) (arguments = (args, kwargs)) or, with ``many``, for
+        [fn(*args) for args in arguments]."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        future: Future = Future()
+        try:
+            function_id, function_blob = self._function(fn)
+            message = (function_id, function_blob, dumps(arguments), many)
+        except Exception as exc:
+            message = None
+            error = TypeError(f"{getattr(fn, '__qualname__', fn)!s}: the call cannot be sent to a "
+                              f"sub-interpreter, because it cannot be pickled: {exc}")
+        with self._lock:
+            if self._broken is not None:
+                raise BrokenSubinterpreterPool(self._broken)
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if message is None:
+                future.set_exception(error)
+                return future
+            self._pending.append((next(self._ids), future, message))
+            self._start()
+            self._feed()
+        return future
+
+    def _function(self, fn) -> tuple[int, bytes]:
+        """(id, pickle) of ``fn``. A function is pickled once per executor while what its pickle
+        captured stays the same (cloudpickle sends a notebook's function by value, with the
+        globals and closure cells it reads): rebinding such a global (re-running the cell that
+        sets it) makes a new pickle; changing an object it reads in place does not (pass that
+        object as an argument instead). Other callables are pickled for every call. The workers
+        unpickle each pickle once."""
+        fingerprint = _fingerprint(fn)
+        if fingerprint is not None:
+            with self._lock:
+                known = self._functions.get(id(fn))
+            if known is not None and known[0] is fn and _same(known[1], fingerprint):
+                return known[2], known[3]
+        blob = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            function_id = next(self._function_ids)
+            if fingerprint is not None:
+                # Holding fn (and what it read) keeps id(fn) from meaning another function.
+                self._functions.pop(id(fn), None)
+                self._functions[id(fn)] = (fn, fingerprint, function_id, blob)
+                if len(self._functions) > _FUNCTIONS_KEPT:
+                    del self._functions[next(iter(self._functions))]
+        return function_id, blob
+
     def _start(self) -> None:
         if self._pool is not None:
             return
@@ -117,12 +182,12 @@ class SubinterpreterExecutor(Executor):
 
     def _feed(self) -> None:
         """Hand pending calls to the workers, one per free worker: a call not yet handed over
-        can still be cancelled."""
+        can still be cancelled (and the spinning waits make the hand-over quick)."""
         while self._pending and len(self._running) < self._max_workers:
-            task_id, future, call = self._pending.popleft()
+            task_id, future, message = self._pending.popleft()
             if future.set_running_or_notify_cancel():
                 self._running[task_id] = future
-                _engine.queue_put(self._tasks, pickle.dumps((task_id, call)))
+                _engine.queue_put(self._tasks, marshal.dumps((task_id, *message)))
         self._end_when_idle()
 
     def _end_when_idle(self) -> None:
@@ -130,13 +195,16 @@ class SubinterpreterExecutor(Executor):
                 and self._pool is not None:
             self._sentinels_sent = True
             for _ in range(self._max_workers):
-                _engine.queue_put(self._tasks, pickle.dumps(None))
+                _engine.queue_put(self._tasks, marshal.dumps(None))
 
     def _collect(self, run) -> None:
         try:
+            echoed = time.monotonic()
             while True:
-                answer = _engine.queue_get(self._results, _WAIT)
-                self._echo(run)
+                answer = _engine.queue_get(self._results, _WAIT, _SPIN)
+                if answer is None or time.monotonic() - echoed > _ECHO_EVERY:
+                    self._echo(run)
+                    echoed = time.monotonic()
                 if answer is not None:
                     self._answer(*marshal.loads(answer))
                 elif run.done or (not self._sentinels_sent and len(run.busy_workers()) < self._max_workers):
@@ -195,3 +263,39 @@ class SubinterpreterExecutor(Executor):
         """What the calls print goes to this process's stdout/stderr, as a process pool's would."""
         for _, stream, text in run.output():
             (sys.stderr if stream == "stderr" else sys.stdout).write(text)
+
+
+_MISSING = object()
+
+
+def _fingerprint(fn) -> tuple | None:
+    """What a pickle of ``fn`` captured, as objects to compare by identity: for a function its
+    code, defaults, the globals its code reads and its closure cells' contents; () for a builtin
+    function (pickled by name); None for any other callable, which is pickled every time."""
+    if isinstance(fn, BuiltinFunctionType):
+        return ()
+    if type(fn) is not FunctionType:
+        return None
+    namespace = fn.__globals__
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(cell.cell_contents)
+        except ValueError:  # empty
+            cells.append(_MISSING)
+    return (fn.__code__, fn.__defaults__, fn.__kwdefaults__, *(namespace.get(name, _MISSING) for name in
+                                                               _global_names(fn.__code__)), *cells)
+
+
+@functools.lru_cache(maxsize=256)
+def _global_names(code) -> tuple[str, ...]:
+    """The names a code object (and the code nested in it) may read as globals."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))

@@ -27,6 +27,7 @@ from queue import Empty
 from typing import Any
 
 from . import _engine
+from ._wire import dumps
 from ._wire.protocol import CONTEXT_MODULE
 
 __all__ = ["rank", "size", "barrier", "Queue", "Empty", "in_worker"]
@@ -96,7 +97,7 @@ class Queue:
 
     def put(self, item: Any) -> None:
         """Append ``item`` (anything cloudpickle can pickle). Never blocks."""
-        _engine.queue_put(self.name, _dumps(item))
+        _engine.queue_put(self.name, dumps(item))
 
     def get(self, timeout: float | None = None) -> Any:
         """Remove and return the oldest item, waiting up to ``timeout`` seconds (None: until one
@@ -128,45 +129,54 @@ def _slice(deadline: float | None) -> float:
     return _SLICE if deadline is None else max(0.0, min(_SLICE, deadline - time.monotonic()))
 
 
-def _dumps(item: Any) -> bytes:
-    """Plain pickle when it can (no import of cloudpickle in a worker that does not need it)."""
-    try:
-        blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-        if b"__main__" not in blob:  # a __main__ function or class would be rebuilt from the reader's own
-            return blob
-    except Exception:
-        pass
-    import cloudpickle
-
-    return cloudpickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def _serve(tasks: str, results: str) -> None:
-    """The loop a SubinterpreterExecutor runs in each of its workers: take a call from the queue
-    ``tasks``, make it, send back (task id, ok, pickled value or exception, traceback) on
-    ``results``, until the None that ends it. Every call taken gets an answer, whatever the call
-    or its exception does (an exception whose __str__ or pickling raises included), even when
-    the pool's interrupt ends the loop, so that no future is left waiting; a KeyboardInterrupt
-    the call raises itself is its answer, and the worker goes on."""
+    """The loop a SubinterpreterExecutor runs in each of its workers: take a message from the
+    queue ``tasks`` (see ipy_parallel.executor), make its call or calls, send back (task id,
+    worker, ok, pickled value or exception, traceback) on ``results``, until the None that ends
+    it. Functions arrive pickled with every message but are unpickled once per worker. Every
+    message taken gets an answer, whatever the call or its exception does (an exception whose
+    __str__ or pickling raises included), even when the pool's interrupt ends the loop, so that
+    no future is left waiting; a KeyboardInterrupt the call raises itself is its answer, and the
+    worker goes on."""
     import marshal
 
     me = rank()
     stopping = _context("_serve()").stop_requested
+    get, put, loads = _engine.queue_get, _engine.queue_put, pickle.loads
+    functions: dict[int, Any] = {}  # function id -> the function, newest last
     while True:
-        blob = Queue(tasks).get()
+        # GIL released; back every _SLICE so that an interrupt is seen. The spin: calls come in
+        # bursts, and a worker that yields a moment before it sleeps takes the next at once.
+        blob = get(tasks, _SLICE, _SPIN)
         if blob is None:
+            continue
+        message = marshal.loads(blob)
+        if message is None:
             return
-        task_id, call = blob
+        task_id, function_id, function_blob, args_blob, many = message
         stop = False
         try:
-            fn, args, kwargs = pickle.loads(call)
-            answer = (task_id, me, True, _dumps(fn(*args, **kwargs)), "")
+            fn = functions.get(function_id)
+            if fn is None:
+                fn = functions[function_id] = loads(function_blob)
+                if len(functions) > _FUNCTIONS_KEPT:
+                    del functions[next(iter(functions))]
+            if many:
+                value = [fn(*args) for args in loads(args_blob)]
+            else:
+                args, kwargs = loads(args_blob)
+                value = fn(*args, **kwargs)
+            answer = (task_id, me, True, dumps(value), "")
         except BaseException as exc:  # the call's own error, SystemExit and KeyboardInterrupt included
             answer = _failure(task_id, me, exc)
             stop = isinstance(exc, KeyboardInterrupt) and stopping()
-        _engine.queue_put(results, marshal.dumps(answer))
+        put(results, marshal.dumps(answer))
         if stop:
             raise KeyboardInterrupt  # the executor is being stopped: this worker serves no more
+
+
+_FUNCTIONS_KEPT = 256
+_SPIN = 50e-6  # seconds a waiting worker yields before it blocks (about one VM wake-up)
 
 
 def _failure(task_id: int, me: int, exc: BaseException) -> tuple:
@@ -180,7 +190,7 @@ def _failure(task_id: int, me: int, exc: BaseException) -> tuple:
     except BaseException:
         text = f"{kind}: <its traceback could not be formatted>\n"
     try:
-        blob = _dumps(exc)
+        blob = dumps(exc)
     except BaseException:  # the exception itself cannot travel: what it says does
         try:
             said = str(exc)

@@ -278,11 +278,13 @@ void def_rendezvous(py::module_& m) {
   m.def("queue_put", [&rv](const std::string& name, const py::bytes& item) {
     rv.put(name, item.cast<std::string>());
   }, py::arg("name"), py::arg("item"), "Append bytes to the process-wide queue `name`.");
-  m.def("queue_get", [&rv](const std::string& name, double timeout) -> py::object {
-    const std::optional<std::string> item = without_gil([&] { return rv.get(name, timeout); });
+  m.def("queue_get", [&rv](const std::string& name, double timeout, double spin) -> py::object {
+    const std::optional<std::string> item = without_gil([&] { return rv.get(name, timeout, spin); });
     return item ? py::object(py::bytes(*item)) : py::object(py::none());
-  }, py::arg("name"), py::arg("timeout"),
-     "The oldest bytes of queue `name`, waiting up to timeout seconds with the GIL released; None if none came.");
+  }, py::arg("name"), py::arg("timeout"), py::arg("spin") = 0.0,
+     "The oldest bytes of queue `name`, waiting up to timeout seconds with the GIL released; None if none "
+     "came. With spin, first yields the CPU for up to that many seconds instead of blocking at once: "
+     "cheaper when an item is about to come (a vCPU that halts is slow to wake).");
   m.def("queue_size", [&rv](const std::string& name) { return rv.size(name); }, py::arg("name"));
   m.def("queue_clear", [&rv](const std::string& name) { return rv.clear(name); }, py::arg("name"),
         "Drop every item of queue `name`; returns how many there were.");

@@ -44,7 +44,8 @@ class Rendezvous {
   void abort(std::uint64_t group, const std::string& why);
 
   void put(const std::string& queue, std::string item);
-  std::optional<std::string> get(const std::string& queue, double timeout);  // nullopt at the timeout
+  // The oldest item, or nullopt at the timeout; yields the CPU for up to `spin` seconds before it blocks.
+  std::optional<std::string> get(const std::string& queue, double timeout, double spin = 0);
   std::size_t size(const std::string& queue);
   std::size_t clear(const std::string& queue);  // drops the items; returns how many
 

@@ -192,3 +192,53 @@ def test_hostile_exceptions_fail_their_future_and_nothing_hangs(kind, message):
             ex.submit(raise_it, kind).result(timeout=20)
         assert [f.result(timeout=20) for f in [ex.submit(abs, -i) for i in range(4)]] == [0, 1, 2, 3]
     assert time.perf_counter() - start < 10  # leaving the with block did not hang
+
+
+# -- the fine-grained path: map in chunks, functions pickled once ------------------------------
+
+@pytest.mark.parametrize("chunksize", [None, 1, 7, 1000])
+def test_map_in_chunks_keeps_the_order_of_every_item(executor, chunksize):
+    assert list(executor.map(helper_tasks.add, range(100), range(100, 200), chunksize=chunksize)) == \
+        [a + b for a, b in zip(range(100), range(100, 200))]
+    assert list(executor.map(helper_tasks.add, [], [], chunksize=chunksize)) == []
+
+
+def test_map_raises_the_first_failing_calls_exception_after_the_results_before_it(executor):
+    results = executor.map(helper_tasks.divide, [1, 2, 0, 4], chunksize=1)
+    assert next(results) == 1.0 and next(results) == 0.5
+    with pytest.raises(ZeroDivisionError):
+        next(results)
+
+
+def test_map_timeout_and_bad_chunksize(executor):
+    with pytest.raises(concurrent.futures.TimeoutError):
+        list(executor.map(time.sleep, [1, 1, 1], timeout=0.2, chunksize=1))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="chunksize"):
+            executor.map(abs, [1], chunksize=bad)
+
+
+def test_a_function_is_pickled_once_and_again_when_a_global_it_reads_is_rebound(run_script):
+    proc, _ = run_script("""
+        import cloudpickle
+        from ipy_parallel import SubinterpreterExecutor
+
+        pickled = []
+        dumps = cloudpickle.dumps
+        cloudpickle.dumps = lambda obj, *a, **k: (pickled.append(obj), dumps(obj, *a, **k))[1]
+
+        scale = 2
+
+        def times(x):
+            return x * scale
+
+        if __name__ == "__main__":
+            with SubinterpreterExecutor(2) as ex:
+                first = [ex.submit(times, i).result() for i in range(20)] + list(ex.map(times, range(3)))
+                once = sum(1 for obj in pickled if obj is times)
+                scale = 3  # what re-running a notebook cell does
+                second = [ex.submit(times, 1).result(), ex.submit(times, 1).result()]
+                print(first[:3], first[-3:], once, sum(1 for obj in pickled if obj is times), second)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "[0, 2, 4] [0, 2, 4] 1 2 [3, 3]"

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import marshal
 import os
+import pickle
 
-__all__ = ["SHIPPED", "RUNTIME", "shipped_sources", "marshalled", "install", "call"]
+__all__ = ["SHIPPED", "RUNTIME", "shipped_sources", "marshalled", "install", "call", "dumps"]
 
 RUNTIME = "_ipy_parallel_runtime"
 SHIPPED = (("_ipy_parallel_protocol", "protocol.py"), (RUNTIME, "runtime.py"))
@@ -65,3 +66,19 @@ def call(module, function, *args):
     import sys
 
     return getattr(sys.modules[module], function)(*args)
+
+
+def dumps(item) -> bytes:
+    """Pickle what travels between the interpreters of this process (a worker's queue item, an
+    executor call's arguments or result): plain pickle when it can, which needs no import of
+    cloudpickle and is faster; cloudpickle for what plain pickle would send by a reference the
+    reader cannot follow (a function or class of ``__main__``, a lambda)."""
+    try:
+        blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        if b"__main__" not in blob:  # a __main__ function or class would be rebuilt from the reader's own
+            return blob
+    except Exception:
+        pass
+    import cloudpickle
+
+    return cloudpickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
