@@ -1,7 +1,8 @@
 """The benchmark suite behind `make bench`: ipy_parallel beside every alternative, each figure from the same run.
 
 Sections: throughput (seed workload, 1/2/4/20 tasks), latency (empty task, warm pools of 2 and
-20, with the C++ floor), cold start, transfer (100 MiB in and out), memory (per idle worker).
+20, with the C++ floor), calls (executors: map and submit of trivial calls), cold start,
+transfer (100 MiB in and out), memory (per idle worker).
 Prints measured times and ratios; asserts nothing about time. Methods are interleaved round by
 round. Fork-based methods run while no sub-interpreter is alive: os.fork() ends every pool
 (CPython crashes a child forked with live sub-interpreters).
@@ -17,11 +18,11 @@ import os
 import platform
 import statistics
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-from ipy_parallel import Pool, _engine, bench
+from ipy_parallel import Pool, SubinterpreterExecutor, _engine, bench
 
-SECTIONS = ["throughput", "latency", "cold", "transfer", "memory"]
+SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory"]
 MiB = 1024 * 1024
 
 
@@ -99,6 +100,34 @@ def latency(args, cluster) -> None:
               [[name, f"{statistics.median(t) * 1e6:.1f}us", f"{statistics.quantiles(t, n=10)[-1] * 1e6:.1f}us",
                 f"{statistics.median(t) / floor:.2f}x", f"{statistics.median(t) / ours:.2f}x"]
                for name, t in times.items()])
+
+
+def calls(args, cluster) -> None:
+    """Fine-grained calls: the executors side by side, each warm; the fork-based one first,
+    while no sub-interpreter is alive."""
+    n, rounds = 2, max(3, args.repeat)
+    submits = max(50, args.iterations // 8)
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as procs:
+        forked = {f"ProcessPoolExecutor fork {what}": run(rounds if what == "map" else submits)
+                  for what, run in bench.executor_calls(procs).items()}
+    with SubinterpreterExecutor(n) as ours, ThreadPoolExecutor(n) as threads:
+        contestants = {}
+        for label, executor in (("ipy_parallel SubinterpreterExecutor", ours), ("ThreadPoolExecutor", threads)):
+            for what, run in bench.executor_calls(executor).items():
+                contestants[f"{label} {what}"] = run
+        maps = bench.interleave({k: v for k, v in contestants.items() if k.endswith("map")}, rounds, chunk=1)
+        singles = bench.interleave({k: v for k, v in contestants.items() if not k.endswith("map")}, submits)
+    times = {**maps, **singles, **forked}
+    rows = []
+    for what in ("map", "submit().result()"):
+        threads_median = statistics.median(times[f"ThreadPoolExecutor {what}"])
+        for label in ("ipy_parallel SubinterpreterExecutor", "ThreadPoolExecutor", "ProcessPoolExecutor fork"):
+            t = times[f"{label} {what}"]
+            rows.append([f"{label}: {what}", f"{statistics.median(t) * 1e6:.2f}us",
+                         f"{min(t) * 1e6:.2f}-{max(t) * 1e6:.2f}us", f"{statistics.median(t) / threads_median:.2f}x"])
+    table(f"Fine-grained calls: abs() on {n} warm workers, per call; map of 1,000 items ({rounds} rounds), "
+          f"submit().result() one after another ({submits} calls), interleaved",
+          ["method", "median", "range", "x threads"], rows)
 
 
 def cold(args, cluster) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import os
+import pickle
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -22,14 +25,15 @@ from typing import Callable
 
 from . import _engine
 from .backends.subinterpreter import Pool
+from .exceptions import ParallelInterrupted
 from .procfs import cpu_seconds, stat_fields
 
 __all__ = ["seed_task", "SEED_SOURCE", "Measurement", "measure", "interleave", "native_bench",
-           "run_native_bench", "BenchReport", "BenchmarkError", "process_tree_cpu", "DEFAULT_SIZE",
-           "SEED_WORKLOAD"]
+           "run_native_bench", "BenchReport", "BenchmarkError", "ContestantProcess", "process_tree_cpu",
+           "DEFAULT_SIZE", "SEED_WORKLOAD", "ROUNDS"]
 
 SEED_KERNEL_MAX_N = _engine.SEED_KERNEL_MAX_N
-DEFAULT_SIZE = 5_000_000  # per task: ~0.3 s of pure Python here, so the defaults take ~10 s on 2 cores
+DEFAULT_SIZE = 3_000_000  # per task: ~0.2 s of pure Python here, so the defaults take ~10 s on 2 cores
 SEED_WORKLOAD = (10, 90_000_000)  # the original experiment: 10 tasks of n ~ 9e7
 
 
@@ -112,9 +116,18 @@ def process_pool_executor(ns: list[int], start_method: str = "spawn") -> list[in
 
 
 def multiprocessing_pool(ns: list[int], start_method: str) -> list[int]:
-    """End to end, as a notebook cell would do it: start the processes, map, stop them."""
-    with multiprocessing.get_context(start_method).Pool(len(ns)) as procs:
-        return procs.map(seed_task, ns)
+    """End to end, as a notebook cell would do it: start the processes, map, stop them (and wait
+    for them, so that their CPU time is counted)."""
+    procs = multiprocessing.get_context(start_method).Pool(len(ns))
+    try:
+        values = procs.map(seed_task, ns)
+        procs.close()
+    except BaseException:
+        procs.terminate()
+        raise
+    finally:
+        procs.join()
+    return values
 
 
 class StdlibInterpreters:
@@ -236,6 +249,21 @@ def executor_round_trip(executor, n: int) -> Callable[[int], list[float]]:
     return lambda k: round_trips(once, k)
 
 
+def executor_calls(executor) -> dict[str, Callable[[int], list[float]]]:
+    """Contestants for fine-grained calls on a warm executor: seconds per call of map() over
+    trivial calls (1,000 per timing), and of submit(...).result() one after another."""
+
+    def per_map_call(k: int) -> list[float]:
+        items = range(1000)
+        return [t / len(items) for t in round_trips(lambda: list(executor.map(abs, items)), k)]
+
+    def per_submit(k: int) -> list[float]:
+        return round_trips(lambda: executor.submit(abs, -1).result(), k)
+
+    list(executor.map(abs, range(10)))  # start its workers outside the timing
+    return {"map": per_map_call, "submit().result()": per_submit}
+
+
 def process_pool_round_trips(n: int, iterations: int, start_method: str = "fork") -> list[float]:
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(start_method)) as ex:
         return executor_round_trip(ex, n)(iterations)
@@ -274,7 +302,9 @@ def process_tree_cpu() -> float:
 
 
 def _proc_cpu(pid: int) -> float:
-    return cpu_seconds(pid) or 0.0  # gone since it was listed: its time is in children_* once reaped
+    # Its own children that it has reaped count too (the benchmark's helper's pools); gone since
+    # it was listed: its time is in children_* once reaped.
+    return cpu_seconds(pid, reaped_children=True) or 0.0
 
 
 def _live_descendants(root: int) -> list[int]:
@@ -296,6 +326,12 @@ def _live_descendants(root: int) -> list[int]:
 
 # -- %native_bench: every way, side by side, in one run ----------------------------------------
 
+ROUNDS = 5  # %native_bench's default: a median and a spread need several rounds
+NOISY = 0.25  # a method whose rounds differ by more than this fraction of their median is flagged
+SLACK = 1.05  # a speedup above the core ceiling by more than this factor cannot be real
+BUSY = 0.85  # serial below this fraction of one core: something else had the CPU
+NOISE_FLOOR = 0.005  # seconds: rounds closer than this are not called noisy, whatever their ratio
+
 
 class BenchmarkError(RuntimeError):
     """The methods of a benchmark did not compute the same values."""
@@ -306,12 +342,17 @@ class MethodResult:
     method: str
     note: str
     times: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)  # process-tree CPU seconds, per repeat
+    cpu: list[float] = field(default_factory=list)  # process-tree CPU seconds, per round
     values: list | None = None
 
     @property
     def median(self) -> float:
         return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest) / median over the rounds."""
+        return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
 
     @property
     def cpu_percent(self) -> float:
@@ -325,11 +366,12 @@ class BenchReport:
 
     tasks: int
     size: int
-    repeat: int
+    repeat: int  # rounds, every method once per round
     cores: int
     rows: list[MethodResult]
     skipped: dict[str, str] = field(default_factory=dict)  # method -> why it did not run
     python: str = field(default_factory=lambda: f"CPython {platform.python_version()}")
+    load: float | None = None  # the 1-minute load average as the run began
 
     def row(self, method: str) -> MethodResult:
         return next(r for r in self.rows if r.method == method)
@@ -337,24 +379,63 @@ class BenchReport:
     def speedup(self, method: str) -> float:
         return self.row("serial").median / self.row(method).median
 
+    @property
+    def ceiling(self) -> int:
+        """The most speedup this machine allows for these tasks: min(tasks, cores)."""
+        return min(self.tasks, self.cores)
+
     def efficiency(self, method: str) -> float:
-        """Speedup over the most this machine allows for these tasks: min(tasks, cores)."""
-        return self.speedup(method) / min(self.tasks, self.cores)
+        """Speedup over the ceiling, min(tasks, cores)."""
+        return self.speedup(method) / self.ceiling
 
     @property
     def agree(self) -> bool:
         return all(r.values == self.rows[0].values for r in self.rows)
 
+    def above_ceiling(self, method: str) -> bool:
+        return method not in COMPILED and self.speedup(method) > self.ceiling * SLACK
+
+    def noisy(self, method: str) -> bool:
+        times = self.row(method).times
+        return len(times) > 1 and self.row(method).spread > NOISY and max(times) - min(times) > NOISE_FLOOR
+
+    @property
+    def busy(self) -> bool:
+        """Serial did not get a whole core: the other figures are not what this machine can do."""
+        return self.row("serial").cpu_percent < 100 * BUSY
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why some figures must not be taken as fact; [] for a clean run."""
+        said = []
+        above = [r.method for r in self.rows if self.above_ceiling(r.method)]
+        if above:
+            said.append(f"! above the ceiling of {self.ceiling}x (min(tasks, cores)): {', '.join(above)}. No method "
+                        "can be that much faster than serial; serial's rounds were slowed by other load. Rerun.")
+        noisy = [r.method for r in self.rows if self.noisy(r.method)]
+        if noisy:
+            said.append(f"~ noisy: the rounds of {', '.join(noisy)} differ by more than {NOISY:.0%} of their "
+                        "median; the machine was shared meanwhile.")
+        if self.busy:
+            said.append(f"the machine was busy: serial got only {self.row('serial').cpu_percent:.0f}% of one core, "
+                        "so every figure is low. Rerun when it is quieter.")
+        return said
+
     def table(self) -> str:
+        load = "" if self.load is None else f", load {self.load:.1f}"
         head = (f"native_bench: {self.tasks} tasks of n={self.size:,} (k = k*i % 1000000007), median of "
-                f"{self.repeat}, {self.python}, {self.cores} cores")
-        lines = [head, f"{'method':<34}{'time':>10}{'speedup':>10}{'CPU':>8}{'efficiency':>12}  note"]
+                f"{self.repeat} rounds, methods interleaved, {self.python}, {self.cores} cores{load}")
+        lines = [head, f"{'method':<34}{'time':>10}{'spread':>8}{'speedup':>10}{'CPU':>7}{'efficiency':>12}  note"]
         for r in self.rows:
-            lines.append(f"{r.method:<34}{r.median:>9.3f}s{self.speedup(r.method):>9.2f}x{r.cpu_percent:>7.0f}%"
-                         f"{self.efficiency(r.method):>11.0%}  {r.note}")
+            flag = "!" if self.above_ceiling(r.method) else " "
+            noise = "~" if self.noisy(r.method) else " "
+            efficiency = "-" if r.method in COMPILED else f"{self.efficiency(r.method):.0%}"
+            lines.append(f"{r.method:<34}{r.median:>9.3f}s{r.spread:>7.0%}{noise}{self.speedup(r.method):>8.2f}x"
+                         f"{flag}{r.cpu_percent:>6.0f}%{efficiency:>11}{flag} {r.note}")
         lines.append("every method computed the same values" if self.agree else "VALUES DIFFER between methods")
         lines += [f"{method}: not run ({why})" for method, why in self.skipped.items()]
-        return "\n".join(lines)
+        lines.append("spread: (slowest - fastest round) / median; efficiency: speedup / min(tasks, cores)")
+        return "\n".join(lines + self.warnings)
 
     def __repr__(self) -> str:
         return self.table()
@@ -367,26 +448,33 @@ class BenchReport:
             _, ax = plt.subplots(figsize=(8, 0.45 * len(self.rows) + 1.2))
         names = [r.method for r in self.rows][::-1]
         times = [r.median for r in self.rows][::-1]
-        bars = ax.barh(names, times, color="#4c72b0")
+        spreads = [(r.median - min(r.times), max(r.times) - r.median) for r in self.rows][::-1]
+        bars = ax.barh(names, times, color="#4c72b0", xerr=list(zip(*spreads)), capsize=3)
         for bar, name in zip(bars, names):
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {self.speedup(name):.2f}x",
                     va="center")
-        ax.set_xlabel("wall time (s), median; speedup vs serial on the bars")
+        ax.set_xlabel("wall time (s), median and range of the rounds; speedup vs serial on the bars")
         ax.set_title(f"{self.tasks} tasks of n={self.size:,} on {self.cores} cores ({self.python})")
         ax.margins(x=0.15)
         return ax
 
 
-def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], list], str]], dict[str, str]]:
-    """name -> (runner, note), in the order they run (those that fork before any pool exists),
-    and name -> why not, for methods this interpreter cannot run."""
-    methods: dict[str, tuple[Callable[[list[int]], list], str]] = {
+IN_HELPER = "in a helper process"  # a runner that ContestantProcess runs
+COMPILED = frozenset({"C++ kernel, GIL released"})  # not the same code as serial: no ceiling applies
+
+
+def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], list] | str | None, str]],
+                                       dict[str, str]]:
+    """name -> (runner, note), in the order of each round, and name -> why not, for methods this
+    interpreter cannot run. A runner None is our pool (warm when timed); IN_HELPER, a method
+    that runs in a helper process (see ContestantProcess)."""
+    methods: dict[str, tuple[Callable[[list[int]], list] | str | None, str]] = {
         "serial": (serial, "one task after another"),
         "threads": (threads, "free-threaded: no GIL" if free_threaded() else "one GIL"),
-        "multiprocessing fork": (lambda ns: multiprocessing_pool(ns, "fork"), "end to end: starts processes"),
-        "multiprocessing spawn": (lambda ns: multiprocessing_pool(ns, "spawn"), "end to end: starts processes"),
+        "multiprocessing fork": (IN_HELPER, "end to end: starts processes (from a small helper process)"),
+        "multiprocessing spawn": (IN_HELPER, "end to end: starts processes"),
         "sub-interpreters (ipy_parallel)": (None, "warm pool, a GIL each"),
-        "C++ kernel, GIL released": (native, "a std::thread per task"),
+        "C++ kernel, GIL released": (native, "a std::thread per task; compiled, so no ceiling"),
     }
     skipped = {}
     if not free_threaded():
@@ -394,32 +482,110 @@ def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], lis
     return methods, skipped
 
 
-def native_bench(tasks: int, size: int, repeat: int, monitor=None) -> BenchReport:
-    """Run the seed workload as ``tasks`` tasks of ``size`` in every way, ``repeat`` times each;
-    raise BenchmarkError if the methods disagree. ``monitor`` (a display.Monitor for a process
-    tree) is kept live meanwhile. Blocks for the whole benchmark."""
+class ContestantProcess:
+    """A small helper process that runs the multiprocessing contestants, their pools started
+    from it: os.fork() in this process would end every sub-interpreter here (a child forked
+    beside them crashes), the user's %%parallel workers included, and spawned children would
+    re-run this process's __main__ (a script, an .ipy file). It is a process group of its own
+    that ignores SIGINT: a Ctrl-C stops the benchmark here, and close() kills the helper and
+    every process it started. Blocking; the GIL is released while it waits for an answer."""
+
+    def __init__(self):
+        self._proc = subprocess.Popen([sys.executable, "-m", "ipy_parallel.bench", "--contestants"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        try:
+            self._answer()  # ready
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, method: str, ns: list[int]) -> list[int]:
+        pickle.dump((method, ns), self._proc.stdin)
+        self._proc.stdin.flush()
+        return self._answer()
+
+    def _answer(self):
+        try:
+            ok, value = pickle.load(self._proc.stdout)
+        except EOFError:
+            raise RuntimeError(f"the benchmark's helper process ended (status {self._proc.wait()})") from None
+        if not ok:
+            raise RuntimeError(f"in the benchmark's helper process: {value}")
+        return value
+
+    def close(self) -> None:
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)  # it and the pools it started
+        except ProcessLookupError:
+            pass
+        self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def _serve_contestants() -> None:
+    """The helper process's loop (python -m ipy_parallel.bench --contestants): (method, ns) in,
+    (ok, values or why) out, pickled on stdin and stdout, until end of file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the pools' processes too
+    requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # what the contestants print must not mix with the answers
+    from ipy_parallel import bench  # by its own name, not __main__: what the spawned children import
+
+    runners = {"multiprocessing fork": lambda ns: bench.multiprocessing_pool(ns, "fork"),
+               "multiprocessing spawn": lambda ns: bench.multiprocessing_pool(ns, "spawn")}
+    pickle.dump((True, os.getpid()), answers)
+    answers.flush()
+    while True:
+        try:
+            method, ns = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            answer = (True, runners[method](ns))
+        except Exception as exc:
+            answer = (False, f"{method}: {type(exc).__name__}: {exc}")
+        pickle.dump(answer, answers)
+        answers.flush()
+
+
+def native_bench(tasks: int, size: int, repeat: int = ROUNDS, monitor=None) -> BenchReport:
+    """Run the seed workload as ``tasks`` tasks of ``size`` in every way, ``repeat`` rounds, each
+    round every method once (so that a noisy moment falls on all of them); raise BenchmarkError
+    if the methods disagree. The report flags figures that cannot be taken as fact. No pool of
+    this process is touched: what forks runs in a helper process. ``monitor`` (a
+    display.Monitor for a process tree) is kept live meanwhile. Blocks for the whole benchmark."""
     ns = [size] * tasks
     methods, skipped = bench_methods(tasks)
-    rows = []
-    pool = None
+    rows = [MethodResult(name, note) for name, (_, note) in methods.items()]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    pool = helper = None
     try:
-        for name, (runner, note) in methods.items():
-            if runner is None:  # our pool: started after the forking methods, warm when timed
+        runners = []
+        for name, (runner, _) in methods.items():
+            if runner is None:
                 pool = warm_pool(tasks)
                 runner = lambda ns, pool=pool: pool_seed(pool, ns)  # noqa: E731
-            row = MethodResult(name, note)
-            for i in range(repeat):
+            elif runner == IN_HELPER:
+                helper = helper or ContestantProcess()
+                runner = lambda ns, name=name, helper=helper: helper.run(name, ns)  # noqa: E731
+            runners.append(runner)
+        for i in range(repeat):
+            for row, runner in zip(rows, runners):
                 if monitor is not None:
-                    monitor.tracker.label = f"native_bench · {name} ({i + 1}/{repeat})"
+                    monitor.tracker.label = f"native_bench · round {i + 1}/{repeat} · {row.method}"
                 cpu0, t0 = process_tree_cpu(), time.perf_counter()
                 row.values = runner(ns)
                 row.times.append(time.perf_counter() - t0)
                 row.cpu.append(process_tree_cpu() - cpu0)
-            rows.append(row)
     finally:
         if pool is not None:
             pool.close()
-    report = BenchReport(tasks, size, repeat, os.cpu_count() or 1, rows, skipped)
+        if helper is not None:
+            helper.close()
+    report = BenchReport(tasks, size, repeat, os.cpu_count() or 1, rows, skipped, load=load)
     if not report.agree:
         differ = [r.method for r in rows if r.values != rows[0].values]
         raise BenchmarkError(f"these methods computed other values than serial: {', '.join(differ)}\n"
@@ -429,16 +595,22 @@ def native_bench(tasks: int, size: int, repeat: int, monitor=None) -> BenchRepor
 
 def run_native_bench(tasks: int, size: int, repeat: int, monitor) -> BenchReport:
     """native_bench() with ``monitor`` showing the CPU of this process tree live, ending as one
-    line; what %native_bench runs. Blocks; the caller prints the report."""
+    line; what %native_bench runs. Blocks; the caller prints the report. A Ctrl-C stops it, cleans
+    up (pools closed, the helper process killed) and raises ParallelInterrupted, whose message is
+    all IPython shows."""
     base = process_tree_cpu()
     start = time.perf_counter()
+    text = None
     try:
         with monitor.live(lambda: [process_tree_cpu() - base]):
-            report = native_bench(tasks, size, repeat, monitor)
+            return native_bench(tasks, size, repeat, monitor)
+    except KeyboardInterrupt:
+        text = f"native_bench: interrupted after {time.perf_counter() - start:.1f} s"
+        raise ParallelInterrupted("%native_bench was interrupted: nothing measured is shown") from None
     finally:
-        elapsed = time.perf_counter() - start
-        monitor.close([process_tree_cpu() - base], text=f"native_bench: {elapsed:.1f} s in all")
-    return report
+        if text is None:
+            text = f"native_bench: {time.perf_counter() - start:.1f} s in all"
+        monitor.close([process_tree_cpu() - base], text=text)
 
 
 # -- for benchmarks/suite.py: ipyparallel, cold starts, transfers, memory ----------------------
@@ -535,3 +707,9 @@ def pss_bytes(pid: int | str = "self") -> int:
     except OSError:
         pass
     return rss_bytes(pid)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--contestants"]:
+        sys.exit("usage: python -m ipy_parallel.bench --contestants (the helper process of %native_bench)")
+    _serve_contestants()

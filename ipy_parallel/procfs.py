@@ -19,7 +19,13 @@ def stat_fields(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()  # comm may hold spaces and parentheses
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of every thread of the process (clock-tick resolution), or None."""
+def cpu_seconds(pid: int, reaped_children: bool = False) -> float | None:
+    """User + system CPU seconds of every thread of the process (clock-tick resolution), or None;
+    with ``reaped_children``, plus those of the children it has waited for."""
     fields = stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else None
+    if not fields:
+        return None
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS

@@ -65,17 +65,48 @@ def test_process_tree_cpu_counts_running_children():
 
 
 def test_native_bench_report():
-    report = bench.native_bench(2, 20_000, 1)
+    report = bench.native_bench(2, 20_000, 3)
     names = [r.method for r in report.rows]
     assert names == ["serial", "threads", "multiprocessing fork", "multiprocessing spawn",
                      "sub-interpreters (ipy_parallel)", "C++ kernel, GIL released"]
     assert report.agree and all(r.values == [bench.seed_task(20_000)] * 2 for r in report.rows)
+    assert all(len(r.times) == 3 for r in report.rows)
     assert report.speedup("serial") == 1.0
     assert report.efficiency("serial") == pytest.approx(0.5)
     table = report.table()
-    assert table.startswith("native_bench: 2 tasks of n=20,000")
+    assert table.startswith("native_bench: 2 tasks of n=20,000") and "median of 3 rounds, methods interleaved" in table
     assert "every method computed the same values" in table and "free threads: not run" in table
     assert repr(report) == table
+
+
+def _report(times: dict[str, list[float]], serial_cpu: float = 1.0) -> bench.BenchReport:
+    rows = [bench.MethodResult(name, "", t, [serial_cpu * x if name == "serial" else 2 * x for x in t], [1])
+            for name, t in times.items()]
+    return bench.BenchReport(2, 1000, len(rows[0].times), 2, rows)
+
+
+def test_a_speedup_above_the_core_ceiling_is_flagged_not_stated():
+    report = _report({"serial": [3.0, 2.9, 3.1], "sub-interpreters (ipy_parallel)": [1.0, 1.0, 1.02],
+                      "C++ kernel, GIL released": [0.01, 0.01, 0.01]})
+    assert report.above_ceiling("sub-interpreters (ipy_parallel)")  # 3x on 2 cores
+    assert not report.above_ceiling("C++ kernel, GIL released")  # other code: no ceiling
+    table = report.table()
+    assert "3.00x!" in table and "above the ceiling of 2x" in table and "Rerun" in table
+
+
+def test_noisy_rounds_and_a_busy_machine_are_flagged():
+    report = _report({"serial": [1.0, 1.0, 1.0], "threads": [1.0, 1.6, 1.0]}, serial_cpu=0.6)
+    assert report.noisy("threads") and not report.noisy("serial") and report.busy
+    table = report.table()
+    assert "~ noisy: the rounds of threads" in table and "serial got only 60% of one core" in table
+    clean = _report({"serial": [1.0, 1.01, 1.0], "threads": [1.0, 1.02, 1.01]})
+    assert clean.warnings == []
+
+
+def test_native_bench_leaves_the_pools_of_this_process_alone(pool):
+    pool.run("kept = worker_id * 10")
+    bench.native_bench(2, 1000, 1)  # its multiprocessing fork row forks elsewhere
+    assert [r.value for r in pool.run("kept")] == [0, 10]
 
 
 def test_disagreement_is_an_error(monkeypatch):

@@ -252,3 +252,23 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
         done.set()
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_native_bench_stops_at_the_stop_button_with_one_line_and_leaves_the_workers_alone(kernel):
+    import threading
+
+    reply, _ = execute(kernel, "%%parallel 2\nkept = worker_id + 100")
+    assert reply["status"] == "ok"
+    for delay in (0.3, 1.0, 2.5):  # starting the pool and the helper, in the rounds
+        timer = threading.Timer(delay, interrupt_kernel, (kernel,))
+        timer.start()
+        reply, messages = execute(kernel, "%native_bench -n 2 --size 3000000 --no-monitor", timeout=120)
+        timer.join()
+        assert reply["status"] == "error" and reply["ename"] == "ParallelInterrupted", reply
+        assert reply["traceback"] == ["ParallelInterrupted: %native_bench was interrupted: nothing measured is shown"]
+    reply, messages = execute(kernel, "%%parallel 2\nkept")
+    assert reply["status"] == "ok"
+    values = [m["content"]["data"]["text/plain"] for _, m in messages if m["msg_type"] == "execute_result"]
+    assert values == ["[100, 101]"]
+    reply, messages = execute(kernel, "import os, ipy_parallel.bench as b\nprint(len(b._live_descendants(os.getpid())))")
+    assert "".join(m["content"]["text"] for _, m in messages if m["msg_type"] == "stream").strip() == "0"

@@ -286,3 +286,22 @@ def test_timeout_option(ip, capsys):
 def test_bad_timeout(ip, value):
     with pytest.raises(UsageError, match="--timeout must be a positive number"):
         cell(ip, f"2 --timeout {value}", "1")
+
+
+def test_native_bench_in_an_ipy_script_ends(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "bench.ipy"
+    script.write_text("%load_ext ipy_parallel\n%native_bench -n 2 --size 20000 --repeat 1 --no-monitor\n")
+    ipython = [sys.executable, "-m", "IPython", "--no-banner", "--quick", str(script)]
+    proc = subprocess.run(ipython, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "every method computed the same values" in proc.stdout
+
+
+def test_native_bench_keeps_the_parallel_workers_and_their_variables(ip, recwarn):
+    cell(ip, "2", "kept = worker_id + 1")
+    ip.run_line_magic("native_bench", "-n 2 --size 1000 --repeat 1 --no-monitor")
+    assert cell(ip, "2", "kept") == [1, 2]
+    assert not [w for w in recwarn if "restarted" in str(w.message)]

@@ -146,7 +146,8 @@ class ParallelMagics(Magics):
     @magic_arguments()
     @argument("-n", "--tasks", type=int, default=None, help="tasks run at once (default: os.cpu_count())")
     @argument("--size", type=int, default=None, help="loop length of each task (default: 5,000,000)")
-    @argument("--repeat", type=int, default=None, help="timings per method; the median is shown (default: 3)")
+    @argument("--repeat", type=int, default=None, help="rounds, each method once per round; the median and spread "
+              f"are shown (default: {bench.ROUNDS}; 1 with --seed-workload)")
     @argument("--plot", action="store_true", help="draw a bar chart (matplotlib)")
     @argument("--seed-workload", action="store_true",
               help="the original experiment: 10 tasks of n=90,000,000, once (minutes on 2 cores)")
@@ -158,10 +159,10 @@ class ParallelMagics(Magics):
         threads, multiprocessing fork and spawn, sub-interpreters (our pool), and a C++ kernel
         with the GIL released (and free threads on a free-threaded CPython). Checks that all
         compute the same values and prints time, speedup, CPU use and parallel efficiency
-        (speedup / min(tasks, cores)) for each. Blocks for the whole run (~10 s by default).
-
-        Note: multiprocessing's fork method restarts the %%parallel pool (a child forked while
-        sub-interpreters are alive would crash), which clears its workers' variables.
+        (speedup / min(tasks, cores)) for each: the median of several rounds, methods interleaved,
+        and their spread; a figure above the core ceiling or from a noisy or busy machine is
+        flagged. Blocks for the whole run (~10 s by default); Ctrl-C stops it. The %%parallel
+        workers are not touched (the multiprocessing rows run in a helper process).
 
         Examples::
 
@@ -173,7 +174,7 @@ class ParallelMagics(Magics):
         tasks, size = bench.SEED_WORKLOAD if args.seed_workload else (os.cpu_count() or 1, bench.DEFAULT_SIZE)
         tasks = args.tasks if args.tasks is not None else tasks
         size = args.size if args.size is not None else size
-        repeat = args.repeat if args.repeat is not None else (1 if args.seed_workload else 3)
+        repeat = args.repeat if args.repeat is not None else (1 if args.seed_workload else bench.ROUNDS)
         for option, value, low, high in (("-n/--tasks", tasks, 1, MAX_WORKERS), ("--repeat", repeat, 1, 100),
                                          ("--size", size, 0, bench.SEED_KERNEL_MAX_N)):
             if not low <= value <= high:
