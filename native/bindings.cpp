@@ -397,6 +397,15 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
   m.def("close_all_pools", &close_all_pools, "Close every open pool.");
   m.def("interpreters_alive", &ipp::Interpreter::alive,
         "Sub-interpreters created by the engine and not ended (left alive, or of abandoned workers).");
+  m.def(
+      "_hold_gil",
+      [](double seconds) {
+        // On purpose neither releasing the GIL nor looking at signals: a worker that needed the
+        // main interpreter's GIL meanwhile would wait until this returns.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+        while (std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      },
+      py::arg("seconds"), "Test only: keep the calling interpreter's GIL for `seconds`, letting nothing else run in it.");
   m.def("_fail_next_creations", [](int count) { ipp::testing::failing_creations.store(count); },
         py::arg("count"), "Test only: the next `count` interpreter creations fail as CPython's transient failure does.");
   py::module_::import("atexit").attr("register")(py::cpp_function(&at_exit));

@@ -442,3 +442,25 @@ def test_a_big_bytes_result_comes_back_as_bytes_and_stays_collected(pool):
 def test_a_big_bytes_result_uncollected_is_freed_by_the_next_run(pool):
     pool.submit("bytes(8 << 20)")
     assert [r.value for r in pool.run("worker_id")] == [0, 1]  # the previous run's results are kept for its Run
+
+
+# -- ready for many cores: a running worker needs nothing of the main interpreter's ---------------
+
+@pytest.mark.parametrize("cell", [
+    "sum(i * i for i in range(300_000))",
+    "for i in range(2000):\n    print(i)",
+    "import time\nfor _ in range(10):\n    time.sleep(0.005)",
+    "import sys\nsys.stderr.write('x' * 100_000)\n[str(i) for i in range(100_000)][-1]",
+], ids=["loop", "print", "sleep", "stderr"])
+def test_a_running_worker_never_takes_the_main_interpreters_gil(pool, cell):
+    from ipy_parallel import _engine
+
+    pool.run("import time")
+    run = pool.submit(cell + "\ntime.monotonic()", stream=True)
+    # The main interpreter's GIL held, never let go: a worker that needed it (for its output,
+    # its CPU clock, a barrier, a lock shared with the main thread's waits) could not finish.
+    _engine._hold_gil(bound(1.5))
+    released = time.monotonic()
+    results = run.results()
+    assert all(r.error is None for r in results), [r.error for r in results]
+    assert all(r.value < released for r in results), "a worker waited for the main interpreter's GIL"
