@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <exception>
 #include <optional>
 #include <type_traits>
@@ -33,6 +34,8 @@ std::mutex g_live_mutex;
 std::vector<ipp::Pool*> g_live;
 bool g_exiting = false;             // at_exit() has begun: no new pools (g_live_mutex)
 std::vector<ipp::Pool*> g_forked;   // pools the fork hook closed, which may start again (g_live_mutex)
+int g_creating = 0;                 // pools whose workers are being created, not yet in g_live (g_live_mutex)
+std::condition_variable g_created;  // g_creating went down
 
 // Runs fn() with the GIL released and takes it back after, in a plain function rather than a
 // destructor (py::gil_scoped_release's): once the interpreter finalizes, taking the GIL ends any
@@ -77,6 +80,16 @@ void close_released(ipp::Pool& pool) {
   without_gil([&] { pool.close(); });
 }
 
+// Called with the GIL held; waits (GIL released: the workers need it to create their
+// interpreters) up to `seconds` until no pool is being created, so that a pool started in
+// another thread (%load_ext warms one) is in g_live when the caller closes them all.
+void wait_for_creations(double seconds) {
+  without_gil([&] {
+    std::unique_lock<std::mutex> lock(g_live_mutex);
+    g_created.wait_for(lock, std::chrono::duration<double>(seconds), [] { return g_creating == 0; });
+  });
+}
+
 void close_all_pools() {
   std::vector<ipp::Pool*> live;
   {
@@ -90,6 +103,7 @@ void close_all_pools() {
 // PyOS_AfterFork_Child on 3.12-3.14 (gh-101437, gh-139759), so every pool ends first; these may
 // start again after (Pool does, saying so).
 void close_for_fork() {
+  wait_for_creations(5.0);
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     for (ipp::Pool* pool : g_live)
@@ -109,6 +123,7 @@ void at_exit() {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_exiting = true;  // a daemon thread's pool stays closed from now on
   }
+  wait_for_creations(5.0);
   close_all_pools();
   ipp::release_lent();
   const int alive = ipp::Interpreter::alive();
@@ -135,12 +150,17 @@ class PoolHandle {
     {
       std::lock_guard<std::mutex> lock(g_live_mutex);
       if (g_exiting) throw std::runtime_error("the interpreter is exiting: no new pool can start");
+      ++g_creating;
     }
-    if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
-    // Workers take the main GIL while they create their interpreters.
-    pool_ = without_gil([&] { return std::make_unique<ipp::Pool>(n_workers, std::move(modules)); });
-    std::lock_guard<std::mutex> lock(g_live_mutex);
-    g_live.push_back(pool_.get());
+    try {
+      if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
+      // Workers take the main GIL while they create their interpreters.
+      pool_ = without_gil([&] { return std::make_unique<ipp::Pool>(n_workers, std::move(modules)); });
+    } catch (...) {
+      created();
+      throw;
+    }
+    created();
   }
 
   ~PoolHandle() {
@@ -154,6 +174,20 @@ class PoolHandle {
   }
 
   ipp::Pool& pool() { return *pool_; }
+
+ private:
+  // The creation is over: the pool (if any) joins g_live, for the atexit and fork hooks, in the
+  // same step as the count goes down, so that a hook waiting for creations finds it there.
+  void created() {
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      if (pool_) g_live.push_back(pool_.get());
+      --g_creating;
+    }
+    g_created.notify_all();
+  }
+
+ public:
 
   void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
              ipp::Pool::LentInputs lent, bool stream) {

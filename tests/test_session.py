@@ -67,7 +67,7 @@ def test_config_sets_defaults_and_shows_them(ip, capsys):
     assert "backend='process', n=3, monitor=False" in capsys.readouterr().out
     pids, sizes = zip(*cell(ip, "", "import os\nos.getpid(), n_workers"))
     assert sizes == (3, 3, 3) and len(set(pids)) == 3 and os.getpid() not in pids
-    assert pools(ip).of("process").size == 3 and pools(ip).of("subinterpreter") is None
+    assert pools(ip).of("process").size == 3 and pools(ip).of("subinterpreter").runs == 0  # warmed, unused
     assert cell(ip, "2 --backend subinterpreter", "n_workers") == [2, 2]  # a cell's options win
     config(ip, "--reset")
     assert "backend='subinterpreter', n=None, monitor=True, fallback=False" in capsys.readouterr().out
@@ -117,3 +117,50 @@ def test_unload_closes_the_pools_of_every_backend(ip):
 
 def test_config_describes_itself():
     assert Config(backend="process").describe().startswith("backend='process', n=None")
+
+
+# -- a warm start: %load_ext starts the default pool in the background ---------------------------
+
+def test_load_ext_warms_the_default_pool_and_the_first_cell_uses_it(ip):
+    from conftest import magics_of
+
+    pools = magics_of(ip).pools
+    warmed = pools.of("subinterpreter")  # waits for the background start, if still going
+    assert warmed is not None and warmed.state == "idle" and warmed.size == (os.cpu_count() or 1)
+    assert warmed.runs == 0  # started, never used: the first cell's run is its first
+    ip.run_cell_magic("parallel", "--no-monitor", "worker_id")
+    assert pools.of("subinterpreter") is warmed and warmed.runs == 1
+
+
+def test_a_pool_warmed_in_the_background_is_adopted_closed_or_replaced():
+    from ipy_parallel.ipython.session import Pools
+
+    pools = Pools()
+    pools.warm("subinterpreter", 2)
+    pools.warm("subinterpreter", 2)  # once is enough
+    pool = pools.get("subinterpreter", 2)
+    assert pool.size == 2 and pools.get("subinterpreter", 2) is pool
+    assert pools.get("subinterpreter", 3) is not pool and pool.closed
+    pools.warm("process", 1)
+    pools.close()  # waits for it, then closes it
+    assert pools.open() == {}
+
+
+def test_fork_or_exit_while_a_pool_warms_is_safe(run_script):
+    proc, _ = run_script("""
+        import os
+        from ipy_parallel.ipython.session import Pools
+
+        for i in range(10):
+            pools = Pools()
+            pools.warm("subinterpreter", 2)
+            pid = os.fork()  # the engine's fork hook waits for the pool, then ends it
+            if pid == 0:
+                os._exit(7)
+            assert os.waitpid(pid, 0)[1] >> 8 == 7
+            pools.get("subinterpreter", 2).run("0")
+            pools.close()
+        Pools().warm("subinterpreter", 2)  # still starting as the script ends
+        print("done")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr

@@ -244,6 +244,9 @@ def load(shell) -> None:
     magics = ParallelMagics(shell)
     shell.register_magics(magics)
     _loaded[id(shell)] = magics
+    # The first %%parallel cell finds its workers ready: they start now, in the background.
+    if magics.defaults.backend == "subinterpreter":
+        magics.pools.warm(magics.defaults.backend, magics.defaults.n)
 
 
 def unload(shell) -> None:

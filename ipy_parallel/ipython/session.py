@@ -7,6 +7,7 @@ cell.run_cell runs the cell on it, the same way on every backend.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, MutableMapping
 
@@ -41,9 +42,42 @@ class Pools:
     def __init__(self):
         self._pools: dict[str, Any] = {}
         self._keys: dict[str, tuple] = {}
+        self._warming: dict[str, tuple[threading.Thread, dict, tuple]] = {}  # backend -> (thread, its outcome, key)
+
+    def warm(self, backend: str, n: int | None) -> None:
+        """Start the pool a first cell would get in a background thread, so that the cell finds
+        it ready (%load_ext does this: the kernel is not kept waiting). Returns at once; a pool
+        that fails to start is left for that cell to start, and meet the error, itself."""
+        if backend in self._pools or backend in self._warming:
+            return
+        outcome: dict[str, Any] = {}
+
+        def start():
+            try:
+                outcome["pool"] = _open(backend, n, None, None)
+            except BaseException as exc:  # the cell that needs the pool will try again and say why
+                outcome["error"] = exc
+
+        # Not a daemon: the interpreter's exit waits for it (tens of ms) before it ends the pools.
+        thread = threading.Thread(target=start, name=f"ipy_parallel-warm-{backend}")
+        self._warming[backend] = (thread, outcome, (n, None, None))
+        thread.start()
+
+    def _take_warm(self, backend: str | None = None) -> None:
+        """Adopt the pools warmed in the background (of ``backend``, or all), waiting for them."""
+        for name in [backend] if backend is not None else list(self._warming):
+            warming = self._warming.get(name)
+            if warming is None:
+                continue
+            thread, outcome, key = warming
+            thread.join()  # a Ctrl-C here leaves it to finish, and a later call adopts its pool
+            del self._warming[name]
+            if "pool" in outcome:
+                self._pools[name], self._keys[name] = outcome["pool"], key
 
     def get(self, backend: str, n: int | None, profile: str | None = None, cluster_id: str | None = None):
         """The pool for a cell; starts (blocking) or connects one when needed."""
+        self._take_warm(backend)
         key = (n, profile, cluster_id)
         pool = self._pools.get(backend)
         if pool is not None and (pool.closed or self._keys[backend] != key):
@@ -56,14 +90,17 @@ class Pools:
 
     def of(self, backend: str):
         """The backend's pool (maybe closed), or None."""
+        self._take_warm(backend)
         return self._pools.get(backend)
 
     def open(self) -> dict[str, Any]:
         """The pools not closed, by backend."""
+        self._take_warm()
         return {backend: pool for backend, pool in self._pools.items() if not pool.closed}
 
     def close(self) -> None:
         """Close every pool (a cluster's connection only: the cluster itself keeps running)."""
+        self._take_warm()
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
