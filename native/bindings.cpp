@@ -239,6 +239,13 @@ class PoolHandle {
 
   py::list abandoned() const { return abandoned_list(abandoned_); }
 
+  py::list resize(int n_workers) {
+    collected_ = py::object();
+    const auto given_up = without_gil([&] { return pool_->resize(n_workers); });
+    for (const auto& a : given_up) abandoned_.push_back(a);
+    return abandoned_list(given_up);
+  }
+
   bool closed_for_fork() const {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     return std::find(g_forked.begin(), g_forked.end(), pool_.get()) != g_forked.end();
@@ -393,6 +400,11 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
            "KeyboardInterrupt, or with threads of their own still running) are abandoned: left "
            "running, never joined. Returns them as (worker_id, why). A KeyboardInterrupt meanwhile "
            "abandons at once and propagates. Harmless twice.")
+      .def("resize", &PoolHandle::resize, py::arg("n_workers"),
+           "Between runs, grow to n_workers (the new ones start at once, GIL released) or shrink (the last "
+           "ones end; any that cannot is abandoned and returned as (worker_id, why)). The workers that stay "
+           "keep their interpreters and do not know the new size until told (the runtime's RESIZE). "
+           "Raises RuntimeError if the pool is closed or a run has not finished.")
       .def("interrupt", [](PoolHandle& h) { return h.pool().interrupt(); },
            "Raise KeyboardInterrupt in every worker still running: at its next bytecode, or at once "
            "in time.sleep. Returns their ids. A worker blocked in other C code stops when it returns.")

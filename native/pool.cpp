@@ -28,22 +28,78 @@ std::vector<std::unique_ptr<Worker>>& abandoned_workers() {
 
 }  // namespace
 
-Pool::Pool(int n_workers, std::string modules) : size_(n_workers), owner_pid_(getpid()), group_(next_group()) {
+Pool::Pool(int n_workers, std::string modules)
+    : size_(n_workers),
+      modules_(std::make_shared<const std::string>(std::move(modules))),
+      owner_pid_(getpid()),
+      group_(next_group()) {
   if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
-  auto shipped = std::make_shared<const std::string>(std::move(modules));
-  workers_.reserve(static_cast<size_t>(n_workers));
+  workers_ = start_workers(0, n_workers);
+}
+
+std::vector<std::unique_ptr<Worker>> Pool::start_workers(int first, int n_workers) {
+  std::vector<std::unique_ptr<Worker>> started;
+  started.reserve(static_cast<size_t>(n_workers - first));
   // Every worker creates its interpreter on its own thread, all at the same time.
-  for (int i = 0; i < n_workers; ++i) workers_.push_back(std::make_unique<Worker>(i, n_workers, group_, shipped, *this));
+  for (int i = first; i < n_workers; ++i) started.push_back(std::make_unique<Worker>(i, n_workers, group_, modules_, *this));
   std::string failure;
-  for (auto& worker : workers_) {
+  for (auto& worker : started) {
     std::string why = worker->wait_ready();
-    if (failure.empty() && !why.empty()) failure = "worker " + std::to_string(&worker - &workers_[0]) + ": " + why;
+    if (failure.empty() && !why.empty())
+      failure = "worker " + std::to_string(first + (&worker - &started[0])) + ": " + why;
   }
   if (!failure.empty()) {
-    for (auto& worker : workers_) worker->request_stop();
-    workers_.clear();  // joins: no task ever ran, so each ends at once
+    for (auto& worker : started) worker->request_stop();
+    started.clear();  // joins: no task ever ran, so each ends at once
     throw std::runtime_error(failure);
   }
+  return started;
+}
+
+std::vector<Abandoned> Pool::resize(int n_workers) {
+  if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
+  std::vector<std::unique_ptr<Worker>> leaving;
+  int now = 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    check_open();
+    if (pending_.remaining() != 0) throw std::runtime_error("this pool is still running a task: wait for it to finish first");
+    now = size_.load();
+    if (n_workers < now) {
+      for (size_t i = static_cast<size_t>(n_workers); i < workers_.size(); ++i) leaving.push_back(std::move(workers_[i]));
+      workers_.resize(static_cast<size_t>(n_workers));
+      size_.store(n_workers);
+    }
+  }
+  if (n_workers > now) {
+    // Outside the lock: the new workers need the main GIL, which the caller has let go.
+    auto joining = start_workers(now, n_workers);
+    std::lock_guard<std::mutex> lock(mutex_);
+    check_open();
+    for (auto& worker : joining) workers_.push_back(std::move(worker));
+    size_.store(n_workers);
+    return {};
+  }
+  std::vector<Abandoned> given_up;
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(kEndSeconds));
+  for (auto& worker : leaving) worker->request_stop();  // idle: each ends its interpreter at once
+  for (size_t i = 0; i < leaving.size(); ++i) {
+    Worker& worker = *leaving[i];
+    const int id = n_workers + static_cast<int>(i);
+    std::string why;
+    if (!worker.wait_ended(deadline)) {
+      why = "it did not end its interpreter in time";
+      worker.abandon();
+    } else {
+      why = worker.left_alive();
+      if (why.empty()) continue;  // joined when `leaving` goes
+    }
+    given_up.push_back({id, why});
+    std::lock_guard<std::mutex> lock(g_abandoned_mutex);
+    abandoned_workers().push_back(std::move(leaving[i]));
+  }
+  return given_up;
 }
 
 Pool::~Pool() { close(); }
@@ -66,7 +122,7 @@ void Pool::check_open() const {
 
 void Pool::start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
                  LentInputs lent, bool stream) {
-  const auto n = static_cast<size_t>(size_);
+  const auto n = static_cast<size_t>(size_.load());  // resize() runs between runs, from the same caller
   if (payloads.size() > 1 && payloads.size() != n)
     throw std::invalid_argument("expected 0, 1 or " + std::to_string(n) + " payloads, got " +
                                 std::to_string(payloads.size()));

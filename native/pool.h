@@ -42,7 +42,7 @@ class Pool final : public Completion {
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
 
-  int size() const { return size_; }
+  int size() const { return size_.load(); }
   std::uint64_t group() const { return group_; }
   bool closed() const;
   bool busy() const;  // a run was started and has not finished
@@ -85,10 +85,19 @@ class Pool final : public Completion {
   std::vector<Abandoned> abandon();
   std::vector<Abandoned> close();
 
+  // Between runs: grow to n_workers (the new workers start as the first ones did, all at once;
+  // if one fails they all go and this throws) or shrink (the last workers end, within the
+  // closing bounds; those that do not are abandoned and returned). The workers that stay keep
+  // their interpreters; telling them the new size is the caller's (the runtime's RESIZE). Throws
+  // if the pool is closed or a run has not finished.
+  std::vector<Abandoned> resize(int n_workers);
+
   void task_done(TaskResult&& result) override;
 
  private:
   void check_open() const;  // requires mutex_
+  // Workers first..n_workers-1, started at once and ready; throws (ending them) if one fails.
+  std::vector<std::unique_ptr<Worker>> start_workers(int first, int n_workers);
   template <typename Predicate>
   std::vector<int> workers_where(Predicate predicate) const;  // ids of the workers it holds for
 
@@ -102,7 +111,8 @@ class Pool final : public Completion {
   bool stopping_ = false;  // begin_close() has asked the workers to end
   std::chrono::steady_clock::time_point stop_until_;  // interrupts go on until then (set once, before waits)
   std::uint64_t runs_ = 0;
-  const int size_;
+  std::atomic<int> size_;
+  const std::shared_ptr<const std::string> modules_;  // what new workers install
   const pid_t owner_pid_;
   const std::uint64_t group_;  // this pool's id in the process, for its workers' barrier
 };

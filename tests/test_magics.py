@@ -56,11 +56,16 @@ def test_namespace_persists_and_pool_is_reused(ip):
     assert pool_of(ip) is pool
 
 
-def test_pool_resized_when_n_changes(ip):
+def test_pool_resized_when_n_changes_keeping_its_interpreters(ip):
+    from conftest import CURRENT_INTERPRETER
+
+    first = cell(ip, "2", CURRENT_INTERPRETER)
     cell(ip, "2", "a = 1")
     old = pool_of(ip)
-    assert cell(ip, "3", "worker_id") == [0, 1, 2]
-    assert old.closed and pool_of(ip).size == 3
+    grown = cell(ip, "3", CURRENT_INTERPRETER)
+    assert grown[:2] == first and len(set(grown)) == 3  # two kept, one new
+    assert pool_of(ip) is old and old.size == 3
+    assert cell(ip, "3", "worker_id, n_workers, 'a' in globals()") == [(0, 3, False), (1, 3, False), (2, 3, False)]
 
 
 def test_push(ip):
@@ -305,3 +310,4 @@ def test_native_bench_keeps_the_parallel_workers_and_their_variables(ip, recwarn
     ip.run_line_magic("native_bench", "-n 2 --size 1000 --repeat 1 --no-monitor")
     assert cell(ip, "2", "kept") == [1, 2]
     assert not [w for w in recwarn if "restarted" in str(w.message)]
+

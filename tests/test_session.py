@@ -132,7 +132,7 @@ def test_load_ext_warms_the_default_pool_and_the_first_cell_uses_it(ip):
     assert pools.of("subinterpreter") is warmed and warmed.runs == 1
 
 
-def test_a_pool_warmed_in_the_background_is_adopted_closed_or_replaced():
+def test_a_pool_warmed_in_the_background_is_adopted_resized_or_closed():
     from ipy_parallel.ipython.session import Pools
 
     pools = Pools()
@@ -140,7 +140,7 @@ def test_a_pool_warmed_in_the_background_is_adopted_closed_or_replaced():
     pools.warm("subinterpreter", 2)  # once is enough
     pool = pools.get("subinterpreter", 2)
     assert pool.size == 2 and pools.get("subinterpreter", 2) is pool
-    assert pools.get("subinterpreter", 3) is not pool and pool.closed
+    assert pools.get("subinterpreter", 3) is pool and pool.size == 3  # resized
     pools.warm("process", 1)
     pools.close()  # waits for it, then closes it
     assert pools.open() == {}

@@ -464,3 +464,45 @@ def test_a_running_worker_never_takes_the_main_interpreters_gil(pool, cell):
     results = run.results()
     assert all(r.error is None for r in results), [r.error for r in results]
     assert all(r.value < released for r in results), "a worker waited for the main interpreter's GIL"
+
+
+# -- resizing keeps the interpreters that stay ---------------------------------------------------
+
+def test_resize_keeps_the_workers_that_stay_and_starts_only_new_ones(pool):
+    from conftest import interpreters
+
+    before = [r.value for r in pool.run(CURRENT_INTERPRETER)]
+    pool.run("x = 1\nimport json")
+    alive = interpreters()
+    pool.resize(4)
+    assert interpreters() == alive + 2
+    ids = tuple(r.value for r in pool.run(CURRENT_INTERPRETER))
+    sizes, kept_x, imported = zip(*(r.value for r in pool.run("import sys\n(n_workers, 'x' in globals(), "
+                                                               "'json' in sys.modules)")))
+    assert list(ids[:2]) == before and len(set(ids)) == 4  # the first two are the same interpreters
+    assert sizes == (4,) * 4 and not any(kept_x)  # every worker starts afresh, told the new size
+    assert imported == (True, True, False, False)  # what the kept ones imported stays imported
+    assert [r.value for r in pool.run("from ipy_parallel import worker\nworker.barrier(timeout=10)\nworker.size()")] == [4] * 4
+    pool.resize(1)
+    assert interpreters() == alive - 1 and pool.size == 1
+    assert [r.value for r in pool.run(CURRENT_INTERPRETER)] == before[:1]
+    pool.resize(1)  # the same size: nothing to do
+    with pytest.raises(ValueError):
+        pool.resize(0)
+
+
+def test_resize_waits_for_a_run_and_says_which_workers_are_busy(pool):
+    run = pool.submit("import time\ntime.sleep(0.3)")
+    pool.resize(3)  # waits for it
+    assert run.done and pool.size == 3
+    pool.submit("import select\nselect.select([], [], [], 3)")  # blocked in C (longer than the wait): cannot be stopped
+    with pytest.raises(RuntimeError, match="cannot resize now: workers 0-2 are still busy"):
+        pool.resize(2)
+
+
+def test_a_process_pool_cannot_be_resized():
+    from ipy_parallel import ProcessPool
+
+    with ProcessPool(1) as procs:
+        with pytest.raises(NotImplementedError, match="cannot be resized"):
+            procs.resize(2)

@@ -7,7 +7,7 @@ C++ engine reads a reply and writes a result record in the same shapes (native/w
 native/bindings.cpp); tests/test_protocol.py holds all of them to this file.
 
 task          (source, filename, payload)
-  source      the cell's text, or an operation of the runtime (RESET, PULL): a string that begins
+  source      the cell's text, or an operation of the runtime (RESET, PULL, RESIZE): a string that begins
               with NUL, which no Python source can
   filename    what tracebacks and linecache call the source
   payload     None, or pack_payload(path, parts): marshal((sys.path to follow or None,
@@ -39,6 +39,7 @@ LEND_MIN = 64 << 10
 # code looked up in the user's namespace, so a cell that shadows list or globals cannot break them.
 RESET = "\0reset"  # clear the worker's variables (KEPT_NAMES stay)
 PULL = "\0pull"  # the value: {name: value} for the names in the payload's "names" input that exist
+RESIZE = "\0resize"  # the pool now has the payload's "n" workers: a RESET, and n_workers rebound
 
 CONTEXT_MODULE = "_ipy_parallel_worker_context"  # who a worker is; read by ipy_parallel.worker
 # What a reset leaves in a worker's namespace: the module's own names and what the runtime gave it.

@@ -117,6 +117,11 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
         return _value_reply(value)
 
     def _operation(op, payload):
+        nonlocal n_workers
+        if op == protocol.RESIZE:
+            n_workers = context.size = _receive(payload)["n"]
+            op = protocol.RESET  # a resized pool's workers all start afresh, as a new pool's would
+            payload = None
         if op == protocol.RESET:
             if payload is not None:
                 _receive(payload)  # its sys.path

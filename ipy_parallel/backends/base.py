@@ -252,20 +252,32 @@ class BasePool:
         imported; what cells put into builtins goes). Blocks until every worker has done it;
         raises RuntimeError, naming them, if workers are still busy with an earlier run after
         a few seconds (blocked in C code, say)."""
-        previous = self._current
-        try:
-            waited = previous is None or previous.wait(RESET_WAIT)
-        except KeyboardInterrupt:
-            raise ParallelInterrupted("the reset was interrupted while it waited for an earlier run") from None
-        if not waited:
-            busy = previous.busy_workers()
-            if busy:
-                raise RuntimeError(f"cannot reset now: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
-                                   f"{'are' if len(busy) > 1 else 'is'} still busy with an earlier run; try again "
-                                   "once it has ended, or close the pool")
+        self._wait_until_idle("reset")
         for r in self.run(protocol.RESET, filename="<ipy_parallel reset>", what="the reset"):
             if r.error is not None:
                 raise RuntimeError(f"worker {r.worker_id} could not be reset: {r.error}")
+
+    def resize(self, n: int | None) -> None:
+        """Make the pool ``n`` workers (None: os.cpu_count()), keeping the workers that stay
+        rather than starting them again: a grown pool starts only the new ones. Every worker
+        then starts afresh, as in a new pool (variables cleared, ``n_workers`` the new size;
+        modules they imported stay imported). Blocks; waits for a run in progress as reset()
+        does. A worker that is let go and cannot end is abandoned, with a RuntimeWarning.
+        Raises NotImplementedError for a backend that cannot (make a new pool instead)."""
+        n = self._check_size(n)
+        if not hasattr(self._engine, "resize"):
+            raise NotImplementedError(f"a {self._kind} cannot be resized: close it and make one of {n} workers")
+        if n == self.size:
+            return
+        self._wait_until_idle("resize")
+        with self._lock:
+            self._check_open()
+            self._before_run()
+            abandoned = self._engine.resize(n)
+        _warn_abandoned(self._kind, abandoned)
+        for r in self.run(protocol.RESIZE, {"n": n}, filename="<ipy_parallel resize>", what="the resize"):
+            if r.error is not None:
+                raise RuntimeError(f"worker {r.worker_id} could not be told the new size: {r.error}")
 
     def close(self) -> None:
         """End every worker, interrupting a run in progress. Bounded: a worker that has not
@@ -299,6 +311,21 @@ class BasePool:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"this {self._kind} is closed: create a new {self._kind} to run more work")
+
+    def _wait_until_idle(self, what: str) -> None:
+        """Wait a few seconds for the run in progress, if any; RuntimeError naming the workers
+        still busy after that (blocked in C code, say)."""
+        previous = self._current
+        try:
+            waited = previous is None or previous.wait(RESET_WAIT)
+        except KeyboardInterrupt:
+            raise ParallelInterrupted(f"the {what} was interrupted while it waited for an earlier run") from None
+        if not waited:
+            busy = previous.busy_workers()
+            if busy:
+                raise RuntimeError(f"cannot {what} now: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
+                                   f"{'are' if len(busy) > 1 else 'is'} still busy with an earlier run; try again "
+                                   "once it has ended, or close the pool")
 
     def _start(self, source, inputs, worker_inputs, filename, stream, first_wait, started: list,
                limit: tuple[float | None, str] = (None, "")) -> Run:

@@ -80,6 +80,14 @@ class Pools:
         self._take_warm(backend)
         key = (n, profile, cluster_id)
         pool = self._pools.get(backend)
+        # Resized when idle; with workers still busy (stuck in C code, say) it is replaced at once,
+        # closing abandoning what cannot stop, rather than waiting for them first.
+        if pool is not None and pool.state == "idle" and self._keys[backend] != key and self._keys[backend][1:] == key[1:]:
+            try:
+                pool.resize(n)  # the workers that stay keep their interpreters: only new ones start
+                self._keys[backend] = key
+            except (NotImplementedError, RuntimeError):  # a backend that cannot, or workers still busy
+                pass  # then a new pool, as before (closing abandons workers that cannot be stopped)
         if pool is not None and (pool.closed or self._keys[backend] != key):
             pool.close()
             pool = None
