@@ -528,14 +528,16 @@ class ContestantProcess:
 
 def _serve_contestants() -> None:
     """The helper process's loop (python -m ipy_parallel.bench --contestants): (method, ns) in,
-    (ok, values or why) out, pickled on stdin and stdout, until end of file."""
+    (ok, values or why) out, pickled on stdin and stdout, until end of file. "first result fork"
+    takes a pool size and answers first_result_processes(n, "fork") from this small process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the pools' processes too
     requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # what the contestants print must not mix with the answers
     from ipy_parallel import bench  # by its own name, not __main__: what the spawned children import
 
     runners = {"multiprocessing fork": lambda ns: bench.multiprocessing_pool(ns, "fork"),
-               "multiprocessing spawn": lambda ns: bench.multiprocessing_pool(ns, "spawn")}
+               "multiprocessing spawn": lambda ns: bench.multiprocessing_pool(ns, "spawn"),
+               "first result fork": lambda n: bench.first_result_processes(n, "fork")}
     pickle.dump((True, os.getpid()), answers)
     answers.flush()
     while True:
