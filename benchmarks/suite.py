@@ -137,6 +137,8 @@ def cold(args, cluster) -> None:
         runners = {
             "multiprocessing.Pool fork": lambda: bench.first_result_processes(n, "fork"),
             "ipy_parallel Pool": lambda: bench.first_result_pool(n),
+            "ipy_parallel Pool, grown from half as many (resize)": lambda: bench.first_result_resized(n),
+            "ipy_parallel, first cell 0.3 s after %load_ext (warm start)": lambda: bench.first_result_warmed(n),
             "stdlib _interpreters": lambda: bench.first_result_stdlib(n),
             "multiprocessing.Pool spawn": lambda: bench.first_result_processes(n, "spawn"),
         }

@@ -654,6 +654,36 @@ def first_result_pool(n: int) -> float:
     return elapsed
 
 
+def first_result_resized(n: int) -> float:
+    """Seconds from resize(n) of a warm Pool(n // 2) to the first result of every worker: only
+    the new half starts."""
+    pool = Pool(max(1, n // 2))
+    pool.run("worker_id")
+    try:
+        start = time.perf_counter()
+        pool.resize(n)
+        pool.run("worker_id")
+        return time.perf_counter() - start
+    finally:
+        pool.close()
+
+
+def first_result_warmed(n: int, typing: float = 0.3) -> float:
+    """Seconds a first %%parallel cell takes, `typing` seconds after %load_ext started its pool
+    in the background (the session's warm start), to the first result of every worker."""
+    from .ipython.session import Pools
+
+    pools = Pools()
+    pools.warm("subinterpreter", n)
+    time.sleep(typing)
+    try:
+        start = time.perf_counter()
+        pools.get("subinterpreter", n).run("worker_id")
+        return time.perf_counter() - start
+    finally:
+        pools.close()
+
+
 def first_result_processes(n: int, start_method: str) -> float:
     """The same for a fresh multiprocessing.Pool(n), which starts all n processes at once."""
     start = time.perf_counter()

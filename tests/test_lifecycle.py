@@ -231,9 +231,14 @@ def test_every_way_of_ending_a_pool_is_bounded(op):
 def test_fork_with_a_worker_that_cannot_be_stopped_is_bounded_in_the_parent():
     script = CLOSE_SCRIPT.format(
         start="pool.submit('import select\\nselect.select([], [], [], 1000)')",
-        op="import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)")
+        # The child may crash or hang in CPython's own fork handling (gh-139759: live
+        # sub-interpreters); what is ours is the parent, which must go on: the child is waited
+        # for a bounded time, then killed.
+        op=("import os, signal\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+            "for _ in range(100):\n    if os.waitpid(pid, os.WNOHANG)[0]:\n        break\n    time.sleep(0.01)\n"
+            "else:\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)"))
     proc, seconds = run_child(script)
-    assert took(proc) < bound(5), proc.stdout
+    assert took(proc) < bound(5) + 1, proc.stdout
     assert "after: [0, 1]" in proc.stdout and proc.returncode == ABANDONED_EXIT, proc.stderr
 
 

@@ -366,8 +366,9 @@ def test_a_buffer_arrives_as_a_read_only_view_of_the_same_memory(pool, make):
                     "memoryview(v.obj)[0] = 1"):
         [r] = pool.run(attempt)[:1]
         assert r.error is not None and r.error.type_name == "TypeError", attempt
-    [r] = pool.run("import ctypes\nctypes.c_char.from_buffer(v.obj)")[:1]
-    assert r.error is not None and ("read-only" in r.error.message or "not writable" in r.error.message)
+    [r] = pool.run("import ctypes\nctypes.c_char.from_buffer(v.obj)")[:1]  # 3.12's _ctypes cannot load in one
+    assert r.error is not None and ("read-only" in r.error.message or "not writable" in r.error.message
+                                    or r.error.message.startswith("ctypes cannot be imported in a sub-interpreter"))
     pool.run("del v")
 
 
