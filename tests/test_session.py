@@ -67,7 +67,7 @@ def test_config_sets_defaults_and_shows_them(ip, capsys):
     assert "backend='process', n=3, monitor=False" in capsys.readouterr().out
     pids, sizes = zip(*cell(ip, "", "import os\nos.getpid(), n_workers"))
     assert sizes == (3, 3, 3) and len(set(pids)) == 3 and os.getpid() not in pids
-    assert pools(ip).of("process").size == 3 and pools(ip).of("subinterpreter").runs == 0  # warmed, unused
+    assert pools(ip).of("process").size == 3 and pools(ip).of("subinterpreter").runs == 1  # warmed, unused
     assert cell(ip, "2 --backend subinterpreter", "n_workers") == [2, 2]  # a cell's options win
     config(ip, "--reset")
     assert "backend='subinterpreter', n=None, monitor=True, fallback=False" in capsys.readouterr().out
@@ -127,9 +127,9 @@ def test_load_ext_warms_the_default_pool_and_the_first_cell_uses_it(ip):
     pools = magics_of(ip).pools
     warmed = pools.of("subinterpreter")  # waits for the background start, if still going
     assert warmed is not None and warmed.state == "idle" and warmed.size == (os.cpu_count() or 1)
-    assert warmed.runs == 0  # started, never used: the first cell's run is its first
+    assert warmed.runs == 1  # started and warmed up by an empty run, nothing of the user's
     ip.run_cell_magic("parallel", "--no-monitor", "worker_id")
-    assert pools.of("subinterpreter") is warmed and warmed.runs == 1
+    assert pools.of("subinterpreter") is warmed and warmed.runs == 2
 
 
 def test_a_pool_warmed_in_the_background_is_adopted_resized_or_closed():

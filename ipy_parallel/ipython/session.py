@@ -54,7 +54,11 @@ class Pools:
 
         def start():
             try:
-                outcome["pool"] = _open(backend, n, None, None)
+                pool = _open(backend, n, None, None)
+                # An empty run, so that what every worker's first cell loads (the compiler's
+                # _ast, the main interpreter's sys.path) is loaded now too.
+                pool.run("", filename="<ipy_parallel warm-up>", what="the warm-up")
+                outcome["pool"] = pool
             except BaseException as exc:  # the cell that needs the pool will try again and say why
                 outcome["error"] = exc
 
