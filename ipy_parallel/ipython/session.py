@@ -59,8 +59,8 @@ class Pools:
                 # _ast, the main interpreter's sys.path) is loaded now too.
                 pool.run("", filename="<ipy_parallel warm-up>", what="the warm-up")
                 outcome["pool"] = pool
-            except BaseException as exc:  # the cell that needs the pool will try again and say why
-                outcome["error"] = exc
+            except BaseException:  # nothing kept: the cell that needs the pool starts one and meets the error
+                pass
 
         # Not a daemon: the interpreter's exit waits for it (tens of ms) before it ends the pools.
         thread = threading.Thread(target=start, name=f"ipy_parallel-warm-{backend}")
