@@ -8,6 +8,7 @@ print measured ratios from one run.
 
 from __future__ import annotations
 
+import html
 import inspect
 import multiprocessing
 import os
@@ -17,10 +18,12 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from . import _engine
@@ -29,8 +32,8 @@ from .exceptions import ParallelInterrupted
 from .procfs import cpu_seconds, stat_fields
 
 __all__ = ["seed_task", "SEED_SOURCE", "Measurement", "measure", "interleave", "native_bench",
-           "run_native_bench", "BenchReport", "BenchmarkError", "ContestantProcess", "process_tree_cpu",
-           "DEFAULT_SIZE", "SEED_WORKLOAD", "ROUNDS"]
+           "run_native_bench", "BenchReport", "MethodResult", "BenchmarkError", "ContestantProcess",
+           "process_tree_cpu", "DEFAULT_SIZE", "SEED_WORKLOAD", "ROUNDS", "OURS"]
 
 SEED_KERNEL_MAX_N = _engine.SEED_KERNEL_MAX_N
 DEFAULT_SIZE = 3_000_000  # per task: ~0.2 s of pure Python here, so the defaults take ~10 s on 2 cores
@@ -331,6 +334,16 @@ NOISY = 0.25  # a method whose rounds differ by more than this fraction of their
 SLACK = 1.05  # a speedup above the core ceiling by more than this factor cannot be real
 BUSY = 0.85  # serial below this fraction of one core: something else had the CPU
 NOISE_FLOOR = 0.005  # seconds: rounds closer than this are not called noisy, whatever their ratio
+OURS = "sub-interpreters (ipy_parallel)"  # the method this project is: its row is highlighted
+
+# The report's look. The colours read on light and dark themes alike (mid tones; the tint is
+# translucent); the ceiling tick takes the text's own colour.
+BAR_WIDTH = 20  # characters of a text bar from 0x to the ceiling
+HTML_BAR_EM = 10  # the same in an HTML bar, in em
+HTML_BEYOND = 0.2  # an HTML bar shows up to this fraction past the ceiling, then » (cut)
+BAR_COLOUR, OURS_COLOUR = "#4c72b0", "#dd8452"
+OURS_TINT = "rgba(221,132,82,0.18)"
+FLAG_COLOUR, NOISE_COLOUR = "#d62728", "#e08a00"
 
 
 class BenchmarkError(RuntimeError):
@@ -362,7 +375,8 @@ class MethodResult:
 
 @dataclass
 class BenchReport:
-    """The results of one %native_bench run; its repr is the table."""
+    """The results of one %native_bench run; its repr is the text table, _repr_html_ the same as
+    a notebook's HTML table, plot() and save_plot() the chart."""
 
     tasks: int
     size: int
@@ -422,41 +436,206 @@ class BenchReport:
         return said
 
     def table(self) -> str:
-        load = "" if self.load is None else f", load {self.load:.1f}"
-        head = (f"native_bench: {self.tasks} tasks of n={self.size:,} (k = k*i % 1000000007), median of "
-                f"{self.repeat} rounds, methods interleaved, {self.python}, {self.cores} cores{load}")
-        lines = [head, f"{'method':<34}{'time':>10}{'spread':>8}{'speedup':>10}{'CPU':>7}{'efficiency':>12}  note"]
+        """The report as text (the terminal's, and text/plain): a row per method, our row marked
+        ▶, a speedup bar per row with a | at the ceiling, flags on the figures, then the warnings."""
+        scale = f"{'0':<{BAR_WIDTH - len(str(self.ceiling)) - 1}}{self.ceiling}x|"  # its | over the bars' |
+        columns = (f"  {'method':<31}{'time':>9}{'spread':>7}{'speedup':>9}  {scale:<{BAR_WIDTH + 2}}{'CPU':>5}"
+                   f"{'eff.':>6}  note")
+        lines = [self.headline + ",", f"  {self.machine}", columns]
         for r in self.rows:
+            mark = "▶ " if r.method == OURS else "  "
             flag = "!" if self.above_ceiling(r.method) else " "
             noise = "~" if self.noisy(r.method) else " "
             efficiency = "-" if r.method in COMPILED else f"{self.efficiency(r.method):.0%}"
-            lines.append(f"{r.method:<34}{r.median:>9.3f}s{r.spread:>7.0%}{noise}{self.speedup(r.method):>8.2f}x"
-                         f"{flag}{r.cpu_percent:>6.0f}%{efficiency:>11}{flag} {r.note}")
+            lines.append(f"{mark}{r.method:<31}{r.median:>8.3f}s{r.spread:>6.0%}{noise}{self.speedup(r.method):>8.2f}x"
+                         f"{flag} {_text_bar(self.speedup(r.method) / self.ceiling)}{r.cpu_percent:>4.0f}%"
+                         f"{efficiency:>5}{flag} {r.note}")
         lines.append("every method computed the same values" if self.agree else "VALUES DIFFER between methods")
-        lines += [f"{method}: not run ({why})" for method, why in self.skipped.items()]
-        lines.append("spread: (slowest - fastest round) / median; efficiency: speedup / min(tasks, cores)")
-        return "\n".join(lines + self.warnings)
+        said = [f"{method}: not run ({why})" for method, why in self.skipped.items()]
+        said.append(f"▶ marks ipy_parallel's row. spread: (slowest - fastest round) / median. Bars: speedup, longer is "
+                    f"better, | at the ceiling min(tasks, cores) = {self.ceiling}x. eff.: speedup / ceiling.")
+        return "\n".join(lines + [line for text in said + self.warnings for line in _wrap(text)])
+
+    @property
+    def headline(self) -> str:
+        """What ran: the report's first line."""
+        return (f"native_bench: {self.tasks} tasks of n={self.size:,} (k = k*i % 1000000007), median of "
+                f"{self.repeat} rounds, methods interleaved")
+
+    @property
+    def machine(self) -> str:
+        """Where it ran."""
+        load = "" if self.load is None else f", load {self.load:.1f}"
+        return f"{self.python}, {self.cores} cores{load}"
 
     def __repr__(self) -> str:
         return self.table()
 
+    def _repr_html_(self) -> str:
+        """The report as HTML for a notebook (inline CSS only, so that it survives saving and
+        nbconvert, in colours readable on light and dark themes): the table of table(), our row
+        tinted and bold, a bar per method up to a tick at the ceiling, each flag on its figure
+        with a tooltip saying why, then the warnings."""
+        esc = html.escape
+        cell = "padding:1px 8px;text-align:right;white-space:nowrap"
+        # The bars' heading is a scale: "ceiling 2x" ends at the tick.
+        scale = (f'<span style="display:inline-block;width:{HTML_BAR_EM}em;text-align:right">ceiling '
+                 f'{self.ceiling}x</span><span style="display:inline-block;width:{HTML_BEYOND * HTML_BAR_EM + 1}em">'
+                 "</span>")
+        heads = [("method", "left"), ("time", "right"), ("spread", "right"), ("speedup", "right"), (scale, "left"),
+                 ("CPU", "right"), ("efficiency", "right"), ("note", "left")]
+        out = ['<div class="ipy-parallel-bench" style="line-height:1.4">',
+               f'<div style="font-weight:bold;margin-bottom:4px">{esc(self.headline)}, {esc(self.machine)}</div>',
+               '<table style="border-collapse:collapse;line-height:1.4;color:inherit">',
+               "<thead><tr>" + "".join(f'<th style="{cell};text-align:{align};border-bottom:1px solid '
+                                       f'rgba(128,128,128,0.5)">{h if h is scale else esc(h)}</th>'
+                                       for h, align in heads) + "</tr></thead><tbody>"]
+        for r in self.rows:
+            speedup, ours = self.speedup(r.method), r.method == OURS
+            above = _html_flag("!", FLAG_COLOUR, self._above_why()) if self.above_ceiling(r.method) else ""
+            noise = _html_flag("~", NOISE_COLOUR, self._noisy_why(r)) if self.noisy(r.method) else ""
+            efficiency = "-" if r.method in COMPILED else f"{self.efficiency(r.method):.0%}"
+            style = f' style="background-color:{OURS_TINT};font-weight:bold"' if ours else ""
+            marker = f' <span style="color:{OURS_COLOUR}">◀ ipy_parallel</span>' if ours else ""
+            figures = [f"{r.median:.3f} s", f"{r.spread:.0%}{noise}", f"{speedup:.2f}x{above}",
+                       self._html_bar(r), f"{r.cpu_percent:.0f}%", f"{efficiency}{above}"]
+            out.append(f"<tr{style}>" + f'<td style="{cell};text-align:left">{esc(r.method)}</td>'
+                       + "".join(f'<td style="{cell}">{f}</td>' for f in figures)
+                       + f'<td style="{cell};text-align:left">{esc(r.note)}{marker}</td></tr>')
+        out.append("</tbody></table>")
+        if self.agree:
+            out.append("<div>✓ every method computed the same values</div>")
+        else:
+            out.append(f'<div style="color:{FLAG_COLOUR};font-weight:bold">✗ VALUES DIFFER between methods</div>')
+        out += [f"<div>{esc(method)}: not run ({esc(why)})</div>" for method, why in self.skipped.items()]
+        if self.warnings:
+            out.append(f'<ul style="margin:4px 0;padding-left:1.5em;border-left:3px solid {NOISE_COLOUR}">'
+                       + "".join(f"<li>{esc(w)}</li>" for w in self.warnings) + "</ul>")
+        out.append(f'<div style="opacity:0.75">bars: speedup over serial, longer is better, the tick at the ceiling '
+                   f"min(tasks, cores) = {self.ceiling}x; spread: (slowest - fastest round) / median; efficiency: "
+                   "speedup / ceiling; hover a ~ or ! for why it is flagged</div></div>")
+        return "".join(out)
+
+    def _html_bar(self, r: MethodResult) -> str:
+        """A speedup bar: a track from 0x to a tick at the ceiling, then room for 20% more (a red
+        fill there when the figure cannot be real), and » where the bar is cut."""
+        speedup, compiled = self.speedup(r.method), r.method in COMPILED
+        fraction = speedup / self.ceiling
+        colour = OURS_COLOUR if r.method == OURS else BAR_COLOUR
+        fade = ";opacity:0.55" if self.noisy(r.method) else ""  # a noisy figure is a paler bar
+        why = (f"{speedup:.2f}x serial; compiled code, so no ceiling applies" if compiled
+               else f"{speedup:.2f}x serial, {fraction:.0%} of the ceiling ({self.ceiling}x)")
+        inside = min(fraction, 1.0) * HTML_BAR_EM
+        beyond = min(max(fraction - 1.0, 0.0), HTML_BEYOND) * HTML_BAR_EM
+        beyond_colour = FLAG_COLOUR if self.above_ceiling(r.method) else colour
+        return (f'<span title="{html.escape(why)}" style="display:inline-block;white-space:nowrap;text-align:left">'
+                f'<span style="display:inline-block;vertical-align:middle;width:{HTML_BAR_EM}em;height:0.9em;'
+                f'background-color:rgba(128,128,128,0.15);border-right:2px solid currentColor">'
+                f'<span style="display:block;width:{inside:.2f}em;height:100%;background-color:{colour}{fade}"></span>'
+                f'</span><span style="display:inline-block;vertical-align:middle;width:{HTML_BEYOND * HTML_BAR_EM}em;'
+                f'height:0.9em"><span style="display:block;width:{beyond:.2f}em;height:100%;'
+                f'background-color:{beyond_colour}{fade}"></span></span>'
+                f'<span style="display:inline-block;width:1em">{"»" if fraction > 1 + HTML_BEYOND else ""}</span>'
+                "</span>")
+
+    def _above_why(self) -> str:
+        return (f"above the ceiling of {self.ceiling}x (min(tasks, cores)): no method can be that much faster "
+                "than serial; serial's rounds were slowed by other load. Rerun.")
+
+    def _noisy_why(self, r: MethodResult) -> str:
+        return (f"noisy: its rounds differ by {r.spread:.0%} of their median (more than {NOISY:.0%}); "
+                "the machine was shared meanwhile.")
+
+    def _figsize(self) -> tuple[float, float]:
+        return 8, 0.45 * len(self.rows) + 1.4
+
     def plot(self, ax=None):
-        """A bar chart of wall time per method (matplotlib), speedups written on the bars."""
-        import matplotlib.pyplot as plt
+        """A bar chart of the speedup over serial per method (matplotlib; longer is better): our
+        row in its own colour, the ceiling min(tasks, cores) as a vertical line, the range of the
+        rounds as error bars; noisy bars hatched //, bars above the ceiling hatched xx and marked
+        !, and compiled code (no ceiling) cut at the right edge with its figure written on it."""
+        from matplotlib.patches import Patch
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(8, 0.45 * len(self.rows) + 1.2))
-        names = [r.method for r in self.rows][::-1]
-        times = [r.median for r in self.rows][::-1]
-        spreads = [(r.median - min(r.times), max(r.times) - r.median) for r in self.rows][::-1]
-        bars = ax.barh(names, times, color="#4c72b0", xerr=list(zip(*spreads)), capsize=3)
-        for bar, name in zip(bars, names):
-            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {self.speedup(name):.2f}x",
-                    va="center")
-        ax.set_xlabel("wall time (s), median and range of the rounds; speedup vs serial on the bars")
-        ax.set_title(f"{self.tasks} tasks of n={self.size:,} on {self.cores} cores ({self.python})")
-        ax.margins(x=0.15)
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots(figsize=self._figsize())
+        rows = self.rows[::-1]  # barh draws bottom up: the table's first row on top
+        names = [r.method for r in rows]
+        speedups = [self.speedup(n) for n in names]
+        # Compiled code's 40x would squash every other bar: the axis ends past the rest.
+        right = 1.3 * max([self.ceiling, *(s for n, s in zip(names, speedups) if n not in COMPILED)])
+        serial = self.row("serial").median
+        colours = [OURS_COLOUR if n == OURS else BAR_COLOUR for n in names]
+        bars = ax.barh(names, [min(s, right) for s in speedups], color=colours)
+        for bar, r, speedup in zip(bars, rows, speedups):
+            above, noisy = self.above_ceiling(r.method), self.noisy(r.method)
+            if above or noisy:
+                bar.set_hatch("xx" if above else "//")
+                bar.set_edgecolor(FLAG_COLOUR if above else "0.2")
+            label = f"{speedup:.2f}x" + (" !" if above else "") + (" ~" if noisy else "")
+            y = bar.get_y() + bar.get_height() / 2
+            if speedup > right:  # cut: no range to draw, its figure on the bar
+                ax.text(right, y, f"{label} » ", va="center", ha="right", color="white", fontweight="bold")
+                continue
+            fastest = serial / min(r.times) if min(r.times) > 0 else speedup
+            ax.errorbar(speedup, y, xerr=[[speedup - serial / max(r.times)], [fastest - speedup]], color="black",
+                        capsize=3, linewidth=1)
+            ax.text(max(speedup, fastest), y, f" {label}", va="center")
+        ax.axvline(self.ceiling, color="0.35", linestyle="--", linewidth=1)
+        ax.text(self.ceiling, 1.0, f"ceiling {self.ceiling}x", transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize="small", color="0.35")
+        ax.set_xlim(0, right)
+        for label in ax.get_yticklabels():
+            if label.get_text() == OURS:
+                label.set_fontweight("bold")
+                label.set_color(OURS_COLOUR)
+        flags = [Patch(facecolor="none", edgecolor="0.2", hatch="//", label="~ noisy rounds")] if any(
+            self.noisy(n) and not self.above_ceiling(n) for n in names) else []
+        if any(self.above_ceiling(n) for n in names):
+            flags.append(Patch(facecolor="none", edgecolor=FLAG_COLOUR, hatch="xx", label="! above the ceiling"))
+        if flags:
+            ax.legend(handles=flags, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False,
+                      fontsize="small")  # below the axes: inside, it would hide a bar
+        ax.set_xlabel("speedup over serial (longer is better): median of the rounds, their range as error bars")
+        ax.set_title(f"{self.tasks} tasks of n={self.size:,} on {self.cores} cores ({self.python})", pad=16)
         return ax
+
+    def save_plot(self, path: str | os.PathLike | None = None, dpi: int = 120) -> Path:
+        """Draw plot() into an image file (PNG unless the name says otherwise) and return its
+        absolute path; by default native_bench-YYYYmmdd-HHMMSS.png in the current directory.
+        Needs matplotlib but not pyplot: no window opens and no figure is left open."""
+        from matplotlib.figure import Figure
+
+        target = Path(path if path is not None else time.strftime("native_bench-%Y%m%d-%H%M%S.png"))
+        target = target.expanduser().resolve()
+        if not target.suffix:
+            target = target.with_suffix(".png")
+        figure = Figure(figsize=self._figsize())
+        self.plot(figure.subplots())
+        figure.savefig(target, dpi=dpi, bbox_inches="tight")
+        return target
+
+
+_EIGHTHS = "▏▎▍▌▋▊▉"  # a bar's last, partial character
+
+
+def _text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """A fraction of the ceiling as block characters, dotted up to a | at the ceiling; » after
+    it for a bar that goes past."""
+    eighths = round(max(fraction, 0.0) * width * 8)
+    full, part = divmod(min(eighths, width * 8), 8)
+    bar = "█" * full + (_EIGHTHS[part - 1] if part else "")
+    return bar.ljust(width, "·") + "|" + ("»" if eighths > width * 8 else " ")
+
+
+def _wrap(text: str) -> list[str]:
+    """A line of the text report kept near 110 characters, what follows indented."""
+    return textwrap.wrap(text, 110, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+
+
+def _html_flag(mark: str, colour: str, why: str) -> str:
+    return f'<span style="color:{colour};font-weight:bold;cursor:help" title="{html.escape(why)}">{mark}</span>'
 
 
 IN_HELPER = "in a helper process"  # a runner that ContestantProcess runs
@@ -469,12 +648,13 @@ def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], lis
     interpreter cannot run. A runner None is our pool (warm when timed); IN_HELPER, a method
     that runs in a helper process (see ContestantProcess)."""
     methods: dict[str, tuple[Callable[[list[int]], list] | str | None, str]] = {
-        "serial": (serial, "one task after another"),
+        # Notes short enough for the text table's lines to stay near 110 characters.
+        "serial": (serial, "one after another"),
         "threads": (threads, "free-threaded: no GIL" if free_threaded() else "one GIL"),
-        "multiprocessing fork": (IN_HELPER, "end to end: starts processes (from a small helper process)"),
-        "multiprocessing spawn": (IN_HELPER, "end to end: starts processes"),
-        "sub-interpreters (ipy_parallel)": (None, "warm pool, a GIL each"),
-        "C++ kernel, GIL released": (native, "a std::thread per task; compiled, so no ceiling"),
+        "multiprocessing fork": (IN_HELPER, "starts its processes"),  # from the helper, see ContestantProcess
+        "multiprocessing spawn": (IN_HELPER, "starts its processes"),
+        OURS: (None, "warm pool, a GIL each"),
+        "C++ kernel, GIL released": (native, "compiled: no ceiling"),
     }
     skipped = {}
     if not free_threaded():
@@ -602,17 +782,20 @@ def run_native_bench(tasks: int, size: int, repeat: int, monitor) -> BenchReport
     all IPython shows."""
     base = process_tree_cpu()
     start = time.perf_counter()
-    text = None
+    text, outcome = None, "ok"
     try:
         with monitor.live(lambda: [process_tree_cpu() - base]):
             return native_bench(tasks, size, repeat, monitor)
     except KeyboardInterrupt:
-        text = f"native_bench: interrupted after {time.perf_counter() - start:.1f} s"
+        text, outcome = f"native_bench: interrupted after {time.perf_counter() - start:.1f} s", "stopped"
         raise ParallelInterrupted("%native_bench was interrupted: nothing measured is shown") from None
+    except BaseException:
+        outcome = "failed"
+        raise
     finally:
         if text is None:
             text = f"native_bench: {time.perf_counter() - start:.1f} s in all"
-        monitor.close([process_tree_cpu() - base], text=text)
+        monitor.close([process_tree_cpu() - base], text=text, outcome=outcome)
 
 
 # -- for benchmarks/suite.py: ipyparallel, cold starts, transfers, memory ----------------------

@@ -49,12 +49,14 @@ class CellSyntaxError(Exception):
     the SyntaxError itself. Not a SyntaxError subclass: IPython shows those with the frames of
     the code that raised them, and here only the error means anything."""
 
-    def __init__(self, error: SyntaxError):
+    def __init__(self, error: SyntaxError, hint: str | None = None):
         super().__init__(str(error))
         self.error = error
+        self.hint = hint  # one line: why, when the cell is IPython syntax rather than Python
 
     def _render_traceback_(self) -> list[str]:
-        return "".join(traceback.format_exception_only(self.error)).rstrip("\n").splitlines()
+        lines = "".join(traceback.format_exception_only(self.error)).rstrip("\n").splitlines()
+        return lines + ([self.hint] if self.hint else [])
 
 
 def _plural(ids: Sequence[int]) -> str:

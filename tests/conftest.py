@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -128,6 +129,52 @@ def ctrl_c_after(seconds: float) -> threading.Timer:
     timer = threading.Timer(seconds, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
     timer.start()
     return timer
+
+
+class RandomInterrupts:
+    """Ctrl-C at random instants, 5-40 ms apart, each landing wherever the main thread is while
+    it runs an operation (between any two bytecodes of it, ours included). A SIGINT that arrives
+    between operations is ignored, so that the test's own loop is not what it hits."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.inside = False
+        self.sent = self.landed = 0
+        self._stop = threading.Event()
+        self._main = threading.get_ident()
+
+    def _handler(self, signum, frame):
+        if self.inside:
+            self.landed += 1
+            raise KeyboardInterrupt
+
+    def _fire(self):
+        while not self._stop.wait(self.rng.uniform(0.005, 0.040)):
+            signal.pthread_kill(self._main, signal.SIGINT)
+            self.sent += 1
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        self._thread = threading.Thread(target=self._fire, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        time.sleep(0.05)  # a signal still in flight lands here, outside any operation
+        signal.signal(signal.SIGINT, self._previous)
+
+    def call(self, fn):
+        """fn(), under fire; returns what it returned, or the KeyboardInterrupt it raised."""
+        try:
+            self.inside = True
+            try:
+                return fn()
+            finally:
+                self.inside = False
+        except KeyboardInterrupt as exc:
+            return exc
 
 
 # -- child processes ----------------------------------------------------------------------------

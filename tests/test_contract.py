@@ -33,6 +33,29 @@ def test_inputs_and_worker_inputs(any_pool):
         any_pool.run("0", worker_inputs=[{}])
 
 
+def test_targets_run_on_a_subset_in_their_order(any_pool):
+    any_pool.run("mark = None")
+    results = any_pool.run("mark = f(part)\nworker_id, n_workers, mark", inputs={"f": lambda x: x * 2},
+                           worker_inputs=[{"part": 21}], targets=[1])
+    assert [r.worker_id for r in results] == [1] and values(results) == [(1, 2, 42)]
+    assert values(any_pool.run("mark")) == [None, 42]  # worker 0 ran nothing
+    assert values(any_pool.run("worker_id", targets=[1, 0])) == [1, 0]
+    assert any_pool.pull("mark", targets=[1]) == {"mark": [42]}
+    run = any_pool.submit("worker_id", targets=[1])
+    assert run.workers == [1] and values(run.results()) == [1] and len(run.cpu_times()) == 1
+    with pytest.raises(ValueError, match="worker_inputs has 2 entries; the run has 1 targets"):
+        any_pool.run("0", worker_inputs=[{}, {}], targets=[0])
+    with pytest.raises(ValueError, match="targets: 2 is not a worker"):
+        any_pool.run("0", targets=[2])
+    with pytest.raises(ValueError, match="names a worker twice"):
+        any_pool.run("0", targets=[0, 0])
+
+
+def test_a_target_that_raises_is_reported_alone(any_pool):
+    results = any_pool.run("1 / 0", targets=[1])
+    assert len(results) == 1 and results[0].worker_id == 1 and results[0].error.type_name == "ZeroDivisionError"
+
+
 @pytest.mark.parametrize("name", ["worker_id", "n_workers", "__builtins__"])
 def test_reserved_names_cannot_be_inputs(any_pool, name):
     with pytest.raises(ValueError, match=f"'{name}' is set by ipy_parallel in every worker"):

@@ -1,4 +1,4 @@
-"""End to end in a real browser: JupyterLab runs notebooks/quickstart.ipynb and shows the live CPU display."""
+"""End to end in a real browser: JupyterLab runs notebooks/quickstart.ipynb and shows the live CPU display, a background cell's too."""
 
 import contextlib
 import json
@@ -23,6 +23,7 @@ from playwright.sync_api import sync_playwright
 CHROMIUM = Path(os.environ.get("IPP_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT = REPO / "test-artifacts" / "jupyterlab-quickstart.png"
 FAILURE_SCREENSHOT = SCREENSHOT.with_name("jupyterlab-quickstart-failure.png")
+BACKGROUND_SCREENSHOT = SCREENSHOT.with_name("jupyterlab-background.png")
 # The machine may be 2 shared cores: every wait is generous, in milliseconds for Playwright.
 START_TIMEOUT = 180  # seconds for JupyterLab to answer
 UI_TIMEOUT = 180_000
@@ -45,6 +46,26 @@ RECORD_MONITOR = """() => {
   note();
 }"""
 LIVE = r"/^%%parallel · \d+ workers · /"
+BACKGROUND_LIVE = r"^%%parallel --bg \[\d+\] · \d+ workers · "
+# Each code cell's prompt and monitor text whenever either changes, with the time: when a cell
+# finished, and what a background cell's display showed after that.
+RECORD_TIMELINE = """() => {
+  window.__ippTimeline = [];
+  const last = new Map();
+  const note = () => {
+    document.querySelectorAll('.jp-Notebook .jp-CodeCell').forEach((cell, i) => {
+      const prompt = (cell.querySelector('.jp-InputPrompt') || {}).textContent || '';
+      const monitor = Array.from(cell.querySelectorAll('pre.ipy-parallel-monitor')).map(e => e.textContent).join('|');
+      const key = prompt + '\\u0000' + monitor;
+      if (last.get(i) !== key) {
+        last.set(i, key);
+        window.__ippTimeline.push({t: performance.now(), cell: i, prompt: prompt.trim(), monitor});
+      }
+    });
+  };
+  new MutationObserver(note).observe(document.body, {childList: true, subtree: true, characterData: true});
+  note();
+}"""
 CELLS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell')).map(cell => ({
   prompt: (cell.querySelector('.jp-InputPrompt') || {}).textContent || '',
   outputs: Array.from(cell.querySelectorAll('.jp-OutputArea-output')).map(o => ({
@@ -172,9 +193,12 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     tagged = {i for i, c in enumerate(code) if "raises-exception" in c["metadata"].get("tags", [])}
     assert tagged == {len(code) - 1}, "the last cell, and only it, fails on purpose"
 
+    background = next(i for i, c in enumerate(code) if "".join(c["source"]).startswith("%%parallel 2 --bg"))
+    meanwhile = background + 1  # a plain cell that runs while the background cell's workers compute
+
     # Artifacts describe the last run only.
-    SCREENSHOT.unlink(missing_ok=True)
-    FAILURE_SCREENSHOT.unlink(missing_ok=True)
+    for artifact in (SCREENSHOT, FAILURE_SCREENSHOT, BACKGROUND_SCREENSHOT):
+        artifact.unlink(missing_ok=True)
     args = ["--disable-dev-shm-usage", "--disable-gpu"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
     with sync_playwright() as p:
         # Not LD_PRELOAD: under `make sanitize` it holds the ASan runtime, which breaks chromium's
@@ -182,7 +206,7 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
         browser_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=args, env=browser_env)
         # Tall enough for the whole notebook, outputs included, in the screenshot.
-        page = browser.new_page(viewport={"width": 1280, "height": 2000})
+        page = browser.new_page(viewport={"width": 1280, "height": 2600})
         try:
             page.set_default_timeout(UI_TIMEOUT)
             page.goto(f"{lab['base']}/lab/tree/quickstart.ipynb?reset&token={lab['token']}",
@@ -200,6 +224,7 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             assert all(c["prompt"].strip() == "[ ]:" and not c["outputs"] for c in code_cells), code_cells
 
             page.evaluate(RECORD_MONITOR)
+            page.evaluate(RECORD_TIMELINE)
             # Run > Run All Cells. The command is disabled (and a click on it does nothing) until
             # the notebook is Lab's current widget, which can lag its first render: click into the
             # notebook first and click the menu item only once it is enabled.
@@ -220,6 +245,16 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
                                    timeout=RUN_TIMEOUT)
             print(f"\nthe live display appeared and changed by {time.monotonic() - start:.1f} s after Run All")
 
+            # The background cell's display is live while the cell after it has already finished.
+            page.wait_for_function(
+                f"() => {{ const c = ({CELLS})(); return /^\\[\\d+\\]:$/.test(c[{meanwhile}].prompt.trim()) && "
+                f"c[{background}].outputs.some(o => new RegExp({BACKGROUND_LIVE!r}).test(o.text) && "
+                "/ · (0\\.[3-9]|[1-9]\\d*\\.\\d) s · /.test(o.text)); }",
+                timeout=RUN_TIMEOUT)
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(BACKGROUND_SCREENSHOT))
+            print(f"screenshot of the background cell at work: {BACKGROUND_SCREENSHOT}")
+
             # Done when every code cell shows an execution count and the kernel is idle again.
             page.wait_for_function(
                 f"() => ({CELLS})().every(c => /^\\[\\d+\\]:$/.test(c.prompt.trim())) && "
@@ -227,6 +262,7 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
                 timeout=RUN_TIMEOUT)
             print(f"all cells ran in {time.monotonic() - start:.1f} s")
             cells = page.evaluate(CELLS)
+            timeline = page.evaluate("() => window.__ippTimeline")
             live = [t for t in page.evaluate("() => window.__ippSeen") if re.match(r"%%parallel · \d+ workers · ", t)]
             print(f"{len(live)} distinct live frames; the first two:\n" + "\n".join(live[:2]))
             SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -256,5 +292,18 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     assert "[3] worker 3 of 4: 250000 numbers from 750000" in text, text
     # The live display of the long cell ended as its one-line summary.
     assert re.search(r"%%parallel: 2 workers, \d+\.\d\d s wall, .*% CPU of \d+% on \d+ cores", text), text
-    assert not any(re.match(r"%%parallel · ", o["text"]) for c in cells for o in c["outputs"]), \
+    assert not any(re.match(r"%%parallel( --bg \[\d+\])? · ", o["text"]) for c in cells for o in c["outputs"]), \
         "a live display was left behind"
+
+    # The background cell: its display kept updating after the next cell had finished, in its own
+    # output area, and ended as its summary; the cells after it saw its values.
+    finished = min(e["t"] for e in timeline if e["cell"] == meanwhile and re.fullmatch(r"\[\d+\]:", e["prompt"]))
+    frames = [e["monitor"] for e in timeline if e["cell"] == background and e["t"] > finished
+              and re.match(BACKGROUND_LIVE, e["monitor"])]
+    print(f"{len(frames)} live frames of the background cell after the next cell had finished")
+    assert len(frames) >= 2, [e for e in timeline if e["cell"] in (background, meanwhile)]
+    summary = "\n".join(o["text"] for o in cells[background]["outputs"])
+    assert re.search(r"✓\s*%%parallel --bg \[1\]: 2 workers, \d+\.\d\d s wall, ", summary), summary
+    assert "background answers: True" in text and "meanwhile, this kernel is free" in text, text
+    assert not any(re.search(BACKGROUND_LIVE, o["text"]) for i, c in enumerate(cells) if i != background
+                   for o in c["outputs"]), "the background display leaked into another cell"

@@ -266,16 +266,12 @@ def test_native_bench_usage_errors(ip, line, message):
         ip.run_line_magic("native_bench", line)
 
 
-def test_native_bench_plot(ip):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
+def test_native_bench_plot_outside_a_notebook_saves_a_png_and_says_where(ip, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     ip.run_line_magic("native_bench", "-n 2 --size 1000 --repeat 1 --plot --no-monitor")
-    assert plt.get_fignums(), "--plot drew no figure"
-    plt.close("all")
+    saved = list(tmp_path.glob("native_bench-*.png"))
+    assert len(saved) == 1 and saved[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"native_bench: chart saved to {saved[0]}" in capsys.readouterr().out
 
 
 def test_timeout_option(ip, capsys):
@@ -312,3 +308,85 @@ def test_native_bench_keeps_the_parallel_workers_and_their_variables(ip, recwarn
     assert cell(ip, "2", "kept") == [1, 2]
     assert not [w for w in recwarn if "restarted" in str(w.message)]
 
+
+
+# -- --targets --------------------------------------------------------------------------------
+
+def test_targets_run_on_those_workers_in_their_order(ip):
+    assert cell(ip, "4 --targets 3,1", "worker_id, n_workers") == [(3, 4), (1, 4)]
+    assert cell(ip, "4 -t 0-2", "worker_id") == [0, 1, 2]
+    assert cell(ip, "4 --targets 0,2-3", "worker_id") == [0, 2, 3]
+    cell(ip, "4 --targets 1", "only = 'here'")
+    assert cell(ip, "4", "'only' in globals()") == [False, True, False, False]
+
+
+def test_targets_with_scatter_out_and_pull(ip, capsys):
+    ip.user_ns["items"] = list(range(10))
+    cell(ip, "4 --targets 1,3 --scatter items -o sums --pull part", "part = items\nsum(items)")
+    assert ip.user_ns["sums"] == [sum(range(5)), sum(range(5, 10))]
+    assert ip.user_ns["part"] == [list(range(5)), list(range(5, 10))]
+    cell(ip, "4 --targets 2", "print('from', worker_id)")
+    assert capsys.readouterr().out.splitlines()[-1] == "[2] from 2"
+
+
+@pytest.mark.parametrize("targets, message", [
+    ("7", r"the pool has 4 workers \(0-3\), so there is no worker 7"),
+    ("1,x", "give worker ids like 1,3 or 0-3"),
+    ("3-1", "give worker ids like 1,3 or 0-3"),
+    ("1,1", "names a worker twice"),
+    ("-1", "give worker ids like 1,3 or 0-3"),
+])
+def test_bad_targets_are_usage_errors(ip, targets, message):
+    with pytest.raises(UsageError, match=message):
+        cell(ip, f"4 --targets={targets}", "1")
+
+
+def test_targets_failures_name_the_worker(ip):
+    with pytest.raises(ParallelError, match="1 of 1 workers raised"):
+        cell(ip, "4 --targets 2", "1 / 0")
+    try:
+        cell(ip, "4 --targets 2,3", "1 / (worker_id - 2)")
+    except ParallelError as exc:
+        assert "[worker 2]" in exc.render() and [r.worker_id for r in exc.results] == [2, 3]
+
+
+# -- %parallel, the line magic --------------------------------------------------------------
+
+def test_line_magic_runs_one_statement_on_the_default_pool(ip):
+    assert ip.run_line_magic("parallel", "worker_id * 2") == [2 * i for i in range(os.cpu_count())]
+    assert ip.run_line_magic("parallel", "import math") is None
+    assert ip.run_line_magic("parallel", "math.factorial(4)") == [24] * os.cpu_count()
+    result = ip.run_cell("%parallel worker_id + 100")
+    assert result.success and result.result == [100 + i for i in range(os.cpu_count())]
+
+
+def test_line_magic_follows_the_session_defaults(ip):
+    ip.run_line_magic("parallel_config", "-n 3")
+    assert ip.run_line_magic("parallel", "n_workers") == [3, 3, 3]
+
+
+def test_line_magic_without_a_statement_says_what_to_give(ip):
+    with pytest.raises(UsageError, match="give the statement to run in every worker: %parallel STATEMENT"):
+        ip.run_line_magic("parallel", "  ")
+
+
+def test_parallel_help_mentions_every_option_and_the_line_form(ip):
+    doc = ip.find_magic("parallel", "cell").__doc__
+    for option in ("--targets", "--bg", "--wait", "%parallel STATEMENT", "%parallel_wait", "%parallel_stop"):
+        assert option in doc
+
+
+# -- hints where users trip -------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", ["%time x = 1", "!ls", "x = 1\nlen?", "  %timeit sum(range(9))"])
+def test_ipython_syntax_in_a_cell_gives_a_one_line_hint(ip, capsys, body):
+    result = ip.run_cell(f"%%parallel 2\n{body}")
+    assert isinstance(result.error_in_exec, CellSyntaxError)
+    out = capsys.readouterr().out
+    hints = [line for line in out.splitlines() if line.startswith("hint: workers run plain Python")]
+    assert len(hints) == 1 and "IPython syntax" in hints[0]
+
+
+def test_a_plain_syntax_error_gets_no_hint(ip, capsys):
+    ip.run_cell("%%parallel 2\nx = (")
+    assert "hint:" not in capsys.readouterr().out

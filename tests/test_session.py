@@ -164,3 +164,11 @@ def test_fork_or_exit_while_a_pool_warms_is_safe(run_script):
         print("done")
     """)
     assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+
+
+def test_fallback_note_says_earlier_statements_ran_only_when_some_did(ip, capsys):
+    config(ip, "--fallback on")
+    cell(ip, "2", NUMPY_CELL)  # the import is the first statement
+    assert "Statements before the import ran" not in capsys.readouterr().out
+    assert cell(ip, "2", "ran_first = worker_id\n" + NUMPY_CELL) == NUMPY_VALUES
+    assert "Statements before the import ran in the sub-interpreters too." in capsys.readouterr().out

@@ -10,9 +10,10 @@ task          (source, filename, payload)
   source      the cell's text, or an operation of the runtime (RESET, PULL, RESIZE): a string that begins
               with NUL, which no Python source can
   filename    what tracebacks and linecache call the source
-  payload     None, or pack_payload(path, parts): marshal((sys.path to follow or None,
-              [(pickled dict of names to values or None, names of lent inputs), ...])), the
-              parts bound in order (a later one overrides an earlier)
+  payload     None, or pack_payload(path, parts, idle): marshal((sys.path to follow or None,
+              [(pickled dict of names to values or None, names of lent inputs), ...], idle)),
+              the parts bound in order (a later one overrides an earlier); idle: this worker
+              is not one of the run's targets: it follows the path and replies at once
 lent          the objects a sub-interpreter's parts name, in their order, handed over by the C++
               engine without pickling: a bytes or str of LEND_MIN or more is copied once into
               the worker; any other contiguous buffer (memoryview, bytearray, array.array, mmap)
@@ -58,15 +59,15 @@ def dropped_note(stream_name, count):
             f"{OUTPUT_LIMIT >> 20} Mi characters of each stream]\n")
 
 
-def pack_payload(path, parts):
+def pack_payload(path, parts, idle=False):
     """parts: [(pickled dict or None, names of lent inputs), ...]"""
-    return _marshal((path, [(blob, tuple(names)) for blob, names in parts]))
+    return _marshal((path, [(blob, tuple(names)) for blob, names in parts], bool(idle)))
 
 
 def unpack_payload(payload):
-    """(path or None, [(pickled dict or None, names of lent inputs), ...])"""
-    path, parts = _unmarshal(payload)
-    return path, parts
+    """(path or None, [(pickled dict or None, names of lent inputs), ...], idle)"""
+    path, parts, idle = _unmarshal(payload)
+    return path, parts, idle
 
 
 def error_record(type_name, message, traceback, pickled=None):

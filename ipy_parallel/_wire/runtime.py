@@ -88,10 +88,13 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
         sys.stdout, sys.stderr = stdout, stderr
         try:
             try:
-                if source.startswith("\0"):
-                    return _operation(source, payload)
+                operation = source.startswith("\0")
                 if payload is not None:
-                    _receive(payload, namespace, lent)
+                    received = _receive(payload, None if operation else namespace, lent)
+                    if received is None:  # not one of the run's targets
+                        return protocol.reply()
+                if operation:
+                    return _operation(source, received if payload is not None else {})
                 code = compiled.pop((source, filename), None)
                 if code is None:
                     if len(compiled) >= _CODE_CACHE_SIZE:
@@ -116,15 +119,12 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
             return protocol.reply(value, None, protocol.RAW)
         return _value_reply(value)
 
-    def _operation(op, payload):
+    def _operation(op, inputs):
         nonlocal n_workers
         if op == protocol.RESIZE:
-            n_workers = context.size = _receive(payload)["n"]
+            n_workers = context.size = inputs["n"]
             op = protocol.RESET  # a resized pool's workers all start afresh, as a new pool's would
-            payload = None
         if op == protocol.RESET:
-            if payload is not None:
-                _receive(payload)  # its sys.path
             for name in list(namespace):
                 if name not in protocol.KEPT_NAMES and not (keep is not None and keep(name)):
                     del namespace[name]
@@ -135,7 +135,7 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
             repair()
             return protocol.reply()
         if op == protocol.PULL:
-            names = _receive(payload)["names"]
+            names = inputs["names"]
             found = {name: namespace[name] for name in names if name in namespace}
             reply = _value_reply(found)
             if reply[1] is not None:  # name the variable that cannot travel
@@ -302,14 +302,17 @@ def _forget(compiled):
 
 def _receive(payload, namespace=None, lent=()):
     """Follow the main interpreter's sys.path, then bind the inputs it sent, pickled and lent, in
-    ``namespace`` (or, without one, return them as a dict).
+    ``namespace`` (or, without one, in a new dict); return that, or None for a worker that is
+    not one of the run's targets (it binds nothing and runs nothing).
 
     The path travels outside the inputs, so it is applied even when an input cannot be
     rebuilt here (a module this worker cannot import, say).
     """
-    path, parts = protocol.unpack_payload(payload)
+    path, parts, idle = protocol.unpack_payload(payload)
     if path is not None:
         sys.path[:] = path
+    if idle:
+        return None
     target = {} if namespace is None else namespace
     lent = iter(lent)
     for blob, names in parts:

@@ -167,11 +167,14 @@ class BasePool:
         stream: bool = False,
         on_tick: Callable[[Run], None] | None = None,
         what: str = "the run",
+        targets: Sequence[int] | None = None,
     ) -> list[Result]:
         """Execute ``source`` in every worker at once; return one Result per worker, by worker_id.
 
+        ``targets`` (worker ids) runs it on those workers only, and the Results come in their
+        order; the others do nothing (each worker keeps its own worker_id and n_workers).
         ``inputs`` are bound by name in every worker first; ``worker_inputs``, one mapping per
-        worker, add or override names per worker. Values travel by pickle (cloudpickle, so
+        worker (per target, with ``targets``), add or override names per worker. Values travel by pickle (cloudpickle, so
         functions and classes defined in ``__main__`` go too); one that cannot raises TypeError
         naming it, before anything runs. An exception in a worker is reported in its Result
         and does not stop the others. ``filename`` is what tracebacks call the source.
@@ -190,7 +193,8 @@ class BasePool:
         started: list[Run] = []
         try:
             run = self._start(source, inputs, worker_inputs, filename, stream, WAIT_SLICE, started,
-                              (deadline, f"{what} did not start within {timeout:g} s" if timeout is not None else ""))
+                              (deadline, f"{what} did not start within {timeout:g} s" if timeout is not None else ""),
+                              targets)
             if on_tick is not None:
                 on_tick(run)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -212,27 +216,29 @@ class BasePool:
         worker_inputs: Sequence[Mapping[str, Any]] | None = None,
         filename: str | None = None,
         stream: bool = False,
+        targets: Sequence[int] | None = None,
     ) -> Run:
-        """Start ``source`` in every worker as run() does, and return its Run at once (after
-        waiting for the run in progress, if any). With ``stream=True`` the workers' output can
-        be read while they run (``Run.output()``). A Run that is never collected is finished by
-        the workers all the same; the next run waits for it."""
+        """Start ``source`` in every worker (or the ``targets``) as run() does, and return its
+        Run at once (after waiting for the run in progress, if any). With ``stream=True`` the
+        workers' output can be read while they run (``Run.output()``). A Run that is never
+        collected is finished by the workers all the same; the next run waits for it."""
         started: list[Run] = []
         try:
-            return self._start(source, inputs, worker_inputs, filename, stream, 0.0, started)
+            return self._start(source, inputs, worker_inputs, filename, stream, 0.0, started, targets=targets)
         except BaseException:
             if started:
                 started[0]._give_up()
             raise
 
-    def pull(self, *names: str) -> dict[str, list[Any]]:
-        """The values of these variables in every worker: {name: [value of worker 0, ...]}.
-        Raises NameError naming the workers that have no such variable, and ParallelError if a
-        value cannot be sent back. Blocks as run() does."""
+    def pull(self, *names: str, targets: Sequence[int] | None = None) -> dict[str, list[Any]]:
+        """The values of these variables in every worker (or the ``targets``, in their order):
+        {name: [value of worker 0, ...]}. Raises NameError naming the workers that have no such
+        variable, and ParallelError if a value cannot be sent back. Blocks as run() does."""
         for name in names:
             if not isinstance(name, str) or not name.isidentifier():
                 raise TypeError(f"pull(): {name!r} is not a variable name")
-        results = self.run(protocol.PULL, {"names": list(names)}, filename="<ipy_parallel pull>", what="--pull")
+        results = self.run(protocol.PULL, {"names": list(names)}, filename="<ipy_parallel pull>", what="--pull",
+                           targets=targets)
         if any(r.error for r in results):
             raise ParallelError(results)
         for name in names:
@@ -328,7 +334,7 @@ class BasePool:
                                    "once it has ended, or close the pool")
 
     def _start(self, source, inputs, worker_inputs, filename, stream, first_wait, started: list,
-               limit: tuple[float | None, str] = (None, "")) -> Run:
+               limit: tuple[float | None, str] = (None, ""), targets: Sequence[int] | None = None) -> Run:
         """Register and start a run once the previous one has finished; ``started`` gets the Run
         as soon as it exists, so that a caller interrupted before this returns can stop it.
         ``limit``: (a deadline for the wait for its turn, what the ParallelTimeout then says)."""
@@ -336,7 +342,8 @@ class BasePool:
             raise TypeError(f"source must be str, not {type(source).__name__}")
         if filename is None:
             filename = cell_filename(source)
-        payloads, lent, path = self._payloads(inputs, worker_inputs)
+        targets = self._check_targets(targets)
+        payloads, lent, path = self._payloads(inputs, worker_inputs, targets)
         announced = False
         while True:
             with self._lock:
@@ -345,7 +352,7 @@ class BasePool:
                 previous = self._current
                 if previous is None or previous._settle():
                     engine = self._engine
-                    run = Run(self, engine, engine.runs + 1, engine.cpu_times())
+                    run = Run(self, engine, engine.runs + 1, engine.cpu_times(), targets)
                     started.append(run)
                     self._current = run
                     done = engine.start(source, filename, payloads, stream, first_wait, lent)
@@ -399,29 +406,55 @@ class BasePool:
             raise RuntimeError(f"this {self._kind} {why} before the run finished: its results are lost")
         return records
 
-    def _payloads(self, inputs, worker_inputs) -> tuple[list[bytes], list[list], list[str] | None]:
+    def _check_targets(self, targets) -> tuple[int, ...] | None:
+        """The run's targets, validated: distinct worker ids of this pool, or None for all."""
+        if targets is None:
+            return None
+        if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+            raise TypeError(f"targets must be a sequence of worker ids, not {type(targets).__name__}")
+        if not targets:
+            raise ValueError("targets is empty: give at least one worker id (or None for every worker)")
+        for worker_id in targets:
+            if isinstance(worker_id, bool) or not isinstance(worker_id, int) or not 0 <= worker_id < self.size:
+                raise ValueError(f"targets: {worker_id!r} is not a worker of this {self._kind} "
+                                 f"(its workers are 0-{self.size - 1})")
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"targets: {list(targets)} names a worker twice")
+        return None if list(targets) == list(range(self.size)) else tuple(targets)
+
+    def _payloads(self, inputs, worker_inputs, targets=None) -> tuple[list[bytes], list[list], list[str] | None]:
         """What each worker must receive: [] for nothing, [p] for all, or one per worker (each a
         protocol payload); the objects each payload lends ([] if none does); and the sys.path
         they carry, if any: workers follow the main interpreter's sys.path, so the modules a
-        notebook can import are importable in its workers; it is sent only when it has changed."""
+        notebook can import are importable in its workers; it is sent only when it has changed.
+        With ``targets``, the other workers get an idle payload (the path only)."""
         path = None
         if self._follows_path:
             now = list(sys.path)
             path = None if now == self._sent_path else now
         common = self._part(inputs, "inputs") if inputs else None
+        each = self.size if targets is None else len(targets)
         if worker_inputs is None:
-            if path is None and common is None:
+            if path is None and common is None and targets is None:
                 return [], [], path
-            groups = [[common] if common else []]
+            mine = [None] * each
         else:
             if isinstance(worker_inputs, (str, bytes)) or not isinstance(worker_inputs, Sequence):
                 raise TypeError("worker_inputs must be a sequence of mappings, one per worker")
-            if len(worker_inputs) != self.size:
-                raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; this pool has {self.size} workers")
+            if len(worker_inputs) != each:
+                whom = f"this pool has {each} workers" if targets is None else f"the run has {each} targets"
+                raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; {whom}")
             mine = [self._part(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
-            groups = [[p for p in (common, part) if p] for part in mine]
+        groups = [[p for p in (common, part) if p] for part in mine]
+        if worker_inputs is None and targets is None:
+            groups = groups[:1]  # one payload for all
         payloads = [protocol.pack_payload(path, [(blob, names) for blob, names, _ in parts]) for parts in groups]
         lent = [[obj for _, _, objects in parts for obj in objects] for parts in groups]
+        if targets is not None:
+            idle = protocol.pack_payload(path, [], idle=True)
+            slot = {worker_id: k for k, worker_id in enumerate(targets)}
+            payloads = [payloads[slot[w]] if w in slot else idle for w in range(self.size)]
+            lent = [lent[slot[w]] if w in slot else [] for w in range(self.size)]
         return payloads, (lent if any(lent) else []), path
 
     def _part(self, mapping, what: str) -> tuple[bytes | None, list[str], list] | None:
@@ -438,9 +471,11 @@ class BasePool:
 class Run:
     """One run on a Pool: wait for it, read its output as it comes, stop it, take its results."""
 
-    def __init__(self, pool: BasePool, engine: Engine, number: int, cpu_base: list[float]):
+    def __init__(self, pool: BasePool, engine: Engine, number: int, cpu_base: list[float],
+                 targets: tuple[int, ...] | None = None):
         self._pool = pool
         self._engine = engine
+        self._targets = targets  # the workers it runs on, in the order of its results (None: all)
         self._number = number  # the engine's run counter once this run has started
         self._cpu_base = cpu_base
         self._cpu_end: list[float] | None = None
@@ -474,10 +509,16 @@ class Run:
                 chunks += self._engine.drain_output()
         return [(w, "stderr" if s == 2 else "stdout", t) for w, s, t in chunks]
 
+    @property
+    def workers(self) -> list[int]:
+        """The ids of the workers it runs on, in the order of its results and cpu_times()."""
+        return list(range(len(self._cpu_base))) if self._targets is None else list(self._targets)
+
     def cpu_times(self) -> list[float]:
-        """CPU seconds each worker has used since this run started."""
+        """CPU seconds each of its workers has used since this run started."""
         now = self._cpu_end if self._cpu_end is not None else self._engine.cpu_times()
-        return [a - b for a, b in zip(now, self._cpu_base)]
+        used = [a - b for a, b in zip(now, self._cpu_base)]
+        return used if self._targets is None else [used[w] for w in self._targets]
 
     def busy_workers(self) -> list[int]:
         """The ids of the workers still running this run."""
@@ -583,7 +624,11 @@ class Run:
     def _rebuild(self) -> list[Result]:
         records = self._pool._collect(self)
         if self._results is None:
-            self._results = [rebuild(record) for record in records]
+            results = [rebuild(record) for record in records]
+            if self._targets is not None:
+                by_id = {r.worker_id: r for r in results}
+                results = [by_id[w] for w in self._targets]
+            self._results = results
             self._records = None
         return self._results
 

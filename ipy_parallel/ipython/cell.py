@@ -13,10 +13,12 @@ from typing import Any, MutableMapping
 
 from .._wire import protocol
 from ..backends.base import MAX_WORKERS, BasePool, Run
-from ..exceptions import CellSyntaxError, ParallelError
+from ..exceptions import CellSyntaxError, ParallelError, RunStopped
+from ..results import Result, format_workers
 from .display import LabelledOutput, Monitor
 
-__all__ = ["CellOptions", "CellUsageError", "parse_workers", "parse_names", "check_names", "run_cell"]
+__all__ = ["CellOptions", "CellUsageError", "CellRun", "parse_workers", "parse_names", "parse_targets", "check_names",
+           "run_cell", "ipython_syntax_hint"]
 
 
 class CellUsageError(ValueError):
@@ -31,6 +33,7 @@ class CellOptions:
     out: str | None = None
     pull: list[str] = field(default_factory=list)
     timeout: float | None = None
+    targets: list[int] | None = None  # worker ids, in the order of the values; None: every worker
 
 
 def parse_workers(text: str | None, default: int | None) -> int | None:
@@ -55,6 +58,33 @@ def parse_names(text: str | None, option: str) -> list[str]:
     return names
 
 
+def parse_targets(text: str | None) -> list[int] | None:
+    """"1,3" -> [1, 3]; "0-3" -> [0, 1, 2, 3]; "0,4-5" -> [0, 4, 5] (ipyparallel's --targets)."""
+    if text is None:
+        return None
+    targets: list[int] = []
+    for item in text.split(","):
+        low, dash, high = item.strip().partition("-")
+        try:
+            span = range(int(low), int(high) + 1) if dash else [int(low)]
+        except ValueError:
+            span = []
+        if not span or min(span) < 0:
+            raise CellUsageError(f"--targets {text}: give worker ids like 1,3 or 0-3 (got {item.strip()!r})")
+        targets += span
+    if len(set(targets)) != len(targets):
+        raise CellUsageError(f"--targets {text}: names a worker twice")
+    return targets
+
+
+def check_targets(options: CellOptions, size: int) -> None:
+    """The targets must be workers of the pool the cell runs on."""
+    outside = [t for t in options.targets or () if t >= size]
+    if outside:
+        raise CellUsageError(f"--targets: the pool has {size} worker{'s' if size > 1 else ''} (0-{size - 1}), "
+                             f"so there is no worker {format_workers(outside)}")
+
+
 def check_names(options: CellOptions) -> None:
     """The variables a cell's options name must be names, and none that the workers reserve."""
     for option, names in (("--push", options.push), ("--scatter", [options.scatter] if options.scatter else []),
@@ -67,62 +97,120 @@ def check_names(options: CellOptions) -> None:
                                      "(worker_id, n_workers and __builtins__ are); use another name")
 
 
+class CellRun:
+    """One cell's way through a run, the same whether the cell waits for it (run_cell) or not
+    (a background cell): its inputs, its live output and display, and its values at the end.
+
+    The constructor checks the cell and its options and reads its inputs (raising
+    CellSyntaxError or CellUsageError before any worker runs); ``tick`` feeds the display from a
+    Run; ``end`` closes the display with the outcome; ``values`` turns the Results into the
+    cell's value (storing -o, doing --pull)."""
+
+    def __init__(self, pool: BasePool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
+                 monitor: Monitor, filename: str | None = None):
+        if not source.strip():
+            raise CellUsageError("the cell is empty: put the code to run in every worker below %%parallel")
+        check_names(options)
+        check_targets(options, pool.size)
+        try:
+            ast.parse(source, filename or "<cell>", "exec")
+        except SyntaxError as exc:
+            raise CellSyntaxError(exc, ipython_syntax_hint(exc)) from None
+        self.pool, self.source, self.options, self.user_ns = pool, source, options, user_ns
+        self.monitor, self.filename = monitor, filename
+        self.inputs = {name: _lookup(user_ns, name, "--push") for name in options.push}
+        self.worker_inputs = None
+        if options.scatter:
+            count = pool.size if options.targets is None else len(options.targets)
+            chunks = _split(_lookup(user_ns, options.scatter, "--scatter"), options.scatter, count)
+            self.worker_inputs = [{options.scatter: chunk} for chunk in chunks]
+        self.run: Run | None = None  # once started
+        self._echo = LabelledOutput(monitor.write)
+
+    def tick(self, run: Run) -> None:
+        if self.run is None:
+            self.run = run
+        for worker_id, stream, text in run.output():
+            self._echo.feed(worker_id, stream, text)
+        busy = set(run.busy_workers())
+        self.monitor.update(run.cpu_times(), tuple(w in busy for w in run.workers))
+
+    def end(self, results: list[Result] | None = None, error: BaseException | None = None) -> None:
+        """The last output, then the display's end: ok, failed (naming who) or stopped."""
+        if self.run is not None:
+            for worker_id, stream, text in self.run.output():
+                self._echo.feed(worker_id, stream, text)
+        self._echo.flush()
+        failed = tuple(i for i, r in enumerate(results or ()) if r.error is not None)
+        outcome = "stopped" if isinstance(error, (RunStopped, KeyboardInterrupt)) else (
+            "failed" if failed or error is not None else "ok")
+        cpu = self.run.cpu_times() if self.run is not None else [0.0] * len(self.options.targets or range(self.pool.size))
+        self.monitor.close(cpu, outcome=outcome, failed=failed)
+
+    def values(self, results: list[Result]):
+        """The cell's value from its Results: raises ParallelError if workers raised; stores -o
+        and pulls --pull names into the namespace."""
+        if any(r.error for r in results):
+            raise ParallelError(results)
+        if self.options.pull:
+            try:
+                pulled = self.pool.pull(*self.options.pull, targets=self.options.targets)
+            except NameError as exc:
+                raise CellUsageError(f"--pull: {exc}") from None
+            self.user_ns.update(pulled)
+        values = [r.value for r in results]
+        if self.options.out:
+            self.user_ns[self.options.out] = values
+            return None
+        return values if any(v is not None for v in values) else None
+
+    def submit(self) -> Run:
+        """Start it and return its Run at once (a background cell)."""
+        try:
+            self.run = self.pool.submit(self.source, self.inputs, worker_inputs=self.worker_inputs,
+                                        filename=self.filename, stream=True, targets=self.options.targets)
+        except (TypeError, ValueError) as exc:
+            raise CellUsageError(str(exc)) from None  # an input that cannot be sent: say which
+        return self.run
+
+
 def run_cell(pool: BasePool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
              monitor: Monitor, filename: str | None = None):
-    """Run ``source`` in every worker of ``pool`` with live output and display; return the list of
-    per-worker values (or None), as the cell's result. Raises CellSyntaxError before any worker runs,
-    CellUsageError for bad options, ParallelError when workers raised, ParallelInterrupted on
-    KeyboardInterrupt and ParallelTimeout at options.timeout (both after stopping the workers)."""
-    if not source.strip():
-        raise CellUsageError("the cell is empty: put the code to run in every worker below %%parallel")
-    check_names(options)
+    """Run ``source`` in every worker of ``pool`` (or options.targets) with live output and
+    display; return the list of per-worker values (or None), as the cell's result. Raises
+    CellSyntaxError before any worker runs, CellUsageError for bad options, ParallelError when
+    workers raised, ParallelInterrupted on KeyboardInterrupt and ParallelTimeout at
+    options.timeout (both after stopping the workers). Blocks until the cell is done."""
+    cell = CellRun(pool, source, options, user_ns, monitor, filename)
+    results = None
     try:
-        ast.parse(source, filename or "<cell>", "exec")
-    except SyntaxError as exc:
-        raise CellSyntaxError(exc) from None
-    inputs = {name: _lookup(user_ns, name, "--push") for name in options.push}
-    worker_inputs = None
-    if options.scatter:
-        chunks = _split(_lookup(user_ns, options.scatter, "--scatter"), options.scatter, pool.size)
-        worker_inputs = [{options.scatter: chunk} for chunk in chunks]
-
-    echo = LabelledOutput(monitor.write)
-    started: list[Run] = []
-
-    def tick(run: Run) -> None:
-        if not started:
-            started.append(run)
-        for worker_id, stream, text in run.output():
-            echo.feed(worker_id, stream, text)
-        monitor.update(run.cpu_times())
-
-    try:
-        results = pool.run(source, inputs, worker_inputs=worker_inputs, filename=filename, timeout=options.timeout,
-                           stream=True, on_tick=tick, what="%%parallel")
+        results = pool.run(source, cell.inputs, worker_inputs=cell.worker_inputs, filename=filename,
+                           timeout=options.timeout, stream=True, on_tick=cell.tick, what="%%parallel",
+                           targets=options.targets)
     except (TypeError, ValueError) as exc:
-        if started:
+        cell.end(error=exc)
+        if cell.run is not None:
             raise
         raise CellUsageError(str(exc)) from None  # an input that cannot be sent: say which, as a usage problem
-    finally:
-        if started:
-            for worker_id, stream, text in started[0].output():
-                echo.feed(worker_id, stream, text)
-        echo.flush()
-        monitor.close(started[0].cpu_times() if started else [0.0] * pool.size)
+    except BaseException as exc:
+        cell.end(error=exc)
+        raise
+    cell.end(results)
+    return cell.values(results)
 
-    if any(r.error for r in results):
-        raise ParallelError(results)
-    if options.pull:
-        try:
-            pulled = pool.pull(*options.pull)
-        except NameError as exc:
-            raise CellUsageError(f"--pull: {exc}") from None
-        user_ns.update(pulled)
-    values = [r.value for r in results]
-    if options.out:
-        user_ns[options.out] = values
+
+# What a line of IPython's own syntax looks like: a magic, a shell escape, a help request.
+_IPYTHON_SYNTAX = ("%", "!", "?")
+
+
+def ipython_syntax_hint(error: SyntaxError) -> str | None:
+    """A one-line hint when a cell's SyntaxError is IPython syntax (%time, !ls, obj?), which
+    workers, running plain Python, cannot run."""
+    line = (error.text or "").strip()
+    if not line or not (line.startswith(_IPYTHON_SYNTAX) or line.endswith("?")):
         return None
-    return values if any(v is not None for v in values) else None
+    return ("hint: workers run plain Python, so IPython syntax (%magics, !commands, obj?) does not work in a "
+            "%%parallel cell; run it in a cell of its own, or write it as Python")
 
 
 def _lookup(user_ns: Mapping[str, Any], name: str, option: str):

@@ -1,8 +1,9 @@
 """Live CPU display of a run: one status model, pure formatters, and terminal/notebook/summary front ends.
 
-The model (Status, from a Tracker fed the workers' thread CPU clocks) knows nothing of where it
-is shown; format_lines/format_summary/format_html turn it into text; a Monitor shows that text
-live where it can (the tqdm way) and always ends with a one-line summary.
+The model (Status, from a Tracker fed the workers' thread CPU clocks and which of them still run)
+knows nothing of where it is shown; format_lines/format_summary/format_html turn it into text or
+HTML; a Monitor shows that live where it can (the tqdm way) and ends with a one-line summary that
+says how the run ended (✓, ✗ which workers raised, stopped).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, TextIO
 
 __all__ = ["Status", "Tracker", "format_lines", "format_summary", "format_html", "LabelledOutput",
-           "Monitor", "TerminalMonitor", "NotebookMonitor", "make_monitor"]
+           "Monitor", "TerminalMonitor", "NotebookMonitor", "make_monitor", "in_notebook"]
 
 SHOW_AFTER = 0.3  # seconds a run must last before a live display appears
 REFRESH = 0.2  # seconds between redraws (5 a second)
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 _SPARKS = "▁▂▃▄▅▆▇█"
-_MAX_BARS = 8  # above this many workers, one sparkline character each instead of a bar
+_MAX_BARS = 8  # above this many workers, one sparkline character (HTML: a small square) each instead of a bar
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class Status:
     done: bool = False
     label: str = "%%parallel"  # what is running
     per_worker: bool = True  # False: one reading for a whole process tree (benchmarks), not clipped
+    busy: tuple[bool, ...] | None = None  # per worker: still running (None: not known)
+    outcome: str | None = None  # of a finished run: "ok", "failed", "stopped" (None: not said)
+    failed: tuple[int, ...] = ()  # the workers that raised (positions, as in cpu)
+    ids: tuple[int, ...] | None = None  # each position's worker id (a run on some targets); None: 0..n-1
+
+    def worker_id(self, i: int) -> int:
+        return i if self.ids is None else self.ids[i]
 
     @property
     def total_cpu(self) -> float:
@@ -54,13 +62,25 @@ class Status:
         """CPU used over the whole run, in percent of one core."""
         return 100 * self.total_cpu / self.elapsed if self.elapsed > 0 else 0.0
 
+    def state(self, worker: int) -> str:
+        """"running", "done" (finished, or the run ended well), "failed" (it raised) or "stopped"
+        (still running when the run was interrupted or timed out)."""
+        if worker in self.failed:
+            return "failed"
+        if self.busy is not None and worker < len(self.busy) and not self.busy[worker]:
+            return "done"
+        if self.done:
+            return "stopped" if self.outcome == "stopped" else "done"
+        return "running"
+
 
 class Tracker:
     """Turns successive readings of the workers' CPU clocks into Status snapshots."""
 
     def __init__(self, n_workers: int, cores: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 label: str = "%%parallel", per_worker: bool = True):
+                 label: str = "%%parallel", per_worker: bool = True, ids: Sequence[int] | None = None):
         self.n_workers = n_workers
+        self.ids = None if ids is None else tuple(ids)
         self.cores = cores or os.cpu_count() or 1
         self.label = label
         self.per_worker = per_worker
@@ -68,7 +88,8 @@ class Tracker:
         self._start = self._last_time = clock()
         self._last_cpu = (0.0,) * n_workers
 
-    def sample(self, cpu: Sequence[float], done: bool = False) -> Status:
+    def sample(self, cpu: Sequence[float], done: bool = False, busy: Sequence[bool] | None = None,
+               outcome: str | None = None, failed: Sequence[int] = ()) -> Status:
         now = self._clock()
         cpu = tuple(cpu)
         interval = now - self._last_time
@@ -78,7 +99,16 @@ class Tracker:
         else:
             recent = (0.0,) * len(cpu)
         self._last_time, self._last_cpu = now, cpu
-        return Status(self.n_workers, self.cores, now - self._start, cpu, recent, done, self.label, self.per_worker)
+        return Status(self.n_workers, self.cores, now - self._start, cpu, recent, done, self.label, self.per_worker,
+                      None if busy is None else tuple(bool(b) for b in busy), outcome, tuple(sorted(set(failed))),
+                      self.ids)
+
+
+# -- text (terminal, text/plain) ---------------------------------------------------------------
+# Only characters one column wide in every terminal font: no emoji, nothing East Asian "wide".
+
+_TEXT_STATE = {"done": "✓ done", "failed": "✗ raised", "stopped": "■ stopped"}
+_TEXT_MARK = {"done": "✓", "failed": "✗", "stopped": "■"}
 
 
 def _bar(fraction: float, width: int) -> str:
@@ -91,15 +121,29 @@ def _spark(fraction: float) -> str:
     return _SPARKS[min(int(max(fraction, 0.0) * len(_SPARKS)), len(_SPARKS) - 1)]
 
 
+def _workers(n: int) -> str:
+    return "1 worker" if n == 1 else f"{n} workers"
+
+
+def _header_rest(s: Status) -> str:
+    """The live header after the label."""
+    who = f" · {_workers(s.n_workers)}" if s.per_worker else ""
+    return f"{who} · {s.elapsed:.1f} s · {s.recent_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores"
+
+
 def _header(s: Status) -> str:
-    who = f"{s.n_workers} workers · " if s.per_worker else ""
-    return (f"{s.label} · {who}{s.elapsed:.1f} s · "
-            f"{s.recent_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores")
+    return s.label + _header_rest(s)
+
+
+def _fair_share(s: Status) -> float:
+    # A worker's CPU use is drawn against its fair share of the cores, so that 20 workers keeping
+    # 2 cores busy show full blocks, not 10% slivers.
+    return min(1.0, s.cores / s.n_workers) if s.n_workers else 1.0
 
 
 def format_lines(s: Status, width: int = 80) -> list[str]:
-    """The live display as text lines: a header, then a bar per worker (a sparkline character
-    each when there are many)."""
+    """The live display as text lines: a header, then a bar per worker ("✓ done" for one that has
+    finished), or a sparkline character each when there are many."""
     lines = [_header(s)]
     if not s.per_worker:
         bar_width = max(10, min(40, width - 20))
@@ -107,31 +151,183 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
     elif s.n_workers <= _MAX_BARS:
         bar_width = max(10, min(30, width - 30))
         for i, (u, c) in enumerate(zip(s.recent, s.cpu)):
-            lines.append(f"[{i}] {_bar(u, bar_width)} {100 * u:3.0f}%  {c:7.2f} s CPU")
+            state = s.state(i)
+            if state == "running":
+                lines.append(f"[{s.worker_id(i)}] {_bar(u, bar_width)} {100 * u:3.0f}%  {c:7.2f} s CPU")
+            else:  # not a 0% bar: a finished worker must not look like a stuck one
+                lines.append(f"[{s.worker_id(i)}] {_TEXT_STATE[state].ljust(bar_width)}       {c:7.2f} s CPU")
     else:
-        # Each character is a worker's CPU use against its fair share of the cores, so that
-        # 20 workers keeping 2 cores busy show full blocks, not 10% slivers.
-        share = min(1.0, s.cores / s.n_workers)
+        share = _fair_share(s)
         per_line = max(10, width - 12)
         for lo in range(0, s.n_workers, per_line):
             hi = min(lo + per_line, s.n_workers) - 1
-            lines.append(f"[{lo}-{hi}] " + "".join(_spark(u / share) for u in s.recent[lo:hi + 1]))
+            lines.append(f"[{s.worker_id(lo)}-{s.worker_id(hi)}] " + "".join(
+                _spark(s.recent[i] / share) if s.state(i) == "running" else _TEXT_MARK[s.state(i)]
+                for i in range(lo, hi + 1)))
     return lines
 
 
-def format_summary(s: Status) -> str:
-    """The one line left when a run ends."""
-    who = f"{s.n_workers} workers, " if s.per_worker else ""
+def _outcome_text(s: Status) -> str:
+    """How the run ended, in words ("" when not said or it went well)."""
+    if s.outcome == "failed":
+        if not s.failed or not s.per_worker:
+            return "failed"
+        if s.n_workers == 1:
+            return "the worker raised"
+        return f"{len(s.failed)} of {s.n_workers} workers raised"
+    return "stopped" if s.outcome == "stopped" else ""
+
+
+def _summary_base(s: Status) -> str:
+    who = f"{_workers(s.n_workers)}, " if s.per_worker else ""
     return (f"{s.label}: {who}{s.elapsed:.2f} s wall, {s.total_cpu:.2f} s CPU, "
             f"{s.average_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores")
 
 
+def format_summary(s: Status) -> str:
+    """The one line left when a run ends, with its outcome last (" · ✓", " · ✗ 2 of 4 workers
+    raised", " · stopped") so that the line still starts with the label."""
+    marks = {"ok": "✓", "failed": "✗ " + _outcome_text(s), "stopped": "stopped"}
+    mark = marks.get(s.outcome)
+    return _summary_base(s) + (f" · {mark}" if mark else "")
+
+
+# -- HTML (notebooks) ---------------------------------------------------------------------------
+# Inline styles only, and only properties and values JupyterLab's sanitizer keeps when it renders
+# an untrusted notebook (hex/rgba colours, px/em/% lengths, display block/inline-block: no flex
+# gap, no ch units; a CSS variable only after a plain declaration of the same property, which is
+# what remains when the sanitizer drops the variable), so a saved notebook and nbconvert show the same.
+# Fills are mid-tone (Material 600, between the 700s of JupyterLab's light theme and the 500s of
+# its dark one, the colours tqdm.notebook's bars take); text keeps the theme's colour.
+
+_COLOUR = {"running": "#1e88e5", "done": "#43a047", "failed": "#e53935", "stopped": "#fb8c00"}
+_TRACK = "rgba(128,128,128,0.22)"  # the empty part of a bar: visible on white and on black
+_NEUTRAL = "rgba(128,128,128,0.5)"
+_MARK = {"done": "✓", "failed": "✗", "stopped": "■"}
+_HTML_STATE = {"done": "done", "failed": "raised", "stopped": "stopped"}
+_OUTCOME_STATE = {"ok": "done", "failed": "failed", "stopped": "stopped"}
+# <pre> for the monospace font and so that, where styles are stripped (GitHub), each row still
+# stands on its own line. Line height and padding leave room below the baseline: the overflow:auto
+# that JupyterLab gives output <pre>s clipped underscores at line-height 1.15.
+# The font is named: nbconvert's lab template gives output <pre>s the prose font, and the columns
+# are sized for a monospace one (0.6em a character).
+_ROOT = ("margin:0;padding:0.3em 0.6em 0.4em 0.6em;line-height:1.5;white-space:nowrap;word-break:normal;overflow-x:auto;"
+         "font-family:Menlo,Consolas,'DejaVu Sans Mono',monospace;font-family:var(--jp-code-font-family,monospace);"
+         "font-size:13px;font-size:var(--jp-code-font-size,13px);"
+         "background-color:transparent;border-left:3px solid {accent}")
+_ROW = '<span style="display:block"{title}>{body}</span>'
+# The header and summary wrap in a narrow output area rather than hide their end behind a scrollbar
+# (word-break:normal on the root: JupyterLab breaks output <pre>s anywhere, mid-word).
+_LINE = '<span style="display:block;white-space:normal">{body}</span>'
+# The notebook display before it has anything to show: renders as nothing (but an empty output
+# strip) everywhere, a blank line in jupyter console.
+_EMPTY = {"text/plain": "", "text/html": ""}
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _root(accent: str, rows: list[str]) -> str:
+    # No whitespace right after <pre> (textContent starts with the header) and rows joined by "\n":
+    # white-space:nowrap drops it between blocks, and it breaks the lines where styles are stripped.
+    return (f'<pre class="ipy-parallel-monitor" style="{_ROOT.format(accent=accent)}">'
+            + "\n".join(rows) + "</pre>")
+
+
+def _mark(state: str) -> str:
+    return f'<b style="color:{_COLOUR[state]}">{_MARK[state]}</b>'
+
+
+def _html_bar(fraction: float, colour: str, width_em: float) -> str:
+    percent = max(0.0, min(fraction, 1.0)) * 100
+    return (f'<span style="display:inline-block;width:{width_em:g}em;height:0.8em;vertical-align:middle;'
+            f'background-color:{_TRACK};border-radius:3px;overflow:hidden">'
+            f'<span style="display:block;height:100%;width:{percent:.1f}%;background-color:{colour}"></span></span>')
+
+
+def _cell(text: str, width_em: float, align: str = "right", extra: str = "") -> str:
+    return f'<span style="display:inline-block;min-width:{width_em:g}em;text-align:{align}{extra}">{text}</span>'
+
+
+def _worker_row(s: Status, i: int, id_em: float) -> str:
+    state = s.state(i)
+    u, c = s.recent[i], s.cpu[i]
+    if state == "running":
+        bar, what = _html_bar(u, _COLOUR["running"], 14), f"{100 * u:.0f}%"
+        title = f"worker {s.worker_id(i)}: {100 * u:.0f}% of a core now, {c:.2f} s CPU in this run"
+    else:  # a full bar in the state's colour: finished is not the same as stuck at 0%
+        bar, what = _html_bar(1.0, _COLOUR[state], 14), f"{_mark(state)} {_HTML_STATE[state]}"
+        title = f"worker {s.worker_id(i)}: {_HTML_STATE[state]}, {c:.2f} s CPU in this run"
+    # The spaces between the cells are there for textContent and copying ("[0] 99% 1.20 s CPU").
+    body = " ".join([_cell(f"[{s.worker_id(i)}]", id_em, "left"), bar, _cell(what, 5.2), _cell(f"{c:.2f} s CPU", 7.5)])
+    return _ROW.format(title=f' title="{_esc(title)}"', body=body)
+
+
+def _grid(s: Status) -> str:
+    """Many workers: a small square each, its tint the worker's use of its fair share."""
+    share = _fair_share(s)
+    squares = []
+    for i in range(s.n_workers):
+        state = s.state(i)
+        if state == "running":
+            use = max(0.0, min(s.recent[i] / share, 1.0))
+            # Idle: the grey of an empty bar; else the running blue, from a light tint to full (#rrggbbaa).
+            colour = f"{_COLOUR['running']}{round(255 * (0.3 + 0.7 * use)):02x}" if use >= 0.02 else _TRACK
+            title = f"[{s.worker_id(i)}] {100 * s.recent[i]:.0f}% of a core, {s.cpu[i]:.2f} s CPU"
+        else:
+            colour = _COLOUR[state]
+            title = f"[{s.worker_id(i)}] {_HTML_STATE[state]}, {s.cpu[i]:.2f} s CPU"
+        squares.append(f'<span title="{_esc(title)}" style="display:inline-block;width:10px;height:10px;'
+                       f'margin:0 2px 2px 0;vertical-align:top;border-radius:2px;background-color:{colour}"></span>')
+    # The squares wrap (white-space:normal); an 8px font makes each line 12px (1.5 x 8px) for 10px
+    # squares, where the 13px text line would leave wide gaps.
+    label = f"[{s.worker_id(0)}-{s.worker_id(s.n_workers - 1)}]"
+    counts = ""
+    if s.busy is not None or s.done:
+        states = [s.state(i) for i in range(s.n_workers)]
+        counts = " · ".join(f"{states.count(k)} {'busy' if k == 'running' else _HTML_STATE[k]}"
+                            for k in ("running", "done", "failed", "stopped") if states.count(k))
+        counts = "\n" + _ROW.format(title="", body=_esc(counts))
+    return (_ROW.format(title="", body=_cell(label, 0.6 * len(label) + 0.6, "left", ";vertical-align:top")
+                        + '<span style="display:inline-block;white-space:normal;max-width:408px;font-size:8px;'
+                          'vertical-align:middle;padding-top:2px">' + "".join(squares) + "</span>")
+            + counts)
+
+
+def _rows(s: Status) -> list[str]:
+    if not s.per_worker:
+        bar = _html_bar(sum(s.recent) / s.cores, _COLOUR["running"], 20)
+        return [_ROW.format(title="", body=" ".join([_cell("[all]", 3.2, "left"), bar,
+                                                      _cell(f"{s.recent_percent:.0f}%", 4)]))]
+    if s.n_workers <= _MAX_BARS:
+        id_em = 0.6 * len(f"[{max(s.worker_id(i) for i in range(s.n_workers))}]") + 0.4
+        return [_worker_row(s, i, id_em) for i in range(s.n_workers)]
+    return [_grid(s)]
+
+
+def _summary_html(s: Status, text: str | None = None) -> str:
+    state = _OUTCOME_STATE.get(s.outcome)
+    accent = _COLOUR[state] if state else _NEUTRAL
+    line = _esc(text if text is not None else _summary_base(s))
+    words = _outcome_text(s)
+    if words and text is None:
+        line += f" · <b>{_esc(words)}</b>"
+    rows = [_LINE.format(body=(_mark(state) + " " if state else "") + line)]
+    # A run that went well stays one line; one that did not shows each worker's fate (failed
+    # workers' bars red), as long as there are workers to tell apart.
+    if text is None and s.outcome in ("failed", "stopped") and s.per_worker:
+        rows += _rows(s)
+    return _root(accent, rows)
+
+
 def format_html(s: Status) -> str:
-    return _pre(format_summary(s) if s.done else "\n".join(format_lines(s)))
-
-
-def _pre(text: str) -> str:
-    return f'<pre class="ipy-parallel-monitor" style="line-height:1.15">{html.escape(text)}</pre>'
+    """The display as HTML: while running a header and a coloured bar per worker (a grid of small
+    squares when there are many); when done, the summary line marked by the outcome."""
+    if s.done:
+        return _summary_html(s)
+    header = _LINE.format(body=f"<b>{_esc(s.label)}</b>{_esc(_header_rest(s))}")
+    return _root(_COLOUR["running"], [header] + _rows(s))
 
 
 class LabelledOutput:
@@ -159,15 +355,21 @@ class LabelledOutput:
 
 class Monitor:
     """Shows nothing while a run goes; prints the summary at the end of a run that lasted at
-    least SHOW_AFTER seconds (a plain script, piped output). Subclasses draw live."""
+    least SHOW_AFTER seconds (a plain script, piped output), or of any background run.
+    Subclasses draw live.
+
+    ``background``: the run goes on after its cell has returned, so there is no point in waiting
+    SHOW_AFTER before showing it, and its end must always be reported."""
 
     def __init__(self, tracker: Tracker, summary: bool = True, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None):
+                 stderr: TextIO | None = None, background: bool = False):
         self.tracker = tracker
         self.summary = summary
+        self.background = background
         self._stdout = stdout
         self._stderr = stderr
         self._last_draw = float("-inf")
+        self._busy: tuple[bool, ...] | None = None  # the latest, for the final status of a stopped run
         self.updates = 0  # live redraws made, for tests and curiosity
 
     @property
@@ -178,31 +380,40 @@ class Monitor:
     def stderr(self) -> TextIO:
         return self._stderr or sys.stderr
 
-    def update(self, cpu: Sequence[float]) -> None:
-        """Feed the workers' CPU clocks; redraws at most every REFRESH seconds, and only once
-        the run has lasted SHOW_AFTER seconds."""
+    def begin(self) -> None:
+        """The run has started. A background run's display appears now, before its cell returns
+        (a notebook's; the others have nothing to show yet)."""
+
+    def update(self, cpu: Sequence[float], busy: Sequence[bool] | None = None) -> None:
+        """Feed the workers' CPU clocks and, if known, which workers still run; redraws at most
+        every REFRESH seconds, and only once the run has lasted SHOW_AFTER seconds (at once for
+        a background run)."""
+        if busy is not None:
+            self._busy = tuple(bool(b) for b in busy)
         now = time.monotonic()
         if now - self._last_draw < REFRESH:
             return
-        status = self.tracker.sample(cpu)
-        if status.elapsed < SHOW_AFTER:
+        status = self.tracker.sample(cpu, busy=self._busy)
+        if status.elapsed < SHOW_AFTER and not self.background:
             return
         self._last_draw = now
         self.updates += 1
         self._draw(status)
 
     def write(self, stream: str, text: str) -> None:
-        """Worker output; goes above the live display."""
+        """Worker output; in a terminal it goes above the live display, in a notebook below it."""
         out = self.stderr if stream == "stderr" else self.stdout
         out.write(text)
         out.flush()
 
-    def close(self, cpu: Sequence[float], text: str | None = None) -> Status:
-        """End the display: it becomes ``text``, or the summary line of a run that lasted at least
-        SHOW_AFTER seconds (nothing for a shorter one)."""
-        status = self.tracker.sample(cpu, done=True)
-        show = text is not None or (self.summary and status.elapsed >= SHOW_AFTER)
-        self._finish(status, text if text is not None else format_summary(status), show)
+    def close(self, cpu: Sequence[float], text: str | None = None, outcome: str = "ok",
+              failed: Sequence[int] = ()) -> Status:
+        """End the display: it becomes ``text``, or the summary line (with ``outcome``: "ok",
+        "failed" with the ids of the workers that raised in ``failed``, or "stopped") of a run that
+        lasted at least SHOW_AFTER seconds or ran in the background (nothing for a shorter one)."""
+        status = self.tracker.sample(cpu, done=True, busy=self._busy, outcome=outcome, failed=failed)
+        show = text is not None or (self.summary and (self.background or status.elapsed >= SHOW_AFTER))
+        self._finish(status, text, show)
         return status
 
     @contextlib.contextmanager
@@ -229,13 +440,14 @@ class Monitor:
     def _draw(self, status: Status) -> None:
         pass
 
-    def _finish(self, status: Status, text: str, show: bool) -> None:
+    def _finish(self, status: Status, text: str | None, show: bool) -> None:
+        """``text``: the caller's, or None for the summary."""
         if show:
-            print(text, file=self.stdout, flush=True)
+            print(text if text is not None else format_summary(status), file=self.stdout, flush=True)
 
 
 class TerminalMonitor(Monitor):
-    """Redraws its lines in place with ANSI escapes (terminal IPython)."""
+    """Redraws its lines in place with ANSI escapes (terminal IPython, a cell that holds the prompt)."""
 
     def __init__(self, tracker: Tracker, **kwargs):
         super().__init__(tracker, **kwargs)
@@ -264,38 +476,60 @@ class TerminalMonitor(Monitor):
         super().write(stream, text)
         self._draw(self._status)
 
-    def _finish(self, status: Status, text: str, show: bool) -> None:
+    def _finish(self, status: Status, text: str | None, show: bool) -> None:
         self._erase()
         self.stdout.flush()
         super()._finish(status, text, show)
 
 
 class NotebookMonitor(Monitor):
-    """An updating display in the notebook (ipykernel): created when the run has lasted
-    SHOW_AFTER seconds, updated in place, and replaced by the summary at the end."""
+    """One display in the notebook (ipykernel), updated in place, and always the cell's first
+    output: created (empty) before the first worker output is written, or with the first live
+    frame once the run has lasted SHOW_AFTER seconds, whichever comes first; replaced by the
+    summary at the end, or left empty after a short run. A background run shows it at once.
+
+    Created no earlier than needed: a display that stays empty still takes a blank strip of the
+    output area, and a short cell that prints nothing should leave no trace at all."""
 
     def __init__(self, tracker: Tracker, **kwargs):
         super().__init__(tracker, **kwargs)
         self._handle = None
+        self._shown = False  # the display holds something, not the empty placeholder
 
-    @staticmethod
-    def _bundle(text: str) -> dict:
-        return {"text/plain": text, "text/html": _pre(text)}
+    def begin(self) -> None:
+        if self.background:
+            # Now, while the cell that started the run still executes: its later updates (from
+            # another thread) only replace what this display shows.
+            self._last_draw = time.monotonic()
+            self.updates += 1
+            self._draw(self.tracker.sample((0.0,) * self.tracker.n_workers))
 
-    def _draw(self, status: Status) -> None:
-        from IPython.display import display
-
-        bundle = {"text/plain": "\n".join(format_lines(status)), "text/html": format_html(status)}
+    def _show(self, bundle: dict) -> None:
         if self._handle is None:
+            from IPython.display import display
+
             self._handle = display(bundle, raw=True, display_id=True)
-        else:
+            if self._handle is None:  # no IPython shell running: display() printed it and keeps no handle
+                self._handle = False
+        elif self._handle:
             self._handle.update(bundle, raw=True)
 
-    def _finish(self, status: Status, text: str, show: bool) -> None:
-        if self._handle is not None:
-            self._handle.update(self._bundle(text), raw=True)
-        elif show:
-            super()._finish(status, text, show)
+    def write(self, stream: str, text: str) -> None:
+        if self._handle is None:
+            self._show(_EMPTY)  # hold the display's place above the output
+        super().write(stream, text)
+
+    def _draw(self, status: Status) -> None:
+        self._show({"text/plain": "\n".join(format_lines(status)), "text/html": format_html(status)})
+        self._shown = True
+
+    def _finish(self, status: Status, text: str | None, show: bool) -> None:
+        if show:
+            plain = text if text is not None else format_summary(status)
+            self._show({"text/plain": plain, "text/html": _summary_html(status, text)})
+        elif self._shown:
+            self._show(_EMPTY)
+        self._shown = show
 
 
 def _terminal_width() -> int:
@@ -306,18 +540,25 @@ def _terminal_width() -> int:
 
 
 def make_monitor(n_workers: int, enabled: bool = True, shell=None, label: str = "%%parallel",
-                 per_worker: bool = True) -> Monitor:
+                 per_worker: bool = True, background: bool = False, ids: Sequence[int] | None = None) -> Monitor:
     """The front end for where we are: a notebook kernel, a terminal, or neither (summary only).
-    ``enabled=False`` shows nothing at all."""
-    tracker = Tracker(n_workers, label=label, per_worker=per_worker)
+    ``enabled=False`` shows nothing at all. ``background=True``: the run goes on after the cell
+    returned; in a terminal the prompt is then live, so no redrawing, only the summary at the end."""
+    tracker = Tracker(n_workers, label=label, per_worker=per_worker, ids=ids)
     if not enabled:
         return Monitor(tracker, summary=False)
     kind = type(shell).__name__ if shell is not None else ""
-    if kind in ("ZMQInteractiveShell", "XPythonShell"):  # ipykernel, xeus-python: both publish displays
-        return NotebookMonitor(tracker)
-    if kind == "TerminalInteractiveShell" and _isatty(sys.stdout):
+    if in_notebook(shell):
+        return NotebookMonitor(tracker, background=background)
+    if kind == "TerminalInteractiveShell" and _isatty(sys.stdout) and not background:
         return TerminalMonitor(tracker)
-    return Monitor(tracker)
+    return Monitor(tracker, background=background)
+
+
+def in_notebook(shell) -> bool:
+    """True for a shell whose displays reach a notebook front end, rich outputs and all: ipykernel's
+    or xeus-python's (known by class name, so that neither needs importing)."""
+    return type(shell).__name__ in ("ZMQInteractiveShell", "XPythonShell")
 
 
 def _isatty(stream) -> bool:

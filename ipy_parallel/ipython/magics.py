@@ -1,17 +1,20 @@
-"""The IPython magics %%parallel, %parallel_config, %native_bench, %parallel_status and %parallel_reset: parse, hand off, show."""
+"""The IPython magics (%%parallel, %parallel, %autoparallel, %parallel_wait, %parallel_stop, %parallel_config, %parallel_status, %parallel_reset, %native_bench): parse, hand off, show."""
 
 from __future__ import annotations
 
 import os
+import time
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .. import bench
 from ..backends.base import MAX_WORKERS
-from .cell import CellOptions, CellUsageError, parse_names, parse_workers
-from .display import make_monitor
+from ..exceptions import ParallelInterrupted
+from .autoparallel import AutoParallel
+from .cell import CellOptions, CellUsageError, parse_names, parse_targets, parse_workers
+from .display import in_notebook, make_monitor
 from .session import BACKENDS, Config, Pools, run_on_backend
 
 __all__ = ["ParallelMagics", "load", "unload"]
@@ -25,6 +28,7 @@ class ParallelMagics(Magics):
         super().__init__(shell)
         self.defaults = Config()
         self.pools = Pools()
+        self.auto = AutoParallel(shell)
 
     @magic_arguments()
     @argument("n", nargs="?", help="number of workers, an integer from 1 to 256 (default: %%parallel_config's, "
@@ -42,11 +46,22 @@ class ParallelMagics(Magics):
     @argument("--pull", metavar="NAMES", help="afterwards, set each NAME to the list of its values in the workers")
     @argument("--timeout", type=float, metavar="SECONDS",
               help="stop the workers still running after SECONDS and fail with TimeoutError")
+    @argument("-t", "--targets", metavar="IDS",
+              help="run on these workers of the pool only (1,3 or 0-3): values in their order; "
+              "each keeps its worker_id")
+    @argument("--bg", action="store_true",
+              help="run in the background: the cell returns a handle at once (.done(), .wait(), .result(), "
+              ".stop()) and its display goes on updating; -o and --pull happen when the run ends")
+    @argument("--wait", action="store_true",
+              help="if the pool is busy with a background run, wait for it to end (default: say so and stop)")
     @argument("--no-monitor", action="store_true", help="no live CPU display and no summary line")
-    @cell_magic
-    def parallel(self, line, cell):
+    @line_cell_magic
+    def parallel(self, line, cell=None):
         """Run the cell in N sub-interpreters at once, each with its own GIL (true parallelism), or
         on another backend (--backend process, --backend ipyparallel) with the same syntax.
+
+        As a line magic, ``%parallel STATEMENT`` runs that one line (no options) in every worker
+        of the default pool (%parallel_config) and returns the list of values.
 
         Each worker sees ``worker_id`` (0..N-1) and ``n_workers`` and keeps its variables between
         cells; the pool stays warm while N stays the same. Output is shown per worker as it comes
@@ -72,12 +87,30 @@ class ParallelMagics(Magics):
             import numpy as np
             np.linalg.norm(np.arange(worker_id, 100, n_workers))
 
+            %%parallel --targets 0,2
+            worker_id                                 # [0, 2]
+
+            %%parallel --bg -o sums                   # returns at once; sums is set at the end
+            sum(i * i for i in range(10**7))
+
+            %parallel import math                     # the line magic: one statement, every worker
+
         Defaults (backend, N, the display, automatic fallback to processes): %parallel_config.
+        Background runs: %parallel_wait, %parallel_stop, %parallel_status.
         """
+        if cell is None:
+            return self._run(line, "", "%parallel")
+        return self._run(cell, line, "%%parallel")
+
+    def _run(self, source: str, line: str, what: str):
+        """A %%parallel cell (or a %parallel line, which takes no options) on its backend."""
         args = parse_argstring(self.parallel, line)
         config = self.defaults
         backend = args.backend or config.backend
         try:
+            if what == "%parallel" and not source.strip():
+                raise CellUsageError("give the statement to run in every worker: %parallel STATEMENT "
+                                     "(for a whole cell and options, %%parallel)")
             if backend != "ipyparallel" and (args.profile or args.cluster_id):
                 raise CellUsageError("--profile and --cluster-id choose an ipyparallel cluster: add --backend ipyparallel")
             options = CellOptions(
@@ -87,19 +120,88 @@ class ParallelMagics(Magics):
                 out=args.out,
                 pull=parse_names(args.pull, "--pull"),
                 timeout=args.timeout,
+                targets=parse_targets(args.targets),
             )
             if args.timeout is not None and not args.timeout > 0:
                 raise CellUsageError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
             show = config.monitor and not args.no_monitor
 
-            def monitor(n: int, label: str):
-                return make_monitor(n, enabled=show, shell=self.shell, label=label)
+            def monitor(n: int, label: str, background: bool = False, ids=None):
+                return make_monitor(n, enabled=show, shell=self.shell, label=label, background=background, ids=ids)
 
-            return run_on_backend(self.pools, config, backend, cell, options, self.shell.user_ns, monitor,
-                                  self._filename(cell), profile=args.profile or config.profile,
-                                  cluster_id=args.cluster_id or config.cluster_id)
+            return run_on_backend(self.pools, config, backend, source, options, self.shell.user_ns, monitor,
+                                  self._filename(source), profile=args.profile or config.profile,
+                                  cluster_id=args.cluster_id or config.cluster_id, background=args.bg,
+                                  wait=args.wait)
         except CellUsageError as exc:
-            raise UsageError(f"%%parallel: {exc}") from None
+            raise UsageError(f"{what}: {exc}") from None
+
+    @magic_arguments()
+    @argument("mode", nargs="?", choices=("on", "off"), help="on: every cell runs as %%parallel; off: back to "
+              "normal (default: show whether it is on)")
+    @line_magic
+    def autoparallel(self, line=""):
+        """While on, every cell runs as a %%parallel cell with the session's defaults
+        (%parallel_config), as ipyparallel's %autopx sends every cell to its engines. A cell
+        that begins with % or ! (IPython's own syntax: %autoparallel off, %parallel_status)
+        runs here as usual. The terminal's prompt says [parallel] while it is on.
+
+        Examples::
+
+            %autoparallel on
+            %autoparallel off
+        """
+        args = parse_argstring(self.autoparallel, line)
+        if args.mode is not None:
+            self.auto.set(args.mode == "on")
+        n = self.defaults.n or "os.cpu_count()"
+        if self.auto.on:
+            print(f"ipy_parallel: autoparallel is on: every cell runs as %%parallel ({self.defaults.backend}, "
+                  f"{n} workers), except cells that begin with % or !; %autoparallel off ends it")
+        else:
+            print("ipy_parallel: autoparallel is off: cells run here as usual")
+
+    @magic_arguments()
+    @argument("--timeout", type=float, metavar="SECONDS", help="wait at most SECONDS (default: until they end)")
+    @line_magic
+    def parallel_wait(self, line=""):
+        """Block until every background run (%%parallel --bg) has ended, then say how each
+        ended; its handle's .result() gives its values or raises its error. Interrupting stops
+        the waiting, not the runs (%parallel_stop stops them)."""
+        args = parse_argstring(self.parallel_wait, line)
+        if args.timeout is not None and not args.timeout >= 0:
+            raise UsageError(f"%parallel_wait: --timeout must be a number of seconds >= 0, got {args.timeout:g}")
+        jobs = self.pools.running()
+        if not jobs:
+            print("ipy_parallel: no background run is going on")
+            return
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        try:
+            for job in jobs:
+                job.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            raise ParallelInterrupted("stopped waiting; the background runs go on (%parallel_stop stops them)") from None
+        for job in jobs:
+            print(f"ipy_parallel: {job.describe()}")
+
+    @magic_arguments()
+    @argument("numbers", nargs="*", type=int, help="the background runs to stop (default: every one going on)")
+    @line_magic
+    def parallel_stop(self, line=""):
+        """Stop background runs (%%parallel --bg): every one going on, or those numbered. Their
+        workers are interrupted; the pool stays warm and usable. Blocks a second or so at most."""
+        args = parse_argstring(self.parallel_stop, line)
+        known = {job.number: job for job in self.pools.background}
+        unknown = [n for n in args.numbers if n not in known]
+        if unknown:
+            raise UsageError(f"%parallel_stop: there is no background run {', '.join(map(str, unknown))} "
+                             f"(runs so far: {', '.join(map(str, known)) or 'none'})")
+        jobs = [known[n] for n in args.numbers] if args.numbers else self.pools.running()
+        if not jobs:
+            print("ipy_parallel: no background run is going on")
+        for job in jobs:
+            job.stop()
+            print(f"ipy_parallel: {job.describe()}")
 
     @magic_arguments()
     @argument("-b", "--backend", choices=BACKENDS, help="the backend cells run on without --backend")
@@ -145,10 +247,13 @@ class ParallelMagics(Magics):
 
     @magic_arguments()
     @argument("-n", "--tasks", type=int, default=None, help="tasks run at once (default: os.cpu_count())")
-    @argument("--size", type=int, default=None, help="loop length of each task (default: 5,000,000)")
+    @argument("--size", type=int, default=None, help=f"loop length of each task (default: {bench.DEFAULT_SIZE:,})")
     @argument("--repeat", type=int, default=None, help="rounds, each method once per round; the median and spread "
               f"are shown (default: {bench.ROUNDS}; 1 with --seed-workload)")
-    @argument("--plot", action="store_true", help="draw a bar chart (matplotlib)")
+    @argument("--plot", action="store_true", help="a bar chart of the speedups (matplotlib): inline in a notebook; "
+              "elsewhere saved as native_bench-<date>-<time>.png in the current directory")
+    @argument("--plot-file", metavar="PATH", help="save the chart at PATH (PNG unless the name says otherwise); "
+              "implies --plot")
     @argument("--seed-workload", action="store_true",
               help="the original experiment: 10 tasks of n=90,000,000, once (minutes on 2 cores)")
     @argument("-o", "--out", metavar="NAME", help="store the results (a BenchReport) in NAME")
@@ -164,10 +269,16 @@ class ParallelMagics(Magics):
         flagged. Blocks for the whole run (~10 s by default); Ctrl-C stops it. The %%parallel
         workers are not touched (the multiprocessing rows run in a helper process).
 
+        The report has a speedup bar per method (longer is better) up to a mark at the ceiling,
+        ipy_parallel's row highlighted and the doubtful figures flagged: a table in a notebook,
+        text elsewhere. --plot draws the speedups as a chart: inline in a notebook; elsewhere (the
+        terminal) it is saved as a PNG, and the path printed.
+
         Examples::
 
             %native_bench
             %native_bench -n 4 --size 2000000 --repeat 5 --plot -o results
+            %native_bench --plot-file speedups.png
             %native_bench --seed-workload
         """
         args = parse_argstring(self.native_bench, line)
@@ -181,17 +292,34 @@ class ParallelMagics(Magics):
                 raise UsageError(f"%native_bench: {option} must be from {low:,} to {high:,}, got {value:,}")
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"%native_bench: -o {args.out!r} is not a variable name")
-        if args.plot:
+
+        notebook = in_notebook(self.shell)
+        plot = args.plot or args.plot_file is not None
+        if plot:
             try:
-                import matplotlib.pyplot  # noqa: F401
+                import matplotlib
             except ImportError:
                 raise UsageError("%native_bench --plot needs matplotlib: pip install matplotlib") from None
+        # Checked now, not after a benchmark of minutes that would then have nowhere to go.
+        if args.plot_file is not None and not os.path.isdir(os.path.dirname(os.path.abspath(
+                os.path.expanduser(args.plot_file)))):
+            raise UsageError(f"%native_bench: --plot-file {args.plot_file!r}: no such directory")
         monitor = make_monitor(1, enabled=not args.no_monitor, shell=self.shell, label="native_bench",
                                per_worker=False)
         report = bench.run_native_bench(tasks, size, repeat, monitor)
-        print(report.table())
-        if args.plot:
-            report.plot()
+        if notebook:
+            from IPython.display import display
+
+            display(report)  # text/plain and text/html both: the saved notebook and nbconvert keep the table
+        else:
+            print(report.table())
+        if plot:
+            # A terminal has no inline images, and pyplot there (Agg, or a GUI backend with no event
+            # loop) would draw a figure nobody sees: the chart goes to a file.
+            if args.plot_file is not None or not notebook:
+                print(f"native_bench: chart saved to {report.save_plot(args.plot_file)}")
+            if notebook or matplotlib.is_interactive():  # inline, or a window after %matplotlib
+                report.plot()
         if args.out:
             self.shell.user_ns[args.out] = report
 
@@ -201,12 +329,15 @@ class ParallelMagics(Magics):
         pools = self.pools.open()
         if not pools:
             print("ipy_parallel: no pool yet; the first %%parallel cell starts one")
-            return
         for backend, pool in pools.items():
             cpu = pool.cpu_times()
             print(f"ipy_parallel {backend} pool: {pool.size} workers, {pool.state}, {pool.runs} runs, "
                   f"{sum(cpu):.2f} s CPU in all")
             print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
+        for job in self.pools.background:
+            print(f"ipy_parallel: {job.describe()}")
+        if self.auto.on:
+            print("ipy_parallel: autoparallel is on (%autoparallel off ends it)")
 
     @line_magic
     def parallel_reset(self, line=""):
@@ -216,6 +347,10 @@ class ParallelMagics(Magics):
             print("ipy_parallel: no pool yet; nothing to reset")
             return
         for backend, pool in pools.items():
+            try:
+                self.pools.check_free(backend, what="%parallel_reset")
+            except CellUsageError as exc:
+                raise UsageError(f"%parallel_reset: {exc}") from None
             try:
                 pool.reset()
             except RuntimeError as exc:
@@ -232,6 +367,7 @@ class ParallelMagics(Magics):
         return None
 
     def close(self) -> None:
+        self.auto.set(False)
         self.pools.close()
 
 

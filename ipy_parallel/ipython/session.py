@@ -1,4 +1,4 @@
-"""A shell's %%parallel session: its defaults (%parallel_config), its warm pool per backend, and the fallback to processes.
+"""A shell's %%parallel session: its defaults (%parallel_config), its warm pool per backend, its background runs, and the fallback to processes.
 
 IPython-free like cell.py: the magics parse, this module picks (and keeps) the pool, and
 cell.run_cell runs the cell on it, the same way on every backend.
@@ -6,6 +6,7 @@ cell.run_cell runs the cell on it, the same way on every backend.
 
 from __future__ import annotations
 
+import ast
 import re
 import threading
 from dataclasses import dataclass, fields, replace
@@ -13,11 +14,13 @@ from typing import Any, Callable, MutableMapping
 
 from ..backends import NAMES as BACKENDS
 from ..backends import open_pool
-from ..exceptions import ClusterError, ParallelError
-from .cell import CellOptions, CellUsageError, run_cell
+from ..backends.base import cell_filename
+from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
+from .background import BackgroundRun
+from .cell import CellOptions, CellRun, CellUsageError, run_cell
 from .display import Monitor
 
-__all__ = ["BACKENDS", "Config", "Pools", "run_on_backend", "not_isolated_modules"]
+__all__ = ["BACKENDS", "Config", "Pools", "run_on_backend", "not_isolated_modules", "fallback_note"]
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Config:
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
 
 
+KEEP_ENDED = 20  # ended background runs a session keeps listing (and keeps the values of)
+
+
 class Pools:
     """The warm pools of one shell, one per backend: reused while a cell asks for the same
     size (and cluster), replaced when it does not. Pools of other backends stay warm."""
@@ -43,6 +49,38 @@ class Pools:
         self._pools: dict[str, Any] = {}
         self._keys: dict[str, tuple] = {}
         self._warming: dict[str, tuple[threading.Thread, dict, tuple]] = {}  # backend -> (thread, its outcome, key)
+        self.background: list[BackgroundRun] = []  # the runs going on and the latest ended ones, in order
+        self._numbered = 0  # background runs so far
+
+    def add_background(self, make: Callable[[int], BackgroundRun]) -> BackgroundRun:
+        """Number, keep and return a new background run (``make(number)`` builds it). Ended runs
+        beyond the latest KEEP_ENDED are let go, and their values with them."""
+        self._numbered += 1
+        job = make(self._numbered)
+        ended = [j for j in self.background if j.done()]
+        for old in ended[:max(0, len(ended) - KEEP_ENDED)]:
+            self.background.remove(old)
+        self.background.append(job)
+        return job
+
+    def running(self, backend: str | None = None) -> list[BackgroundRun]:
+        """The background runs not yet ended (on ``backend``, or on any)."""
+        return [job for job in self.background if not job.done() and backend in (None, job.backend)]
+
+    def check_free(self, backend: str, wait: bool = False, what: str = "this cell") -> None:
+        """A background run keeps its pool until it ends: CellUsageError saying so (or, with
+        ``wait``, wait for it; a Ctrl-C then stops the waiting, not the run)."""
+        for job in self.running(backend):
+            if not wait:
+                raise CellUsageError(
+                    f"the {backend} pool is busy with background run [{job.number}] ({job.label}), so {what} "
+                    f"cannot run on it now: %parallel_wait waits for it, %parallel_stop {job.number} stops it, "
+                    "or add --wait to wait for it first")
+            try:
+                job.wait()
+            except KeyboardInterrupt:
+                raise ParallelInterrupted(f"stopped waiting for background run [{job.number}]; it goes on "
+                                        f"(%parallel_stop {job.number} stops it)") from None
 
     def warm(self, backend: str, n: int | None) -> None:
         """Start the pool a first cell would get in a background thread, so that the cell finds
@@ -111,8 +149,11 @@ class Pools:
         return {backend: pool for backend, pool in self._pools.items() if not pool.closed}
 
     def close(self) -> None:
-        """Close every pool (a cluster's connection only: the cluster itself keeps running)."""
+        """Stop the background runs, then close every pool (a cluster's connection only: the
+        cluster itself keeps running)."""
         self._take_warm()
+        for job in self.running():
+            job.stop()
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
@@ -147,27 +188,68 @@ def not_isolated_modules(error: ParallelError) -> list[str] | None:
 
 
 def run_on_backend(pools: Pools, config: Config, backend: str, source: str, options: CellOptions,
-                   user_ns: MutableMapping[str, Any], make_monitor: Callable[[int, str], Monitor],
+                   user_ns: MutableMapping[str, Any], make_monitor: Callable[..., Monitor],
                    filename: str | None = None, note: Callable[[str], None] = print,
-                   profile: str | None = None, cluster_id: str | None = None):
+                   profile: str | None = None, cluster_id: str | None = None, background: bool = False,
+                   wait: bool = False):
     """Run a cell on ``backend`` (its pool from ``pools``) as cell.run_cell does. With
     ``config.fallback``, a cell that failed on sub-interpreters only because modules cannot be
     imported there runs again on the process backend, after ``note`` says so.
 
-    make_monitor(n_workers, label) builds the cell's display. Blocks until the cell is done.
+    make_monitor(n_workers, label, background=False, ids=None) builds the cell's display. A pool busy
+    with a background run is refused (CellUsageError), or waited for with ``wait``. Blocks
+    until the cell is done; with ``background``, returns its BackgroundRun at once instead.
     """
+    pools.check_free(backend, wait)
     pool = pools.get(backend, options.n, profile, cluster_id)
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
     options = replace(options, n=pool.size)
+    shown = pool.size if options.targets is None else len(options.targets)
+    if background:
+        def make(number: int) -> BackgroundRun:
+            title = f"{label} --bg [{number}]"
+            monitor = make_monitor(shown, title, background=True, ids=options.targets)
+            return BackgroundRun(number, backend, CellRun(pool, source, options, user_ns, monitor, filename), title)
+
+        job = pools.add_background(make)  # first: a Ctrl-C in start() leaves a run %parallel_stop can see
+        job.start()
+        return job
     try:
-        return run_cell(pool, source, options, user_ns, make_monitor(pool.size, label), filename)
+        return run_cell(pool, source, options, user_ns, make_monitor(shown, label, ids=options.targets), filename)
     except ParallelError as exc:
         modules = not_isolated_modules(exc) if backend == "subinterpreter" and config.fallback else None
         if modules is None:
             raise
-    note(f"ipy_parallel: {', '.join(modules)} cannot be imported in a sub-interpreter; running the cell again "
-         f"on the process backend ({pool.size} worker processes), as %parallel_config --fallback on asks. "
-         "Statements before the import ran in the sub-interpreters too.")
+        failure = exc
+    note(fallback_note(modules, pool.size, source, filename, failure))
     process_pool = pools.get("process", pool.size)
-    return run_cell(process_pool, source, options, user_ns, make_monitor(process_pool.size, "%%parallel [process]"),
-                    filename)
+    return run_cell(process_pool, source, options, user_ns,
+                    make_monitor(shown, "%%parallel [process]", ids=options.targets), filename)
+
+
+def fallback_note(modules: list[str], size: int, source: str, filename: str | None, error: ParallelError) -> str:
+    """What the fallback to processes says; it warns that statements before the import ran in
+    the sub-interpreters too only when some did."""
+    note = (f"ipy_parallel: {', '.join(modules)} cannot be imported in a sub-interpreter; running the cell again "
+            f"on the process backend ({size} worker processes), as %parallel_config --fallback on asks.")
+    if _ran_before_failing(source, filename or cell_filename(source), error):
+        note += " Statements before the import ran in the sub-interpreters too."
+    return note
+
+
+def _ran_before_failing(source: str, filename: str, error: ParallelError) -> bool:
+    """Whether a top-level statement before the one that failed ran: the failing statement is
+    the cell's outermost frame in each worker's traceback (True when that cannot be told)."""
+    frame = re.compile(rf'File "{re.escape(filename)}", line (\d+)')
+    try:
+        starts = [node.lineno for node in ast.parse(source).body]
+    except SyntaxError:
+        return True
+    for _, worker_error in error.groups:
+        match = frame.search(worker_error.traceback)
+        if match is None:
+            return True
+        line = int(match.group(1))
+        if sum(start <= line for start in starts) > 1:
+            return True
+    return False
