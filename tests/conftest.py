@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -250,6 +251,24 @@ def ip():
     for name in [k for k in shell.user_ns if not k.startswith("_") and k not in ("In", "Out", "exit", "quit",
                                                                                  "get_ipython")]:
         del shell.user_ns[name]
+
+
+def terminal_ipython():
+    """Terminal IPython (prompt_toolkit) in a pseudo-terminal, as a user has it; what it shows
+    is kept in ``logfile_read`` (a StringIO). Lines are sent with "\\r", as Enter sends them."""
+    import io
+
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor"], encoding="utf-8",
+                          timeout=bound(60), dimensions=(40, 200))
+    child.logfile_read = io.StringIO()
+    return child
+
+
+def strip_ansi(text: str) -> str:
+    """A terminal's text without its escape sequences and carriage returns."""
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b\][^\x07]*\x07|\r", "", text)
 
 
 def magics_of(ip):

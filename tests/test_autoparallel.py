@@ -1,14 +1,12 @@
 """%autoparallel: every cell as %%parallel while on, magics still local, the mode visible, off restores all."""
 
 import os
-import subprocess
-import sys
-import textwrap
+import re
 
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import bound
+from conftest import strip_ansi, terminal_ipython
 
 
 def test_every_cell_runs_in_the_workers_while_on(ip, capsys):
@@ -68,22 +66,23 @@ def test_status_without_argument_and_bad_argument(ip, capsys):
         ip.run_line_magic("autoparallel", "maybe")
 
 
-def test_terminal_prompt_shows_the_mode():
-    # In a process of its own: a terminal shell takes over builtins and the display hook.
-    code = textwrap.dedent("""
-        from IPython.terminal.interactiveshell import TerminalInteractiveShell
-        from ipy_parallel.ipython.autoparallel import PROMPT_MARK
-        shell = TerminalInteractiveShell.instance(simple_prompt=True)
-        before = shell.prompts
-        shell.run_line_magic("load_ext", "ipy_parallel")
-        shell.run_line_magic("autoparallel", "on")
-        text = "".join(t for _, t in shell.prompts.in_prompt_tokens())
-        assert text.startswith(PROMPT_MARK) and "In [" in text, text
-        assert shell.run_cell("n_workers").result == [n for n in shell.run_cell("%parallel n_workers").result]
-        shell.run_line_magic("autoparallel", "off")
-        assert shell.prompts is before
-        print("ok", text)
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=bound(60))
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1].startswith("ok [parallel] In [")
+def test_in_terminal_ipython_a_line_runs_on_enter_and_the_prompt_shows_the_mode():
+    """Real terminal IPython (prompt_toolkit, in a pty): with autoparallel on, a line is a
+    complete cell (not a cell magic waiting for a blank line), and the prompt says the mode."""
+    import pexpect
+
+    child = terminal_ipython()
+    try:
+        child.expect(r"In \[1\]:")
+        for line, prompt in [("%load_ext ipy_parallel", 2), ("%autoparallel on", 3), ("worker_id * 2", 4),
+                             ("%autoparallel off", 5), ("'here'", 6)]:
+            child.send(line + "\r")
+            child.expect(rf"In \[{prompt}\]:")
+        child.send("exit\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    text = strip_ansi(child.logfile_read.getvalue())
+    assert "[parallel] In [3]:" in text and "[parallel] In [4]:" in text, text
+    assert re.search(r"Out\[3\]: \[0, 2(, \d+)*\]", text), text  # worker_id * 2 in every worker, on Enter
+    assert "[parallel] In [5]" not in text and "Out[5]: 'here'" in text, text

@@ -6,7 +6,7 @@ import time
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import bound, ctrl_c_after, execute, interrupt_kernel, magics_of
+from conftest import bound, ctrl_c_after, execute, interrupt_kernel, magics_of, strip_ansi, terminal_ipython
 
 from ipy_parallel.exceptions import ParallelError, ParallelInterrupted, ParallelTimeout
 
@@ -268,3 +268,31 @@ def test_ctrl_c_in_parallel_wait_stops_the_waiting_not_the_run(ip):
     assert job.state == "running"
     job.stop()
     assert job.state == "stopped"
+
+
+def test_in_terminal_ipython_the_prompt_comes_back_at_once_and_the_run_reports_when_it_ends():
+    import pexpect
+
+    child = terminal_ipython()
+    try:
+        child.expect(r"In \[1\]:")
+        child.send("%load_ext ipy_parallel\r")
+        child.expect(r"In \[2\]:")
+        for line in ["%%parallel 2 --bg -o r", "import time", "time.sleep(1.5)", "print('hello from', worker_id)",
+                     "worker_id", ""]:
+            child.send(line + "\r")
+        child.send("\r")
+        started = time.monotonic()
+        child.expect(r"In \[3\]:")
+        back = time.monotonic() - started
+        child.expect(r"%%parallel --bg \[1\]: 2 workers, \d+\.\d\d s wall.* · ✓")
+        child.send("r\r")
+        child.expect(r"In \[4\]:")
+        child.send("exit\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    text = strip_ansi(child.logfile_read.getvalue())
+    assert back < bound(1.2), f"the prompt came back after {back:.1f} s"
+    assert "[0] hello from 0" in text and "[1] hello from 1" in text, text
+    assert "Out[3]: [0, 1]" in text, text

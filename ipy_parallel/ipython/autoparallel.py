@@ -10,6 +10,18 @@ LOCAL = ("%", "!")
 PROMPT_MARK = "[parallel] "
 
 
+def _as_parallel_cell(lines: list[str]) -> list[str]:
+    first = next((line.lstrip() for line in lines if line.strip()), "")
+    if not first or first.startswith(LOCAL):
+        return lines
+    return ["%%parallel\n", *lines]
+
+
+# IPython asks whether a cell is complete with the same transforms, minus those marked so: a
+# cell magic would be complete only at a blank line, and an ordinary line must run on Enter.
+_as_parallel_cell.has_side_effects = True
+
+
 class AutoParallel:
     """Turns a shell's automatic %%parallel on and off. The transformer is one of the shell's
     cleanup transforms, which IPython runs before it looks for a cell magic, so a transformed
@@ -21,26 +33,19 @@ class AutoParallel:
 
     @property
     def on(self) -> bool:
-        return self._transform in self._transforms()
+        return _as_parallel_cell in self._transforms()
 
     def set(self, on: bool) -> None:
         transforms = self._transforms()
         if on and not self.on:
-            transforms.append(self._transform)
+            transforms.append(_as_parallel_cell)
             self._mark_prompt()
         elif not on and self.on:
-            transforms.remove(self._transform)
+            transforms.remove(_as_parallel_cell)
             self._unmark_prompt()
 
     def _transforms(self) -> list:
         return self.shell.input_transformers_cleanup
-
-    @staticmethod
-    def _transform(lines: list[str]) -> list[str]:
-        first = next((line.lstrip() for line in lines if line.strip()), "")
-        if not first or first.startswith(LOCAL):
-            return lines
-        return ["%%parallel\n", *lines]
 
     def _mark_prompt(self) -> None:
         """In terminal IPython, the prompt says the mode ("[parallel] In [3]:")."""
@@ -57,22 +62,15 @@ class AutoParallel:
 
 
 def _marked(shell, prompts):
-    """The shell's prompts with the mode in front of the input prompt, the rest theirs (a
-    Prompts subclass: the shell's trait takes nothing else)."""
-    from IPython.terminal.prompts import Prompts
+    """The shell's prompts (of whatever Prompts class) with the mode in front of the input
+    prompt: an instance of a subclass of their class, with their state, so that everything
+    else (the continuation prompt, whose signature IPython inspects) is theirs unchanged."""
     from pygments.token import Token
 
-    class MarkedPrompts(Prompts):
+    class MarkedPrompts(type(prompts)):
         def in_prompt_tokens(self, *args, **kwargs):
-            return [(Token.Prompt, PROMPT_MARK), *prompts.in_prompt_tokens(*args, **kwargs)]
+            return [(Token.Prompt, PROMPT_MARK), *super().in_prompt_tokens(*args, **kwargs)]
 
-        def continuation_prompt_tokens(self, *args, **kwargs):
-            return prompts.continuation_prompt_tokens(*args, **kwargs)
-
-        def rewrite_prompt_tokens(self, *args, **kwargs):
-            return prompts.rewrite_prompt_tokens(*args, **kwargs)
-
-        def out_prompt_tokens(self, *args, **kwargs):
-            return prompts.out_prompt_tokens(*args, **kwargs)
-
-    return MarkedPrompts(shell)
+    marked = MarkedPrompts.__new__(MarkedPrompts)
+    marked.__dict__.update(prompts.__dict__)
+    return marked
