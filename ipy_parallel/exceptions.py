@@ -25,7 +25,7 @@ class ParallelError(Exception):
         self.groups = group_errors(self.results)
         failed = sum(len(ids) for ids, _ in self.groups)
         first = self.groups[0][1] if self.groups else None
-        summary = f"{failed} of {len(self.results)} workers raised"
+        summary = f"{failed} of {len(self.results)} worker{'s' if len(self.results) != 1 else ''} raised"
         if first is not None:
             summary += f"; first: {first}"
             if len(self.groups) > 1:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ctrl_c_after
+from conftest import bound, ctrl_c_after
 
 from ipy_parallel import ClusterError, ClusterPool, ParallelError, ParallelInterrupted
 from ipy_parallel.ipython import cell
@@ -142,3 +142,17 @@ def test_magic_says_how_to_start_a_missing_cluster(cluster, ip):
 
     with pytest.raises(UsageError, match="ipcluster start"):
         ip.run_cell_magic("parallel", "--backend ipyparallel --cluster-id nosuchcluster", "1")
+
+
+def test_background_cells_and_targets_on_the_cluster(cluster, ip):
+    where = f"--profile {cluster['profile']} --cluster-id {cluster['cluster_id']}"
+    job = ip.run_cell_magic("parallel", f"2 --backend ipyparallel {where} --bg --pull eid",
+                            "import time\ntime.sleep(0.5)\neid = worker_id\nworker_id * 3")
+    assert not job.done()
+    assert ip.run_cell("40 + 2").result == 42  # the kernel is free meanwhile
+    assert job.result(bound(30)) == [0, 3] and ip.user_ns["eid"] == [0, 1]
+    assert ip.run_cell_magic("parallel", f"2 --backend ipyparallel {where} --targets 1", "worker_id") == [1]
+    job = ip.run_cell_magic("parallel", f"2 --backend ipyparallel {where} --bg", "import time\ntime.sleep(60)")
+    job.stop()
+    assert job.state == "stopped"
+    assert ip.run_cell_magic("parallel", f"2 --backend ipyparallel {where}", "worker_id") == [0, 1]

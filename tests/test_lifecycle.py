@@ -1,11 +1,8 @@
 """The run lifecycle under fire (backends/base.py): Ctrl-C at random instants, and closing with workers that cannot be stopped."""
 
-import random
-import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest

@@ -335,6 +335,7 @@ def test_targets_with_scatter_out_and_pull(ip, capsys):
     ("3-1", "give worker ids like 1,3 or 0-3"),
     ("1,1", "names a worker twice"),
     ("-1", "give worker ids like 1,3 or 0-3"),
+    ("0-100000000", "a pool has at most 256 workers"),
 ])
 def test_bad_targets_are_usage_errors(ip, targets, message):
     with pytest.raises(UsageError, match=message):
@@ -342,12 +343,11 @@ def test_bad_targets_are_usage_errors(ip, targets, message):
 
 
 def test_targets_failures_name_the_worker(ip):
-    with pytest.raises(ParallelError, match="1 of 1 workers raised"):
+    with pytest.raises(ParallelError, match="1 of 1 worker raised"):
         cell(ip, "4 --targets 2", "1 / 0")
-    try:
+    with pytest.raises(ParallelError) as info:
         cell(ip, "4 --targets 2,3", "1 / (worker_id - 2)")
-    except ParallelError as exc:
-        assert "[worker 2]" in exc.render() and [r.worker_id for r in exc.results] == [2, 3]
+    assert "[worker 2]" in info.value.render() and [r.worker_id for r in info.value.results] == [2, 3]
 
 
 # -- %parallel, the line magic --------------------------------------------------------------

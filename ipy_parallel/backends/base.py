@@ -42,7 +42,8 @@ from .._wire import protocol
 from ..exceptions import ParallelError, ParallelInterrupted, ParallelTimeout, RunStopped
 from ..results import Result, format_workers, rebuild
 
-__all__ = ["Engine", "BasePool", "Run", "MAX_WORKERS", "check_workers", "deferred_interrupts"]
+__all__ = ["Engine", "BasePool", "Run", "MAX_WORKERS", "STOP_GRACE", "TICK", "check_workers", "cell_filename",
+           "deferred_interrupts"]
 
 #: The most workers one pool may have.
 MAX_WORKERS = 256
@@ -519,6 +520,11 @@ class Run:
         now = self._cpu_end if self._cpu_end is not None else self._engine.cpu_times()
         used = [a - b for a, b in zip(now, self._cpu_base)]
         return used if self._targets is None else [used[w] for w in self._targets]
+
+    def interrupt(self) -> None:
+        """Raise KeyboardInterrupt in the workers still running this run (from any thread);
+        nothing once the pool has moved on to another run. Returns at once."""
+        self._interrupt()
 
     def busy_workers(self) -> list[int]:
         """The ids of the workers still running this run."""

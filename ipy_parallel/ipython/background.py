@@ -20,9 +20,19 @@ from ..backends.base import STOP_GRACE, TICK, deferred_interrupts
 from ..exceptions import ParallelInterrupted, RunStopped
 from .cell import CellRun
 
-__all__ = ["BackgroundRun"]
+__all__ = ["BackgroundRun", "stop_all"]
 
 STOP_WAIT = STOP_GRACE + 2.0  # seconds stop() waits: the workers' grace, then the thread's last words
+
+
+def stop_all(jobs: list[BackgroundRun]) -> None:
+    """Stop these background runs at once (not one after another) and wait for them, a few
+    seconds at most in all."""
+    for job in jobs:
+        job.stop(wait=False)
+    deadline = time.monotonic() + STOP_WAIT
+    for job in jobs:
+        job.wait(max(0.0, deadline - time.monotonic()))
 
 
 class _StopAsked(Exception):
@@ -55,23 +65,24 @@ class BackgroundRun:
                                         name=f"ipy_parallel-background-{number}")
 
     def start(self) -> None:
-        """Start the run and the thread that follows it. A Ctrl-C (or a bad input: CellUsageError)
-        before the thread runs leaves no run behind that nothing follows: it is stopped, and
-        the handle ends with that error."""
+        """Start the run and the thread that follows it, all or nothing: a Ctrl-C meanwhile is
+        held until both have started, and then stops the run (the user pressed stop as the
+        cell began: it does not go on). A bad input (CellUsageError) or a Ctrl-C before the
+        thread runs leaves no run behind that nothing follows. Blocks only as long as sending
+        the inputs takes: the caller has seen that the pool is free."""
         try:
-            self._run = self._cell.submit()  # interrupted, it stops the run it started itself
-            self._cell.monitor.begin()
-            # Whole or not at all: a Ctrl-C inside start() could leave a thread that runs but
-            # was not seen to start (and then two would answer for the run).
             with deferred_interrupts():
+                self._run = self._cell.submit()
+                self._cell.monitor.begin()
                 self._thread.start()
         except BaseException as exc:
-            if self._thread.ident is None:  # never started: nothing follows the run
+            if self._thread.ident is None:  # nothing follows the run: it ends here
                 if self._run is not None:
                     self._run.stop(0)
-                self._error = exc
-                self.ended = time.monotonic()
-                self._finished.set()
+                if not isinstance(exc, KeyboardInterrupt):
+                    self._error = exc
+            elif isinstance(exc, KeyboardInterrupt):
+                self.stop()
             raise
 
     @property
@@ -79,16 +90,19 @@ class BackgroundRun:
         return self._cell.pool
 
     def done(self) -> bool:
-        """True once the run has ended and its values are stored (or its error kept)."""
-        return self._finished.is_set()
+        """True once the run has ended and its values are stored (or its error kept); also for
+        a cell interrupted before its run could start."""
+        return self._finished.is_set() or self._thread.ident is None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run has ended, at most ``timeout`` seconds (None: no limit); True
         if it has. A Ctrl-C ends the wait (KeyboardInterrupt) and leaves the run going."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        while not self._finished.wait(TICK if deadline is None else max(0.0, min(TICK, deadline - time.monotonic()))):
-            if deadline is not None and time.monotonic() >= deadline:
+        while not self.done():
+            left = TICK if deadline is None else min(TICK, deadline - time.monotonic())
+            if left <= 0:
                 return False
+            self._finished.wait(left)
         return True
 
     def result(self, timeout: float | None = None):
@@ -97,37 +111,48 @@ class BackgroundRun:
         ParallelInterrupted for a run that was stopped). TimeoutError if not ended in time."""
         if not self.wait(timeout):
             raise TimeoutError(f"{self.label} has not ended within {timeout:g} s")
-        if self._error is not None:
-            raise self._error
+        error = self._failure()
+        if error is not None:
+            raise error
         return self._values
 
-    def stop(self) -> None:
-        """Interrupt the workers and wait for the run to end (a second or so; a few at most);
-        workers that cannot be stopped (blocked in C code) finish alone, and the pool's next
-        run waits for them. Harmless on a run that has ended."""
+    def stop(self, wait: bool = True) -> None:
+        """Interrupt the workers and (with ``wait``) wait for the run to end: a second or so,
+        a few at most. Workers that cannot be stopped (blocked in C code) finish alone, and
+        the pool's next run waits for them. Harmless on a run that has ended."""
         if self.done():
             return
         self._stop_asked.set()
-        self.pool.interrupt()  # at once, not at the thread's next tick
-        self.wait(STOP_WAIT)
+        if self._run is not None:
+            self._run.interrupt()  # at once, not at the thread's next tick (and only this run)
+        if wait:
+            self.wait(STOP_WAIT)
 
     @property
     def state(self) -> str:
         """"running", "stopping", "done", "failed" or "stopped"."""
         if not self.done():
             return "stopping" if self._stop_asked.is_set() else "running"
-        if self._error is None:
+        error = self._failure()
+        if error is None:
             return "done"
-        return "stopped" if isinstance(self._error, (RunStopped, KeyboardInterrupt)) else "failed"
+        return "stopped" if isinstance(error, (RunStopped, KeyboardInterrupt)) else "failed"
 
     def describe(self) -> str:
         """One line: which run, on what, and how it stands."""
         end = self.ended if self.ended is not None else time.monotonic()
-        what = f"{self.label} on {self.pool.size} worker{'s' if self.pool.size > 1 else ''}"
+        n = len(self._cell.options.targets or ()) or self.pool.size
+        what = f"{self.label} on {n} worker{'s' if n > 1 else ''}"
         state = self.state
         if state in ("failed", "stopped"):
-            state += f" ({self._error})"
+            state += f" ({self._failure()})"
         return f"background run [{self.number}], {what}: {state} after {end - self.started:.1f} s"
+
+    def _failure(self) -> BaseException | None:
+        if self._error is None and self._thread.ident is None:
+            self._error = ParallelInterrupted(f"{self.label} was interrupted before it started")
+            self.ended = self.started
+        return self._error
 
     def __repr__(self) -> str:
         hint = "" if self.done() else "; .wait(), .result(), .stop() (or %parallel_wait, %parallel_stop)"

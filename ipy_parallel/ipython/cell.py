@@ -71,6 +71,8 @@ def parse_targets(text: str | None) -> list[int] | None:
             span = []
         if not span or min(span) < 0:
             raise CellUsageError(f"--targets {text}: give worker ids like 1,3 or 0-3 (got {item.strip()!r})")
+        if max(span) >= MAX_WORKERS:  # before a huge range is made into a list
+            raise CellUsageError(f"--targets {text}: a pool has at most {MAX_WORKERS} workers (ids 0-{MAX_WORKERS - 1})")
         targets += span
     if len(set(targets)) != len(targets):
         raise CellUsageError(f"--targets {text}: names a worker twice")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
 import os
-import time
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -11,8 +11,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .. import bench
 from ..backends.base import MAX_WORKERS
-from ..exceptions import ParallelInterrupted
 from .autoparallel import AutoParallel
+from .background import stop_all
 from .cell import CellOptions, CellUsageError, parse_names, parse_targets, parse_workers
 from .display import in_notebook, make_monitor
 from .session import BACKENDS, Config, Pools, run_on_backend
@@ -132,7 +132,7 @@ class ParallelMagics(Magics):
             return run_on_backend(self.pools, config, backend, source, options, self.shell.user_ns, monitor,
                                   self._filename(source), profile=args.profile or config.profile,
                                   cluster_id=args.cluster_id or config.cluster_id, background=args.bg,
-                                  wait=args.wait)
+                                  wait=args.wait, can_wait=what == "%%parallel")
         except CellUsageError as exc:
             raise UsageError(f"{what}: {exc}") from None
 
@@ -171,17 +171,10 @@ class ParallelMagics(Magics):
         args = parse_argstring(self.parallel_wait, line)
         if args.timeout is not None and not args.timeout >= 0:
             raise UsageError(f"%parallel_wait: --timeout must be a number of seconds >= 0, got {args.timeout:g}")
-        jobs = self.pools.running()
-        if not jobs:
+        if not self.pools.running():
             print("ipy_parallel: no background run is going on")
             return
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        try:
-            for job in jobs:
-                job.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except KeyboardInterrupt:
-            raise ParallelInterrupted("stopped waiting; the background runs go on (%parallel_stop stops them)") from None
-        for job in jobs:
+        for job in self.pools.wait_background(args.timeout):
             print(f"ipy_parallel: {job.describe()}")
 
     @magic_arguments()
@@ -199,8 +192,8 @@ class ParallelMagics(Magics):
         jobs = [known[n] for n in args.numbers] if args.numbers else self.pools.running()
         if not jobs:
             print("ipy_parallel: no background run is going on")
+        stop_all(jobs)
         for job in jobs:
-            job.stop()
             print(f"ipy_parallel: {job.describe()}")
 
     @magic_arguments()
@@ -346,11 +339,12 @@ class ParallelMagics(Magics):
         if not pools:
             print("ipy_parallel: no pool yet; nothing to reset")
             return
+        try:  # every pool first: none is cleared if one is busy
+            for backend in pools:
+                self.pools.check_free(backend, what="%parallel_reset", can_wait=False)
+        except CellUsageError as exc:
+            raise UsageError(f"%parallel_reset: {exc}") from None
         for backend, pool in pools.items():
-            try:
-                self.pools.check_free(backend, what="%parallel_reset")
-            except CellUsageError as exc:
-                raise UsageError(f"%parallel_reset: {exc}") from None
             try:
                 pool.reset()
             except RuntimeError as exc:
@@ -380,6 +374,9 @@ def load(shell) -> None:
     magics = ParallelMagics(shell)
     shell.register_magics(magics)
     _loaded[id(shell)] = magics
+    # Before the engine's own exit hook ends the pools (hooks run last registered first): a
+    # background run is stopped, and says so, rather than lose its pool under it.
+    atexit.register(magics.pools.stop_background)
     # The first %%parallel cell finds its workers ready: they start now, in the background.
     if magics.defaults.backend == "subinterpreter":
         magics.pools.warm(magics.defaults.backend, magics.defaults.n)
@@ -389,6 +386,7 @@ def unload(shell) -> None:
     magics = _loaded.pop(id(shell), None)
     if magics is None:
         return
+    atexit.unregister(magics.pools.stop_background)
     magics.close()
     manager = shell.magics_manager
     for kind, names in magics.magics.items():

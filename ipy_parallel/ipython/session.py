@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import re
 import threading
+import time
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, MutableMapping
 
@@ -16,7 +17,7 @@ from ..backends import NAMES as BACKENDS
 from ..backends import open_pool
 from ..backends.base import cell_filename
 from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
-from .background import BackgroundRun
+from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, run_cell
 from .display import Monitor
 
@@ -67,15 +68,16 @@ class Pools:
         """The background runs not yet ended (on ``backend``, or on any)."""
         return [job for job in self.background if not job.done() and backend in (None, job.backend)]
 
-    def check_free(self, backend: str, wait: bool = False, what: str = "this cell") -> None:
+    def check_free(self, backend: str, wait: bool = False, what: str = "this cell", can_wait: bool = True) -> None:
         """A background run keeps its pool until it ends: CellUsageError saying so (or, with
-        ``wait``, wait for it; a Ctrl-C then stops the waiting, not the run)."""
+        ``wait``, wait for it; a Ctrl-C then stops the waiting, not the run). ``can_wait``: the
+        caller takes --wait, so the message offers it."""
         for job in self.running(backend):
             if not wait:
                 raise CellUsageError(
                     f"the {backend} pool is busy with background run [{job.number}] ({job.label}), so {what} "
-                    f"cannot run on it now: %parallel_wait waits for it, %parallel_stop {job.number} stops it, "
-                    "or add --wait to wait for it first")
+                    f"cannot run on it now: %parallel_wait waits for it, %parallel_stop {job.number} stops it"
+                    + (", or add --wait to wait for it first" if can_wait else ""))
             try:
                 job.wait()
             except KeyboardInterrupt:
@@ -148,12 +150,27 @@ class Pools:
         self._take_warm()
         return {backend: pool for backend, pool in self._pools.items() if not pool.closed}
 
+    def wait_background(self, timeout: float | None = None) -> list[BackgroundRun]:
+        """Wait for the background runs going on to end (at most ``timeout`` seconds in all);
+        returns them. A Ctrl-C stops the waiting (ParallelInterrupted), never the runs."""
+        jobs = self.running()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for job in jobs:
+                job.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            raise ParallelInterrupted("stopped waiting; the background runs go on (%parallel_stop stops them)") from None
+        return jobs
+
+    def stop_background(self) -> None:
+        """Stop every background run going on, all at once (a few seconds at most)."""
+        stop_all(self.running())
+
     def close(self) -> None:
         """Stop the background runs, then close every pool (a cluster's connection only: the
         cluster itself keeps running)."""
         self._take_warm()
-        for job in self.running():
-            job.stop()
+        self.stop_background()
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
@@ -191,7 +208,7 @@ def run_on_backend(pools: Pools, config: Config, backend: str, source: str, opti
                    user_ns: MutableMapping[str, Any], make_monitor: Callable[..., Monitor],
                    filename: str | None = None, note: Callable[[str], None] = print,
                    profile: str | None = None, cluster_id: str | None = None, background: bool = False,
-                   wait: bool = False):
+                   wait: bool = False, can_wait: bool = True):
     """Run a cell on ``backend`` (its pool from ``pools``) as cell.run_cell does. With
     ``config.fallback``, a cell that failed on sub-interpreters only because modules cannot be
     imported there runs again on the process backend, after ``note`` says so.
@@ -200,12 +217,17 @@ def run_on_backend(pools: Pools, config: Config, backend: str, source: str, opti
     with a background run is refused (CellUsageError), or waited for with ``wait``. Blocks
     until the cell is done; with ``background``, returns its BackgroundRun at once instead.
     """
-    pools.check_free(backend, wait)
+    pools.check_free(backend, wait, can_wait=can_wait)
     pool = pools.get(backend, options.n, profile, cluster_id)
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
     options = replace(options, n=pool.size)
     shown = pool.size if options.targets is None else len(options.targets)
     if background:
+        if pool.state == "busy":  # not a background run's: workers an earlier, stopped run left busy
+            raise CellUsageError(f"the {backend} pool's workers are still busy with an earlier run that was stopped "
+                                 "but has not ended (blocked in C code, say), so a --bg cell cannot start now: run "
+                                 "the cell without --bg to wait for them (interruptibly), or try again later")
+
         def make(number: int) -> BackgroundRun:
             title = f"{label} --bg [{number}]"
             monitor = make_monitor(shown, title, background=True, ids=options.targets)
@@ -221,6 +243,7 @@ def run_on_backend(pools: Pools, config: Config, backend: str, source: str, opti
         if modules is None:
             raise
         failure = exc
+    pools.check_free("process", wait, what="the fallback to processes", can_wait=can_wait)
     note(fallback_note(modules, pool.size, source, filename, failure))
     process_pool = pools.get("process", pool.size)
     return run_cell(process_pool, source, options, user_ns,
