@@ -479,3 +479,10 @@ def test_a_run_on_some_targets_names_its_workers_by_id():
     assert "done" in lines[2]
     html_text = format_html(status)
     assert ">[1]<" in html_text and ">[3]<" in html_text and ">[0]<" not in html_text
+
+
+def test_no_display_for_a_background_run_in_xeus_python_which_drops_what_threads_publish(notebook):
+    m = make_monitor(2, shell=type("XPythonShell", (), {})(), background=True)
+    m.begin()
+    assert type(m) is Monitor and not m.summary and notebook.events == []
+    assert type(make_monitor(2, shell=type("XPythonShell", (), {})())) is NotebookMonitor  # a plain cell has one

@@ -278,3 +278,26 @@ def test_shutdown_is_clean(busy, tmp_path):
         text = log.read()
         assert process.poll() == 0 and seconds < 3
         assert "Fatal Python error" not in text and "Segmentation" not in text, text
+
+
+def test_a_background_cell_keeps_its_values_but_xeus_drops_what_it_shows_later(xkernel):
+    # Pinned, as the interrupt behaviour above: xeus-python 0.19.0 publishes nothing written from
+    # another thread (the background run's output and display updates), in no cell; the run
+    # itself, -o and %parallel_wait work.
+    reply, messages = execute(xkernel, "%%parallel 2 --bg -o bg_values\nimport time\ntime.sleep(1)\n"
+                              "print('late', worker_id)\nworker_id")
+    assert reply["status"] == "ok" and any("background run [" in r for r in _results(messages)), messages
+    # No display that would stay frozen at its first frame.
+    assert not [m for _, m in messages if m["msg_type"] == "display_data"], messages
+    reply, messages = execute(xkernel, "import time\ntime.sleep(2)\n%parallel_wait\nprint('values', bg_values)")
+    assert reply["status"] == "ok", reply
+    seen = _streams(messages)["stdout"]
+    assert "values [0, 1]" in seen, seen
+    late = []
+    while True:  # whatever else the kernel published meanwhile, under any parent
+        try:
+            late.append(xkernel.get_iopub_msg(timeout=1))
+        except Exception:
+            break
+    shown = seen + "".join(str(m["content"]) for m in late)
+    assert "late 0" not in shown and "late 1" not in shown, "xeus-python now shows a background run's output"

@@ -545,9 +545,11 @@ def make_monitor(n_workers: int, enabled: bool = True, shell=None, label: str = 
     ``enabled=False`` shows nothing at all. ``background=True``: the run goes on after the cell
     returned; in a terminal the prompt is then live, so no redrawing, only the summary at the end."""
     tracker = Tracker(n_workers, label=label, per_worker=per_worker, ids=ids)
-    if not enabled:
-        return Monitor(tracker, summary=False)
     kind = type(shell).__name__ if shell is not None else ""
+    # xeus-python (0.19.0) publishes nothing written from another thread: a background run's
+    # display would freeze at its first frame, so there it has none.
+    if not enabled or (background and kind == "XPythonShell"):
+        return Monitor(tracker, summary=False)
     if in_notebook(shell):
         return NotebookMonitor(tracker, background=background)
     if kind == "TerminalInteractiveShell" and _isatty(sys.stdout) and not background:
