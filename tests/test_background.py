@@ -249,9 +249,9 @@ def test_ctrl_c_at_random_instants_while_background_cells_start(ip):
                 fire.call(lambda: ip.run_line_magic("parallel_stop", ""))
             pools.stop_background()  # out of the fire
             assert all(job.done() for job in pools.background), [job.describe() for job in pools.background]
-            pool = pools.of("subinterpreter")
+            pool = pools.of("subinterpreter")  # None while no start has got as far as making one
             deadline = time.monotonic() + bound(2)
-            while pool.state != "idle":  # the workers of a stopped run end a moment later
+            while pool is not None and pool.state != "idle":  # a stopped run's workers end a moment later
                 assert time.monotonic() < deadline, "a run was left going that no handle follows"
                 time.sleep(0.001)
     assert ip.run_cell_magic("parallel", "2", "worker_id") == [0, 1]

@@ -115,9 +115,12 @@ class Pools:
                 continue
             thread, outcome, key = warming
             thread.join()  # a Ctrl-C here leaves it to finish, and a later call adopts its pool
-            del self._warming[name]
+            # Adopted before it is forgotten, the key first (a pool is looked up, then its key):
+            # a Ctrl-C between two of these stores leaves the next call to adopt it again.
             if "pool" in outcome:
-                self._pools[name], self._keys[name] = outcome["pool"], key
+                self._keys[name] = key
+                self._pools[name] = outcome["pool"]
+            del self._warming[name]
 
     def get(self, backend: str, n: int | None, profile: str | None = None, cluster_id: str | None = None):
         """The pool for a cell; starts (blocking) or connects one when needed."""
