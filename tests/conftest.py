@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: real pools of every backend (a real ipyparallel cluster too), real child processes and kernels."""
 
+import contextlib
 import json
 import os
 import random
@@ -253,9 +254,11 @@ def ip():
         del shell.user_ns[name]
 
 
+@contextlib.contextmanager
 def terminal_ipython():
-    """Terminal IPython (prompt_toolkit) in a pseudo-terminal, as a user has it; what it shows
-    is kept in ``logfile_read`` (a StringIO). Lines are sent with "\\r", as Enter sends them."""
+    """Terminal IPython (prompt_toolkit) in a pseudo-terminal, as a user has it, at its first
+    prompt; exited (and closed) at the end. What it showed is terminal_text(child). Lines are
+    sent with "\\r", as Enter sends them."""
     import io
 
     import pexpect
@@ -263,7 +266,17 @@ def terminal_ipython():
     child = pexpect.spawn(sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor"], encoding="utf-8",
                           timeout=bound(60), dimensions=(40, 200))
     child.logfile_read = io.StringIO()
-    return child
+    try:
+        child.expect(r"In \[1\]:")
+        yield child
+        child.send("exit\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+
+def terminal_text(child) -> str:
+    return strip_ansi(child.logfile_read.getvalue())
 
 
 def strip_ansi(text: str) -> str:

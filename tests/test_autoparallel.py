@@ -6,7 +6,7 @@ import re
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import strip_ansi, terminal_ipython
+from conftest import terminal_ipython, terminal_text
 
 
 def test_every_cell_runs_in_the_workers_while_on(ip, capsys):
@@ -69,20 +69,12 @@ def test_status_without_argument_and_bad_argument(ip, capsys):
 def test_in_terminal_ipython_a_line_runs_on_enter_and_the_prompt_shows_the_mode():
     """Real terminal IPython (prompt_toolkit, in a pty): with autoparallel on, a line is a
     complete cell (not a cell magic waiting for a blank line), and the prompt says the mode."""
-    import pexpect
-
-    child = terminal_ipython()
-    try:
-        child.expect(r"In \[1\]:")
+    with terminal_ipython() as child:
         for line, prompt in [("%load_ext ipy_parallel", 2), ("%autoparallel on", 3), ("worker_id * 2", 4),
                              ("%autoparallel off", 5), ("'here'", 6)]:
             child.send(line + "\r")
             child.expect(rf"In \[{prompt}\]:")
-        child.send("exit\r")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    text = strip_ansi(child.logfile_read.getvalue())
+    text = terminal_text(child)
     assert "[parallel] In [3]:" in text and "[parallel] In [4]:" in text, text
     assert re.search(r"Out\[3\]: \[0, 2(, \d+)*\]", text), text  # worker_id * 2 in every worker, on Enter
     assert "[parallel] In [5]" not in text and "Out[5]: 'here'" in text, text

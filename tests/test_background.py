@@ -6,7 +6,7 @@ import time
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import bound, ctrl_c_after, execute, interrupt_kernel, magics_of, strip_ansi, terminal_ipython
+from conftest import bound, ctrl_c_after, execute, interrupt_kernel, magics_of, terminal_ipython, terminal_text
 
 from ipy_parallel.exceptions import ParallelError, ParallelInterrupted, ParallelTimeout
 
@@ -282,11 +282,7 @@ def test_ctrl_c_in_parallel_wait_stops_the_waiting_not_the_run(ip):
 
 
 def test_in_terminal_ipython_the_prompt_comes_back_at_once_and_the_run_reports_when_it_ends():
-    import pexpect
-
-    child = terminal_ipython()
-    try:
-        child.expect(r"In \[1\]:")
+    with terminal_ipython() as child:
         child.send("%load_ext ipy_parallel\r")
         child.expect(r"In \[2\]:")
         for line in ["%%parallel 2 --bg -o r", "import time", "time.sleep(1.5)", "print('hello from', worker_id)",
@@ -299,11 +295,7 @@ def test_in_terminal_ipython_the_prompt_comes_back_at_once_and_the_run_reports_w
         child.expect(r"%%parallel --bg \[1\]: 2 workers, \d+\.\d\d s wall.* · ✓")
         child.send("r\r")
         child.expect(r"In \[4\]:")
-        child.send("exit\r")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    text = strip_ansi(child.logfile_read.getvalue())
+    text = terminal_text(child)
     assert back < bound(1.2), f"the prompt came back after {back:.1f} s"
     assert "[0] hello from 0" in text and "[1] hello from 1" in text, text
     assert "Out[3]: [0, 1]" in text, text
