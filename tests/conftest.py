@@ -67,6 +67,20 @@ def _cluster_processes(security_dir, cluster_id):
     return procs
 
 
+def _wait_for_engines(profile_dir, cluster_id, n, timeout):
+    """Return once n engines have registered with the cluster; else fail with what its logs say."""
+    import ipyparallel
+
+    client = ipyparallel.Client(profile_dir=str(profile_dir), cluster_id=cluster_id, timeout=timeout)
+    try:
+        client.wait_for_engines(n, timeout=timeout, interactive=False)
+    except TimeoutError:
+        logs = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in sorted(profile_dir.glob("log/*.log")))
+        pytest.fail(f"the test cluster had {len(client.ids)} of {n} engines after {timeout:.0f} s\n{logs}")
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     """A 2-engine ipyparallel cluster in a private IPYTHONDIR, found by profile and cluster id like
@@ -78,13 +92,21 @@ def cluster(tmp_path_factory):
     saved = os.environ.get("IPYTHONDIR")
     os.environ["IPYTHONDIR"] = str(ipython_dir)  # where ClusterPool (through IPython.paths) looks
     env = dict(os.environ)
+    profile_dir = ipython_dir / f"profile_{CLUSTER_PROFILE}"
+    profile_dir.mkdir()
+    # An engine gives up 5 s after asking the controller to register it (ipyparallel's default):
+    # on a loaded, sanitizer-preloaded CI machine the controller once answered later than that, and
+    # the session had a controller with no engines. The engines' log level stays at warnings, so
+    # that a failure here shows why.
+    (profile_dir / "ipengine_config.py").write_text(f"c.IPEngine.timeout = {bound(60)}\n")
     started = _ipcluster("start", "-n", "2", "--daemonize", f"--profile={CLUSTER_PROFILE}",
-                         f"--cluster-id={cluster_id}", "--log-level=40", env=env)
-    security = ipython_dir / f"profile_{CLUSTER_PROFILE}" / "security"
+                         f"--cluster-id={cluster_id}", "--log-level=30", env=env)
+    security = profile_dir / "security"
     procs = []
     try:
         assert started.returncode == 0, started.stderr
         procs = _cluster_processes(security, cluster_id)
+        _wait_for_engines(profile_dir, cluster_id, 2, bound(60))
         yield {"profile": CLUSTER_PROFILE, "cluster_id": cluster_id}
     finally:
         if (security / f"cluster-{cluster_id}.json").exists():
