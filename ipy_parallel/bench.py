@@ -616,6 +616,28 @@ class BenchReport:
         figure.savefig(target, dpi=dpi, bbox_inches="tight")
         return target
 
+    def show(self, notebook: bool, plot: bool = False, plot_file: str | os.PathLike | None = None) -> None:
+        """Present the report where it ran: a notebook gets a display (its text and HTML both, so
+        a saved notebook and nbconvert keep the table), anything else the printed table. The chart
+        (``plot``, or a ``plot_file`` to save it in) goes inline in a notebook or to a window after
+        %matplotlib, and to a file, whose path is printed, from a terminal or when named."""
+        if notebook:
+            from IPython.display import display
+
+            display(self)
+        else:
+            print(self.table())
+        if not (plot or plot_file is not None):
+            return
+        import matplotlib
+
+        # A terminal has no inline images, and pyplot there (Agg, or a GUI backend with no event
+        # loop) would draw a figure nobody sees: the chart goes to a file.
+        if plot_file is not None or not notebook:
+            print(f"native_bench: chart saved to {self.save_plot(plot_file)}")
+        if notebook or matplotlib.is_interactive():
+            self.plot()
+
 
 _EIGHTHS = "▏▎▍▌▋▊▉"  # a bar's last, partial character
 

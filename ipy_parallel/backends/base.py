@@ -260,9 +260,7 @@ class BasePool:
         raises RuntimeError, naming them, if workers are still busy with an earlier run after
         a few seconds (blocked in C code, say)."""
         self._wait_until_idle("reset")
-        for r in self.run(protocol.RESET, filename="<ipy_parallel reset>", what="the reset"):
-            if r.error is not None:
-                raise RuntimeError(f"worker {r.worker_id} could not be reset: {r.error}")
+        self._on_every_worker(protocol.RESET, None, "reset", "could not be reset")
 
     def resize(self, n: int | None) -> None:
         """Make the pool ``n`` workers (None: os.cpu_count()), keeping the workers that stay
@@ -282,9 +280,14 @@ class BasePool:
             self._before_run()
             abandoned = self._engine.resize(n)
         _warn_abandoned(self._kind, abandoned)
-        for r in self.run(protocol.RESIZE, {"n": n}, filename="<ipy_parallel resize>", what="the resize"):
+        self._on_every_worker(protocol.RESIZE, {"n": n}, "resize", "could not be told the new size")
+
+    def _on_every_worker(self, code: str, inputs: Mapping[str, Any] | None, what: str, failed: str) -> None:
+        """Run one of the protocol's own requests on every worker; a worker's failure is a
+        RuntimeError that names it."""
+        for r in self.run(code, inputs, filename=f"<ipy_parallel {what}>", what=f"the {what}"):
             if r.error is not None:
-                raise RuntimeError(f"worker {r.worker_id} could not be told the new size: {r.error}")
+                raise RuntimeError(f"worker {r.worker_id} {failed}: {r.error}")
 
     def close(self) -> None:
         """End every worker, interrupting a run in progress. Bounded: a worker that has not

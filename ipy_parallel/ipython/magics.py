@@ -286,11 +286,9 @@ class ParallelMagics(Magics):
         if args.out is not None and not args.out.isidentifier():
             raise UsageError(f"%native_bench: -o {args.out!r} is not a variable name")
 
-        notebook = in_notebook(self.shell)
-        plot = args.plot or args.plot_file is not None
-        if plot:
+        if args.plot or args.plot_file is not None:
             try:
-                import matplotlib
+                import matplotlib  # noqa: F401  (checked before a run of minutes, used by report.show)
             except ImportError:
                 raise UsageError("%native_bench --plot needs matplotlib: pip install matplotlib") from None
         # Checked now, not after a benchmark of minutes that would then have nowhere to go.
@@ -300,19 +298,7 @@ class ParallelMagics(Magics):
         monitor = make_monitor(1, enabled=not args.no_monitor, shell=self.shell, label="native_bench",
                                per_worker=False)
         report = bench.run_native_bench(tasks, size, repeat, monitor)
-        if notebook:
-            from IPython.display import display
-
-            display(report)  # text/plain and text/html both: the saved notebook and nbconvert keep the table
-        else:
-            print(report.table())
-        if plot:
-            # A terminal has no inline images, and pyplot there (Agg, or a GUI backend with no event
-            # loop) would draw a figure nobody sees: the chart goes to a file.
-            if args.plot_file is not None or not notebook:
-                print(f"native_bench: chart saved to {report.save_plot(args.plot_file)}")
-            if notebook or matplotlib.is_interactive():  # inline, or a window after %matplotlib
-                report.plot()
+        report.show(in_notebook(self.shell), plot=args.plot, plot_file=args.plot_file)
         if args.out:
             self.shell.user_ns[args.out] = report
 
