@@ -293,6 +293,7 @@ def test_in_terminal_ipython_the_prompt_comes_back_at_once_and_the_run_reports_w
         child.expect(r"In \[3\]:")
         back = time.monotonic() - started
         child.expect(r"%%parallel --bg \[1\]: 2 workers, \d+\.\d\d s wall.* · ✓")
+        child.expect(r"In \[3\]:")  # printed above the prompt, which is drawn again below it
         child.send("r\r")
         child.expect(r"In \[4\]:")
     text = terminal_text(child)
