@@ -72,10 +72,11 @@ class RunStopped(Exception):
     def __init__(self, what: str, late: Sequence[int] = (), stuck: Sequence[int] = (),
                  results: Sequence[Result] | None = None):
         message = what
-        if late:
-            message += f": stopped {_plural(late)}"
+        stopped = [w for w in late if w not in stuck]
+        if stopped:
+            message += f": stopped {_plural(stopped)}"
         if stuck:
-            message += (f"; {_plural(stuck)} could not be stopped (blocked in C code, or catching "
+            message += (f"{'; ' if stopped else ': '}{_plural(stuck)} could not be stopped (blocked in C code, or catching "
                         "KeyboardInterrupt): the next run waits for them")
         super().__init__(message)
         self.late, self.stuck = list(late), list(stuck)

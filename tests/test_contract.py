@@ -215,6 +215,7 @@ def test_a_worker_that_cannot_be_stopped_is_named_and_the_next_run_says_it_waits
     with pytest.raises(ParallelTimeout, match="workers 0-1 could not be stopped") as info:
         any_pool.run(STUCK[any_pool.backend].format(seconds=2.0), timeout=0.2)
     assert info.value.stuck == [0, 1] and info.value.results is None
+    assert "stopped workers" not in str(info.value), "workers that could not be stopped are not 'stopped'"
     start = time.perf_counter()
     assert values(any_pool.run("worker_id")) == [0, 1]  # waits for the stuck run, then runs
     assert time.perf_counter() - start < bound(2.5)

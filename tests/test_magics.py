@@ -2,10 +2,12 @@
 
 import os
 import re
+import time
 
 import pytest
 from IPython.core.error import UsageError
 
+from conftest import bound
 from ipy_parallel.exceptions import CellSyntaxError, ParallelError
 
 
@@ -336,10 +338,33 @@ def test_targets_with_scatter_out_and_pull(ip, capsys):
     ("1,1", "names a worker twice"),
     ("-1", "give worker ids like 1,3 or 0-3"),
     ("0-100000000", "a pool has at most 256 workers"),
+    ("0-" + "9" * 30, "a pool has at most 256 workers"),
+    ("1_0", "give worker ids like 1,3 or 0-3"),
+    ("\u0661", "give worker ids like 1,3 or 0-3"),  # an Arabic-Indic 1: int() takes it, we do not
 ])
 def test_bad_targets_are_usage_errors(ip, targets, message):
+    started = time.monotonic()
     with pytest.raises(UsageError, match=message):
         cell(ip, f"4 --targets={targets}", "1")
+    assert time.monotonic() - started < bound(5), "a huge range must be refused without walking it"
+
+
+@pytest.mark.parametrize("line, body", [
+    ("2 --targets 3", "1"),
+    ("3", "x = ("),
+    ("3 --push no_such_name", "1"),
+    ("3 -o 1abc", "1"),
+    ("3 --scatter short", "1"),
+    ("3 --bg --scatter short", "1"),
+])
+def test_a_refused_cell_leaves_the_pool_as_it_was(ip, line, body):
+    cell(ip, "4", "state = worker_id * 11")
+    pool = pool_of(ip)
+    ip.user_ns["short"] = [1, 2]
+    with pytest.raises((UsageError, CellSyntaxError)):
+        cell(ip, line, body)
+    assert pool_of(ip) is pool and pool.size == 4
+    assert cell(ip, "4", "state") == [0, 11, 22, 33]
 
 
 def test_targets_failures_name_the_worker(ip):

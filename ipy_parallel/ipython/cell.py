@@ -18,7 +18,7 @@ from ..results import Result, format_workers
 from .display import LabelledOutput, Monitor
 
 __all__ = ["CellOptions", "CellUsageError", "CellRun", "parse_workers", "parse_names", "parse_targets", "check_names",
-           "run_cell", "ipython_syntax_hint"]
+           "check_cell", "run_cell", "ipython_syntax_hint"]
 
 
 class CellUsageError(ValueError):
@@ -65,15 +65,14 @@ def parse_targets(text: str | None) -> list[int] | None:
     targets: list[int] = []
     for item in text.split(","):
         low, dash, high = item.strip().partition("-")
-        try:
-            span = range(int(low), int(high) + 1) if dash else [int(low)]
-        except ValueError:
-            span = []
-        if not span or min(span) < 0:
+        ends = [low.strip(), high.strip()] if dash else [low.strip()]
+        # ASCII digits only: int() would also take "1_0" and other scripts' digits
+        if not all(end.isascii() and end.isdigit() for end in ends) or int(ends[0]) > int(ends[-1]):
             raise CellUsageError(f"--targets {text}: give worker ids like 1,3 or 0-3 (got {item.strip()!r})")
-        if max(span) >= MAX_WORKERS:  # before a huge range is made into a list
+        first, last = int(ends[0]), int(ends[-1])
+        if last >= MAX_WORKERS:  # compared as numbers: a huge range is never walked
             raise CellUsageError(f"--targets {text}: a pool has at most {MAX_WORKERS} workers (ids 0-{MAX_WORKERS - 1})")
-        targets += span
+        targets += range(first, last + 1)
     if len(set(targets)) != len(targets):
         raise CellUsageError(f"--targets {text}: names a worker twice")
     return targets
@@ -85,6 +84,30 @@ def check_targets(options: CellOptions, size: int) -> None:
     if outside:
         raise CellUsageError(f"--targets: the pool has {size} worker{'s' if size > 1 else ''} (0-{size - 1}), "
                              f"so there is no worker {format_workers(outside)}")
+
+
+def check_cell(source: str, options: CellOptions, user_ns: Mapping[str, Any], filename: str | None = None,
+               size: int | None = None) -> None:
+    """Whatever refuses a cell, checked before a pool is started or resized for it, so that a
+    refused cell changes nothing: an empty cell, bad names, a syntax error (CellSyntaxError),
+    inputs that are missing; and, given the ``size`` of the pool it runs on, targets outside it
+    and a --scatter too short for it (CellUsageError)."""
+    if not source.strip():
+        raise CellUsageError("the cell is empty: put the code to run in every worker below %%parallel")
+    check_names(options)
+    try:
+        ast.parse(source, filename or "<cell>", "exec")
+    except SyntaxError as exc:
+        raise CellSyntaxError(exc, ipython_syntax_hint(exc)) from None
+    for name in options.push:
+        _lookup(user_ns, name, "--push")
+    if options.scatter:
+        _lookup(user_ns, options.scatter, "--scatter")
+    if size is not None:
+        check_targets(options, size)
+        if options.scatter:
+            count = size if options.targets is None else len(options.targets)
+            _check_scatter(user_ns[options.scatter], options.scatter, count)
 
 
 def check_names(options: CellOptions) -> None:
@@ -110,14 +133,7 @@ class CellRun:
 
     def __init__(self, pool: BasePool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
                  monitor: Monitor, filename: str | None = None):
-        if not source.strip():
-            raise CellUsageError("the cell is empty: put the code to run in every worker below %%parallel")
-        check_names(options)
-        check_targets(options, pool.size)
-        try:
-            ast.parse(source, filename or "<cell>", "exec")
-        except SyntaxError as exc:
-            raise CellSyntaxError(exc, ipython_syntax_hint(exc)) from None
+        check_cell(source, options, user_ns, filename, pool.size)
         self.pool, self.source, self.options, self.user_ns = pool, source, options, user_ns
         self.monitor, self.filename = monitor, filename
         self.inputs = {name: _lookup(user_ns, name, "--push") for name in options.push}
@@ -222,18 +238,23 @@ def _lookup(user_ns: Mapping[str, Any], name: str, option: str):
         raise CellUsageError(f"{option} {name}: there is no variable {name!r} in this namespace") from None
 
 
-def _split(seq, name: str, n: int) -> list:
-    """n contiguous chunks whose sizes differ by at most one, by slicing (so a list stays a list; a
-    buffer gives memoryviews of its slices)."""
+def _check_scatter(seq, name: str, n: int) -> None:
+    """A --scatter input must be a sequence of at least n items."""
     if isinstance(seq, Mapping) or not hasattr(seq, "__len__") or not hasattr(seq, "__getitem__"):
         raise CellUsageError(f"--scatter {name}: a {type(seq).__name__} is not a sequence that can be split; "
                              "give a list, tuple, range, str or array")
+    if len(seq) < n:
+        raise CellUsageError(f"--scatter {name}: {len(seq)} items cannot give each of the {n} workers a chunk; "
+                             f"use %%parallel {max(len(seq), 1)} or more items")
+
+
+def _split(seq, name: str, n: int) -> list:
+    """n contiguous chunks whose sizes differ by at most one, by slicing (so a list stays a list; a
+    buffer gives memoryviews of its slices)."""
+    _check_scatter(seq, name, n)
     if isinstance(seq, Buffer) and not isinstance(seq, (bytes, str)):
         seq = memoryview(seq)  # each worker gets a view of its slice, no copy (a sub-interpreter shares it)
     size = len(seq)
-    if size < n:
-        raise CellUsageError(f"--scatter {name}: {size} items cannot give each of the {n} workers a chunk; "
-                             f"use %%parallel {max(size, 1)} or more items")
     try:
         return [seq[k * size // n:(k + 1) * size // n] for k in range(n)]
     except TypeError as exc:

@@ -18,7 +18,7 @@ from ..backends import open_pool
 from ..backends.base import cell_filename
 from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
-from .cell import CellOptions, CellRun, CellUsageError, run_cell
+from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell
 from .display import Monitor
 
 __all__ = ["BACKENDS", "Config", "Pools", "run_on_backend", "not_isolated_modules", "fallback_note"]
@@ -221,6 +221,7 @@ def run_on_backend(pools: Pools, config: Config, backend: str, source: str, opti
     until the cell is done; with ``background``, returns its BackgroundRun at once instead.
     """
     pools.check_free(backend, wait, can_wait=can_wait)
+    check_cell(source, options, user_ns, filename, options.n)  # before the pool is started or resized
     pool = pools.get(backend, options.n, profile, cluster_id)
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
     options = replace(options, n=pool.size)
