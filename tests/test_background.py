@@ -156,8 +156,10 @@ def outputs_of(messages):
                                                        "execute_result", "error")]
 
 
-def test_kernel_stop_button_interrupts_the_cell_running_now_not_the_background_run(kernel):
-    reply, messages = execute(kernel, "%%parallel 2 --bg\n" + SLEEP.format(bound(6)) + "print('bg done', worker_id)\n"
+@pytest.mark.parametrize("backend", ["subinterpreter", "process"])
+def test_kernel_stop_button_interrupts_the_cell_running_now_not_the_background_run(kernel, backend):
+    # jupyter_client signals the kernel's whole process group: worker processes have their own
+    reply, messages = execute(kernel, f"%%parallel 2 --bg --backend {backend}\n" + SLEEP.format(bound(6)) + "print('bg done', worker_id)\n"
                               "worker_id")
     assert reply["status"] == "ok"
     assert any(m["msg_type"] == "execute_result" and "background run [" in m["content"]["data"]["text/plain"]
@@ -192,7 +194,8 @@ def test_kernel_stop_button_interrupts_the_cell_running_now_not_the_background_r
     reply, messages = execute(kernel, "%parallel_wait\n%parallel_status")
     assert reply["status"] == "ok"
     said = "".join(m["content"].get("text", "") for _, m in messages if m["msg_type"] == "stream")
-    assert re.search(r"background run \[\d+\], %%parallel --bg \[\d+\] on 2 workers: done after", said), said
+    assert re.search(r"background run \[\d+\], %%parallel( \[process\])? --bg \[\d+\] on 2 workers: done after",
+                     said), said
 
 
 # -- exit and unload with workers that cannot be stopped -------------------------------------------

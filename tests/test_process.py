@@ -305,14 +305,14 @@ pool.run("x = worker_id")
 os.killpg(0, signal.SIGINT)  # what jupyter_client's interrupt and a terminal's Ctrl-C do
 time.sleep(0.2)
 print([r.value for r in pool.run("x")])
-run = pool.submit("while True:\\n    pass")
+run = pool.submit("import time\\nt = time.monotonic()\\nwhile time.monotonic() - t < 1:\\n    pass\\nworker_id")
 time.sleep(0.3)
-os.killpg(0, signal.SIGINT)  # reaches the running workers directly, too
-print([r.error.type_name for r in run.results(timeout=5)])
+os.killpg(0, signal.SIGINT)  # not a stop for a run: workers have their own process group (a --bg run goes on)
+print([r.value for r in run.results(timeout=10)])
 """
 
 
-def test_a_signal_to_the_whole_process_group(tmp_path):
+def test_a_sigint_to_the_whole_process_group_stops_no_worker(tmp_path):
     import subprocess
 
     script = tmp_path / "group.py"
@@ -320,7 +320,7 @@ def test_a_signal_to_the_whole_process_group(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                           start_new_session=True)  # its own process group, so that we are not hit
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:2] == ["[0, 1]", "['KeyboardInterrupt', 'KeyboardInterrupt']"]
+    assert proc.stdout.split("\n")[:2] == ["[0, 1]", "[0, 1]"]
 
 
 def test_close_during_a_run_that_stops_at_once_is_quick():

@@ -50,10 +50,13 @@ class _Worker:
             _widen(fd)
         try:
             # stdin from /dev/null: workers must not compete with IPython for the terminal.
-            # stdout/stderr are inherited, for what C code writes to fd 1 and 2.
+            # stdout/stderr are inherited, for what C code writes to fd 1 and 2. A process group
+            # of its own: a terminal's Ctrl-C and jupyter_client's interrupt signal the kernel's
+            # whole group, and would stop a background run; the engine interrupts its workers
+            # itself (interrupt()), and they exit when the lifeline closes, however we end.
             self.proc = subprocess.Popen(
                 [sys.executable, "-P", _WORKER_SCRIPT, str(cmd_r), str(reply_w), str(lifeline_r)],
-                pass_fds=(cmd_r, reply_w, lifeline_r), stdin=subprocess.DEVNULL,
+                pass_fds=(cmd_r, reply_w, lifeline_r), stdin=subprocess.DEVNULL, process_group=0,
             )
         except BaseException:
             for fd in (self.cmd_w, self.reply_r, self.lifeline_w):

@@ -49,8 +49,8 @@ _wake.acquire()
 
 
 def _on_sigint(signum, frame):
-    # Idle workers ignore SIGINT: Ctrl-C in a terminal and jupyter_client's interrupt signal the
-    # whole process group, and the task loop must survive that.
+    # Idle workers ignore SIGINT: an interrupt that comes after its task ended (or a SIGINT sent to
+    # the worker's process group by hand) must not end the task loop.
     global _pending, _interrupted
     if not _running:
         return
