@@ -11,6 +11,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .. import bench
 from ..backends.base import MAX_WORKERS
+from . import shell_commands
 from .autoparallel import AutoParallel
 from .background import stop_all
 from .cell import CellOptions, CellUsageError, parse_names, parse_targets, parse_workers
@@ -360,6 +361,7 @@ def load(shell) -> None:
     magics = ParallelMagics(shell)
     shell.register_magics(magics)
     _loaded[id(shell)] = magics
+    shell_commands.install(shell)  # !cmd and %pip would otherwise fork, which ends every pool
     # Before the engine's own exit hook ends the pools (hooks run last registered first): a
     # background run is stopped, and says so, rather than lose its pool under it.
     atexit.register(magics.pools.stop_background)
@@ -373,6 +375,7 @@ def unload(shell) -> None:
     if magics is None:
         return
     atexit.unregister(magics.pools.stop_background)
+    shell_commands.uninstall(shell)
     magics.close()
     manager = shell.magics_manager
     for kind, names in magics.magics.items():
