@@ -181,7 +181,8 @@ def test_bad_worker_counts(ip, line):
 
 @pytest.mark.parametrize("line, message", [("2 --frobnicate", "unrecognized arguments"),
                                            ("2 --push 'a b'", "is not a variable name"),
-                                           ("2 -o 1x", "is not a variable name")])
+                                           ("2 -o 1x", "is not a variable name"),
+                                           ("2 -o class", "is not a variable name")])
 def test_bad_options(ip, line, message):
     with pytest.raises(UsageError, match=message):
         cell(ip, line, "1")
@@ -393,6 +394,12 @@ def test_line_magic_follows_the_session_defaults(ip):
 def test_line_magic_without_a_statement_says_what_to_give(ip):
     with pytest.raises(UsageError, match="give the statement to run in every worker: %parallel STATEMENT"):
         ip.run_line_magic("parallel", "  ")
+
+
+def test_line_magic_with_options_says_it_takes_none(ip):
+    with pytest.raises(UsageError, match="--bg: the line magic takes no options.*%%parallel OPTIONS"):
+        ip.run_line_magic("parallel", "--bg worker_id")
+    assert ip.run_line_magic("parallel", "-worker_id") == [-i for i in range(os.cpu_count())]  # an expression
 
 
 def test_parallel_help_mentions_every_option_and_the_line_form(ip):

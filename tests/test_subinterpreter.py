@@ -507,3 +507,9 @@ def test_a_process_pool_cannot_be_resized():
     with ProcessPool(1) as procs:
         with pytest.raises(NotImplementedError, match="cannot be resized"):
             procs.resize(2)
+
+
+def test_a_pool_inside_a_worker_is_a_clear_error(pool):
+    results = pool.run("import ipy_parallel\nipy_parallel.Pool(1)")
+    assert all("a Pool cannot be started inside a worker" in str(r.error) for r in results)
+    assert [r.value for r in pool.run("worker_id")] == [0, 1]

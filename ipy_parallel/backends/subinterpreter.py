@@ -49,6 +49,9 @@ class Pool(BasePool):
         return True
 
     def _open_engine(self, n: int):
+        if not hasattr(_engine, "Pool"):  # a worker's own _engine: queues and barriers only
+            raise RuntimeError("a Pool cannot be started inside a worker: workers do not nest; "
+                               "split the work among the workers you have (worker_id, n_workers)")
         return _engine.Pool(n, _MODULES)
 
     def _before_run(self) -> None:

@@ -7,6 +7,7 @@ thin parser. Misuse raises UsageError-like ValueErrors that the magic turns into
 from __future__ import annotations
 
 import ast
+import keyword
 from collections.abc import Buffer, Mapping
 from dataclasses import dataclass, field
 from typing import Any, MutableMapping
@@ -18,7 +19,7 @@ from ..results import Result, format_workers
 from .display import LabelledOutput, Monitor
 
 __all__ = ["CellOptions", "CellUsageError", "CellRun", "parse_workers", "parse_names", "parse_targets", "check_names",
-           "check_cell", "run_cell", "ipython_syntax_hint"]
+           "is_name", "check_cell", "run_cell", "ipython_syntax_hint"]
 
 
 class CellUsageError(ValueError):
@@ -48,12 +49,17 @@ def parse_workers(text: str | None, default: int | None) -> int | None:
     return n
 
 
+def is_name(text: str) -> bool:
+    """A name a variable can have (an identifier, not a keyword such as class)."""
+    return text.isidentifier() and not keyword.iskeyword(text)
+
+
 def parse_names(text: str | None, option: str) -> list[str]:
     if not text:
         return []
     names = [name.strip() for name in text.split(",") if name.strip()]
     for name in names:
-        if not name.isidentifier():
+        if not is_name(name):
             raise CellUsageError(f"{option}: {name!r} is not a variable name (give names separated by commas)")
     return names
 
@@ -115,7 +121,7 @@ def check_names(options: CellOptions) -> None:
     for option, names in (("--push", options.push), ("--scatter", [options.scatter] if options.scatter else []),
                           ("--out", [options.out] if options.out else []), ("--pull", options.pull)):
         for name in names:
-            if not name.isidentifier():
+            if not is_name(name):
                 raise CellUsageError(f"{option}: {name!r} is not a variable name")
             if name in protocol.RESERVED and option != "--pull":
                 raise CellUsageError(f"{option} {name}: {name} is set by ipy_parallel in every worker "

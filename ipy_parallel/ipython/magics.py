@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import atexit
 import os
 
@@ -14,7 +15,7 @@ from ..backends.base import MAX_WORKERS
 from . import shell_commands
 from .autoparallel import AutoParallel
 from .background import stop_all
-from .cell import CellOptions, CellUsageError, parse_names, parse_targets, parse_workers
+from .cell import CellOptions, CellUsageError, is_name, parse_names, parse_targets, parse_workers
 from .display import in_notebook, make_monitor
 from .session import BACKENDS, Config, Pools, run_on_backend
 
@@ -112,6 +113,9 @@ class ParallelMagics(Magics):
             if what == "%parallel" and not source.strip():
                 raise CellUsageError("give the statement to run in every worker: %parallel STATEMENT "
                                      "(for a whole cell and options, %%parallel)")
+            if what == "%parallel" and source.lstrip().startswith("-") and not _parses(source):
+                raise CellUsageError(f"{source.split()[0]}: the line magic takes no options, only the statement "
+                                     "to run; for options, use %%parallel OPTIONS with the code on the lines below")
             if backend != "ipyparallel" and (args.profile or args.cluster_id):
                 raise CellUsageError("--profile and --cluster-id choose an ipyparallel cluster: add --backend ipyparallel")
             options = CellOptions(
@@ -284,7 +288,7 @@ class ParallelMagics(Magics):
                                          ("--size", size, 0, bench.SEED_KERNEL_MAX_N)):
             if not low <= value <= high:
                 raise UsageError(f"%native_bench: {option} must be from {low:,} to {high:,}, got {value:,}")
-        if args.out is not None and not args.out.isidentifier():
+        if args.out is not None and not is_name(args.out):
             raise UsageError(f"%native_bench: -o {args.out!r} is not a variable name")
 
         if args.plot or args.plot_file is not None:
@@ -353,6 +357,14 @@ class ParallelMagics(Magics):
 
 
 _loaded: dict[int, ParallelMagics] = {}  # per shell, so unload can undo exactly what load did
+
+
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        return False
+    return True
 
 
 def load(shell) -> None:
