@@ -306,6 +306,11 @@ def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b\][^\x07]*\x07|\r", "", text)
 
 
+def cell(ip, line, body):
+    """A %%parallel cell in an in-process shell: its value (exceptions raised, as a magic's are)."""
+    return ip.run_cell_magic("parallel", line, body)
+
+
 def magics_of(ip):
     """The extension's magics object of this shell (its pools, its defaults)."""
     from ipy_parallel.ipython.magics import ParallelMagics

@@ -7,18 +7,8 @@ import time
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import bound
+from conftest import bound, cell, magics_of
 from ipy_parallel.exceptions import CellSyntaxError, ParallelError
-
-
-def cell(ip, line, body):
-    return ip.run_cell_magic("parallel", line, body)
-
-
-def magics_of(ip):
-    from ipy_parallel.ipython.magics import _loaded
-
-    return _loaded[id(ip)]
 
 
 def pool_of(ip, backend="subinterpreter"):

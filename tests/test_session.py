@@ -5,15 +5,12 @@ import os
 import pytest
 from IPython.core.error import UsageError
 
+from conftest import cell
 from ipy_parallel.ipython.session import Config, not_isolated_modules
 from ipy_parallel.exceptions import ParallelError
 
 NUMPY_CELL = "import numpy as np\nint(np.arange(worker_id, 100, n_workers).sum())"
 NUMPY_VALUES = [sum(range(0, 100, 2)), sum(range(1, 100, 2))]
-
-
-def cell(ip, line, body):
-    return ip.run_cell_magic("parallel", line, body)
 
 
 def config(ip, line=""):

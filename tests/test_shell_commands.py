@@ -6,12 +6,8 @@ import time
 
 import pytest
 
-from conftest import bound, ctrl_c_after, execute, interrupt_kernel, magics_of
+from conftest import bound, cell, ctrl_c_after, execute, interrupt_kernel, magics_of
 from ipy_parallel.ipython import shell_commands
-
-
-def cell(ip, line, body):
-    return ip.run_cell_magic("parallel", line, body)
 
 
 def test_a_shell_command_leaves_the_workers_and_a_background_run_alone(ip, capfd):
