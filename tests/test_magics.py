@@ -283,6 +283,14 @@ def test_bad_timeout(ip, value):
         cell(ip, f"2 --timeout {value}", "1")
 
 
+def test_native_bench_plot_without_matplotlib_says_so_before_running(ip, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="needs matplotlib: pip install matplotlib"):
+        ip.run_line_magic("native_bench", "--plot")
+    assert time.monotonic() - started < bound(1), "it ran the benchmark first"
+
+
 def test_native_bench_in_an_ipy_script_ends(tmp_path):
     import subprocess
     import sys

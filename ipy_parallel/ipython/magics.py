@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import importlib.util
 import os
 
 from IPython.core.error import UsageError
@@ -291,12 +292,9 @@ class ParallelMagics(Magics):
         if args.out is not None and not is_name(args.out):
             raise UsageError(f"%native_bench: -o {args.out!r} is not a variable name")
 
-        if args.plot or args.plot_file is not None:
-            try:
-                import matplotlib  # noqa: F401  (checked before a run of minutes, used by report.show)
-            except ImportError:
-                raise UsageError("%native_bench --plot needs matplotlib: pip install matplotlib") from None
         # Checked now, not after a benchmark of minutes that would then have nowhere to go.
+        if (args.plot or args.plot_file is not None) and importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("%native_bench --plot needs matplotlib: pip install matplotlib")
         if args.plot_file is not None and not os.path.isdir(os.path.dirname(os.path.abspath(
                 os.path.expanduser(args.plot_file)))):
             raise UsageError(f"%native_bench: --plot-file {args.plot_file!r}: no such directory")
