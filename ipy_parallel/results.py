@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshal
 import pickle
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -90,10 +91,16 @@ def format_workers(ids: Iterable[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
+#: The lines under a traceback's source line that point at the failing part (~~~^^^): two workers
+#: interrupted at different places of one line differ only there.
+_MARKERS = re.compile(r"^[ \t]*[~^][ \t~^]*\n", re.M)
+
+
 def group_errors(results: Sequence[Result]) -> list[tuple[list[int], WorkerError]]:
-    """Failed workers grouped by identical traceback text, in order of first appearance."""
+    """Failed workers grouped by identical traceback text (its ~~^^ marker lines aside), in order
+    of first appearance; each group keeps its first worker's error."""
     groups: dict[str, tuple[list[int], WorkerError]] = {}
     for r in results:
         if r.error is not None:
-            groups.setdefault(r.error.traceback, ([], r.error))[0].append(r.worker_id)
+            groups.setdefault(_MARKERS.sub("", r.error.traceback), ([], r.error))[0].append(r.worker_id)
     return list(groups.values())

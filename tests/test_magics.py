@@ -145,6 +145,15 @@ def test_distinct_errors_each_shown(ip, capsys):
     assert out.count("ValueError: odd") == 1 and out.count("KeyError: 'even'") == 1
 
 
+def test_errors_that_differ_only_in_their_markers_are_one(ip, capsys):
+    # the ~~~^^^ under the line point at different parts of it: the same error all the same
+    result = ip.run_cell("%%parallel 2\ndef f(k):\n    raise KeyError('k')\nx = 1 if worker_id else 2\n"
+                         "y = (f(1) + 1) if worker_id else (1 + f(1))")
+    assert not result.success
+    out = capsys.readouterr().out
+    assert "distinct" not in str(result.error_in_exec) and "[workers 0-1] Traceback" in out, out
+
+
 def test_some_workers_fail_others_values_kept_on_the_error(ip):
     result = ip.run_cell("%%parallel 3\nif worker_id == 1:\n    raise RuntimeError('one')\nworker_id")
     error = result.error_in_exec
