@@ -10,16 +10,13 @@ pseudo-terminal as pexpect gives it, with its output streamed into the cell as i
 from __future__ import annotations
 
 import codecs
-import fcntl
 import os
-import pty
 import select
 import shutil
 import signal
 import struct
 import subprocess
 import sys
-import termios
 import time
 from subprocess import CalledProcessError
 
@@ -35,7 +32,8 @@ def install(shell) -> None:
     """Make ``shell.system`` (what `!cmd`, `%pip` and `%conda` call) fork-free, where it is
     IPython's pexpect-based system_piped (ipykernel's, a plain InteractiveShell's); terminal
     IPython's system_raw already uses subprocess, and is left alone."""
-    if getattr(type(shell).system, "__name__", "") == "system_piped" and "system" not in vars(shell):
+    if (os.name == "posix" and getattr(type(shell).system, "__name__", "") == "system_piped"
+            and "system" not in vars(shell)):
         shell.system = _System(shell)
 
 
@@ -67,6 +65,10 @@ def run_command(cmd: str, out=None) -> int:
     what it prints to ``out`` (sys.stdout) as it comes; returns its exit status, or minus the
     signal that ended it. Blocks until it ends; Ctrl-C sends SIGINT to its process group, then
     SIGKILL after TERMINATE_WAIT, and returns (as IPython's does)."""
+    import fcntl  # POSIX only, as the fork this avoids
+    import pty
+    import termios
+
     out = out if out is not None else sys.stdout
     program = shutil.which(os.environ.get("SHELL", "sh")) or shutil.which("sh") or "/bin/sh"
     master, slave = pty.openpty()
