@@ -206,9 +206,9 @@ def test_ctrl_c_in_the_main_thread_stops_the_workers(any_pool):
 # (a sub-interpreter), or with its interrupt signal ignored (a process, an ipyparallel engine).
 STUCK = {
     "subinterpreter": "import select\nselect.select([], [], [], {seconds})\n'late'",
-    "process": "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'",
-    "ipyparallel": "import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'",
 }
+STUCK["process"] = STUCK["ipyparallel"] = (  # both interrupt with SIGURG
+    "import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'")
 
 
 def test_a_worker_that_cannot_be_stopped_is_named_and_the_next_run_says_it_waits(any_pool, capsys):

@@ -166,10 +166,10 @@ def test_close_leaves_no_child_processes():
         pool.run("0")
 
 
-def test_close_kills_a_worker_that_ignores_sigint():
+def test_close_kills_a_worker_that_ignores_its_interrupt():
     pool = ProcessPool(1)
     [pid] = worker_pids(pool)
-    pool.submit("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(100)")
+    pool.submit("import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep(100)")
     time.sleep(0.2)
     start = time.perf_counter()
     pool.close()
@@ -212,6 +212,26 @@ def test_no_orphans_when_the_parent_is_killed(tmp_path):
     while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(gone(pid) for pid in pids), "worker processes outlived their parent"
+
+
+def test_killing_the_kernels_process_group_ends_workers_busy_in_c_code(tmp_path):
+    # A kernel restart kills the kernel's whole process group. A worker busy in C code that
+    # holds its GIL cannot read its lifeline until that ends: the group's SIGKILL must reach it.
+    import subprocess
+
+    script = tmp_path / "parent.py"
+    script.write_text(EXIT_SCRIPT.format(tail="pool.submit('sum(range(10**11))')\ntime.sleep(100)"))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)  # its own group, as a kernel has: not ours
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    time.sleep(0.3)
+    os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + bound(3)
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(pid) for pid in pids), "worker processes outlived the kernel's process group"
 
 
 def test_bad_sizes_rejected():
@@ -257,13 +277,13 @@ def test_run_cell_timeout_and_interrupt(shared):
     assert run_cell(shared, "worker_id", CellOptions(n=2), {}, silent) == [0, 1]
 
 
-IGNORES_SIGINT = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep({})\n'late'"
+IGNORES_INTERRUPT = "import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep({})\n'late'"
 
 
 def test_ctrl_c_while_waiting_for_stuck_workers_kills_them(ppool):
     ppool.run("kept = 1")
     with pytest.raises(ParallelTimeout):
-        ppool.run(IGNORES_SIGINT.format(100), timeout=0.2)
+        ppool.run(IGNORES_INTERRUPT.format(100), timeout=0.2)
     ctrl_c_after(0.3)
     with pytest.warns(RuntimeWarning, match="killed the processes of workers 0-1"):
         with pytest.raises(KeyboardInterrupt):
@@ -307,7 +327,7 @@ time.sleep(0.2)
 print([r.value for r in pool.run("x")])
 run = pool.submit("import time\\nt = time.monotonic()\\nwhile time.monotonic() - t < 1:\\n    pass\\nworker_id")
 time.sleep(0.3)
-os.killpg(0, signal.SIGINT)  # not a stop for a run: workers have their own process group (a --bg run goes on)
+os.killpg(0, signal.SIGINT)  # not a stop for a run: workers ignore SIGINT (a --bg run goes on)
 print([r.value for r in run.results(timeout=10)])
 """
 

@@ -23,9 +23,10 @@ class ProcessPool(BasePool):
     outlives its parent (each also exits by itself when the parent dies).
 
     Each worker keeps its variables between runs and sees ``worker_id`` and ``n_workers``;
-    workers follow the parent's sys.path and current directory. ``interrupt()`` sends SIGINT
-    to the workers running the current run (idle workers ignore SIGINT, so Ctrl-C in a
-    terminal or a notebook's stop button does not kill them). A worker process that dies during
+    workers follow the parent's sys.path and current directory. ``interrupt()`` sends SIGURG
+    to the workers running the current run, which raises KeyboardInterrupt in their cells;
+    workers ignore SIGINT, so the Ctrl-C or stop button that a terminal or Jupyter sends to the
+    kernel's whole process group never stops them (nor a background run) by itself. A worker process that dies during
     a run gets a WorkerDied error in its Result; the others' results are kept, and the next run
     starts a new process in its place, with a RuntimeWarning (its variables are gone). A worker
     that cannot be stopped is killed when the pool closes, or when Ctrl-C is pressed while the

@@ -27,6 +27,11 @@ from ..base import deferred_interrupts
 __all__ = ["ProcessEngine"]
 
 _WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+#: What interrupts a worker's task: not SIGINT, which a terminal's Ctrl-C and jupyter_client's
+#: stop button send to the kernel's whole process group, workers included (a background run
+#: must go on); workers ignore SIGINT. SIGURG's default action is to ignore it, so one that
+#: reaches a worker still starting up is harmless (as the ipyparallel backend's is).
+INTERRUPT = signal.SIGURG
 _HEADER = 8
 _START_TIMEOUT = 60.0  # seconds for a worker process to start before the pool gives up
 _STOP_GRACE = 1.0  # seconds running workers get to stop, then idle ones to exit, before SIGKILL
@@ -50,13 +55,11 @@ class _Worker:
             _widen(fd)
         try:
             # stdin from /dev/null: workers must not compete with IPython for the terminal.
-            # stdout/stderr are inherited, for what C code writes to fd 1 and 2. A process group
-            # of its own: a terminal's Ctrl-C and jupyter_client's interrupt signal the kernel's
-            # whole group, and would stop a background run; the engine interrupts its workers
-            # itself (interrupt()), and they exit when the lifeline closes, however we end.
+            # stdout/stderr are inherited, for what C code writes to fd 1 and 2. The kernel's
+            # process group, so that a kill of the whole group (a kernel restart) ends them too.
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", _WORKER_SCRIPT, str(cmd_r), str(reply_w), str(lifeline_r)],
-                pass_fds=(cmd_r, reply_w, lifeline_r), stdin=subprocess.DEVNULL, process_group=0,
+                [sys.executable, "-P", _WORKER_SCRIPT, str(cmd_r), str(reply_w), str(lifeline_r), str(int(INTERRUPT))],
+                pass_fds=(cmd_r, reply_w, lifeline_r), stdin=subprocess.DEVNULL,
             )
         except BaseException:
             for fd in (self.cmd_w, self.reply_r, self.lifeline_w):
@@ -190,10 +193,10 @@ class ProcessEngine:
             return list(self._records)
 
     def interrupt(self) -> list[int]:
-        """SIGINT to every worker process still running the current run; returns their ids."""
+        """INTERRUPT to every worker process still running the current run; returns their ids."""
         ids = self.busy_workers()
         for i in ids:
-            self._workers[i].signal(signal.SIGINT)
+            self._workers[i].signal(INTERRUPT)
         return ids
 
     def kill(self, ids: list[int]) -> list[int]:
@@ -223,7 +226,7 @@ class ProcessEngine:
         return [(i, stream, text) for i, chunks in enumerate(queue) for stream, text in chunks]
 
     def close(self, timeout: float) -> list[tuple[int, str]]:
-        """Stop running tasks (SIGINT, up to 1 s), let the processes exit (end of file on their
+        """Stop running tasks (INTERRUPT, up to 1 s), let the processes exit (end of file on their
         pipes), SIGKILL those still there when ``timeout`` is up, and reap them all. A process
         can always be killed, so no worker is ever abandoned: returns []. Harmless twice; in a
         forked child it only lets go of its copies of the pipes."""
@@ -246,7 +249,7 @@ class ProcessEngine:
                 if not busy:
                     break
                 for w in busy:
-                    w.signal(signal.SIGINT)
+                    w.signal(INTERRUPT)
                 with self._cond:
                     self._cond.wait(0.05)
         finally:
@@ -257,7 +260,7 @@ class ProcessEngine:
                 try:
                     w.proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    w.proc.kill()  # stuck in C code, or ignoring SIGINT
+                    w.proc.kill()  # stuck in C code, or ignoring the interrupt
                     w.proc.wait()
             for w in workers:
                 if w.reader is not None:
@@ -295,10 +298,13 @@ class ProcessEngine:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"worker {w.id}'s process did not start within {_START_TIMEOUT:g} s")
         except BaseException:
-            for w in workers:
-                w.proc.kill()
-                w.proc.wait()
-                w.close_pipes()
+            # All of them, even through another Ctrl-C: one left with its lifeline open would
+            # live as long as this process.
+            with deferred_interrupts():
+                for w in workers:
+                    w.proc.kill()
+                    w.proc.wait()
+                    w.close_pipes()
             raise
         return workers
 

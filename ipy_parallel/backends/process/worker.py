@@ -1,6 +1,6 @@
 """One worker process of ProcessPool: the runtime every worker runs (ipy_parallel._wire), over pipes.
 
-Started by the parent as ``python -P worker.py CMD_FD REPLY_FD LIFELINE_FD``: run by path, so
+Started by the parent as ``python -P worker.py CMD_FD REPLY_FD LIFELINE_FD INTERRUPT``: run by path, so
 that the package's modules load only as the runtime needs them. Frames both ways are an 8-byte
 little-endian length and a marshal blob:
 
@@ -29,9 +29,9 @@ _HEADER = 8
 _FLUSH_DELAY = 0.02  # seconds output may wait to be sent with the writes that follow it
 _FLUSH_SIZE = 1 << 16  # characters of output that are sent at once
 
-_running = False  # a cell is executing: SIGINT raises KeyboardInterrupt in it
-_sending = False  # the main thread is writing a frame: SIGINT must wait, or the stream is corrupt
-_pending = False  # a SIGINT that arrived while _sending, raised once the frame is out
+_running = False  # a cell is executing: an interrupt raises KeyboardInterrupt in it
+_sending = False  # the main thread is writing a frame: an interrupt must wait, or the stream is corrupt
+_pending = False  # an interrupt that arrived while _sending, raised once the frame is out
 _interrupted = False  # this task was interrupted: it sleeps no more (as in a sub-interpreter)
 _reply_fd = -1
 _MAIN = _thread.get_ident()
@@ -48,9 +48,9 @@ _wake = _thread.allocate_lock()  # held while the flusher has nothing to send
 _wake.acquire()
 
 
-def _on_sigint(signum, frame):
-    # Idle workers ignore SIGINT: an interrupt that comes after its task ended (or a SIGINT sent to
-    # the worker's process group by hand) must not end the task loop.
+def _on_interrupt(signum, frame):
+    # Only a running task is interrupted: one that comes after its task ended must not end the
+    # task loop.
     global _pending, _interrupted
     if not _running:
         return
@@ -97,7 +97,7 @@ def _flush_locked():
 
 
 def _send(final=None):
-    """Flush the output, then send ``final`` if given. From the main thread, a SIGINT that
+    """Flush the output, then send ``final`` if given. From the main thread, an interrupt that
     arrives meanwhile is held back until the frames are out (then raised if a cell runs)."""
     global _sending, _pending
     main = _thread.get_ident() == _MAIN
@@ -177,15 +177,18 @@ def _interrupted_reply(protocol):
 
 def main():
     global _reply_fd, _running, _pending, _interrupted
-    signal.signal(signal.SIGINT, _on_sigint)
-    cmd_fd, _reply_fd, lifeline_fd = (int(a) for a in sys.argv[1:4])
+    cmd_fd, _reply_fd, lifeline_fd, interrupt = (int(a) for a in sys.argv[1:5])
+    # The parent interrupts a task with its own signal (INTERRUPT); SIGINT comes to the whole
+    # process group (a terminal's Ctrl-C, the notebook's stop button), meant for the kernel.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(interrupt, _on_interrupt)
 
-    # The helper threads block SIGINT, so that the kernel delivers it to the main thread, the one
+    # The helper threads block it, so that the kernel delivers it to the main thread, the one
     # that must interrupt the cell (and wake from time.sleep).
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {interrupt})
     _thread.start_new_thread(_watch_parent, (lifeline_fd,))
     _thread.start_new_thread(_flusher, ())
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {interrupt})
 
     init = _receive(cmd_fd)
     if init is None:
@@ -214,7 +217,7 @@ def main():
     protocol = sys.modules["_ipy_parallel_protocol"]
     # flush: sys.stdout.flush() (print(..., flush=True)) sends the output at once, not within
     # 20 ms, so that what a cell flushed reaches the parent even if its process then dies.
-    # hide: this file's frames (the SIGINT handler, the sleep that raised) are not the cell's.
+    # hide: this file's frames (the interrupt handler, the sleep that raised) are not the cell's.
     run = runtime.setup(worker_id, n_workers, _emit, _sleep, backend="process", hide=(__file__,), flush=_send)
     saved_streams = sys.stdout, sys.stderr
     _send((0, os.getpid()))
@@ -237,7 +240,7 @@ def main():
             reply = run(source, filename, payload)
             _running = False
         except KeyboardInterrupt:
-            # A SIGINT between the cell's end and the line above: in the runtime's own code,
+            # An interrupt between the cell's end and the line above: in the runtime's own code,
             # outside the cell's try. The run was being stopped anyway.
             _running = False
             sys.stdout, sys.stderr = saved_streams
