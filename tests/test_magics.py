@@ -347,6 +347,7 @@ def test_targets_with_scatter_out_and_pull(ip, capsys):
     ("-1", "give worker ids like 1,3 or 0-3"),
     ("0-100000000", "a pool has at most 256 workers"),
     ("0-" + "9" * 30, "a pool has at most 256 workers"),
+    ("0-" + "9" * 5000, "a pool has at most 256 workers"),  # past int()'s 4,300 digits
     ("1_0", "give worker ids like 1,3 or 0-3"),
     ("\u0661", "give worker ids like 1,3 or 0-3"),  # an Arabic-Indic 1: int() takes it, we do not
 ])
@@ -364,13 +365,15 @@ def test_bad_targets_are_usage_errors(ip, targets, message):
     ("3 -o 1abc", "1"),
     ("3 --scatter short", "1"),
     ("3 --bg --scatter short", "1"),
+    ("--targets {cores}", "1"),  # no N: the default, os.cpu_count(), workers
+    ("--scatter one", "1"),
 ])
 def test_a_refused_cell_leaves_the_pool_as_it_was(ip, line, body):
     cell(ip, "4", "state = worker_id * 11")
     pool = pool_of(ip)
-    ip.user_ns["short"] = [1, 2]
+    ip.user_ns["short"], ip.user_ns["one"] = [1, 2], [1] * (os.cpu_count() - 1)
     with pytest.raises((UsageError, CellSyntaxError)):
-        cell(ip, line, body)
+        cell(ip, line.format(cores=os.cpu_count()), body)
     assert pool_of(ip) is pool and pool.size == 4
     assert cell(ip, "4", "state") == [0, 11, 22, 33]
 

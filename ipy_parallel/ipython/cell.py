@@ -72,10 +72,13 @@ def parse_targets(text: str | None) -> list[int] | None:
     for item in text.split(","):
         low, dash, high = item.strip().partition("-")
         ends = [low.strip(), high.strip()] if dash else [low.strip()]
-        # ASCII digits only: int() would also take "1_0" and other scripts' digits
-        if not all(end.isascii() and end.isdigit() for end in ends) or int(ends[0]) > int(ends[-1]):
+        # ASCII digits only: int() would also take "1_0" and other scripts' digits. Past 3 digits,
+        # past any worker id (and int() refuses 4,300 digits).
+        first, last = 1, 0  # not a range, unless both ends are numbers
+        if all(end.isascii() and end.isdigit() for end in ends):
+            first, last = (int(end) if len(end.lstrip("0")) <= 3 else MAX_WORKERS for end in (ends[0], ends[-1]))
+        if first > last:
             raise CellUsageError(f"--targets {text}: give worker ids like 1,3 or 0-3 (got {item.strip()!r})")
-        first, last = int(ends[0]), int(ends[-1])
         if last >= MAX_WORKERS:  # compared as numbers: a huge range is never walked
             raise CellUsageError(f"--targets {text}: a pool has at most {MAX_WORKERS} workers (ids 0-{MAX_WORKERS - 1})")
         targets += range(first, last + 1)

@@ -15,7 +15,7 @@ from typing import Any, Callable, MutableMapping
 
 from ..backends import NAMES as BACKENDS
 from ..backends import open_pool
-from ..backends.base import cell_filename
+from ..backends.base import cell_filename, check_workers
 from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell
@@ -143,6 +143,17 @@ class Pools:
             self._pools[backend], self._keys[backend] = pool, key
         return pool
 
+    def size_for(self, backend: str, n: int | None, profile: str | None = None,
+                 cluster_id: str | None = None) -> int | None:
+        """The workers get() would give a cell: n, else the backend's default (os.cpu_count());
+        a cluster's default is its engines, known once connected (else None)."""
+        if n is not None or backend != "ipyparallel":
+            return check_workers(n, "n")
+        self._take_warm(backend)
+        pool = self._pools.get(backend)
+        same = pool is not None and not pool.closed and self._keys[backend] == (n, profile, cluster_id)
+        return pool.size if same else None
+
     def of(self, backend: str):
         """The backend's pool (maybe closed), or None."""
         self._take_warm(backend)
@@ -221,7 +232,8 @@ def run_on_backend(pools: Pools, config: Config, backend: str, source: str, opti
     until the cell is done; with ``background``, returns its BackgroundRun at once instead.
     """
     pools.check_free(backend, wait, can_wait=can_wait)
-    check_cell(source, options, user_ns, filename, options.n)  # before the pool is started or resized
+    # Before the pool is started or resized: a refused cell changes nothing.
+    check_cell(source, options, user_ns, filename, pools.size_for(backend, options.n, profile, cluster_id))
     pool = pools.get(backend, options.n, profile, cluster_id)
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
     options = replace(options, n=pool.size)
