@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import bound, cell, ctrl_c_after, execute, interrupt_kernel, magics_of
+from conftest import bound, cell, children, ctrl_c_after, execute, gone, interrupt_kernel, magics_of
 from ipy_parallel.ipython import shell_commands
 
 
@@ -64,6 +64,40 @@ def test_ctrl_c_ends_the_command_not_the_cell(ip):
         timer.cancel()
     assert time.monotonic() - start < bound(3)
     assert ip.user_ns["_exit_code"] < 0 and ip.user_ns.get("after") == "ran"
+
+
+def test_ctrl_c_leaves_no_process_of_the_command_that_ignores_it():
+    out = io.StringIO()
+    timer = ctrl_c_after(0.5)
+    try:
+        # the shell ends on the SIGINT; what it started, ignoring SIGINT and SIGHUP, would go on
+        status = shell_commands.run_command("sh -c 'trap \"\" INT HUP; echo $$; exec sleep 30' & sleep 30", out)
+    finally:
+        timer.cancel()
+    assert status < 0
+    pid = int(out.getvalue().split()[0])
+    deadline = time.monotonic() + bound(2)
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(pid), "a process of the command that ignores SIGINT and SIGHUP was left running"
+
+
+def test_a_command_that_closes_its_terminal_runs_to_its_end():
+    start = time.monotonic()
+    out = io.StringIO()
+    assert shell_commands.run_command("echo before; exec </dev/null >/dev/null 2>&1; sleep 1; exit 5", out) == 5
+    assert time.monotonic() - start >= 1 and out.getvalue().splitlines() == ["before"]
+
+
+def test_a_failure_of_ours_midway_leaves_no_process_behind():
+    class Broken(io.StringIO):
+        def write(self, text):
+            raise RuntimeError("the output is gone")
+
+    before = children()
+    with pytest.raises(RuntimeError, match="the output is gone"):
+        shell_commands.run_command("echo x; sleep 30", Broken())
+    assert children() <= before
 
 
 def test_a_daemon_holding_the_terminal_does_not_hold_the_cell(ip):

@@ -20,6 +20,8 @@ import sys
 import time
 from subprocess import CalledProcessError
 
+from ..backends.base import deferred_interrupts
+
 __all__ = ["install", "uninstall", "run_command"]
 
 #: After Ctrl-C: how long the command has to end on its SIGINT (pexpect's figure) before SIGKILL.
@@ -72,33 +74,35 @@ def run_command(cmd: str, out=None) -> int:
     out = out if out is not None else sys.stdout
     program = shutil.which(os.environ.get("SHELL", "sh")) or shutil.which("sh") or "/bin/sh"
     master, slave = pty.openpty()
-    try:
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *WINDOW, 0, 0))
-        proc = subprocess.Popen([program, "-c", cmd], stdin=slave, stdout=slave, stderr=slave,
-                                start_new_session=True)  # its own group: Ctrl-C is ours to pass on
-    except BaseException:
-        os.close(master)
-        raise
-    finally:
-        os.close(slave)
-    decoder = codecs.getincrementaldecoder(_encoding())("replace")
+    proc = None
     try:
         try:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *WINDOW, 0, 0))
+            proc = subprocess.Popen([program, "-c", cmd], stdin=slave, stdout=slave, stderr=slave,
+                                    start_new_session=True)  # its own group: Ctrl-C is ours to pass on
+        finally:
+            os.close(slave)
+        decoder = codecs.getincrementaldecoder(_encoding())("replace")
+        try:
             _copy(master, proc, out, decoder, None)
+            proc.wait()  # a command may close the terminal and go on: closing ours would hang it up
         except KeyboardInterrupt:
             _signal_group(proc, signal.SIGINT)
             try:
                 _copy(master, proc, out, decoder, TERMINATE_WAIT)
             except KeyboardInterrupt:  # impatient users press it twice
                 pass
-            finally:
-                if proc.poll() is None:
-                    _signal_group(proc, signal.SIGKILL)
+            _signal_group(proc, signal.SIGKILL)  # what ignored SIGINT, the command's children too
         out.write(decoder.decode(b"", final=True))
         out.flush()
     finally:
-        os.close(master)
-    status = proc.wait()
+        # Whatever went wrong on our side (a failing `out`, a Ctrl-C at any point), the command
+        # neither outlives the call nor stays a zombie, and the terminal is closed.
+        with deferred_interrupts():
+            if proc is not None and proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+            status = proc.wait() if proc is not None else 0
+            os.close(master)
     return -(status - 128) if status > 128 else status  # a shell reports a signal as 128 + n
 
 
@@ -106,10 +110,11 @@ def _copy(master: int, proc: subprocess.Popen, out, decoder, timeout: float | No
     """Copy the terminal's output to ``out`` until it closes (every process holding it ended),
     the shell has ended and nothing more comes (a daemon it left may hold the terminal open), or
     ``timeout`` seconds have passed."""
+    poller = select.poll()  # not select(): a kernel may well have 1,024 files open
+    poller.register(master, select.POLLIN)
     deadline = None if timeout is None else time.monotonic() + timeout
     while deadline is None or time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.05)
-        if not ready:
+        if not poller.poll(50):
             if proc.poll() is not None:
                 return
             continue
