@@ -353,3 +353,11 @@ def test_close_during_a_run_that_stops_at_once_is_quick():
     assert run.wait(1)
     with pytest.raises(RuntimeError, match="closed before the run finished: its results are lost"):
         run.results()
+
+
+def test_processes_a_cell_starts_keep_the_usual_ctrl_c(shared):
+    # Workers do not act on SIGINT (it is meant for the kernel), but must not pass that on.
+    script = "import signal, subprocess, sys\n" + \
+        "subprocess.run([sys.executable, '-c', 'import signal; print(signal.getsignal(signal.SIGINT))'], " + \
+        "capture_output=True, text=True).stdout.strip()"
+    assert [r.value for r in shared.run(script)] == ["<built-in function default_int_handler>"] * 2

@@ -48,6 +48,10 @@ _wake = _thread.allocate_lock()  # held while the flusher has nothing to send
 _wake.acquire()
 
 
+def _ignore(signum, frame):
+    pass
+
+
 def _on_interrupt(signum, frame):
     # Only a running task is interrupted: one that comes after its task ended must not end the
     # task loop.
@@ -179,8 +183,10 @@ def main():
     global _reply_fd, _running, _pending, _interrupted
     cmd_fd, _reply_fd, lifeline_fd, interrupt = (int(a) for a in sys.argv[1:5])
     # The parent interrupts a task with its own signal (INTERRUPT); SIGINT comes to the whole
-    # process group (a terminal's Ctrl-C, the notebook's stop button), meant for the kernel.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # process group (a terminal's Ctrl-C, the notebook's stop button), meant for the kernel. A
+    # handler that does nothing rather than SIG_IGN: an ignored signal stays ignored across
+    # exec, and the processes a cell starts must keep the usual Ctrl-C.
+    signal.signal(signal.SIGINT, _ignore)
     signal.signal(interrupt, _on_interrupt)
 
     # The helper threads block it, so that the kernel delivers it to the main thread, the one
