@@ -71,14 +71,12 @@ class RunStopped(Exception):
 
     def __init__(self, what: str, late: Sequence[int] = (), stuck: Sequence[int] = (),
                  results: Sequence[Result] | None = None):
-        message = what
         stopped = [w for w in late if w not in stuck]
-        if stopped:
-            message += f": stopped {_plural(stopped)}"
+        parts = [f"stopped {_plural(stopped)}"] if stopped else []
         if stuck:
-            message += (f"{'; ' if stopped else ': '}{_plural(stuck)} could not be stopped (blocked in C code, or catching "
-                        "KeyboardInterrupt): the next run waits for them")
-        super().__init__(message)
+            parts.append(f"{_plural(stuck)} could not be stopped (blocked in C code, or catching "
+                         "KeyboardInterrupt): the next run waits for them")
+        super().__init__(f"{what}: {'; '.join(parts)}" if parts else what)
         self.late, self.stuck = list(late), list(stuck)
         self.results = None if results is None else list(results)
 

@@ -229,6 +229,16 @@ def gone(pid: int) -> bool:
         return True
 
 
+def all_gone(pids, seconds: float) -> bool:
+    """Whether every one of these processes has ended (or is a zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not all(gone(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def children() -> set[int]:
     """The live child processes of this process."""
     found = set()

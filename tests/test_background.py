@@ -158,9 +158,9 @@ def outputs_of(messages):
 
 @pytest.mark.parametrize("backend", ["subinterpreter", "process"])
 def test_kernel_stop_button_interrupts_the_cell_running_now_not_the_background_run(kernel, backend):
-    # jupyter_client signals the kernel's whole process group: worker processes have their own
-    reply, messages = execute(kernel, f"%%parallel 2 --bg --backend {backend}\n" + SLEEP.format(bound(6)) + "print('bg done', worker_id)\n"
-                              "worker_id")
+    # jupyter_client signals the kernel's whole process group: worker processes ignore SIGINT
+    reply, messages = execute(kernel, f"%%parallel 2 --bg --backend {backend}\n" + SLEEP.format(bound(6))
+                              + "print('bg done', worker_id)\nworker_id")
     assert reply["status"] == "ok"
     assert any(m["msg_type"] == "execute_result" and "background run [" in m["content"]["data"]["text/plain"]
                for _, m in messages)

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from conftest import bound, children, ctrl_c_after, gone
+from conftest import all_gone, bound, children, ctrl_c_after, gone
 
 from ipy_parallel import ParallelError, ParallelInterrupted, ParallelTimeout, ProcessPool, WorkerDied
 from ipy_parallel.ipython.cell import CellOptions, run_cell
@@ -192,46 +192,29 @@ def test_no_orphans_after_interpreter_exit(run_script, tail):
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 2 and seconds < 10
     # A worker still busy learns of the exit from its lifeline a moment after the parent is gone.
-    deadline = time.monotonic() + bound(5)
-    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert all(gone(pid) for pid in pids)
+    assert all_gone(pids, bound(5))
 
 
-def test_no_orphans_when_the_parent_is_killed(tmp_path):
+# SIGKILL of the parent: no atexit, no finalizer; only the lifeline pipe is left. A kernel
+# restart kills the kernel's whole process group: a worker busy in C code that holds its GIL
+# cannot read its lifeline until that ends, so the group's SIGKILL must reach it.
+@pytest.mark.parametrize("work, kill, seconds", [
+    ("while True: pass", lambda parent: parent.kill(), 3),
+    ("sum(range(10**11))", lambda parent: os.killpg(parent.pid, signal.SIGKILL), bound(3)),
+], ids=["parent", "process-group-busy-in-c"])
+def test_no_orphans_when_the_parent_is_killed(tmp_path, work, kill, seconds):
     import subprocess
 
     script = tmp_path / "parent.py"
-    script.write_text(EXIT_SCRIPT.format(tail="pool.submit('while True: pass')\ntime.sleep(100)"))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    pids = [int(p) for p in parent.stdout.readline().split()]
-    assert len(pids) == 2
-    parent.kill()  # SIGKILL: no atexit, no finalizer; only the lifeline pipe is left
-    parent.wait()
-    deadline = time.monotonic() + 3
-    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(gone(pid) for pid in pids), "worker processes outlived their parent"
-
-
-def test_killing_the_kernels_process_group_ends_workers_busy_in_c_code(tmp_path):
-    # A kernel restart kills the kernel's whole process group. A worker busy in C code that
-    # holds its GIL cannot read its lifeline until that ends: the group's SIGKILL must reach it.
-    import subprocess
-
-    script = tmp_path / "parent.py"
-    script.write_text(EXIT_SCRIPT.format(tail="pool.submit('sum(range(10**11))')\ntime.sleep(100)"))
+    script.write_text(EXIT_SCRIPT.format(tail=f"pool.submit({work!r})\ntime.sleep(100)"))
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)  # its own group, as a kernel has: not ours
     pids = [int(p) for p in parent.stdout.readline().split()]
     assert len(pids) == 2
     time.sleep(0.3)
-    os.killpg(parent.pid, signal.SIGKILL)
+    kill(parent)
     parent.wait()
-    deadline = time.monotonic() + bound(3)
-    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(gone(pid) for pid in pids), "worker processes outlived the kernel's process group"
+    assert all_gone(pids, seconds), "worker processes outlived their parent"
 
 
 def test_bad_sizes_rejected():

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import bound, cell, children, ctrl_c_after, execute, gone, interrupt_kernel, magics_of
+from conftest import all_gone, bound, cell, children, ctrl_c_after, execute, interrupt_kernel, magics_of
 from ipy_parallel.ipython import shell_commands
 
 
@@ -76,10 +76,7 @@ def test_ctrl_c_leaves_no_process_of_the_command_that_ignores_it():
         timer.cancel()
     assert status < 0
     pid = int(out.getvalue().split()[0])
-    deadline = time.monotonic() + bound(2)
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gone(pid), "a process of the command that ignores SIGINT and SIGHUP was left running"
+    assert all_gone([pid], bound(2)), "a process of the command that ignores SIGINT and SIGHUP was left running"
 
 
 def test_a_command_that_closes_its_terminal_runs_to_its_end():

@@ -26,8 +26,8 @@ class ProcessPool(BasePool):
     workers follow the parent's sys.path and current directory. ``interrupt()`` sends SIGURG
     to the workers running the current run, which raises KeyboardInterrupt in their cells;
     workers ignore SIGINT, so the Ctrl-C or stop button that a terminal or Jupyter sends to the
-    kernel's whole process group never stops them (nor a background run) by itself. A worker process that dies during
-    a run gets a WorkerDied error in its Result; the others' results are kept, and the next run
+    kernel's whole process group never stops them (nor a background run) by itself. A worker
+    process that dies during a run gets a WorkerDied error in its Result; the others' results are kept, and the next run
     starts a new process in its place, with a RuntimeWarning (its variables are gone). A worker
     that cannot be stopped is killed when the pool closes, or when Ctrl-C is pressed while the
     next run waits for it.

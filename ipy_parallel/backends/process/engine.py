@@ -58,7 +58,8 @@ class _Worker:
             # stdout/stderr are inherited, for what C code writes to fd 1 and 2. The kernel's
             # process group, so that a kill of the whole group (a kernel restart) ends them too.
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", _WORKER_SCRIPT, str(cmd_r), str(reply_w), str(lifeline_r), str(int(INTERRUPT))],
+                [sys.executable, "-P", _WORKER_SCRIPT, str(cmd_r), str(reply_w), str(lifeline_r),
+                 str(int(INTERRUPT))],
                 pass_fds=(cmd_r, reply_w, lifeline_r), stdin=subprocess.DEVNULL,
             )
         except BaseException:
