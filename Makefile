@@ -4,23 +4,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NATIVE := $(wildcard native/*.h native/*.cpp) CMakeLists.txt pyproject.toml
 
-# A GIL per interpreter needs CPython 3.12+. Every suitable CPython, one per minor version, the
-# preferred first (3.13, then 3.12, then newer ones): on PATH, else the newest of that minor
-# version in pyenv's versions (found with or without the pyenv command). pyenv's shims answer to
-# python3.13 even where that version is not selected, so each candidate must actually run.
+# A GIL per interpreter needs CPython 3.12+. Every suitable CPython, one per minor version and
+# build, the preferred first (3.13, then 3.12, then newer ones, each free-threaded build, "3.14t",
+# after its GIL build): on PATH, else the newest of that version in pyenv's versions (found with or
+# without the pyenv command; a free-threaded one is named like 3.14.7t there). pyenv's shims answer
+# to python3.13 even where that version is not selected, so each candidate must actually run, and
+# be the build its name says.
 # Override with `make PYTHON=/path/to/python3.12 VENV=.venv-3.12 ...` (a venv per Python).
 define find_pythons
 root=$$(pyenv root 2>/dev/null || echo "$${PYENV_ROOT:-$$HOME/.pyenv}"); \
-for m in 13 12 14 15; do \
-  p=$$(command -v python3.$$m 2>/dev/null) && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
-    && { echo "$$p"; continue; }; \
-  v=$$(ls "$$root/versions" 2>/dev/null | grep -E "^3\.$$m\.[0-9]+$$" | sort -t. -k3,3nr | head -1); \
-  [ -n "$$v" ] && [ -x "$$root/versions/$$v/bin/python3" ] && echo "$$root/versions/$$v/bin/python3"; \
+for v in 3.13 3.12 3.14 3.14t 3.15 3.15t; do \
+  m=$${v%t}; t=$${v#$$m}; \
+  fits="import sys, sysconfig; sys.exit(sys.version_info < (3, 12) or bool(sysconfig.get_config_var('Py_GIL_DISABLED')) != bool('$$t'))"; \
+  p=$$(command -v python$$v 2>/dev/null) && "$$p" -c "$$fits" 2>/dev/null && { echo "$$p"; continue; }; \
+  d=$$(ls "$$root/versions" 2>/dev/null | grep -E "^$${m/./\\.}\.[0-9]+$$t$$" | sort -t. -k3,3nr | head -1); \
+  [ -n "$$d" ] && "$$root/versions/$$d/bin/python$$v" -c "$$fits" 2>/dev/null && echo "$$root/versions/$$d/bin/python$$v"; \
 done; true
 endef
 PYTHON ?= $(firstword $(shell $(find_pythons)))
 
-.PHONY: demo test bench lab build sanitize clean pythons
+.PHONY: demo test bench lab build sanitize clean pythons venv-name
 
 demo: $(VENV)/.built
 	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
@@ -34,8 +37,13 @@ test: $(VENV)/.built
 	fi
 	$(VENV)/bin/pytest
 
+# Its "pythons" section sets every CPython `make pythons` finds side by side: each other one gets
+# its venv first (as `make test PYTHON=...` makes it), named by `make venv-name`.
 bench: $(VENV)/.built
-	$(PY) benchmarks/suite.py
+	others=""; for p in $$($(MAKE) -s pythons | tail -n +2); do \
+	  v=$$($(MAKE) -s venv-name PYTHON=$$p) && $(MAKE) --no-print-directory build PYTHON=$$p VENV=$$v || exit 1; \
+	  others="$$others,$$v/bin/python"; \
+	done; $(PY) benchmarks/suite.py --pythons "$$others"
 
 # JupyterLab on notebooks/, on this machine only, with the "Python 3 (ipy_parallel)" kernel (the
 # package's wheel data put it in the venv).
@@ -69,9 +77,10 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@# The build backend from pyproject's build-system (and CMake and Ninja), so that the builds
 	@# below run without isolation and an engine change rebuilds in seconds; then the package
-	@# with every extra the tests use (pyproject's [test]).
+	@# with every extra the tests use (pyproject's [test], and [xeus] where it has wheels: not on a
+	@# free-threaded Python).
 	$(PY) -m pip install --quiet $$($(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"])') "cmake>=3.18" ninja
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[$$($(PY) -c 'import sysconfig; print("test" if sysconfig.get_config_var("Py_GIL_DISABLED") else "test,xeus")')]"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(NATIVE)
@@ -82,5 +91,9 @@ $(VENV)/.built: $(VENV)/.deps $(NATIVE)
 pythons:
 	@$(find_pythons)
 
+# The venv a non-default PYTHON gets: .venv-3.12, .venv-3.14t (free-threaded), ...
+venv-name:
+	@$(PYTHON) -c 'import sys, sysconfig; print(".venv-%d.%d" % sys.version_info[:2] + ("t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""))'
+
 clean:
-	rm -rf $(VENV) $(SAN_VENV) build
+	rm -rf $(VENV) .venv-3.* $(SAN_VENV) build

@@ -2,27 +2,41 @@
 
 Sections: throughput (seed workload, 1/2/4/20 tasks), latency (empty task, warm pools of 2 and
 20, with the C++ floor), calls (executors: map and submit of trivial calls), cold start,
-transfer (100 MiB in and out), memory (per idle worker).
+transfer (100 MiB in and out), memory (per idle worker), pythons (round trips and the seed
+workload on every CPython given with --pythons, side by side). On 3.14, CPython's own
+concurrent.interpreters and InterpreterPoolExecutor stand beside ours; before it, the private
+_interpreters module.
 Prints measured times and ratios; asserts nothing about time. Methods are interleaved round by
 round. Fork-based methods run while no sub-interpreter is alive: os.fork() ends every pool
 (CPython crashes a child forked with live sub-interpreters).
 
-    python benchmarks/suite.py [--sections throughput,latency,cold,transfer,memory] [--quick]
+    python benchmarks/suite.py [--sections throughput,latency,...] [--quick] [--pythons PY,PY]
 """
 
 import argparse
 import array
+import contextlib
 import datetime
+import json
 import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 from ipy_parallel import Pool, SubinterpreterExecutor, _engine, bench
 
-SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory"]
+try:  # 3.14: the public module, and its executor (beside ours in the calls section)
+    from concurrent.futures import InterpreterPoolExecutor
+    STDLIB_INTERPRETERS = "stdlib concurrent.interpreters"
+except ImportError:
+    InterpreterPoolExecutor = None
+    STDLIB_INTERPRETERS = "stdlib _interpreters"
+
+SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory", "pythons"]
 MiB = 1024 * 1024
 
 
@@ -50,7 +64,7 @@ def throughput(args, cluster) -> None:
                     "threads (one GIL)": (lambda: bench.threads(ns), ""),
                     "multiprocessing spawn": (lambda: bench.multiprocessing_pool(ns, "spawn"), "end to end"),
                     "ProcessPoolExecutor spawn": (lambda: bench.process_pool_executor(ns, "spawn"), "end to end"),
-                    "stdlib _interpreters": (lambda: stdlib.seed(ns), "warm, a thread each"),
+                    stdlib.label: (lambda: stdlib.seed(ns), "warm, a thread each"),
                     "ipy_parallel Pool": (lambda: bench.pool_seed(pool, ns), "warm"),
                 }
                 if cluster is not None:
@@ -81,7 +95,7 @@ def latency(args, cluster) -> None:
                     f"  same, waiter yields {_engine.POOL_SPIN_MICROS} us first":
                         bench.floor_round_trip(_engine.CondvarFloor(n, _engine.POOL_SPIN_MICROS)),
                     "ipy_parallel Pool.run('')": bench.pool_round_trip(pool),
-                    "stdlib _interpreters + threads": bench.stdlib_round_trip(stdlib, threads),
+                    f"{stdlib.label} + threads": bench.stdlib_round_trip(stdlib, threads),
                     "ThreadPoolExecutor (one GIL)": bench.executor_round_trip(threads, n),
                 }
                 times = bench.interleave(contestants, iterations)
@@ -110,9 +124,13 @@ def calls(args, cluster) -> None:
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as procs:
         forked = {f"ProcessPoolExecutor fork {what}": run(rounds if what == "map" else submits)
                   for what, run in bench.executor_calls(procs).items()}
-    with SubinterpreterExecutor(n) as ours, ThreadPoolExecutor(n) as threads:
+    with contextlib.ExitStack() as stack:
+        executors = {"ipy_parallel SubinterpreterExecutor": stack.enter_context(SubinterpreterExecutor(n)),
+                     "ThreadPoolExecutor": stack.enter_context(ThreadPoolExecutor(n))}
+        if InterpreterPoolExecutor is not None:  # 3.14's own
+            executors["InterpreterPoolExecutor"] = stack.enter_context(InterpreterPoolExecutor(n))
         contestants = {}
-        for label, executor in (("ipy_parallel SubinterpreterExecutor", ours), ("ThreadPoolExecutor", threads)):
+        for label, executor in executors.items():
             for what, run in bench.executor_calls(executor).items():
                 contestants[f"{label} {what}"] = run
         maps = bench.interleave({k: v for k, v in contestants.items() if k.endswith("map")}, rounds, chunk=1)
@@ -121,7 +139,7 @@ def calls(args, cluster) -> None:
     rows = []
     for what in ("map", "submit().result()"):
         threads_median = statistics.median(times[f"ThreadPoolExecutor {what}"])
-        for label in ("ipy_parallel SubinterpreterExecutor", "ThreadPoolExecutor", "ProcessPoolExecutor fork"):
+        for label in (*executors, "ProcessPoolExecutor fork"):
             t = times[f"{label} {what}"]
             rows.append([f"{label}: {what}", f"{statistics.median(t) * 1e6:.2f}us",
                          f"{min(t) * 1e6:.2f}-{max(t) * 1e6:.2f}us", f"{statistics.median(t) / threads_median:.2f}x"])
@@ -139,7 +157,7 @@ def cold(args, cluster) -> None:
             "ipy_parallel Pool": lambda: bench.first_result_pool(n),
             "ipy_parallel Pool, grown from half as many (resize)": lambda: bench.first_result_resized(n),
             "ipy_parallel, first cell 0.3 s after %load_ext (warm start)": lambda: bench.first_result_warmed(n),
-            "stdlib _interpreters": lambda: bench.first_result_stdlib(n),
+            STDLIB_INTERPRETERS: lambda: bench.first_result_stdlib(n),
             "multiprocessing.Pool spawn": lambda: bench.first_result_processes(n, "spawn"),
         }
         samples = {name: [] for name in runners}
@@ -226,11 +244,54 @@ def memory(args, cluster) -> None:
            ["multiprocessing fork process (RSS)", f"{fork_rss / MiB:.1f} MiB", f"{fork_rss / ours:.2f}x"]])
 
 
+def pythons(args, cluster) -> None:
+    """The same figures on every CPython given with --pythons (each a venv's python, ours first):
+    benchmarks/probe.py in each, round by round, one Python after another, so that the machine's
+    drift falls on all of them alike. Speedups are each Python's own serial time over its pool's."""
+    if not args.pythons:
+        print("\nPythons side by side: no --pythons given (make bench passes every venv it built)")
+        return
+    interpreters = [sys.executable, *args.pythons]
+    probe = str(Path(__file__).with_name("probe.py"))
+    samples: dict[str, list[dict]] = {}
+    for _ in range(args.repeat):
+        for python in interpreters:
+            proc = subprocess.run([python, probe, str(args.iterations // 2), str(args.size)], capture_output=True,
+                                  text=True, timeout=1800)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{python} {probe} failed:\n{proc.stdout}{proc.stderr}")
+            one = json.loads(proc.stdout.strip().splitlines()[-1])
+            name = one["version"] + ("t" if one["free_threaded"] else "")
+            samples.setdefault(name, []).append(one)
+    first = next(iter(samples))
+    rows = []
+    for name, runs in samples.items():
+        row = [name + ("" if not runs[0]["free_threaded"] else
+                       (" (GIL off)" if not runs[-1]["gil_enabled_after"] else " (GIL turned on)"))]
+        for n in (2, 20):
+            times = [t for run in runs for t in run[f"round_trip_{n}"]]
+            base = [t for run in samples[first] for t in run[f"round_trip_{n}"]]
+            median, p90 = statistics.median(times), statistics.quantiles(times, n=10)[-1]
+            row += [f"{median * 1e6:.1f} / {p90 * 1e6:.1f}us",
+                    f"{median / statistics.median(base):.2f}x / {p90 / statistics.quantiles(base, n=10)[-1]:.2f}x"]
+        serial = statistics.median(run["serial"] for run in runs)
+        row += [f"{serial / statistics.median(run['pool'] for run in runs):.2f}x",
+                f"{serial / statistics.median(run['threads'] for run in runs):.2f}x"]
+        rows.append(row)
+    table(f"Pythons side by side: round trip of an empty task (median / p90, {args.iterations // 2} and "
+          f"{max(50, args.iterations // 8)} per run) and the seed workload with 2 tasks of n={args.size:,} "
+          f"(speedup over that Python's serial run), {args.repeat} runs of each, alternating",
+          ["CPython", "2 workers", f"x {first}", "20 workers", f"x {first}", "Pool, 2 tasks", "threads, 2 tasks"],
+          rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, from: " + ", ".join(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats: checks the suite runs")
     parser.add_argument("--no-ipyparallel", action="store_true", help="leave ipyparallel out")
+    parser.add_argument("--pythons", type=lambda text: [p for p in text.split(",") if p], default=[],
+                        help="comma-separated: other Pythons (each with ipy_parallel installed) for the pythons section")
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)

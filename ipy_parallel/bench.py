@@ -134,13 +134,29 @@ def multiprocessing_pool(ns: list[int], start_method: str) -> list[int]:
 
 
 class StdlibInterpreters:
-    """CPython's private interpreters module, driven from one Python thread per interpreter
-    (what a user of 3.12 or 3.13 can do without us). Warm: created and given seed_task
-    beforehand. 3.13 calls it _interpreters and passes results through _interpqueues; 3.12 calls
-    it _xxsubinterpreters, has no queues, and shares only bytes, so results travel marshalled
-    through an _xxinterpchannels channel. Both are private and liable to change."""
+    """CPython's own interpreters, driven from one Python thread per interpreter (what a user can
+    do without us). Warm: created and given seed_task beforehand. 3.14 has the public
+    concurrent.interpreters, with its queues. Before it there is only the private module: 3.13
+    calls it _interpreters and passes results through _interpqueues; 3.12 calls it
+    _xxsubinterpreters, has no queues, and shares only bytes, so results travel marshalled through
+    an _xxinterpchannels channel. `label` names what was used."""
 
     def __init__(self, n_interpreters: int):
+        self._public = self._queues = self._channels = None
+        try:
+            from concurrent import interpreters
+        except ImportError:
+            pass
+        else:
+            self.label = "stdlib concurrent.interpreters"
+            self._public = interpreters
+            self.queue = interpreters.create_queue()
+            self.ids = [interpreters.create() for _ in range(n_interpreters)]
+            for interp in self.ids:
+                interp.prepare_main(queue=self.queue)
+                interp.exec(SEED_SOURCE)
+            return
+        self.label = "stdlib _interpreters"
         try:
             import _interpqueues
             import _interpreters
@@ -148,13 +164,13 @@ class StdlibInterpreters:
             import _xxinterpchannels
             import _xxsubinterpreters as _interpreters
 
-            self._channels, self._queues = _xxinterpchannels, None
+            self._channels = _xxinterpchannels
             self._channel = _xxinterpchannels.create()  # the channel lives as long as this id object
             self.queue = int(self._channel)
             self.ids = [_interpreters.create(isolated=True) for _ in range(n_interpreters)]
             prelude = "import _xxinterpchannels, marshal\n"
         else:
-            self._channels, self._queues = None, _interpqueues
+            self._queues = _interpqueues
             self.queue = _interpqueues.create(0, 0, 1)  # unbounded, shareable data, unbound items removed
             self.ids = [_interpreters.create("isolated") for _ in range(n_interpreters)]
             prelude = "import _interpqueues\n"
@@ -164,6 +180,12 @@ class StdlibInterpreters:
 
     def exec(self, iid, code: str) -> str | None:
         """Run code in one interpreter; None, or the formatted error."""
+        if self._public is not None:
+            try:
+                iid.exec(code)
+            except self._public.ExecutionFailed as exc:
+                return str(exc)
+            return None
         if self._queues is not None:
             err = self._interpreters.exec(iid, code)
             return None if err is None else err.formatted
@@ -177,7 +199,9 @@ class StdlibInterpreters:
         errors = []
 
         def one(index: int, iid, n: int):
-            if self._queues is not None:
+            if self._public is not None:
+                code = f"queue.put(({index}, seed_task({n})))"
+            elif self._queues is not None:
                 # put(qid, obj, fmt, unboundop): 3.13.0's signature.
                 code = f"_interpqueues.put({self.queue}, ({index}, seed_task({n})), 0, 1)"
             else:
@@ -193,7 +217,9 @@ class StdlibInterpreters:
             w.join()
         if errors:
             raise RuntimeError(f"the stdlib interpreters failed: {errors[0]}")
-        if self._queues is not None:
+        if self._public is not None:
+            pairs = sorted(self.queue.get() for _ in ns)
+        elif self._queues is not None:
             pairs = sorted(self._queues.get(self.queue)[0] for _ in ns)
         else:
             import marshal
@@ -202,6 +228,10 @@ class StdlibInterpreters:
         return [value for _, value in pairs]
 
     def close(self) -> None:
+        if self._public is not None:
+            for interp in self.ids:
+                interp.close()
+            return
         if self._queues is not None:
             self._queues.destroy(self.queue)
         else:
@@ -901,22 +931,31 @@ def first_result_processes(n: int, start_method: str) -> float:
 
 
 def first_result_stdlib(n: int) -> float:
-    """The same for n fresh stdlib interpreters, each running an empty script."""
+    """The same for n fresh stdlib interpreters, each running an empty script (3.14:
+    concurrent.interpreters, before it the private module)."""
     try:
-        import _interpreters
+        from concurrent import interpreters
+    except ImportError:
+        interpreters = None
+    if interpreters is not None:
+        create, run, destroy = interpreters.create, (lambda interp, code: interp.exec(code)), (lambda i: i.close())
+    else:
+        try:
+            import _interpreters
 
-        create, run = (lambda: _interpreters.create("isolated")), _interpreters.exec
-    except ImportError:  # 3.12
-        import _xxsubinterpreters as _interpreters
+            create, run = (lambda: _interpreters.create("isolated")), _interpreters.exec
+        except ImportError:  # 3.12
+            import _xxsubinterpreters as _interpreters
 
-        create, run = (lambda: _interpreters.create(isolated=True)), _interpreters.run_string
+            create, run = (lambda: _interpreters.create(isolated=True)), _interpreters.run_string
+        destroy = _interpreters.destroy
     start = time.perf_counter()
     ids = [create() for _ in range(n)]
     for iid in ids:
         run(iid, "pass")
     elapsed = time.perf_counter() - start
     for iid in ids:
-        _interpreters.destroy(iid)
+        destroy(iid)
     return elapsed
 
 

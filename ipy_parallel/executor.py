@@ -18,7 +18,7 @@ import cloudpickle
 
 from . import _engine
 from ._wire import dumps
-from .backends.base import check_workers
+from .backends.base import InterruptSafeLock, check_workers
 from .backends.subinterpreter import Pool
 from .exceptions import BrokenSubinterpreterPool
 
@@ -52,7 +52,7 @@ class SubinterpreterExecutor(Executor):
         self._max_workers = check_workers(max_workers, "max_workers")
         name = f"ipy_parallel.executor.{os.getpid()}.{next(_names)}"
         self._tasks, self._results = f"{name}.tasks", f"{name}.results"
-        self._lock = threading.Lock()
+        self._lock = InterruptSafeLock()
         self._pending: deque[tuple[int, Future, tuple]] = deque()  # not yet handed to a worker
         self._running: dict[int, Future] = {}  # handed to a worker, not answered
         self._ids = itertools.count()
@@ -103,7 +103,7 @@ class SubinterpreterExecutor(Executor):
         """No more submits. With ``cancel_futures`` the calls not yet started are cancelled;
         the others finish. With ``wait`` (blocks, GIL released) return when they have and the
         workers are gone; without it they end in the background."""
-        with self._lock:
+        with self._lock.held():
             self._shutdown = True
             if cancel_futures:
                 while self._pending:
@@ -133,7 +133,7 @@ class SubinterpreterExecutor(Executor):
             message = None
             error = TypeError(f"{getattr(fn, '__qualname__', fn)!s}: the call cannot be sent to a "
                               f"sub-interpreter, because it cannot be pickled: {exc}")
-        with self._lock:
+        with self._lock.held():
             if self._broken is not None:
                 raise BrokenSubinterpreterPool(self._broken)
             if self._shutdown:
@@ -155,12 +155,12 @@ class SubinterpreterExecutor(Executor):
         unpickle each pickle once."""
         fingerprint = _fingerprint(fn)
         if fingerprint is not None:
-            with self._lock:
+            with self._lock.held():
                 known = self._functions.get(id(fn))
             if known is not None and known[0] is fn and _same(known[1], fingerprint):
                 return known[2], known[3]
         blob = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
-        with self._lock:
+        with self._lock.held():
             function_id = next(self._function_ids)
             if fingerprint is not None:
                 # Holding fn (and what it read) keeps id(fn) from meaning another function.
@@ -216,7 +216,7 @@ class SubinterpreterExecutor(Executor):
             why = next((f"worker {r.worker_id} stopped: {r.error}" for r in results if r.error), None)
         except BaseException as exc:  # the collector must end by failing what is left, never silently
             why = f"the executor's collector failed: {exc!r}"
-        with self._lock:
+        with self._lock.held():
             if self._running or self._pending or why:
                 self._broken = why or "the executor's workers ended with calls unfinished"
             left = list(self._running.values()) + [f for _, f, _ in self._pending]
@@ -230,7 +230,7 @@ class SubinterpreterExecutor(Executor):
         _engine.queue_clear(self._results)
 
     def _answer(self, task_id: int, worker_id: int, ok: bool, blob: bytes, text: str) -> None:
-        with self._lock:
+        with self._lock.held():
             future = self._running.pop(task_id, None)
             self._feed()
         if future is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from .backends.base import deferred_interrupts
 from .backends.subinterpreter import Pool
 
 __all__ = ["parallel"]
@@ -34,9 +35,21 @@ def parallel(*items):
     tasks = [_check(i, item) for i, item in enumerate(items)]
     if not tasks:
         return []
-    with _pool_lock:
+    # Held for the whole run (other threads' calls wait their turn), so not a `with` block: since
+    # CPython 3.14 a Ctrl-C right after a with statement's __enter__ returns would leave it held
+    # (see InterruptSafeLock). The acquire is made with SIGINT deferred; once it is ours, the
+    # finally releases it whatever comes. Waited for in slices, so that a Ctrl-C while another
+    # thread's call runs is raised within one.
+    held = False
+    try:
+        while not held:
+            with deferred_interrupts():
+                held = _pool_lock.acquire(timeout=0.05)
         pool = _pool_of(len(tasks))
         results = pool.run(_CALL_SOURCE, worker_inputs=[{"_ipp_task": task} for task in tasks])
+    finally:
+        if held:
+            _pool_lock.release()
     for i, result in enumerate(results):
         if result.error is not None:
             raise _reraisable(i, items[i], result.error)

@@ -19,6 +19,7 @@
 
 #include "floor.h"
 #include "lent.h"
+#include "lock_hold.h"
 #include "native_kernel.h"
 #include "pool.h"
 #include "rendezvous.h"
@@ -191,7 +192,10 @@ class PoolHandle {
 
   void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
              ipp::Pool::LentInputs lent, bool stream) {
-    collected_ = py::object();  // the previous run's records belong to its Run object from now on
+    {
+      ipp::compat::StateLock::Held held(state_lock_);
+      collected_ = py::object();  // the previous run's records belong to its Run object from now on
+    }
     ipp::release_lent();
     pool_->start(source, filename, std::move(payloads), std::move(lent), stream);
   }
@@ -201,6 +205,7 @@ class PoolHandle {
   // from the worker's own bytes object; then the workers free theirs.
   py::object collect() {
     ipp::release_lent();
+    ipp::compat::StateLock::Held held(state_lock_);
     if (!collected_) {
       py::list out;
       bool raw = false;
@@ -232,17 +237,23 @@ class PoolHandle {
       }
     }
     const std::vector<ipp::Abandoned> given_up = without_gil([&] { return pool_->abandon(); });
-    for (const auto& a : given_up) abandoned_.push_back(a);
+    keep_abandoned(given_up);
     if (interrupted) throw py::error_already_set();
     return abandoned_list(given_up);
   }
 
-  py::list abandoned() const { return abandoned_list(abandoned_); }
+  py::list abandoned() {
+    ipp::compat::StateLock::Held held(state_lock_);
+    return abandoned_list(abandoned_);
+  }
 
   py::list resize(int n_workers) {
-    collected_ = py::object();
+    {
+      ipp::compat::StateLock::Held held(state_lock_);
+      collected_ = py::object();
+    }
     const auto given_up = without_gil([&] { return pool_->resize(n_workers); });
-    for (const auto& a : given_up) abandoned_.push_back(a);
+    keep_abandoned(given_up);
     return abandoned_list(given_up);
   }
 
@@ -255,7 +266,16 @@ class PoolHandle {
   static constexpr int kRawFormat = 2;  // the protocol's RAW
   py::tuple result_record(const ipp::TaskResult& r);
 
+  void keep_abandoned(const std::vector<ipp::Abandoned>& given_up) {
+    ipp::compat::StateLock::Held held(state_lock_);
+    abandoned_.insert(abandoned_.end(), given_up.begin(), given_up.end());
+  }
+
   std::unique_ptr<ipp::Pool> pool_;
+  // Python threads may call one handle at once (the display's thread reads it during a run); on a
+  // free-threaded build nothing else keeps them apart, so these two fields are read and written
+  // under state_lock_ (see compat.h). The pool itself has locks of its own.
+  ipp::compat::StateLock state_lock_;
   py::object collected_;  // the current run's records, once collected
   std::vector<ipp::Abandoned> abandoned_;
 };
@@ -335,7 +355,11 @@ void def_rendezvous(py::module_& m) {
 
 // Loadable in every interpreter (pybind11 >= 3 keeps its state per interpreter), so that a
 // worker can reach the shared queues and barrier; the pool itself exists only in the main one.
-PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
+//
+// py::mod_gil_not_used(): on a free-threaded build, a module that does not say so turns the GIL
+// on for the whole process when it is imported. The engine's shared state is guarded by its own
+// locks (g_live_mutex, the pools', the rendezvous', PoolHandle's state_lock_), never by the GIL.
+PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::per_interpreter_gil()) {
   m.doc() = "The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one thread each.";
   def_rendezvous(m);
   if (PyInterpreterState_Get() != PyInterpreterState_Main()) return;
@@ -420,6 +444,20 @@ PYBIND11_MODULE(_engine, m, py::multiple_interpreters::per_interpreter_gil()) {
             return out;
           },
           "Output written since the last call, as (worker_id, stream, text); stream 1 is stdout, 2 stderr.");
+
+  py::class_<ipp::LockHold>(m, "LockHold")
+      .def(py::init([](const py::object& lock) { return std::make_unique<ipp::LockHold>(lock.ptr()); }),
+           py::arg("lock"),
+           "One `with` of `lock` (a threading.Lock) that an interrupt at any instant cannot leave held: "
+           "the acquire is noted in C, and if the with statement is interrupted before its block "
+           "(CPython gh-148874, 3.14) the object is dropped and releases the lock (native/lock_hold.h).")
+      .def("__enter__", [](ipp::LockHold& hold) {
+        if (!hold.enter()) throw py::error_already_set();
+      }, "Acquire the lock, waiting as lock.acquire() does (a Ctrl-C meanwhile raises, not held).")
+      .def("__exit__", [](ipp::LockHold& hold, const py::args&) {
+        if (!hold.exit()) throw py::error_already_set();
+        return false;
+      });
 
   py::class_<ipp::CondvarFloor>(m, "CondvarFloor")
       .def(py::init<int, int>(), py::arg("n_threads"), py::arg("spin_micros") = 0,

@@ -82,4 +82,38 @@ inline bool prepare_main_interpreter() {
   return true;
 }
 
+// Guards a few fields of an object that Python threads share. With a GIL, the GIL already
+// serializes the sections it guards (none of them lets the GIL go), so it is empty. On a
+// free-threaded build it is a PyMutex: one that has to wait detaches the thread state while it
+// parks, so a thread waiting here never holds up a stop-the-world pause (garbage collection)
+// that the holder's Python calls may start, which a std::mutex waited on attached would.
+#ifdef Py_GIL_DISABLED
+class StateLock {
+ public:
+  class Held {
+   public:
+    explicit Held(StateLock& lock) : mutex_(lock.mutex_) { PyMutex_Lock(&mutex_); }
+    ~Held() { PyMutex_Unlock(&mutex_); }
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+
+   private:
+    PyMutex& mutex_;
+  };
+
+ private:
+  PyMutex mutex_{};
+};
+#else
+class StateLock {
+ public:
+  class Held {
+   public:
+    explicit Held(StateLock&) {}
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+  };
+};
+#endif
+
 }  // namespace ipp::compat

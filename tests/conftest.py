@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: real pools of every backend (a real ipyparallel cluster too), real child processes and kernels."""
 
 import contextlib
+import contextvars
 import json
 import os
 import random
@@ -29,6 +30,17 @@ TIME_SCALE = float(os.environ.get("IPP_TIME_SCALE", "1"))
 def bound(seconds: float) -> float:
     """A wall-clock bound for a test, scaled for the machine it runs on."""
     return seconds * TIME_SCALE
+
+
+#: How much of their full length the soak tests run (thousands of cells or interrupts). 1 unless
+#: IPP_SOAK_SCALE says otherwise: CI runs them in full on the preferred CPython and shorter on the
+#: others and on the sanitizer build (.ci/run), where a whole run costs minutes more each time.
+SOAK_SCALE = float(os.environ.get("IPP_SOAK_SCALE", "1"))
+
+
+def soak(count: int) -> int:
+    """A soak test's count of cells or interrupts, scaled by IPP_SOAK_SCALE (at least 1)."""
+    return max(1, round(count * SOAK_SCALE))
 
 
 # -- pools ------------------------------------------------------------------------------------
@@ -353,9 +365,20 @@ def kernel():
     km.shutdown_kernel(now=False)
 
 
-def interrupt_kernel(kc) -> None:
-    """What the notebook's stop button does."""
-    kc.manager.interrupt_kernel()
+_thread_context = threading.local()
+
+
+def interrupt_kernel(client_or_manager) -> None:
+    """What the notebook's stop button does, from any thread. jupyter_client's blocking API keeps
+    its event loop in a context variable, and on a free-threaded 3.14 a new thread inherits the
+    context of the thread that started it (sys.flags.thread_inherit_context), so a timer thread
+    would find the main thread's loop, running ("This event loop is already running"). Each
+    thread calls it in a context of its own, as a thread gets with a GIL."""
+    manager = getattr(client_or_manager, "manager", client_or_manager)
+    context = getattr(_thread_context, "context", None)
+    if context is None:
+        context = _thread_context.context = contextvars.Context()
+    context.run(manager.interrupt_kernel)
 
 
 def execute(kc, code: str, timeout: float = 60, stop_on_error: bool = True):

@@ -239,12 +239,12 @@ def test_ctrl_c_at_random_instants_while_background_cells_start(ip):
     """However a Ctrl-C lands in a --bg cell's start (or in a stop), no run is left going that
     nothing follows: once the runs listed are stopped, the pool is idle, and the next cell runs.
     The runs would go on for long, so one left behind shows."""
-    from conftest import RandomInterrupts
+    from conftest import RandomInterrupts, soak
 
     pools = magics_of(ip).pools
     interrupted = starts = 0
     with RandomInterrupts(seed=13) as fire:
-        while fire.landed < 300:
+        while fire.landed < soak(300):
             starts += 1
             outcome = fire.call(lambda: bg(ip, "2", "import time\ntime.sleep(30)"))
             interrupted += isinstance(outcome, KeyboardInterrupt)

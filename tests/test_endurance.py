@@ -6,11 +6,11 @@ import random
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
-from conftest import interpreters, threads
+from conftest import interpreters, soak, threads
 
 from ipy_parallel import Pool, bench
 
-SOAK = int(os.environ.get("IPP_SOAK", "10000"))
+SOAK = soak(int(os.environ.get("IPP_SOAK", "10000")))
 
 
 def test_soak_ten_thousand_cells(ip):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REPO, bound, execute, interrupt_kernel, start_kernel
+from conftest import REPO, bound, execute, interrupt_kernel, soak, start_kernel
 
 from ipy_parallel.kernel import kernel_spec
 
@@ -200,7 +200,7 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
     def press():
         while not done.wait(rng.uniform(0.005, 0.040)):
             if pressing.is_set():
-                km.interrupt_kernel()
+                interrupt_kernel(km)
                 sent[0] += 1
 
     def answers(code):
@@ -218,7 +218,7 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
     presser.start()
     try:
         execute(kc, "data = list(range(100))")
-        for i in range(1000):
+        for i in range(soak(1000)):
             pressing.set()
             try:
                 reply, _ = execute(kc, cells[i % len(cells)], timeout=bound(1), stop_on_error=False)
@@ -244,10 +244,10 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
         pressing.clear()
         time.sleep(0.1)
         assert answers("%%parallel 2\nworker_id")
-        print(f"\n1000 cells under {sent[0]} random interrupts: {outcomes}; the pool ran a cell after each of "
-              f"{checks + 1} checks: 0 stuck pools")
-        assert outcomes["error"] > 100, "the interrupts did not hit the cells"
-        assert outcomes["ipykernel broken"] <= 10, "ipykernel broke too often for the test to mean much"
+        print(f"\n{soak(1000)} cells under {sent[0]} random interrupts: {outcomes}; the pool ran a cell after "
+              f"each of {checks + 1} checks: 0 stuck pools")
+        assert outcomes["error"] > soak(100), "the interrupts did not hit the cells"
+        assert outcomes["ipykernel broken"] <= max(3, soak(10)), "ipykernel broke too often for the test to mean much"
     finally:
         done.set()
         kc.stop_channels()

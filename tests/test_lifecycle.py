@@ -1,13 +1,15 @@
 """The run lifecycle under fire (backends/base.py): Ctrl-C at random instants, and closing with workers that cannot be stopped."""
 
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 
-from conftest import RandomInterrupts, bound, children, open_backend
+from conftest import RandomInterrupts, bound, children, open_backend, soak
 
 import ipy_parallel
 from ipy_parallel import ParallelInterrupted, ParallelTimeout, parallel
@@ -50,7 +52,7 @@ def test_a_thousand_interrupts_at_random_instants_leave_the_pool_usable(backend,
         ops = list(OPERATIONS.items())
         outcomes = {name: 0 for name, _ in ops}
         with RandomInterrupts(seed=20261201) as fire:
-            while fire.landed < 1000:
+            while fire.landed < soak(1000):
                 name, op = ops[fire.rng.randrange(len(ops))]
                 if isinstance(fire.call(lambda: op(pool)), KeyboardInterrupt):
                     outcomes[name] += 1
@@ -61,9 +63,59 @@ def test_a_thousand_interrupts_at_random_instants_leave_the_pool_usable(backend,
               f"(interrupted: {outcomes}); the pool then ran a cell in {seconds * 1e3:.1f} ms; 0 stuck")
 
 
+def test_a_ctrl_c_right_after_the_pools_lock_is_taken_never_leaves_it_held():
+    """CPython 3.14 runs signal handlers between a with statement's __enter__ and its block
+    (gh-148874): a plain `with lock:` interrupted there keeps the lock for good, and the pool's
+    next run waits forever. Interrupts every 50 us, each raising only inside the with statement,
+    land in that window hundreds of times a second; the pool's lock must never stay held."""
+    from ipy_parallel.backends.base import InterruptSafeLock
+
+    safe = InterruptSafeLock()
+    armed = [False]
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    def fire(main=threading.get_ident()):
+        while not stop.wait(0.00005):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    firing = threading.Thread(target=fire, daemon=True)
+    firing.start()
+    caught = left_held = entered = 0
+    try:
+        deadline = time.monotonic() + bound(2)
+        while time.monotonic() < deadline:
+            try:
+                armed[0] = True
+                with safe.held():
+                    armed[0] = False
+                    entered += 1
+                armed[0] = False
+            except KeyboardInterrupt:
+                armed[0] = False
+                caught += 1
+                if safe.locked():  # the next `with` would wait forever
+                    left_held += 1
+                    break
+    finally:
+        armed[0] = False
+        stop.set()
+        firing.join()
+        time.sleep(0.01)
+        signal.signal(signal.SIGINT, previous)
+    print(f"\nwith safe.held(): {caught} interrupts caught, {entered} blocks entered; the lock left held: "
+          f"{bool(left_held)}")
+    assert caught > 0, "no interrupt landed: the test did not test anything"
+    assert left_held == 0
+
+
 def test_interrupts_at_random_instants_of_parallel():
     with RandomInterrupts(seed=7) as fire:
-        while fire.landed < 300:
+        while fire.landed < soak(300):
             fire.call(lambda: parallel(["math", "factorial", (50,)], ["operator", "add", (2, 3)]))
     assert parallel(["math", "factorial", (5,)], ["operator", "add", (2, 3)]) == [120, 5]
 

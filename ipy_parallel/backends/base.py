@@ -38,12 +38,13 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import cloudpickle
 
+from .. import _engine  # LockHold only (InterruptSafeLock): no backend's transport
 from .._wire import protocol
 from ..exceptions import ParallelError, ParallelInterrupted, ParallelTimeout, RunStopped
 from ..results import Result, format_workers, rebuild
 
 __all__ = ["Engine", "BasePool", "Run", "MAX_WORKERS", "STOP_GRACE", "TICK", "check_workers", "cell_filename",
-           "deferred_interrupts"]
+           "deferred_interrupts", "InterruptSafeLock"]
 
 #: The most workers one pool may have.
 MAX_WORKERS = 256
@@ -104,7 +105,7 @@ class BasePool:
 
     def __init__(self, n: int | None = None):
         n = self._check_size(n)
-        self._lock = threading.Lock()  # guards _current and the start and collection of runs
+        self._lock = InterruptSafeLock()  # guards _current and the start and collection of runs
         self._current: Run | None = None  # the last run registered
         self._closed = False
         self._sent_path: list[str] | None = None
@@ -275,7 +276,7 @@ class BasePool:
         if n == self.size:
             return
         self._wait_until_idle("resize")
-        with self._lock:
+        with self._lock.held():
             self._check_open()
             self._before_run()
             abandoned = self._engine.resize(n)
@@ -350,7 +351,7 @@ class BasePool:
         payloads, lent, path = self._payloads(inputs, worker_inputs, targets)
         announced = False
         while True:
-            with self._lock:
+            with self._lock.held():
                 self._check_open()
                 self._before_run()
                 previous = self._current
@@ -401,7 +402,7 @@ class BasePool:
     def _collect(self, run: Run) -> list[tuple]:
         """The finished run's records, kept in it (the run's owner and the next run's turn may
         both ask, hence the lock)."""
-        with self._lock:
+        with self._lock.held():
             if not run._settle():
                 raise RuntimeError("the run is not finished: wait() until it returns True")
             records = run._records
@@ -507,7 +508,7 @@ class Run:
     def output(self) -> list[tuple[int, str, str]]:
         """What the workers wrote since the last call, as (worker_id, "stdout" | "stderr", text),
         in order for each worker. Only for runs started with stream=True."""
-        with self._pool._lock:
+        with self._pool._lock.held():
             chunks, self._late_output = self._late_output, []
             if self._live():
                 chunks += self._engine.drain_output()
@@ -714,6 +715,32 @@ def _warn_abandoned(kind: str, abandoned) -> None:
     for worker_id, why in abandoned:
         warnings.warn(f"ipy_parallel: {kind} worker {worker_id} was abandoned while closing ({why}): its thread and "
                       "interpreter are left running and will never be joined", RuntimeWarning, stacklevel=3)
+
+
+class InterruptSafeLock:
+    """A lock for ``with lock.held():`` blocks that a KeyboardInterrupt cannot leave held.
+
+    CPython 3.14 calls a with statement's ``__enter__`` through an ordinary CALL, which runs
+    pending signal handlers after the call returns and before the block and its ``__exit__`` are
+    set up (CPython gh-148874): a Ctrl-C there leaves a plain lock acquired for good, and every
+    later run waits for it forever. 3.12 and 3.13's BEFORE_WITH runs none, so there ``held()`` is
+    the plain lock. On 3.14+ it is the engine's LockHold, made for that one with statement: its
+    acquire is noted in C, and interrupted in that window it is dropped as the exception unwinds
+    and releases the lock (native/lock_hold.h). Deferring SIGINT instead would swap its handler
+    twice a hold: two system calls, more than a run's own locking costs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def held(self):
+        """The object of one ``with`` statement that holds the lock."""
+        return self._lock if _WITH_ENTERS_ATOMICALLY else _engine.LockHold(self._lock)
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+_WITH_ENTERS_ATOMICALLY = sys.version_info < (3, 14)
 
 
 @contextlib.contextmanager

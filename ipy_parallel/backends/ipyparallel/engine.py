@@ -105,8 +105,12 @@ class ClusterEngine:
             pending = next((ar for ar in self._ars if not ar.ready()), None)
             if pending is not None:
                 pending.wait(left)
-            else:
-                next(ar for ar in self._ars if not ar.wait_for_output(0)).wait_for_output(min(left, 0.05))
+                continue
+            # The client's thread delivers output while this one looks: what was missing a moment
+            # ago in _finished() may have come since (then the loop ends at its next check).
+            silent = next((ar for ar in self._ars if not ar.wait_for_output(0)), None)
+            if silent is not None:
+                silent.wait_for_output(min(left, 0.05))
         return True
 
     def collect(self) -> list[tuple]:
