@@ -37,6 +37,13 @@ bool g_exiting = false;             // at_exit() has begun: no new pools (g_live
 std::vector<ipp::Pool*> g_forked;   // pools the fork hook closed, which may start again (g_live_mutex)
 int g_creating = 0;                 // pools whose workers are being created, not yet in g_live (g_live_mutex)
 std::condition_variable g_created;  // g_creating went down
+// From the before-fork hook until the fork is over (the after hooks, in parent and child): no
+// pool may start (g_live_mutex). Without a GIL (3.14t) another thread runs meanwhile, and one
+// that started a pool there (a warm start, a pool restarting after the hook closed it) would
+// have sub-interpreters alive as the process forks: the child then crashes (gh-139759).
+bool g_forking = false;
+std::condition_variable g_fork_over;
+constexpr double kForkWaitSeconds = 30.0;  // a fork whose after hook never runs does not block pools for good
 
 // Runs fn() with the GIL released and takes it back after, in a plain function rather than a
 // destructor (py::gil_scoped_release's): once the interpreter finalizes, taking the GIL ends any
@@ -104,6 +111,10 @@ void close_all_pools() {
 // PyOS_AfterFork_Child on 3.12-3.14 (gh-101437, gh-139759), so every pool ends first; these may
 // start again after (Pool does, saying so).
 void close_for_fork() {
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_forking = true;
+  }
   wait_for_creations(5.0);
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
@@ -112,6 +123,19 @@ void close_for_fork() {
   }
   close_all_pools();
 }
+
+// os.register_at_fork(after_in_parent=): pools may start again.
+void fork_over() {
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_forking = false;
+  }
+  g_fork_over.notify_all();
+}
+
+// The child has one thread: the flag is reset without the lock, which a thread of the parent may
+// have held as it forked (that thread does not exist here).
+void fork_over_in_child() { g_forking = false; }
 
 // The atexit hook: close every pool. Interpreters that could not be ended (their workers
 // abandoned, or left to threads the cells started) cannot stay while the main interpreter
@@ -148,11 +172,15 @@ void at_exit() {
 class PoolHandle {
  public:
   PoolHandle(int n_workers, std::string modules) {
-    {
-      std::lock_guard<std::mutex> lock(g_live_mutex);
-      if (g_exiting) throw std::runtime_error("the interpreter is exiting: no new pool can start");
-      ++g_creating;
-    }
+    // GIL released while a fork is under way: the forking thread's hooks need no GIL, but a
+    // thread of ours holding it would keep the other Python threads from running meanwhile.
+    const bool exiting = without_gil([] {
+      std::unique_lock<std::mutex> lock(g_live_mutex);
+      g_fork_over.wait_for(lock, std::chrono::duration<double>(kForkWaitSeconds), [] { return !g_forking; });
+      if (!g_exiting) ++g_creating;
+      return g_exiting;
+    });
+    if (exiting) throw std::runtime_error("the interpreter is exiting: no new pool can start");
     try {
       if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
       // Workers take the main GIL while they create their interpreters.
@@ -496,5 +524,7 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
   // A child forked while sub-interpreters are alive crashes in PyOS_AfterFork_Child on
   // 3.12-3.14 (gh-101437, gh-139759): end them first. This hook runs before os.fork() takes
   // the runtime's locks, so the workers can still end their interpreters.
-  py::module_::import("os").attr("register_at_fork")(py::arg("before") = py::cpp_function(&close_for_fork));
+  py::module_::import("os").attr("register_at_fork")(py::arg("before") = py::cpp_function(&close_for_fork),
+                                                     py::arg("after_in_parent") = py::cpp_function(&fork_over),
+                                                     py::arg("after_in_child") = py::cpp_function(&fork_over_in_child));
 }

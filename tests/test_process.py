@@ -344,3 +344,11 @@ def test_processes_a_cell_starts_keep_the_usual_ctrl_c(shared):
         "subprocess.run([sys.executable, '-c', 'import signal; print(signal.getsignal(signal.SIGINT))'], " + \
         "capture_output=True, text=True).stdout.strip()"
     assert [r.value for r in shared.run(script)] == ["<built-in function default_int_handler>"] * 2
+
+
+def test_a_pool_dropped_without_close_ends_its_processes():
+    # As a Ctrl-C can make it: the pool was made, the assignment never happened. Its reader
+    # threads keep the engine alive, so only a finalizer of the pool itself ends the processes.
+    before = children()
+    ProcessPool(2)
+    assert all_gone(children() - before, bound(5)), f"left: {children() - before}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import weakref
 
 from ...results import format_workers
-from ..base import BasePool
+from ..base import STOP_GRACE, BasePool
 from .engine import ProcessEngine
 
 __all__ = ["ProcessPool"]
@@ -39,7 +40,11 @@ class ProcessPool(BasePool):
 
     def _open_engine(self, n: int) -> ProcessEngine:
         self._sent_path = list(sys.path)  # each process starts with it
-        return ProcessEngine(n, self._sent_path)
+        engine = ProcessEngine(n, self._sent_path)
+        # A pool dropped without close() (one a Ctrl-C lost as it was being assigned, say) still
+        # ends its processes: the engine's reader threads keep the engine alive, never this pool.
+        weakref.finalize(self, engine.close, STOP_GRACE)
+        return engine
 
     def __repr__(self) -> str:
         return f"<ipy_parallel.ProcessPool {self.size} worker processes, {self.state}, {self.runs} runs>"
