@@ -366,6 +366,7 @@ def kernel():
 
 
 _thread_context = threading.local()
+_interrupting_contexts: list[contextvars.Context] = []
 
 
 def interrupt_kernel(client_or_manager) -> None:
@@ -378,6 +379,10 @@ def interrupt_kernel(client_or_manager) -> None:
     context = getattr(_thread_context, "context", None)
     if context is None:
         context = _thread_context.context = contextvars.Context()
+        # Kept, with the event loop jupyter_client makes in it, for the session: dropped with its
+        # thread, a free-threaded build may free it later on the main thread, and the loop's
+        # __del__ would then run wherever the main thread is (inside a random-interrupt test).
+        _interrupting_contexts.append(context)
     context.run(manager.interrupt_kernel)
 
 
