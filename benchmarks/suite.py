@@ -29,12 +29,10 @@ from pathlib import Path
 
 from ipy_parallel import Pool, SubinterpreterExecutor, _engine, bench
 
-try:  # 3.14: the public module, and its executor (beside ours in the calls section)
+try:  # 3.14's executor of interpreters, beside ours in the calls section
     from concurrent.futures import InterpreterPoolExecutor
-    STDLIB_INTERPRETERS = "stdlib concurrent.interpreters"
 except ImportError:
     InterpreterPoolExecutor = None
-    STDLIB_INTERPRETERS = "stdlib _interpreters"
 
 SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory", "pythons"]
 MiB = 1024 * 1024
@@ -157,7 +155,7 @@ def cold(args, cluster) -> None:
             "ipy_parallel Pool": lambda: bench.first_result_pool(n),
             "ipy_parallel Pool, grown from half as many (resize)": lambda: bench.first_result_resized(n),
             "ipy_parallel, first cell 0.3 s after %load_ext (warm start)": lambda: bench.first_result_warmed(n),
-            STDLIB_INTERPRETERS: lambda: bench.first_result_stdlib(n),
+            bench.stdlib_label(): lambda: bench.first_result_stdlib(n),
             "multiprocessing.Pool spawn": lambda: bench.first_result_processes(n, "spawn"),
         }
         samples = {name: [] for name in runners}
@@ -263,17 +261,19 @@ def pythons(args, cluster) -> None:
             one = json.loads(proc.stdout.strip().splitlines()[-1])
             name = one["version"] + ("t" if one["free_threaded"] else "")
             samples.setdefault(name, []).append(one)
+    def round_trips(runs: list[dict], n: int) -> tuple[float, float]:  # median, p90
+        times = [t for run in runs for t in run[f"round_trip_{n}"]]
+        return statistics.median(times), statistics.quantiles(times, n=10)[-1]
+
     first = next(iter(samples))
+    base = {n: round_trips(samples[first], n) for n in (2, 20)}
     rows = []
     for name, runs in samples.items():
         row = [name + ("" if not runs[0]["free_threaded"] else
                        (" (GIL off)" if not runs[-1]["gil_enabled_after"] else " (GIL turned on)"))]
         for n in (2, 20):
-            times = [t for run in runs for t in run[f"round_trip_{n}"]]
-            base = [t for run in samples[first] for t in run[f"round_trip_{n}"]]
-            median, p90 = statistics.median(times), statistics.quantiles(times, n=10)[-1]
-            row += [f"{median * 1e6:.1f} / {p90 * 1e6:.1f}us",
-                    f"{median / statistics.median(base):.2f}x / {p90 / statistics.quantiles(base, n=10)[-1]:.2f}x"]
+            (median, p90), (base_median, base_p90) = round_trips(runs, n), base[n]
+            row += [f"{median * 1e6:.1f} / {p90 * 1e6:.1f}us", f"{median / base_median:.2f}x / {p90 / base_p90:.2f}x"]
         serial = statistics.median(run["serial"] for run in runs)
         row += [f"{serial / statistics.median(run['pool'] for run in runs):.2f}x",
                 f"{serial / statistics.median(run['threads'] for run in runs):.2f}x"]

@@ -133,6 +133,21 @@ def multiprocessing_pool(ns: list[int], start_method: str) -> list[int]:
     return values
 
 
+def public_interpreters():
+    """CPython 3.14's concurrent.interpreters, or None before it (only the private module then);
+    imported when a benchmark first asks."""
+    try:
+        from concurrent import interpreters
+    except ImportError:
+        return None
+    return interpreters
+
+
+def stdlib_label() -> str:
+    """How the rows of CPython's own interpreters are named: which module they drive."""
+    return "stdlib concurrent.interpreters" if public_interpreters() is not None else "stdlib _interpreters"
+
+
 class StdlibInterpreters:
     """CPython's own interpreters, driven from one Python thread per interpreter (what a user can
     do without us). Warm: created and given seed_task beforehand. 3.14 has the public
@@ -142,21 +157,16 @@ class StdlibInterpreters:
     an _xxinterpchannels channel. `label` names what was used."""
 
     def __init__(self, n_interpreters: int):
-        self._public = self._queues = self._channels = None
-        try:
-            from concurrent import interpreters
-        except ImportError:
-            pass
-        else:
-            self.label = "stdlib concurrent.interpreters"
-            self._public = interpreters
-            self.queue = interpreters.create_queue()
-            self.ids = [interpreters.create() for _ in range(n_interpreters)]
+        self.label = stdlib_label()
+        self._queues = self._channels = None
+        self._public = public_interpreters()
+        if self._public is not None:
+            self.queue = self._public.create_queue()
+            self.ids = [self._public.create() for _ in range(n_interpreters)]
             for interp in self.ids:
                 interp.prepare_main(queue=self.queue)
                 interp.exec(SEED_SOURCE)
             return
-        self.label = "stdlib _interpreters"
         try:
             import _interpqueues
             import _interpreters
@@ -933,10 +943,7 @@ def first_result_processes(n: int, start_method: str) -> float:
 def first_result_stdlib(n: int) -> float:
     """The same for n fresh stdlib interpreters, each running an empty script (3.14:
     concurrent.interpreters, before it the private module)."""
-    try:
-        from concurrent import interpreters
-    except ImportError:
-        interpreters = None
+    interpreters = public_interpreters()
     if interpreters is not None:
         create, run, destroy = interpreters.create, (lambda interp, code: interp.exec(code)), (lambda i: i.close())
     else:
