@@ -87,7 +87,9 @@ def _pool_of(n: int) -> Pool:
 def _reraisable(index: int, item, error) -> BaseException:
     where = f"parallel(): task {index} ({item[0]}.{item[1]})"
     exc = error.exception
-    if exc is None:
+    if exc is None and error.type_name == "KeyboardInterrupt":  # a Ctrl-C here, as its result was rebuilt
+        exc = KeyboardInterrupt(error.message)
+    elif exc is None:
         exc = RuntimeError(f"{where} raised {error}")
     exc.add_note(f"{where} raised it in a sub-interpreter:\n{error.traceback.rstrip()}")
     return exc
