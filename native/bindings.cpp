@@ -148,9 +148,11 @@ void at_exit() {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_exiting = true;  // a daemon thread's pool stays closed from now on
   }
+  const ipp::compat::ExitStatus program;  // the main program's; the workers' stops are not
   wait_for_creations(5.0);
   close_all_pools();
   ipp::release_lent();
+  program.restore();
   const int alive = ipp::Interpreter::alive();
   if (alive == 0) return;
   for (const char* name : {"stdout", "stderr"}) {

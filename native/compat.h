@@ -116,4 +116,32 @@ class StateLock {
 };
 #endif
 
+// The status a process exits with after a worker was stopped. On 3.12 and 3.13, a PyRun_String*
+// (builtin exec or eval of a string: namedtuple, dataclasses, a cell's own exec) that ends in
+// KeyboardInterrupt sets a flag of the whole runtime, from any interpreter and thread, even
+// when the caller catches it; Py_RunMain then ends the process by SIGINT after finalizing,
+// whatever the main program did (3.14 sets it only for an exception nobody handled:
+// gh-128130). The interrupt that stops a worker often lands in such code, so a script that
+// stopped a cell and ended normally exited by SIGINT. An ExitStatus taken before a task (or the
+// exit's stop of every worker) puts the flag back after it. The flag is internal state, which
+// unhandled_interrupt.c reads: those headers compile only as C.
+#if PY_VERSION_HEX < 0x030E0000
+extern "C" int ipp_unhandled_keyboard_interrupt(void);
+extern "C" void ipp_set_unhandled_keyboard_interrupt(int value);
+
+class ExitStatus {
+ public:
+  ExitStatus() : saved_(ipp_unhandled_keyboard_interrupt()) {}
+  void restore() const { ipp_set_unhandled_keyboard_interrupt(saved_); }
+
+ private:
+  int saved_;
+};
+#else
+class ExitStatus {
+ public:
+  void restore() const {}
+};
+#endif
+
 }  // namespace ipp::compat

@@ -532,6 +532,7 @@ TaskResult Worker::execute(const Task& task) {
   TaskResult result;
   result.worker_id = id_;
   bool interrupted_early = false;
+  const compat::ExitStatus before;
   {
     std::lock_guard<std::mutex> lock(task_mutex_);
     task_generation_ = task.generation;
@@ -570,6 +571,14 @@ TaskResult Worker::execute(const Task& task) {
     Py_XDECREF(filename);
     Py_XDECREF(source);
   }
+  // Our interrupt's mark, not an unhandled one of the program's; before the task counts as
+  // finished, so that a close waiting for it (the exit's, which keeps the program's) comes after.
+  bool stopped = false;
+  {
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    stopped = interrupt_generation_ == task_generation_;
+  }
+  if (stopped) before.restore();
   // Before the task counts as finished, so that no run can start before the barrier knows.
   if (result.error) {
     const std::string raised = result.error->type_name + ": " + result.error->message;

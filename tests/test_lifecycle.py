@@ -330,6 +330,32 @@ def test_exit_with_a_daemon_thread_inside_the_engine_is_clean(script):
         assert seconds < bound(10)
 
 
+STOPPED_IN_A_STRING_EXEC = """
+import sys, time, ipy_parallel
+pool = ipy_parallel.Pool(2)
+spin = "while True:\\n    exec('for _ in range(1000): pass')"  # most of its time in a string's exec
+for _ in range(10):
+    run = pool.submit(spin)
+    time.sleep(0.05)
+    pool.interrupt()
+    assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
+pool.submit("import time\\ntime.sleep(30)")  # still running at exit: stopped by the engine's exit hook
+time.sleep(0.05)
+{end}
+"""
+
+
+@pytest.mark.parametrize("end, status", [("pass", 0), ("sys.exit(3)", 3), ("raise KeyboardInterrupt", -signal.SIGINT)],
+                         ids=["ends normally", "exits 3", "ends by Ctrl-C"])
+def test_stopping_a_cell_in_a_strings_exec_leaves_the_exit_status_to_the_program(end, status):
+    # On 3.12 and 3.13 a KeyboardInterrupt out of any exec or eval of a string, even one caught,
+    # made the process exit by SIGINT (native/compat.h, ExitStatus); our stops land there often.
+    # The task left running at exit is one whose stop does not clear the mark of a program that
+    # ended by Ctrl-C (a worker running string execs then would: every one resets it, gh-128130).
+    proc, _ = run_child(STOPPED_IN_A_STRING_EXEC.format(end=end))
+    assert proc.returncode == status, proc.stderr
+
+
 def test_closing_a_pool_whose_workers_imported_threading_is_quick():
     pool = ipy_parallel.Pool(2)
     pool.run("import threading, logging, cloudpickle")  # threading knows the process's main thread
