@@ -59,7 +59,8 @@ def size() -> int:
 
 
 def barrier(timeout: float | None = None) -> None:
-    """Block until every worker of the current run has called barrier(), then go on together.
+    """Block until every worker of the current run (its ``targets``, if it has them) has called
+    barrier(), then go on together.
 
     Raises threading.BrokenBarrierError (in every waiting worker) when a worker of the run
     raised, finished its task without calling barrier(), or waited longer than ``timeout``
@@ -70,7 +71,7 @@ def barrier(timeout: float | None = None) -> None:
         raise RuntimeError(f"ipy_parallel.worker.barrier() needs workers in one process; the {context.backend} "
                            "backend's workers are separate processes: use the default sub-interpreter backend")
     deadline = None if timeout is None else time.monotonic() + timeout
-    ticket = _engine.barrier_arrive(context.group, context.size)
+    ticket = _engine.barrier_arrive(context.group, context.parties)
     while not _engine.barrier_wait(context.group, ticket, _slice(deadline)):
         if deadline is not None and time.monotonic() >= deadline:
             why = f"worker {context.rank} waited {timeout:g} s at the barrier"

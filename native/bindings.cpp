@@ -364,6 +364,8 @@ void def_rendezvous(py::module_& m) {
   }, py::arg("group"), py::arg("ticket"), py::arg("timeout"),
      "Wait up to timeout seconds, GIL released: True once all parties arrived. Raises "
      "threading.BrokenBarrierError if the barrier broke.");
+  m.def("barrier_excuse", [&rv](std::uint64_t group, int rank) { rv.excuse(group, rank); }, py::arg("group"),
+        py::arg("rank"), "Worker `rank` is not one of this run's targets: no party to its barrier.");
   m.def("barrier_abort", [&rv](std::uint64_t group, const std::string& why) { rv.abort(group, why); },
         py::arg("group"), py::arg("why"), "Break the barrier of pool `group` until its next run.");
   m.def("queue_put", [&rv](const std::string& name, const py::bytes& item) {

@@ -32,7 +32,13 @@ void Rendezvous::enter(std::uint64_t group, std::uint64_t run) {
     b.arrived = 0;
     b.left.clear();
     b.broken.clear();
+    b.excused.clear();
   }
+}
+
+void Rendezvous::excuse(std::uint64_t group, int rank) {
+  std::lock_guard<std::mutex> lock(barrier_mutex_);
+  barrier(group).excused.insert(rank);
 }
 
 void Rendezvous::leave(std::uint64_t group, int rank, const std::string* raised) {
@@ -41,6 +47,7 @@ void Rendezvous::leave(std::uint64_t group, int rank, const std::string* raised)
     auto it = barriers_.find(group);
     if (it == barriers_.end()) return;
     Barrier& b = it->second;
+    if (b.excused.count(rank) != 0) return;  // no party to this run's barrier
     if (!b.left.empty()) return;  // the first to leave says why the barrier cannot be passed
     b.left = "worker " + std::to_string(rank) +
              (raised ? " raised " + *raised : std::string(" finished its task without reaching the barrier"));

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -34,6 +35,9 @@ class Rendezvous {
   // raised: "Type: message" of the exception that ended the task, or null if it ended normally.
   void enter(std::uint64_t group, std::uint64_t run);
   void leave(std::uint64_t group, int rank, const std::string* raised);
+  // A worker's runtime, during its task: this worker is not one of the run's targets, so it is
+  // no party to the run's barrier and its leaving breaks nothing.
+  void excuse(std::uint64_t group, int rank);
   void forget(std::uint64_t group);  // the pool closed
 
   // A worker reaches the barrier of its pool (parties: the run's workers); returns a ticket to
@@ -56,6 +60,7 @@ class Rendezvous {
     int arrived = 0;
     std::string left;              // how the first task of this run to end ended ("" while none has)
     std::string broken;            // why, once broken (until the next run)
+    std::set<int> excused;         // workers that are not the run's targets
   };
   struct Queue {
     std::mutex mutex;

@@ -31,6 +31,18 @@ def test_magics_and_shell_commands_stay_local(ip, capsys):
     assert ip.run_cell("40 + 2").result == 42
 
 
+@pytest.mark.parametrize("cell", ["%%time\nhere = 1", "%%capture captured\nhere = 1", "%time here = 1",
+                                  "%%timeit -n 1 -r 1 -o\nglobal here\nhere = 1"])
+def test_a_cell_that_begins_with_a_magic_runs_its_body_in_the_kernel(ip, cell):
+    # IPython hands the body of %%time, %%capture or %%timeit to the same input transformers as
+    # a typed cell: the body is the magic's, and the magic runs here.
+    ip.run_line_magic("autoparallel", "on")
+    result = ip.run_cell(cell)
+    assert result.success, result.error_in_exec
+    assert ip.user_ns.get("here") == 1
+    assert ip.run_cell("'here' in globals()").result == [False] * os.cpu_count()  # the next cell: workers
+
+
 def test_it_follows_the_session_defaults(ip):
     ip.run_line_magic("parallel_config", "-n 3")
     ip.run_line_magic("autoparallel", "on")

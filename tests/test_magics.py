@@ -330,6 +330,12 @@ def test_targets_run_on_those_workers_in_their_order(ip):
     assert cell(ip, "4", "'only' in globals()") == [False, True, False, False]
 
 
+def test_a_barrier_in_a_cell_with_targets_waits_for_those_workers_only(ip):
+    body = "from ipy_parallel import worker\nworker.barrier()\nworker_id"
+    assert cell(ip, "4 --targets 0,2", body) == [0, 2]
+    assert cell(ip, "4 --targets 3", body) == [3]
+
+
 def test_targets_with_scatter_out_and_pull(ip, capsys):
     ip.user_ns["items"] = list(range(10))
     cell(ip, "4 --targets 1,3 --scatter items -o sums --pull part", "part = items\nsum(items)")

@@ -21,9 +21,9 @@ def test_operations_can_never_be_user_source():
 
 def test_payload_round_trip():
     payload = protocol.pack_payload(["/a", "/b"], [(b"one", ["x"]), (None, ("y", "z"))])
-    assert protocol.unpack_payload(payload) == (["/a", "/b"], [(b"one", ("x",)), (None, ("y", "z"))], False)
-    assert protocol.unpack_payload(protocol.pack_payload(None, [])) == (None, [], False)
-    assert protocol.unpack_payload(protocol.pack_payload(["/p"], [], idle=True)) == (["/p"], [], True)
+    assert protocol.unpack_payload(payload) == (["/a", "/b"], [(b"one", ("x",)), (None, ("y", "z"))], None)
+    assert protocol.unpack_payload(protocol.pack_payload(None, [])) == (None, [], None)
+    assert protocol.unpack_payload(protocol.pack_payload(["/p"], [], [0, 2])) == (["/p"], [], (0, 2))
 
 
 def test_error_records_hold_only_valid_utf8():

@@ -67,6 +67,16 @@ def test_a_worker_that_skips_the_barrier_breaks_it(pool):
     assert values(pool.run(IMPORT + "worker.barrier()\n'after'")) == ["after", "after"]  # a new run, a new barrier
 
 
+def test_the_barrier_of_a_run_with_targets_is_the_targets_alone():
+    with ipy_parallel.Pool(4) as p:
+        for _ in range(3):  # the other workers end at once, every run: never a party
+            got = p.run(IMPORT + "import time\ntime.sleep(0.05)\nworker.barrier()\nworker_id", targets=[0, 2])
+            assert values(got) == [0, 2]
+        assert values(p.run(IMPORT + "worker.barrier()\nworker_id")) == [0, 1, 2, 3]  # all four again
+        got = errors(p.run(IMPORT + "if worker_id == 2:\n    worker.barrier()", targets=[2, 3]))
+        assert got == ["threading.BrokenBarrierError: worker 3 finished its task without reaching the barrier", None]
+
+
 def test_barrier_timeout_breaks_it(pool):
     got = errors(pool.run(IMPORT + "import time\nif worker_id:\n    worker.barrier(timeout=0.2)\n"
                                    "else:\n    time.sleep(2)"))

@@ -10,10 +10,11 @@ task          (source, filename, payload)
   source      the cell's text, or an operation of the runtime (RESET, PULL, RESIZE): a string that begins
               with NUL, which no Python source can
   filename    what tracebacks and linecache call the source
-  payload     None, or pack_payload(path, parts, idle): marshal((sys.path to follow or None,
-              [(pickled dict of names to values or None, names of lent inputs), ...], idle)),
-              the parts bound in order (a later one overrides an earlier); idle: this worker
-              is not one of the run's targets: it follows the path and replies at once
+  payload     None, or pack_payload(path, parts, targets): marshal((sys.path to follow or None,
+              [(pickled dict of names to values or None, names of lent inputs), ...], targets)),
+              the parts bound in order (a later one overrides an earlier); targets: None (the
+              run is every worker's) or the run's worker ids: a worker not among them follows
+              the path and replies at once, and the run's barrier is the targets' alone
 lent          the objects a sub-interpreter's parts name, in their order, handed over by the C++
               engine without pickling: a bytes or str of LEND_MIN or more is copied once into
               the worker; any other contiguous buffer (memoryview, bytearray, array.array, mmap)
@@ -59,15 +60,16 @@ def dropped_note(stream_name, count):
             f"{OUTPUT_LIMIT >> 20} Mi characters of each stream]\n")
 
 
-def pack_payload(path, parts, idle=False):
-    """parts: [(pickled dict or None, names of lent inputs), ...]"""
-    return _marshal((path, [(blob, tuple(names)) for blob, names in parts], bool(idle)))
+def pack_payload(path, parts, targets=None):
+    """parts: [(pickled dict or None, names of lent inputs), ...]; targets: None or worker ids"""
+    return _marshal((path, [(blob, tuple(names)) for blob, names in parts],
+                     None if targets is None else tuple(targets)))
 
 
 def unpack_payload(payload):
-    """(path or None, [(pickled dict or None, names of lent inputs), ...], idle)"""
-    path, parts, idle = _unmarshal(payload)
-    return path, parts, idle
+    """(path or None, [(pickled dict or None, names of lent inputs), ...], targets or None)"""
+    path, parts, targets = _unmarshal(payload)
+    return path, parts, targets
 
 
 def error_record(type_name, message, traceback, pickled=None):

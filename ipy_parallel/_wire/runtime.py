@@ -44,6 +44,14 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
     _OWN_FILES.update(hide)
     context = type(sys)(protocol.CONTEXT_MODULE)
     context.rank, context.size, context.group, context.backend = worker_id, n_workers, group, backend
+    context.parties = n_workers  # the current run's workers: its barrier's parties
+
+    def excuse():
+        """Not one of the run's targets: no party to the barrier its workers share."""
+        if group is not None:
+            from ipy_parallel import _engine
+
+            _engine.barrier_excuse(group, worker_id)
 
     def stop_requested():
         """True once the pool asked this worker's current task to stop (an interrupt, a close),
@@ -89,9 +97,13 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
         try:
             try:
                 operation = source.startswith("\0")
+                context.parties = context.size
                 if payload is not None:
-                    received = _receive(payload, None if operation else namespace, lent)
+                    received, targets = _receive(payload, worker_id, None if operation else namespace, lent)
+                    if targets is not None:
+                        context.parties = len(targets)
                     if received is None:  # not one of the run's targets
+                        excuse()
                         return protocol.reply()
                 if operation:
                     return _operation(source, received if payload is not None else {})
@@ -300,19 +312,19 @@ def _forget(compiled):
         linecache.cache.pop(oldest[1], None)
 
 
-def _receive(payload, namespace=None, lent=()):
+def _receive(payload, rank, namespace=None, lent=()):
     """Follow the main interpreter's sys.path, then bind the inputs it sent, pickled and lent, in
-    ``namespace`` (or, without one, in a new dict); return that, or None for a worker that is
-    not one of the run's targets (it binds nothing and runs nothing).
+    ``namespace`` (or, without one, in a new dict); return that (None for a worker that is not
+    one of the run's targets: it binds nothing and runs nothing) and the targets (None: all).
 
     The path travels outside the inputs, so it is applied even when an input cannot be
     rebuilt here (a module this worker cannot import, say).
     """
-    path, parts, idle = protocol.unpack_payload(payload)
+    path, parts, targets = protocol.unpack_payload(payload)
     if path is not None:
         sys.path[:] = path
-    if idle:
-        return None
+    if targets is not None and rank not in targets:
+        return None, targets
     target = {} if namespace is None else namespace
     lent = iter(lent)
     for blob, names in parts:
@@ -322,7 +334,7 @@ def _receive(payload, namespace=None, lent=()):
             target.update(_pickle.loads(blob))
         for name in names:
             target[name] = next(lent)
-    return target
+    return target, targets
 
 
 class _DefinedHere(Exception):

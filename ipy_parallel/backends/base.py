@@ -432,7 +432,7 @@ class BasePool:
         protocol payload); the objects each payload lends ([] if none does); and the sys.path
         they carry, if any: workers follow the main interpreter's sys.path, so the modules a
         notebook can import are importable in its workers; it is sent only when it has changed.
-        With ``targets``, the other workers get an idle payload (the path only)."""
+        With ``targets``, every payload names them, and the other workers get the path only."""
         path = None
         if self._follows_path:
             now = list(sys.path)
@@ -453,10 +453,11 @@ class BasePool:
         groups = [[p for p in (common, part) if p] for part in mine]
         if worker_inputs is None and targets is None:
             groups = groups[:1]  # one payload for all
-        payloads = [protocol.pack_payload(path, [(blob, names) for blob, names, _ in parts]) for parts in groups]
+        payloads = [protocol.pack_payload(path, [(blob, names) for blob, names, _ in parts], targets)
+                    for parts in groups]
         lent = [[obj for _, _, objects in parts for obj in objects] for parts in groups]
         if targets is not None:
-            idle = protocol.pack_payload(path, [], idle=True)
+            idle = protocol.pack_payload(path, [], targets)
             slot = {worker_id: k for k, worker_id in enumerate(targets)}
             payloads = [payloads[slot[w]] if w in slot else idle for w in range(self.size)]
             lent = [lent[slot[w]] if w in slot else [] for w in range(self.size)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 __all__ = ["AutoParallel"]
 
 # Cells that begin with IPython's own syntax run in the kernel as usual: %autoparallel off must
@@ -12,9 +14,24 @@ PROMPT_MARK = "[parallel] "
 
 def _as_parallel_cell(lines: list[str]) -> list[str]:
     first = next((line.lstrip() for line in lines if line.strip()), "")
-    if not first or first.startswith(LOCAL):
+    if not first or first.startswith(LOCAL) or _inside_a_running_cell():
         return lines
     return ["%%parallel\n", *lines]
+
+
+def _inside_a_running_cell() -> bool:
+    """Whether IPython transforms code that a running cell hands it: the body of %%time,
+    %%timeit or %%capture, the statement of %time. Those go through the same transforms as a
+    typed cell, and belong to the cell that began with % (which runs in the kernel)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    running = InteractiveShell.run_code.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is running:
+            return True
+        frame = frame.f_back
+    return False
 
 
 # IPython asks whether a cell is complete with the same transforms, minus those marked so: a
