@@ -304,6 +304,19 @@ def test_cells_under_ever_new_names_do_not_grow_the_workers(any_pool):
     assert all(size <= 128 for size in sizes), sizes
 
 
+def test_big_cells_under_ever_new_names_keep_a_bounded_memory_in_the_workers(any_pool):
+    # A 200 KB cell run 100 times used to leave 100 copies of its lines in every worker (65 MiB
+    # with 2 workers); 40 runs are past the bound.
+    cell = "".join(f"value_{i} = {i}  # a line of a long generated cell, like a pasted table\n" for i in range(2600))
+    assert 190_000 < len(cell) < 210_000
+    for i in range(40):
+        any_pool.run(cell, filename=f"<parallel In[{i}]>")
+    kept = values(any_pool.run("import linecache, sys\n"
+                               "sum(sys.getsizeof(line) for f, entry in linecache.cache.items() "
+                               "if f.startswith('<parallel In[') for line in entry[2])"))
+    assert all(size < 4 * 2**20 for size in kept), kept
+
+
 def test_cpu_times_of_a_busy_run(any_pool):
     run = any_pool.submit("import time\nend = time.perf_counter() + 0.8\nwhile time.perf_counter() < end: pass")
     time.sleep(0.6)

@@ -20,6 +20,7 @@ from marshal import dumps as _marshal  # bound now: a cell may patch the module
 import _ipy_parallel_protocol as protocol
 
 _CODE_CACHE_SIZE = 128  # compiled cells kept (and their linecache entries); the oldest go first
+_CODE_CACHE_BYTES = 4 << 20  # and about this much memory for them, per worker (by _size_of; ~8 MiB in all)
 _PROTOCOL = 5
 _FunctionType = type(lambda: None)
 _OWN_FILES = {__file__, protocol.__file__}  # frames of these files never show in a cell's traceback
@@ -70,7 +71,7 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
     namespace = __main__.__dict__
     pristine_builtins = dict(builtins.__dict__)
     streams = [_Stream(emit, 1, "<stdout>", flush), _Stream(emit, 2, "<stderr>", flush)]
-    compiled = {}  # (source, filename) -> code, oldest first
+    compiled = _CompiledCells()
 
     def repair():
         # Whatever a cell did to its environment, the next one starts with it whole: its own
@@ -107,16 +108,10 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
                         return protocol.reply()
                 if operation:
                     return _operation(source, received if payload is not None else {})
-                code = compiled.pop((source, filename), None)
-                if code is None:
-                    if len(compiled) >= _CODE_CACHE_SIZE:
-                        _forget(compiled)
-                    try:
-                        code = _compile(source, filename)
-                    except SyntaxError as exc:
-                        raise exc.with_traceback(None) from None  # the parser's frames mean nothing to users
-                compiled[(source, filename)] = code  # now the newest
-                body, last = code
+                try:
+                    body, last = compiled.get(source, filename)
+                except SyntaxError as exc:
+                    raise exc.with_traceback(None) from None  # the parser's frames mean nothing to users
                 exec(body, namespace)
                 value = None if last is None else eval(last, namespace)
             except BaseException as exc:  # the cell's errors, KeyboardInterrupt and SystemExit included
@@ -303,13 +298,42 @@ def _compile(source, filename):
     return compile(tree, filename, "exec"), last
 
 
-def _forget(compiled):
-    """Drop the oldest compiled cell and its source lines, so that cells under ever new names
-    (In[1], In[2], ...) do not grow a worker without bound."""
-    oldest = next(iter(compiled))
-    del compiled[oldest]
-    if all(filename != oldest[1] for _, filename in compiled):
-        linecache.cache.pop(oldest[1], None)
+class _CompiledCells:
+    """The cells a worker has compiled, with their lines in linecache for tracebacks: a cell run
+    again is not compiled again. Cells come under ever new names (In[1], In[2], ...), so the
+    oldest go once there are _CODE_CACHE_SIZE of them or their memory passes _CODE_CACHE_BYTES:
+    a few big cells must not grow every worker by their size times the count."""
+
+    def __init__(self):
+        self._cells = {}  # (source, filename) -> ((body, last), bytes), oldest first
+        self._bytes = 0
+
+    def get(self, source, filename):
+        """The cell compiled (body, last expression or None); raises SyntaxError."""
+        key = (source, filename)
+        entry = self._cells.pop(key, None)
+        if entry is None:
+            code = _compile(source, filename)
+            entry = code, _size_of(source, filename, code)
+            self._bytes += entry[1]
+        self._cells[key] = entry  # now the newest
+        while len(self._cells) > 1 and (len(self._cells) > _CODE_CACHE_SIZE or self._bytes > _CODE_CACHE_BYTES):
+            self._forget_oldest()
+        return entry[0]
+
+    def _forget_oldest(self):
+        oldest = next(iter(self._cells))
+        self._bytes -= self._cells.pop(oldest)[1]
+        if all(filename != oldest[1] for _, filename in self._cells):
+            linecache.cache.pop(oldest[1], None)
+
+
+def _size_of(source, filename, code):
+    """About the memory a compiled cell keeps: its text (the key), its lines in linecache (one
+    object each: a cell of short lines costs several times its text), its code objects."""
+    lines = linecache.cache.get(filename, (0, None, ()))[2]
+    return (sys.getsizeof(source) + sys.getsizeof(lines) + sum(map(sys.getsizeof, lines))
+            + sum(sys.getsizeof(c) for c in code if c is not None))
 
 
 def _receive(payload, rank, namespace=None, lent=()):
