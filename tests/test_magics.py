@@ -276,6 +276,18 @@ def test_native_bench_plot_outside_a_notebook_saves_a_png_and_says_where(ip, cap
     assert f"native_bench: chart saved to {saved[0]}" in capsys.readouterr().out
 
 
+def test_chdir_in_a_worker_moves_the_whole_process_and_says_so_once(ip, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(os.getcwd())  # put back after the test: the worker moves this process
+    body = f"import os\nos.chdir({str(tmp_path)!r})\nos.getcwd()"
+    assert cell(ip, "2", body) == [str(tmp_path)] * 2
+    assert os.getcwd() == str(tmp_path)  # the notebook's too: one process
+    shown = capsys.readouterr()
+    assert "os.chdir() in a worker changes the working directory of the whole process" in shown.out + shown.err
+    cell(ip, "2", body)
+    shown = capsys.readouterr()
+    assert "os.chdir()" not in shown.out + shown.err  # once per worker
+
+
 def test_timeout_option(ip, capsys):
     result = ip.run_cell("%%parallel 2 --timeout 0.3\nimport time\nif worker_id:\n    time.sleep(60)\nworker_id")
     assert not result.success

@@ -2,7 +2,7 @@
 
 Shipped into every worker as the module ``_ipy_parallel_runtime`` (ipy_parallel._wire), never
 imported there through ipy_parallel, so a worker never loads the package or its C++ module for
-it. The worker calls setup() once; the function it returns runs each task with the worker's own
+it (but to excuse itself from the barrier of a run it is not a target of). The worker calls setup() once; the function it returns runs each task with the worker's own
 GIL held and never raises: everything the cell does comes back as a protocol reply. The engine
 calls teardown() before it ends the interpreter.
 """
@@ -42,6 +42,8 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
 
     if sleep is not None:
         time.sleep = sleep
+    if backend == "subinterpreter":
+        _warn_on_chdir()
     _OWN_FILES.update(hide)
     context = type(sys)(protocol.CONTEXT_MODULE)
     context.rank, context.size, context.group, context.backend = worker_id, n_workers, group, backend
@@ -296,6 +298,29 @@ def _compile(source, filename):
     if tree.body and isinstance(tree.body[-1], _ast.Expr):
         last = compile(_ast.Expression(tree.body.pop().value), filename, "eval")
     return compile(tree, filename, "exec"), last
+
+
+def _warn_on_chdir():
+    """os.chdir in a sub-interpreter moves the working directory of the whole process: the
+    notebook's and every other worker's. It still does, and says so once per worker."""
+    import os
+
+    chdir = os.chdir
+    warned = False
+
+    def chdir_and_warn(path):
+        nonlocal warned
+        chdir(path)
+        if not warned:
+            warned = True
+            import warnings
+
+            warnings.warn("os.chdir() in a worker changes the working directory of the whole process, the "
+                          "notebook's and every other worker's (sub-interpreters share one process): use "
+                          "absolute paths instead", RuntimeWarning, stacklevel=2)
+
+    chdir_and_warn.__doc__, chdir_and_warn.__name__ = chdir.__doc__, chdir.__name__
+    os.chdir = chdir_and_warn
 
 
 class _CompiledCells:
