@@ -272,6 +272,16 @@ class PoolHandle {
     return abandoned_list(given_up);
   }
 
+  // The caller has the records now: the engine lets go of them, so that a value the user drops
+  // is freed then rather than at the next start(). They die outside the lock.
+  void release() {
+    py::object records;
+    {
+      ipp::compat::StateLock::Held held(state_lock_);
+      records = std::move(collected_);
+    }
+  }
+
   py::list abandoned() {
     ipp::compat::StateLock::Held held(state_lock_);
     return abandoned_list(abandoned_);
@@ -450,6 +460,9 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
       .def("collect", &PoolHandle::collect,
            "The finished run's result records (ipy_parallel/_wire/protocol.py), one per worker: the "
            "same list every time until the next start().")
+      .def("release", &PoolHandle::release,
+           "The caller has kept the finished run's records: drop the engine's (collect() then gives no "
+           "more until the next start()).")
       .def("close", &PoolHandle::close, py::arg("timeout"),
            "Interrupt running tasks and end every worker within about `timeout` seconds, GIL "
            "released; workers that have not ended by then (blocked in C code, swallowing "

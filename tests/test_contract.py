@@ -1,5 +1,6 @@
 """The backend contract: one set of tests that every backend (sub-interpreters, processes, an ipyparallel cluster) must pass."""
 
+import gc
 import math
 import sys
 import time
@@ -315,6 +316,19 @@ def test_big_cells_under_ever_new_names_keep_a_bounded_memory_in_the_workers(any
                                "sum(sys.getsizeof(line) for f, entry in linecache.cache.items() "
                                "if f.startswith('<parallel In[') for line in entry[2])"))
     assert all(size < 4 * 2**20 for size in kept), kept
+
+
+def test_a_result_the_user_drops_is_freed_at_once(any_pool):
+    from ipy_parallel import bench
+
+    size = 64 * 2**20
+    before = bench.rss_bytes()
+    results = any_pool.run(f"b'x' * {size} if worker_id == 0 else None")
+    assert len(results[0].value) == size and bench.rss_bytes() - before > size * 0.9
+    del results
+    gc.collect()
+    assert bench.rss_bytes() - before < size / 4, "the pool kept the last run's results"
+    assert values(any_pool.run("worker_id")) == [0, 1]
 
 
 def test_cpu_times_of_a_busy_run(any_pool):

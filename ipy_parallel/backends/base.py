@@ -60,7 +60,7 @@ class Engine(Protocol):
 
     One run at a time: start() raises RuntimeError while the previous run has not finished (or
     the engine is closed). collect() gives the finished run's result records (the protocol's),
-    the same ones every time, until the next start(). Each call is atomic as far as the Pool is
+    the same ones every time, until the next start() or release(). Each call is atomic as far as the Pool is
     concerned: an engine written in Python defers KeyboardInterrupt in its critical sections
     (deferred_interrupts()).
     """
@@ -80,6 +80,7 @@ class Engine(Protocol):
     # accepts some ever gets any.
     def wait(self, timeout: float) -> bool: ...
     def collect(self) -> list[tuple]: ...
+    def release(self) -> None: ...  # the run's records are kept elsewhere now: let go of them
     def interrupt(self) -> list[int]: ...  # KeyboardInterrupt into the workers of the run; their ids
     def busy_workers(self) -> list[int]: ...
     def cpu_times(self) -> list[float]: ...  # per worker, since it started
@@ -399,6 +400,16 @@ class BasePool:
             raise ParallelInterrupted(what, stuck=still) from None
         return announced
 
+    def _forget(self, run: Run) -> None:
+        """The run is over and its results are its owner's: neither the pool nor its engine
+        keeps a reference to them, so that a value the user drops is freed now rather than at
+        the next run."""
+        with self._lock.held():
+            if self._current is run:
+                self._current = None
+                if run._engine is self._engine and not self._engine.closed and self._engine.runs == run._number:
+                    self._engine.release()
+
     def _collect(self, run: Run) -> list[tuple]:
         """The finished run's records, kept in it (the run's owner and the next run's turn may
         both ask, hence the lock)."""
@@ -641,6 +652,7 @@ class Run:
                 results = [by_id[w] for w in self._targets]
             self._results = results
             self._records = None
+            self._pool._forget(self)
         return self._results
 
     def _interrupt(self) -> None:

@@ -124,6 +124,18 @@ class ClusterEngine:
             self._records = [self._record(k, ar) for k, ar in enumerate(self._ars)]
         return self._records
 
+    def release(self) -> None:
+        """Count the run's CPU, then drop its replies: ours, and the copies the client caches."""
+        if self._closed or not self._ars or not self._finished():
+            return
+        with deferred_interrupts():
+            self._cpu_total = [a + b for a, b in zip(self._cpu_total, self._run_cpu())]
+            ars, self._ars, self._records = self._ars, [], None
+            try:
+                self._client.purge_local_results(ars)
+            except RuntimeError:  # still outstanding for the client: its cache keeps them a while
+                pass
+
     def interrupt(self) -> list[int]:
         """The interrupt signal to the engines still running the run, through their nannies
         (waits up to 1 s for the nannies to confirm); returns their worker ids. A signal that

@@ -193,6 +193,11 @@ class ProcessEngine:
                 raise RuntimeError("the run is not finished: wait() until it returns True")
             return list(self._records)
 
+    def release(self) -> None:
+        with self._cond:
+            if not self._pending:
+                self._records = [None] * len(self._records)
+
     def interrupt(self) -> list[int]:
         """INTERRUPT to every worker process still running the current run; returns their ids."""
         ids = self.busy_workers()
@@ -349,6 +354,7 @@ class ProcessEngine:
                     message = marshal.loads(buf[_HEADER:_HEADER + size])
                     del buf[:_HEADER + size]
                     self._handle(w, message)
+                    del message  # not kept while this thread waits for the next frame: a value may be big
             except Exception:  # a garbled stream: this process can no longer be trusted
                 w.proc.kill()
                 break
