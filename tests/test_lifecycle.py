@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import RandomInterrupts, bound, children, open_backend, soak
+from conftest import RandomInterrupts, bound, children, ctrl_c_after, open_backend, soak
 
 import ipy_parallel
 from ipy_parallel import ParallelInterrupted, ParallelTimeout, parallel
@@ -61,6 +61,51 @@ def test_a_thousand_interrupts_at_random_instants_leave_the_pool_usable(backend,
         seconds = assert_usable(pool)
         print(f"\n{backend}: {fire.sent} interrupts sent, {fire.landed} landed inside an operation "
               f"(interrupted: {outcomes}); the pool then ran a cell in {seconds * 1e3:.1f} ms; 0 stuck")
+
+
+SIZES = (1, 2, 3, 5, 8)
+
+
+def test_interrupts_at_random_instants_while_cells_change_the_pools_size(ip):
+    # Cells that grow and shrink the pool, pools started after %unload_ext, %parallel_reset:
+    # a Ctrl-C anywhere in them must never leave a pool of the wrong size, or a stuck one.
+    def ensure_loaded():
+        if "ipy_parallel" not in ip.extension_manager.loaded:
+            ip.run_line_magic("load_ext", "ipy_parallel")
+
+    ops = [lambda n=n: ip.run_cell(f"%%parallel {n}\nworker_id") for n in SIZES]
+    ops += [lambda: ip.run_cell("%parallel_reset"), lambda: ip.run_cell("%unload_ext ipy_parallel")]
+    wrong, checks = [], 0
+    with RandomInterrupts(seed=20261204) as fire:
+        while fire.landed < soak(1000):
+            ensure_loaded()  # with no interrupt landing, as the checks
+            fire.call(ops[fire.rng.randrange(len(ops))])
+            if fire.rng.random() < 0.1:
+                ensure_loaded()
+                n = fire.rng.choice(SIZES)
+                got = ip.run_cell(f"%%parallel {n}\nworker_id")
+                checks += 1
+                if got.result != list(range(n)):
+                    wrong.append((n, got.result, got.error_in_exec))
+    ensure_loaded()
+    assert ip.run_cell("%%parallel 2\nworker_id").result == [0, 1]
+    assert not wrong, wrong[:3]
+    print(f"\n{fire.sent} interrupts sent, {fire.landed} landed in cells that resize, start, reset or unload; "
+          f"{checks} checks after them: 0 wrong pools, 0 stuck")
+
+
+def test_a_stop_while_a_cell_grows_the_pool_ends_the_cell_at_once(ip):
+    assert ip.run_cell("%%parallel 2\nworker_id").result == [0, 1]
+    ctrl_c_after(0.1)
+    begin = time.perf_counter()
+    stopped = ip.run_cell("%%parallel 64\nworker_id")  # 62 new interpreters: a second or more here
+    took = time.perf_counter() - begin
+    assert isinstance(stopped.error_in_exec, KeyboardInterrupt)
+    assert "goes on in the background" in str(stopped.error_in_exec)
+    assert took < 0.1 + bound(0.2), took
+    assert ip.run_cell("%%parallel 2\nworker_id").result == [0, 1]  # the right size after it
+    assert ip.run_cell("%%parallel 64\nn_workers").result == [64] * 64
+    print(f"\na stop 0.1 s into growing a pool from 2 to 64 workers ended the cell after {took:.2f} s")
 
 
 def test_a_ctrl_c_right_after_the_pools_lock_is_taken_never_leaves_it_held():

@@ -90,22 +90,34 @@ class Pools:
         that fails to start is left for that cell to start, and meet the error, itself."""
         if backend in self._pools or backend in self._warming:
             return
+
+        def start():
+            pool = _open(backend, n, None, None)
+            # An empty run, so that what every worker's first cell loads (the compiler's _ast,
+            # the main interpreter's sys.path) is loaded now too.
+            pool.run("", filename="<ipy_parallel warm-up>", what="the warm-up")
+            return pool
+
+        self._prepare(backend, (n, None, None), start, "warm")
+
+    def _prepare(self, backend: str, key: tuple, make: Callable[[], Any], why: str) -> dict[str, Any]:
+        """Start or grow the backend's pool (``make()`` returns it) in a thread of its own, so
+        that whoever waits for it can stop waiting at once: creating interpreters cannot be
+        interrupted, and making 64 of them takes a second or more. _take_warm() adopts the pool
+        under ``key``; returns the outcome, which gets "pool", or the "error" make() raised."""
         outcome: dict[str, Any] = {}
 
         def start():
             try:
-                pool = _open(backend, n, None, None)
-                # An empty run, so that what every worker's first cell loads (the compiler's
-                # _ast, the main interpreter's sys.path) is loaded now too.
-                pool.run("", filename="<ipy_parallel warm-up>", what="the warm-up")
-                outcome["pool"] = pool
-            except BaseException:  # nothing kept: the cell that needs the pool starts one and meets the error
-                pass
+                outcome["pool"] = make()
+            except BaseException as exc:  # nothing adopted: the next cell that needs the pool tries again
+                outcome["error"] = exc
 
-        # Not a daemon: the interpreter's exit waits for it (tens of ms) before it ends the pools.
-        thread = threading.Thread(target=start, name=f"ipy_parallel-warm-{backend}")
-        self._warming[backend] = (thread, outcome, (n, None, None))
+        # Not a daemon: the interpreter's exit waits for it (a bounded start) before it ends the pools.
+        thread = threading.Thread(target=start, name=f"ipy_parallel-{why}-{backend}")
+        self._warming[backend] = (thread, outcome, key)
         thread.start()
+        return outcome
 
     def _take_warm(self, backend: str | None = None) -> None:
         """Adopt the pools warmed in the background (of ``backend``, or all), waiting for them."""
@@ -114,7 +126,8 @@ class Pools:
             if warming is None:
                 continue
             thread, outcome, key = warming
-            thread.join()  # a Ctrl-C here leaves it to finish, and a later call adopts its pool
+            while thread.is_alive():  # a Ctrl-C here leaves it to finish, and a later call adopts its pool
+                thread.join(0.05)
             # Adopted before it is forgotten, the key first (a pool is looked up, then its key):
             # a Ctrl-C between two of these stores leaves the next call to adopt it again.
             if "pool" in outcome:
@@ -127,21 +140,32 @@ class Pools:
         self._take_warm(backend)
         key = (n, profile, cluster_id)
         pool = self._pools.get(backend)
+        if pool is not None and not pool.closed and self._keys[backend] == key:
+            return pool
         # Resized when idle; with workers still busy (stuck in C code, say) it is replaced at once,
         # closing abandoning what cannot stop, rather than waiting for them first.
-        if pool is not None and pool.state == "idle" and self._keys[backend] != key and self._keys[backend][1:] == key[1:]:
-            try:
-                pool.resize(n)  # the workers that stay keep their interpreters: only new ones start
-                self._keys[backend] = key
-            except (NotImplementedError, RuntimeError):  # a backend that cannot, or workers still busy
-                pass  # then a new pool, as before (closing abandons workers that cannot be stopped)
-        if pool is not None and (pool.closed or self._keys[backend] != key):
-            pool.close()
-            pool = None
-        if pool is None:
-            pool = _open(backend, n, profile, cluster_id)
-            self._pools[backend], self._keys[backend] = pool, key
-        return pool
+        resize = pool is not None and pool.state == "idle" and self._keys[backend][1:] == key[1:]
+
+        def make():
+            if resize:
+                try:
+                    pool.resize(n)  # the workers that stay keep their interpreters: only new ones start
+                    return pool
+                except (NotImplementedError, RuntimeError):  # a backend that cannot, or workers still busy
+                    pass  # then a new pool (closing abandons workers that cannot be stopped)
+            if pool is not None:
+                pool.close()
+            return _open(backend, n, profile, cluster_id)
+
+        outcome = self._prepare(backend, key, make, "start")
+        try:
+            self._take_warm(backend)
+        except KeyboardInterrupt:
+            raise ParallelInterrupted(f"interrupted while the {backend} pool was being {'resized' if resize else 'started'}"
+                                      "; that goes on in the background, and the next cell gets the pool") from None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["pool"]
 
     def size_for(self, backend: str, n: int | None, profile: str | None = None,
                  cluster_id: str | None = None) -> int | None:
