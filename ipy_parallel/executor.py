@@ -51,13 +51,15 @@ class SubinterpreterExecutor(Executor):
     def __init__(self, max_workers: int | None = None):
         self._max_workers = check_workers(max_workers, "max_workers")
         name = f"ipy_parallel.executor.{os.getpid()}.{next(_names)}"
-        self._tasks, self._results = f"{name}.tasks", f"{name}.results"
+        self._tasks, self._results, self._functions_at = f"{name}.tasks", f"{name}.results", f"{name}.function."
         self._lock = InterruptSafeLock()
         self._pending: deque[tuple[int, Future, tuple]] = deque()  # not yet handed to a worker
         self._running: dict[int, Future] = {}  # handed to a worker, not answered
         self._ids = itertools.count()
-        self._functions: dict[int, tuple] = {}  # id(fn) -> (fn, fingerprint, function id, pickle), oldest first
+        self._functions: dict[int, tuple] = {}  # id(fn) -> (fn, fingerprint, function id), oldest first
         self._function_ids = itertools.count()
+        self._retired: list[int] = []  # function ids still shared, to be dropped once no call is out
+        self._scheduling = 0  # submit() and map() calls between taking a function id and queueing
         self._shutdown = False
         self._broken: str | None = None
         self._pool: Pool | None = None
@@ -126,14 +128,21 @@ class SubinterpreterExecutor(Executor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         future: Future = Future()
+        with self._lock.held():
+            self._scheduling += 1  # a function id in hand: no retired one is dropped meanwhile
         try:
-            function_id, function_blob = self._function(fn)
-            message = (function_id, function_blob, dumps(arguments), many)
+            function_id = self._function(fn)
+            message = (function_id, dumps(arguments), many)
         except Exception as exc:
             message = None
             error = TypeError(f"{getattr(fn, '__qualname__', fn)!s}: the call cannot be sent to a "
                               f"sub-interpreter, because it cannot be pickled: {exc}")
+        except BaseException:
+            with self._lock.held():
+                self._scheduling -= 1
+            raise
         with self._lock.held():
+            self._scheduling -= 1
             if self._broken is not None:
                 raise BrokenSubinterpreterPool(self._broken)
             if self._shutdown:
@@ -146,8 +155,9 @@ class SubinterpreterExecutor(Executor):
             self._feed()
         return future
 
-    def _function(self, fn) -> tuple[int, bytes]:
-        """(id, pickle) of ``fn``. A function is pickled once per executor while what its pickle
+    def _function(self, fn) -> int:
+        """The id under which ``fn`` is pickled and shared with the workers (each message names
+        it; its pickle travels once). A function is pickled once per executor while what its pickle
         captured stays the same (cloudpickle sends a notebook's function by value, with the
         globals and closure cells it reads): rebinding such a global (re-running the cell that
         sets it) makes a new pickle; changing an object it reads in place does not (pass that
@@ -158,23 +168,29 @@ class SubinterpreterExecutor(Executor):
             with self._lock.held():
                 known = self._functions.get(id(fn))
             if known is not None and known[0] is fn and _same(known[1], fingerprint):
-                return known[2], known[3]
+                return known[2]
         blob = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock.held():
             function_id = next(self._function_ids)
-            if fingerprint is not None:
+            _engine.shared_put(f"{self._functions_at}{function_id}", blob)
+            if fingerprint is None:
+                self._retired.append(function_id)  # pickled for this call alone
+            else:
                 # Holding fn (and what it read) keeps id(fn) from meaning another function.
-                self._functions.pop(id(fn), None)
-                self._functions[id(fn)] = (fn, fingerprint, function_id, blob)
+                replaced = self._functions.pop(id(fn), None)
+                if replaced is not None:
+                    self._retired.append(replaced[2])
+                self._functions[id(fn)] = (fn, fingerprint, function_id)
                 if len(self._functions) > _FUNCTIONS_KEPT:
-                    del self._functions[next(iter(self._functions))]
-        return function_id, blob
+                    self._retired.append(self._functions.pop(next(iter(self._functions)))[2])
+        return function_id
 
     def _start(self) -> None:
         if self._pool is not None:
             return
         self._pool = Pool(self._max_workers)
-        source = f"from ipy_parallel import worker\nworker._serve({self._tasks!r}, {self._results!r})\n"
+        source = (f"from ipy_parallel import worker\n"
+                  f"worker._serve({self._tasks!r}, {self._results!r}, {self._functions_at!r})\n")
         run = self._pool.submit(source, filename="<SubinterpreterExecutor>", stream=True)
         self._collector = threading.Thread(target=self._collect, args=(run,), name="SubinterpreterExecutor",
                                            daemon=True)
@@ -191,6 +207,10 @@ class SubinterpreterExecutor(Executor):
         self._end_when_idle()
 
     def _end_when_idle(self) -> None:
+        if not self._pending and not self._running and not self._scheduling:  # no call names a retired function
+            for function_id in self._retired:
+                _engine.shared_drop(f"{self._functions_at}{function_id}")
+            self._retired.clear()
         if self._shutdown and not self._pending and not self._running and not self._sentinels_sent \
                 and self._pool is not None:
             self._sentinels_sent = True
@@ -228,6 +248,11 @@ class SubinterpreterExecutor(Executor):
         self._pool.close()
         _engine.queue_clear(self._tasks)
         _engine.queue_clear(self._results)
+        with self._lock.held():
+            for function_id in self._retired + [known[2] for known in self._functions.values()]:
+                _engine.shared_drop(f"{self._functions_at}{function_id}")
+            self._retired.clear()
+            self._functions.clear()
 
     def _answer(self, task_id: int, worker_id: int, ok: bool, blob: bytes, text: str) -> None:
         with self._lock.held():

@@ -130,11 +130,12 @@ def _slice(deadline: float | None) -> float:
     return _SLICE if deadline is None else max(0.0, min(_SLICE, deadline - time.monotonic()))
 
 
-def _serve(tasks: str, results: str) -> None:
+def _serve(tasks: str, results: str, functions_at: str) -> None:
     """The loop a SubinterpreterExecutor runs in each of its workers: take a message from the
     queue ``tasks`` (see ipy_parallel.executor), make its call or calls, send back (task id,
     worker, ok, pickled value or exception, traceback) on ``results``, until the None that ends
-    it. Functions arrive pickled with every message but are unpickled once per worker. Every
+    it. A message names its function by id; the pickle is shared once under ``functions_at``
+    + id (whatever its size, a call costs the same) and unpickled once per worker. Every
     message taken gets an answer, whatever the call or its exception does (an exception whose
     __str__ or pickling raises included), even when the pool's interrupt ends the loop, so that
     no future is left waiting; a KeyboardInterrupt the call raises itself is its answer, and the
@@ -154,12 +155,16 @@ def _serve(tasks: str, results: str) -> None:
         message = marshal.loads(blob)
         if message is None:
             return
-        task_id, function_id, function_blob, args_blob, many = message
+        task_id, function_id, args_blob, many = message
         stop = False
         try:
             fn = functions.get(function_id)
             if fn is None:
+                function_blob = _engine.shared_get(f"{functions_at}{function_id}")
+                if function_blob is None:  # never: the executor keeps it while a call of it is out
+                    raise RuntimeError(f"the function of call {task_id} is no longer shared")
                 fn = functions[function_id] = loads(function_blob)
+                del function_blob
                 if len(functions) > _FUNCTIONS_KEPT:
                     del functions[next(iter(functions))]
             if many:

@@ -378,6 +378,16 @@ void def_rendezvous(py::module_& m) {
         py::arg("rank"), "Worker `rank` is not one of this run's targets: no party to its barrier.");
   m.def("barrier_abort", [&rv](std::uint64_t group, const std::string& why) { rv.abort(group, why); },
         py::arg("group"), py::arg("why"), "Break the barrier of pool `group` until its next run.");
+  m.def("shared_put", [&rv](const std::string& name, const py::bytes& value) {
+    rv.share(name, value.cast<std::string>());
+  }, py::arg("name"), py::arg("value"), "Keep bytes under `name` for every interpreter of the process.");
+  m.def("shared_get", [&rv](const std::string& name) -> py::object {
+    const auto value = rv.shared(name);
+    if (!value) return py::none();
+    return py::bytes(*value);
+  }, py::arg("name"), "A copy of the bytes kept under `name`, or None.");
+  m.def("shared_drop", [&rv](const std::string& name) { rv.unshare(name); }, py::arg("name"),
+        "Forget the bytes kept under `name`.");
   m.def("queue_put", [&rv](const std::string& name, const py::bytes& item) {
     rv.put(name, item.cast<std::string>());
   }, py::arg("name"), py::arg("item"), "Append bytes to the process-wide queue `name`.");

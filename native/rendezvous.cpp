@@ -36,6 +36,27 @@ void Rendezvous::enter(std::uint64_t group, std::uint64_t run) {
   }
 }
 
+void Rendezvous::share(const std::string& name, std::string value) {
+  auto kept = std::make_shared<const std::string>(std::move(value));
+  std::lock_guard<std::mutex> lock(shared_mutex_);
+  shared_[name] = std::move(kept);
+}
+
+std::shared_ptr<const std::string> Rendezvous::shared(const std::string& name) {
+  std::lock_guard<std::mutex> lock(shared_mutex_);
+  auto it = shared_.find(name);
+  return it == shared_.end() ? nullptr : it->second;
+}
+
+void Rendezvous::unshare(const std::string& name) {
+  std::shared_ptr<const std::string> dropped;  // freed outside the lock
+  std::lock_guard<std::mutex> lock(shared_mutex_);
+  auto it = shared_.find(name);
+  if (it == shared_.end()) return;
+  dropped = std::move(it->second);
+  shared_.erase(it);
+}
+
 void Rendezvous::excuse(std::uint64_t group, int rank) {
   std::lock_guard<std::mutex> lock(barrier_mutex_);
   barrier(group).excused.insert(rank);

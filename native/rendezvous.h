@@ -47,6 +47,12 @@ class Rendezvous {
   bool wait(std::uint64_t group, std::uint64_t ticket, double timeout);
   void abort(std::uint64_t group, const std::string& why);
 
+  // Named bytes kept once for every interpreter to read, however many do: the executor's
+  // pickled functions, which then travel once rather than with every call.
+  void share(const std::string& name, std::string value);
+  std::shared_ptr<const std::string> shared(const std::string& name);  // null if there is none
+  void unshare(const std::string& name);
+
   void put(const std::string& queue, std::string item);
   // The oldest item, or nullopt at the timeout; yields the CPU for up to `spin` seconds before it blocks.
   std::optional<std::string> get(const std::string& queue, double timeout, double spin = 0);
@@ -74,6 +80,9 @@ class Rendezvous {
   std::mutex barrier_mutex_;
   std::condition_variable barrier_cv_;
   std::map<std::uint64_t, Barrier> barriers_;
+
+  std::mutex shared_mutex_;
+  std::map<std::string, std::shared_ptr<const std::string>> shared_;
 
   std::mutex queues_mutex_;  // lock order: queues_mutex_ is never held while a Queue's is taken
   std::map<std::string, std::shared_ptr<Queue>> queues_;
