@@ -17,6 +17,7 @@ import argparse
 import array
 import contextlib
 import datetime
+import functools
 import json
 import multiprocessing
 import os
@@ -144,6 +145,23 @@ def calls(args, cluster) -> None:
     table(f"Fine-grained calls: abs() on {n} warm workers, per call; map of 1,000 items ({rounds} rounds), "
           f"submit().result() one after another ({submits} calls), interleaved",
           ["method", "median", "range", "x threads"], rows)
+    big_functions(n)
+
+
+def big_functions(n: int, calls: int = 20) -> None:
+    """A function that needs 100 MiB: ours closes over it, and sends it once per worker; a
+    ProcessPoolExecutor cannot pickle a closure, so it gets the object as a partial's argument,
+    which it pickles with every call. Forked first, while no sub-interpreter is alive."""
+    data = b"x" * (100 * MiB)
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as procs:
+        theirs = bench.big_function_calls(procs, functools.partial(bench.length_plus, data), calls, n)
+    with SubinterpreterExecutor(n) as ex:
+        ours = bench.big_function_calls(ex, lambda i: len(data) + i, calls, n)
+    table(f"A function that needs 100 MiB: {calls} submit().result() one after another on {n} warm workers",
+          ["executor", "per call", "x ours"],
+          [["ipy_parallel SubinterpreterExecutor (a closure, sent once per worker)", f"{ours / calls * 1e3:.2f} ms", "1.00x"],
+           ["ProcessPoolExecutor fork (a partial, pickled every call)", f"{theirs / calls * 1e3:.2f} ms",
+            f"{theirs / ours:.0f}x"]])
 
 
 def cold(args, cluster) -> None:

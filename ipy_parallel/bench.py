@@ -307,6 +307,22 @@ def executor_calls(executor) -> dict[str, Callable[[int], list[float]]]:
     return {"map": per_map_call, "submit().result()": per_submit}
 
 
+def length_plus(data, i: int) -> int:
+    """A call of a function that needs a big object (by closure, or as a partial's argument)."""
+    return len(data) + i
+
+
+def big_function_calls(executor, fn, calls: int, workers: int) -> float:
+    """Seconds for ``calls`` submit(fn, i).result() one after another, once each of the
+    executor's ``workers`` has had a call of ``fn``."""
+    for future in [executor.submit(fn, 0) for _ in range(4 * workers)]:
+        future.result()
+    begin = time.perf_counter()
+    for i in range(calls):
+        executor.submit(fn, i).result()
+    return time.perf_counter() - begin
+
+
 def process_pool_round_trips(n: int, iterations: int, start_method: str = "fork") -> list[float]:
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(start_method)) as ex:
         return executor_round_trip(ex, n)(iterations)
