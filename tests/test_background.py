@@ -266,6 +266,20 @@ def test_ctrl_c_at_random_instants_while_background_cells_start(ip):
     assert interrupted > 0 and "failed" not in states
 
 
+def test_a_cell_that_fails_after_it_started_a_background_run_says_where_the_run_went(ip, capsys):
+    # In a kernel, a Ctrl-C can land as ipykernel shows the handle the magic returned: the cell
+    # ends in KeyboardInterrupt, with no handle, and the run goes on.
+    failed = ip.run_cell("handle = get_ipython().run_cell_magic('parallel', '2 --bg', 'import time\\ntime.sleep(30)')\n"
+                         "raise KeyboardInterrupt")
+    assert isinstance(failed.error_in_exec, KeyboardInterrupt)
+    said = capsys.readouterr().err
+    assert "this cell failed after it started background run [1], which goes on: %parallel_wait 1" in said, said
+    assert "%parallel_stop 1 stops it" in said
+    ip.run_cell("1 / 0")  # a later failing cell started no run: nothing said
+    assert "background run" not in capsys.readouterr().err
+    ip.run_line_magic("parallel_stop", "1")
+
+
 def test_ctrl_c_in_parallel_wait_stops_the_waiting_not_the_run(ip):
     job = bg(ip, "2", SPIN.format(60))
     timer = ctrl_c_after(0.3)

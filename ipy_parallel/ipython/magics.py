@@ -375,6 +375,8 @@ def load(shell) -> None:
     # Before the engine's own exit hook ends the pools (hooks run last registered first): a
     # background run is stopped, and says so, rather than lose its pool under it.
     atexit.register(magics.pools.stop_background)
+    shell.events.register("pre_run_cell", magics.pools.cell_starts)
+    shell.events.register("post_run_cell", magics.pools.cell_ended)
     # The first %%parallel cell finds its workers ready: they start now, in the background.
     if magics.defaults.backend == "subinterpreter":
         magics.pools.warm(magics.defaults.backend, magics.defaults.n)
@@ -385,6 +387,8 @@ def unload(shell) -> None:
     if magics is None:
         return
     atexit.unregister(magics.pools.stop_background)
+    shell.events.unregister("pre_run_cell", magics.pools.cell_starts)
+    shell.events.unregister("post_run_cell", magics.pools.cell_ended)
     shell_commands.uninstall(shell)
     magics.close()
     manager = shell.magics_manager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, fields, replace
@@ -52,6 +53,7 @@ class Pools:
         self._warming: dict[str, tuple[threading.Thread, dict, tuple]] = {}  # backend -> (thread, its outcome, key)
         self.background: list[BackgroundRun] = []  # the runs going on and the latest ended ones, in order
         self._numbered = 0  # background runs so far
+        self._numbered_before_cell = 0
 
     def add_background(self, make: Callable[[int], BackgroundRun]) -> BackgroundRun:
         """Number, keep and return a new background run (``make(number)`` builds it). Ended runs
@@ -63,6 +65,21 @@ class Pools:
             self.background.remove(old)
         self.background.append(job)
         return job
+
+    def cell_starts(self, info=None) -> None:
+        """IPython's pre_run_cell event."""
+        self._numbered_before_cell = self._numbered
+
+    def cell_ended(self, result) -> None:
+        """IPython's post_run_cell event: a cell that failed after it started a background run
+        (a Ctrl-C that landed as the kernel showed its handle, say) leaves no run going unseen."""
+        if result.error_in_exec is None and result.error_before_exec is None:
+            return
+        for job in self.running():
+            if job.number > self._numbered_before_cell:
+                print(f"ipy_parallel: this cell failed after it started background run [{job.number}], which goes "
+                      f"on: %parallel_wait {job.number} waits for it, %parallel_stop {job.number} stops it",
+                      file=sys.stderr, flush=True)
 
     def running(self, backend: str | None = None) -> list[BackgroundRun]:
         """The background runs not yet ended (on ``backend``, or on any)."""
