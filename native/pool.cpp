@@ -188,6 +188,11 @@ void Pool::begin_close() {
                                                           std::chrono::duration<double>(kStopSeconds));
   }
   if (getpid() != owner_pid_) return;  // a forked child: none of the threads is here (see abandon())
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stuck_.clear();
+    for (auto& worker : workers_) stuck_.push_back(worker->stuck_for(kStopSeconds));
+  }
   for (auto& worker : workers_) worker->interrupt();
   for (auto& worker : workers_) worker->request_stop();  // each ends once its task has stopped
 }
@@ -201,7 +206,9 @@ bool Pool::wait_closed(double timeout_seconds) {
   std::vector<Worker*> workers;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& worker : workers_) workers.push_back(worker.get());
+    // A worker a run already gave up on has had its second, and more: the others are waited for.
+    for (size_t i = 0; i < workers_.size(); ++i)
+      if (i >= stuck_.size() || !stuck_[i]) workers.push_back(workers_[i].get());
   }
   for (Worker* worker : workers) {
     for (;;) {

@@ -110,6 +110,7 @@ class Pool final : public Completion {
   bool closed_ = false;
   bool stopping_ = false;  // begin_close() has asked the workers to end
   std::chrono::steady_clock::time_point stop_until_;  // interrupts go on until then (set once, before waits)
+  std::vector<bool> stuck_;  // per worker, at begin_close(): given up on by a run already, not waited for
   std::uint64_t runs_ = 0;
   std::atomic<int> size_;
   const std::shared_ptr<const std::string> modules_;  // what new workers install

@@ -447,11 +447,18 @@ bool Worker::running() const {
   return finished_generation_ != posted_generation_;  // given a task it has not finished
 }
 
+bool Worker::stuck_for(double seconds) const {
+  std::lock_guard<std::mutex> lock(task_mutex_);
+  return finished_generation_ != posted_generation_ && interrupt_generation_ == posted_generation_ &&
+         std::chrono::steady_clock::now() - interrupted_at_ >= std::chrono::duration<double>(seconds);
+}
+
 bool Worker::interrupt() {
   PyInterpreterState* interp = nullptr;
   {
     std::lock_guard<std::mutex> lock(task_mutex_);
     if (finished_generation_ == posted_generation_) return false;  // idle
+    if (interrupt_generation_ != posted_generation_) interrupted_at_ = std::chrono::steady_clock::now();
     interrupt_generation_ = posted_generation_;
     interrupt_pending_ = true;
     if (task_running_ && task_generation_ == posted_generation_) interp = interp_->state();

@@ -110,6 +110,9 @@ class Worker {
   // there was such a task. Any thread, no GIL.
   bool interrupt();
   bool running() const;
+  // Still running a task that was first interrupted at least `seconds` ago: one that a run
+  // has given up on (blocked in C, swallowing KeyboardInterrupt), which closing need not wait for.
+  bool stuck_for(double seconds) const;
 
   // The runtime's time.sleep: waits with this interpreter's GIL released; true if interrupted.
   bool sleep(double seconds);
@@ -158,6 +161,7 @@ class Worker {
   std::uint64_t finished_generation_ = 0;   // of the last task finished
   std::uint64_t task_generation_ = 0;       // of the task running, or of the last one
   std::uint64_t interrupt_generation_ = 0;  // the task that must stop
+  std::chrono::steady_clock::time_point interrupted_at_;  // when that task was first interrupted
   bool interrupt_pending_ = false;
   bool task_running_ = false;
   bool take_interrupt();  // requires task_mutex_: true (and consumed) if pending for this task

@@ -132,6 +132,33 @@ def test_shutdown_with_busy_workers(cell):
     assert not km.is_alive() and seconds < bound(5)
 
 
+GIVEN_UP_CELLS = {
+    "a worker blocked in C": "%%parallel 2 --timeout 1\nimport threading\nthreading.Event().wait()",
+    "a thread the cell left running": ("%%parallel 2 --timeout 1\nimport threading, time\n"
+                                       "threading.Thread(target=time.sleep, args=(1000,)).start()"),
+}
+
+
+@pytest.mark.parametrize("cell", GIVEN_UP_CELLS.values(), ids=GIVEN_UP_CELLS.keys())
+def test_a_shutdown_request_after_a_run_gave_up_on_workers_ends_the_kernel_by_itself(cell):
+    # The kernel idle, its workers still stuck (or their interpreters kept by a thread): the
+    # shutdown request alone must end the process, with no signal from the client, quickly.
+    km, kc = start_kernel()
+    execute(kc, cell, timeout=30)
+    process = km.provisioner.process
+    begin = time.monotonic()
+    kc.shutdown()
+    try:
+        status = process.wait(timeout=bound(10))
+    finally:
+        seconds = time.monotonic() - begin
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    print(f"shutdown request with {next(iter(k for k, v in GIVEN_UP_CELLS.items() if v == cell))}: "
+          f"the kernel exited by itself after {seconds:.2f} s, status {status}")
+    assert status == 1 and seconds < bound(1.5)  # 1: it could not finalize beside those interpreters
+
+
 @pytest.mark.parametrize("cell", BUSY_CELLS.values(), ids=BUSY_CELLS.keys())
 def test_restart_with_busy_workers(cell):
     km, kc = _busy_kernel(cell)
