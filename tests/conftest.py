@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 import time
 import uuid
 from pathlib import Path
@@ -159,6 +160,20 @@ def any_pool(request):
 
 
 # -- interrupts -------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _sigint_is_python_default():
+    """Every test starts with Python's own SIGINT handler, which the Ctrl-C tests rely on. One
+    that a test leaves behind is put back and reported as a warning naming it, rather than
+    silently turning every later Ctrl-C test into a 300 s timeout."""
+    yield
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is not signal.default_int_handler and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        warnings.warn(f"the test left SIGINT handled by {getattr(handler, '__qualname__', handler)!r} "
+                      f"({getattr(getattr(handler, '__code__', None), 'co_filename', '?')}); put back",
+                      pytest.PytestWarning)
+
 
 def ctrl_c_after(seconds: float) -> threading.Timer:
     """Send SIGINT to this (the main) thread after `seconds`, as Ctrl-C would."""
