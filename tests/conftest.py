@@ -166,12 +166,18 @@ def _sigint_is_python_default():
     """Every test starts with Python's own SIGINT handler, which the Ctrl-C tests rely on. One
     that a test leaves behind is put back and reported as a warning naming it, rather than
     silently turning every later Ctrl-C test into a 300 s timeout."""
+    _put_back_sigint("before this test, something")
     yield
+    _put_back_sigint("the test")
+
+
+def _put_back_sigint(who: str) -> None:
     handler = signal.getsignal(signal.SIGINT)
     if handler is not signal.default_int_handler and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        warnings.warn(f"the test left SIGINT handled by {getattr(handler, '__qualname__', handler)!r} "
-                      f"({getattr(getattr(handler, '__code__', None), 'co_filename', '?')}); put back",
+        target = getattr(handler, "func", handler)  # a functools.partial (asyncio.Runner's) names its function
+        warnings.warn(f"{who} left SIGINT handled by {target!r} "
+                      f"({getattr(getattr(target, '__code__', None), 'co_filename', '?')}); put back",
                       pytest.PytestWarning)
 
 
