@@ -102,7 +102,7 @@ def test_a_stop_while_a_cell_grows_the_pool_ends_the_cell_at_once(ip):
     took = time.perf_counter() - begin
     assert isinstance(stopped.error_in_exec, KeyboardInterrupt)
     assert "goes on in the background" in str(stopped.error_in_exec)
-    assert took < 0.1 + bound(0.2), took
+    assert took < 0.1 + bound(0.6), took  # 3.12's interpreter creation holds the main GIL in stretches
     assert ip.run_cell("%%parallel 2\nworker_id").result == [0, 1]  # the right size after it
     assert ip.run_cell("%%parallel 64\nn_workers").result == [64] * 64
     print(f"\na stop 0.1 s into growing a pool from 2 to 64 workers ended the cell after {took:.2f} s")

@@ -122,13 +122,17 @@ class Pools:
         that whoever waits for it can stop waiting at once: creating interpreters cannot be
         interrupted, and making 64 of them takes a second or more. _take_warm() adopts the pool
         under ``key``; returns the outcome, which gets "pool", or the "error" make() raised."""
-        outcome: dict[str, Any] = {}
+        # Waited for by this event, not by Thread.join(): on 3.12 a Ctrl-C that interrupts
+        # join() can mark a thread that is still running as stopped (bpo-45274's handling).
+        outcome: dict[str, Any] = {"done": threading.Event()}
 
         def start():
             try:
                 outcome["pool"] = make()
             except BaseException as exc:  # nothing adopted: the next cell that needs the pool tries again
                 outcome["error"] = exc
+            finally:
+                outcome["done"].set()
 
         # Not a daemon: the interpreter's exit waits for it (a bounded start) before it ends the pools.
         thread = threading.Thread(target=start, name=f"ipy_parallel-{why}-{backend}")
@@ -143,8 +147,8 @@ class Pools:
             if warming is None:
                 continue
             thread, outcome, key = warming
-            while thread.is_alive():  # a Ctrl-C here leaves it to finish, and a later call adopts its pool
-                thread.join(0.05)
+            while not outcome["done"].wait(0.05):  # a Ctrl-C here leaves it to finish, and a later call adopts its pool
+                pass
             # Adopted before it is forgotten, the key first (a pool is looked up, then its key):
             # a Ctrl-C between two of these stores leaves the next call to adopt it again.
             if "pool" in outcome:
