@@ -172,7 +172,7 @@ class SubinterpreterExecutor(Executor):
         blob = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock.held():
             function_id = next(self._function_ids)
-            _engine.shared_put(f"{self._functions_at}{function_id}", blob)
+            _engine.shared_put(self._shared_name(function_id), blob)
             if fingerprint is None:
                 self._retired.append(function_id)  # pickled for this call alone
             else:
@@ -207,12 +207,11 @@ class SubinterpreterExecutor(Executor):
         self._end_when_idle()
 
     def _end_when_idle(self) -> None:
-        if not self._pending and not self._running and not self._scheduling:  # no call names a retired function
-            for function_id in self._retired:
-                _engine.shared_drop(f"{self._functions_at}{function_id}")
+        idle = not self._pending and not self._running
+        if idle and not self._scheduling:  # no call out or being made names a retired function
+            self._unshare(self._retired)
             self._retired.clear()
-        if self._shutdown and not self._pending and not self._running and not self._sentinels_sent \
-                and self._pool is not None:
+        if self._shutdown and idle and not self._sentinels_sent and self._pool is not None:
             self._sentinels_sent = True
             for _ in range(self._max_workers):
                 _engine.queue_put(self._tasks, marshal.dumps(None))
@@ -249,10 +248,18 @@ class SubinterpreterExecutor(Executor):
         _engine.queue_clear(self._tasks)
         _engine.queue_clear(self._results)
         with self._lock.held():
-            for function_id in self._retired + [known[2] for known in self._functions.values()]:
-                _engine.shared_drop(f"{self._functions_at}{function_id}")
+            self._unshare(self._retired + [known[2] for known in self._functions.values()])
             self._retired.clear()
             self._functions.clear()
+
+    def _shared_name(self, function_id: int) -> str:
+        """Where a function's pickle is shared (worker._serve reads it there)."""
+        return f"{self._functions_at}{function_id}"
+
+    def _unshare(self, function_ids: list[int]) -> None:
+        """(Lock held.) Drop these functions' shared pickles."""
+        for function_id in function_ids:
+            _engine.shared_drop(self._shared_name(function_id))
 
     def _answer(self, task_id: int, worker_id: int, ok: bool, blob: bytes, text: str) -> None:
         with self._lock.held():

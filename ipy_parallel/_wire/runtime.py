@@ -2,9 +2,10 @@
 
 Shipped into every worker as the module ``_ipy_parallel_runtime`` (ipy_parallel._wire), never
 imported there through ipy_parallel, so a worker never loads the package or its C++ module for
-it (but to excuse itself from the barrier of a run it is not a target of). The worker calls setup() once; the function it returns runs each task with the worker's own
-GIL held and never raises: everything the cell does comes back as a protocol reply. The engine
-calls teardown() before it ends the interpreter.
+it (but to excuse itself from the barrier of a run it is not a target of). The worker calls
+setup() once; the function it returns runs each task with the worker's own GIL held and never
+raises: everything the cell does comes back as a protocol reply. The engine calls teardown()
+before it ends the interpreter.
 """
 
 # Every interpreter imports its own copy of each module, so a worker's start-up time and idle

@@ -60,8 +60,8 @@ class Engine(Protocol):
 
     One run at a time: start() raises RuntimeError while the previous run has not finished (or
     the engine is closed). collect() gives the finished run's result records (the protocol's),
-    the same ones every time, until the next start() or release(). Each call is atomic as far as the Pool is
-    concerned: an engine written in Python defers KeyboardInterrupt in its critical sections
+    the same ones every time, until the next start() or release(). Each call is atomic as far
+    as the Pool is concerned: an engine written in Python defers KeyboardInterrupt in its critical sections
     (deferred_interrupts()).
     """
 

@@ -50,7 +50,7 @@ class Pools:
     def __init__(self):
         self._pools: dict[str, Any] = {}
         self._keys: dict[str, tuple] = {}
-        self._warming: dict[str, tuple[threading.Thread, dict, tuple]] = {}  # backend -> (thread, its outcome, key)
+        self._warming: dict[str, tuple[dict, tuple]] = {}  # backend -> (the outcome of its start, key)
         self.background: list[BackgroundRun] = []  # the runs going on and the latest ended ones, in order
         self._numbered = 0  # background runs so far
         self._numbered_before_cell = 0
@@ -135,9 +135,8 @@ class Pools:
                 outcome["done"].set()
 
         # Not a daemon: the interpreter's exit waits for it (a bounded start) before it ends the pools.
-        thread = threading.Thread(target=start, name=f"ipy_parallel-{why}-{backend}")
-        self._warming[backend] = (thread, outcome, key)
-        thread.start()
+        self._warming[backend] = (outcome, key)
+        threading.Thread(target=start, name=f"ipy_parallel-{why}-{backend}").start()
         return outcome
 
     def _take_warm(self, backend: str | None = None) -> None:
@@ -146,8 +145,8 @@ class Pools:
             warming = self._warming.get(name)
             if warming is None:
                 continue
-            thread, outcome, key = warming
-            while not outcome["done"].wait(0.05):  # a Ctrl-C here leaves it to finish, and a later call adopts its pool
+            outcome, key = warming
+            while not outcome["done"].wait(0.05):  # a Ctrl-C here leaves it to finish; a later call adopts it
                 pass
             # Adopted before it is forgotten, the key first (a pool is looked up, then its key):
             # a Ctrl-C between two of these stores leaves the next call to adopt it again.

@@ -86,8 +86,7 @@ class ClusterEngine:
         per_worker = [payloads[k] if len(payloads) > 1 else (payloads[0] if payloads else None)
                       for k in range(self.size)]
         with deferred_interrupts():
-            if self._ars:
-                self._cpu_total = [a + b for a, b in zip(self._cpu_total, self._run_cpu())]
+            self._count_run_cpu()
             self._records, self._all_ready_at = None, None
             self._offsets = [[0, 0] for _ in range(self.size)]
             self._ars = [view.apply_async(_CALL, _MODULE, "task", source, filename, p)
@@ -129,7 +128,7 @@ class ClusterEngine:
         if self._closed or not self._ars or not self._finished():
             return
         with deferred_interrupts():
-            self._cpu_total = [a + b for a, b in zip(self._cpu_total, self._run_cpu())]
+            self._count_run_cpu()
             ars, self._ars, self._records = self._ars, [], None
             try:
                 self._client.purge_local_results(ars)
@@ -191,6 +190,11 @@ class ClusterEngine:
         if self._all_ready_at is None:
             self._all_ready_at = now
         return now - self._all_ready_at >= _OUTPUT_GRACE  # an engine's idle status never came
+
+    def _count_run_cpu(self) -> None:
+        """Add the last run's CPU to the totals, before its replies go."""
+        if self._ars:
+            self._cpu_total = [a + b for a, b in zip(self._cpu_total, self._run_cpu())]
 
     def _run_cpu(self) -> list[float]:
         times = []
