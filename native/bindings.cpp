@@ -23,6 +23,7 @@
 #include "native_kernel.h"
 #include "pool.h"
 #include "rendezvous.h"
+#include "reserve.h"
 
 namespace py = pybind11;
 
@@ -122,19 +123,22 @@ void close_for_fork() {
       if (!pool->closed()) g_forked.push_back(pool);
   }
   close_all_pools();
+  without_gil([] { ipp::Reserve::instance().close(); });
 }
 
-// os.register_at_fork(after_in_parent=): pools may start again.
+// os.register_at_fork(after_in_parent=): pools may start again, and keep their ended workers.
 void fork_over() {
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_forking = false;
   }
   g_fork_over.notify_all();
+  ipp::Reserve::instance().open();
 }
 
 // The child has one thread: the flag is reset without the lock, which a thread of the parent may
-// have held as it forked (that thread does not exist here).
+// have held as it forked (that thread does not exist here). The reserve stays closed there (its
+// lock is in the same case): the child's pools end their interpreters as they close.
 void fork_over_in_child() { g_forking = false; }
 
 // The atexit hook: close every pool. Interpreters that could not be ended (their workers
@@ -151,6 +155,7 @@ void at_exit() {
   const ipp::compat::ExitStatus program;  // the main program's; the workers' stops are not
   wait_for_creations(5.0);
   close_all_pools();
+  without_gil([] { ipp::Reserve::instance().close(); });  // kept workers end too, before finalizing
   ipp::release_lent();
   program.restore();
   const int alive = ipp::Interpreter::alive();
@@ -173,7 +178,7 @@ void at_exit() {
 
 class PoolHandle {
  public:
-  PoolHandle(int n_workers, std::string modules) {
+  PoolHandle(int n_workers, std::string modules, bool fresh) {
     // GIL released while a fork is under way: the forking thread's hooks need no GIL, but a
     // thread of ours holding it would keep the other Python threads from running meanwhile.
     const bool exiting = without_gil([] {
@@ -186,7 +191,7 @@ class PoolHandle {
     try {
       if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
       // Workers take the main GIL while they create their interpreters.
-      pool_ = without_gil([&] { return std::make_unique<ipp::Pool>(n_workers, std::move(modules)); });
+      pool_ = without_gil([&] { return std::make_unique<ipp::Pool>(n_workers, std::move(modules), fresh); });
     } catch (...) {
       created();
       throw;
@@ -417,11 +422,11 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
   if (PyInterpreterState_Get() != PyInterpreterState_Main()) return;
 
   py::class_<PoolHandle>(m, "Pool")
-      .def(py::init<int, std::string>(), py::arg("n_workers"), py::arg("modules"),
-           "Start n_workers threads, each creating one isolated sub-interpreter (all in parallel), "
-           "installing the shipped modules (a marshalled list of (name, code object)) and calling "
-           "setup(worker_id, n_workers, emit, sleep, group) of the last one. Blocks until all are "
-           "ready; releases the GIL meanwhile.")
+      .def(py::init<int, std::string, bool>(), py::arg("n_workers"), py::arg("modules"), py::arg("fresh") = false,
+           "Start n_workers workers (all in parallel), each a thread with one isolated sub-interpreter "
+           "that installs the shipped modules (a marshalled list of (name, code object)) and calls "
+           "setup(worker_id, n_workers, emit, sleep, group) of the last one. Workers kept in the "
+           "reserve are taken first, unless fresh. Blocks until all are ready; releases the GIL meanwhile.")
       .def_property_readonly("size", [](PoolHandle& h) { return h.pool().size(); })
       .def_property_readonly("group", [](PoolHandle& h) { return h.pool().group(); },
                              "This pool's id in the process: its workers' barrier")
@@ -534,8 +539,16 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
   m.attr("SEED_KERNEL_MAX_N") = ipp::kMaxSeedN;
   m.attr("POOL_SPIN_MICROS") = ipp::Pool::kSpinMicros;
   m.def("close_all_pools", &close_all_pools, "Close every open pool.");
+  m.def("reserve_size", [] { return ipp::Reserve::instance().size(); },
+        "Ended workers kept alive, parked, for the next pool (see reserve.h).");
+  m.def("reserve_limit", [] { return ipp::Reserve::instance().limit(); }, "How many the reserve keeps at most.");
+  m.def("set_reserve_limit", [](int limit) { without_gil([&] { ipp::Reserve::instance().set_limit(limit); }); },
+        py::arg("limit"), "Keep at most `limit` (0: none); those over it end now. Blocks until they have, GIL released.");
+  m.def("clear_reserve", [] { return without_gil([] { return ipp::Reserve::instance().clear(); }); },
+        "End every kept worker's interpreter; returns how many. Blocks until they have, GIL released.");
   m.def("interpreters_alive", &ipp::Interpreter::alive,
-        "Sub-interpreters created by the engine and not ended (left alive, or of abandoned workers).");
+        "Sub-interpreters created by the engine and not ended (parked in the reserve, left alive, or of "
+        "abandoned workers).");
   m.def(
       "_hold_gil",
       [](double seconds) {

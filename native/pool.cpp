@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "rendezvous.h"
+#include "reserve.h"
 
 namespace ipp {
 
@@ -28,9 +29,10 @@ std::vector<std::unique_ptr<Worker>>& abandoned_workers() {
 
 }  // namespace
 
-Pool::Pool(int n_workers, std::string modules)
+Pool::Pool(int n_workers, std::string modules, bool fresh)
     : size_(n_workers),
       modules_(std::make_shared<const std::string>(std::move(modules))),
+      fresh_(fresh),
       owner_pid_(getpid()),
       group_(next_group()) {
   if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
@@ -38,10 +40,14 @@ Pool::Pool(int n_workers, std::string modules)
 }
 
 std::vector<std::unique_ptr<Worker>> Pool::start_workers(int first, int n_workers) {
+  const auto count = static_cast<size_t>(n_workers - first);
   std::vector<std::unique_ptr<Worker>> started;
-  started.reserve(static_cast<size_t>(n_workers - first));
-  // Every worker creates its interpreter on its own thread, all at the same time.
-  for (int i = first; i < n_workers; ++i) started.push_back(std::make_unique<Worker>(i, n_workers, group_, modules_, *this));
+  if (!fresh_) started = Reserve::instance().take(*modules_, count);
+  for (size_t k = 0; k < started.size(); ++k) started[k]->adopt(first + static_cast<int>(k), n_workers, group_, *this);
+  started.reserve(count);
+  // Every new worker creates its interpreter on its own thread, all at the same time.
+  for (int i = first + static_cast<int>(started.size()); i < n_workers; ++i)
+    started.push_back(std::make_unique<Worker>(i, n_workers, group_, modules_, *this));
   std::string failure;
   for (auto& worker : started) {
     std::string why = worker->wait_ready();
@@ -83,7 +89,7 @@ std::vector<Abandoned> Pool::resize(int n_workers) {
   std::vector<Abandoned> given_up;
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(kEndSeconds));
-  for (auto& worker : leaving) worker->request_stop();  // idle: each ends its interpreter at once
+  for (auto& worker : leaving) worker->request_retire();  // idle: each parks or ends at once
   for (size_t i = 0; i < leaving.size(); ++i) {
     Worker& worker = *leaving[i];
     const int id = n_workers + static_cast<int>(i);
@@ -91,6 +97,9 @@ std::vector<Abandoned> Pool::resize(int n_workers) {
     if (!worker.wait_ended(deadline)) {
       why = "it did not end its interpreter in time";
       worker.abandon();
+    } else if (worker.parked()) {
+      Reserve::instance().put(std::move(leaving[i]));
+      continue;
     } else {
       why = worker.left_alive();
       if (why.empty()) continue;  // joined when `leaving` goes
@@ -194,7 +203,7 @@ void Pool::begin_close() {
     for (auto& worker : workers_) stuck_.push_back(worker->stuck_for(kStopSeconds));
   }
   for (auto& worker : workers_) worker->interrupt();
-  for (auto& worker : workers_) worker->request_stop();  // each ends once its task has stopped
+  for (auto& worker : workers_) worker->request_retire();  // each parks or ends once its task has stopped
 }
 
 bool Pool::wait_closed(double timeout_seconds) {
@@ -239,6 +248,10 @@ std::vector<Abandoned> Pool::abandon() {
   for (size_t i = 0; i < workers.size(); ++i) {
     Worker& worker = *workers[i];
     if (worker.wait_ended(now)) {
+      if (worker.parked()) {
+        Reserve::instance().put(std::move(workers[i]));
+        continue;
+      }
       std::string why = worker.left_alive();
       if (why.empty()) continue;  // joined when `workers` goes
       // The threads left in its interpreter may still call into this worker (its sleep).

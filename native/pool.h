@@ -37,7 +37,10 @@ class Pool final : public Completion {
   static constexpr double kStopSeconds = 1.0;
   static constexpr double kEndSeconds = 1.5;
 
-  Pool(int n_workers, std::string modules);  // starts all workers at once; throws if one fails
+  // Starts all workers at once (taking parked ones from the Reserve first, unless `fresh`: then
+  // every interpreter it ever has is a new one); throws if one fails. Its workers retire to the
+  // Reserve as it closes or shrinks, where they can.
+  Pool(int n_workers, std::string modules, bool fresh = false);
   ~Pool();                                   // close() with the default bounds
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
@@ -114,6 +117,7 @@ class Pool final : public Completion {
   std::uint64_t runs_ = 0;
   std::atomic<int> size_;
   const std::shared_ptr<const std::string> modules_;  // what new workers install
+  const bool fresh_;
   const pid_t owner_pid_;
   const std::uint64_t group_;  // this pool's id in the process, for its workers' barrier
 };

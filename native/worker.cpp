@@ -239,8 +239,39 @@ void Worker::request_stop() {
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     stop_requested_ = true;
+    keep_ = false;  // also ends a parked worker
   }
   mailbox_cv_.notify_all();
+}
+
+void Worker::request_retire() {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    if (!stop_requested_) keep_ = true;  // a request_stop() already made wins
+    stop_requested_ = true;
+  }
+  mailbox_cv_.notify_all();
+}
+
+void Worker::adopt(int id, int n_workers, std::uint64_t group, Completion& sink) {
+  {
+    std::lock_guard<std::mutex> lock(sink_mutex_);
+    sink_ = &sink;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    id_ = id;
+    n_workers_ = n_workers;
+    group_ = group;
+    adopted_ = true;
+    state_ = State::starting;  // wait_ready() waits for the setup
+  }
+  mailbox_cv_.notify_all();
+}
+
+bool Worker::parked() const {
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  return state_ == State::parked;
 }
 
 void Worker::join() {
@@ -249,10 +280,12 @@ void Worker::join() {
 
 bool Worker::wait_ended(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mailbox_mutex_);
-  return mailbox_cv_.wait_until(lock, deadline, [this] { return state_ == State::ended || state_ == State::failed; });
+  return mailbox_cv_.wait_until(
+      lock, deadline, [this] { return state_ == State::ended || state_ == State::failed || state_ == State::parked; });
 }
 
 void Worker::abandon() {
+  request_stop();  // not park: nobody would adopt or end it
   {
     std::lock_guard<std::mutex> lock(sink_mutex_);
     sink_ = nullptr;
@@ -270,9 +303,11 @@ void Worker::report(TaskResult&& result) {
   if (sink_ != nullptr) sink_->task_done(std::move(result));
 }
 
-double Worker::cpu_time() const {
+double Worker::thread_cpu() const {
   return have_cpu_clock_.load(std::memory_order_acquire) ? thread_cpu_seconds(cpu_clock_) : 0.0;
 }
+
+double Worker::cpu_time() const { return thread_cpu() - cpu_base_.load(); }
 
 void Worker::set_streaming(bool on) {
   std::lock_guard<std::mutex> lock(output_mutex_);
@@ -314,15 +349,33 @@ void Worker::main() {
   } catch (const std::exception& e) {
     failure = e.what();
   }
-  cpu_mark_ = cpu_time();
+  announce(failure);
+  if (!failure.empty()) return;
+  do {
+    serve();
+    interp_->attach();
+    hold(nullptr, 0);
+  } while (park());
+  end_interpreter();
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    state_ = State::ended;
+  }
+  mailbox_cv_.notify_all();
+}
+
+void Worker::announce(const std::string& failure) {
+  cpu_mark_ = thread_cpu();
+  cpu_base_.store(cpu_mark_);
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     state_ = failure.empty() ? State::ready : State::failed;
     start_error_ = failure;
   }
   mailbox_cv_.notify_all();
-  if (!failure.empty()) return;
+}
 
+void Worker::serve() {
   for (;;) {
     Task task;
     {
@@ -341,21 +394,68 @@ void Worker::main() {
     }
     report(execute(task));
   }
+}
 
-  interp_->attach();
-  hold(nullptr, 0);
-  end_interpreter();
+bool Worker::park() {
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
-    state_ = State::ended;
+    if (!keep_) return false;
   }
-  mailbox_cv_.notify_all();
+  if (!recycle()) return false;
+  Py_CLEAR(run_fn_);  // the last pool's namespace and streams go with it
+  interp_->detach();
+  {
+    std::unique_lock<std::mutex> lock(mailbox_mutex_);
+    state_ = State::parked;
+    mailbox_cv_.notify_all();
+    mailbox_cv_.wait(lock, [this] { return adopted_ || !keep_; });
+    const bool adopted = std::exchange(adopted_, false);
+    if (!adopted) {
+      lock.unlock();
+      interp_->attach();
+      return false;
+    }
+    stop_requested_ = keep_ = drop_held_ = false;
+    mailbox_.reset();
+  }
+  {
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    interrupt_pending_ = false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(output_mutex_);
+    out_.clear();
+    err_.clear();
+    live_.clear();
+    streaming_ = false;
+  }
+  interp_->attach();
+  std::string failure;
+  if (!bind()) failure = "cannot start the worker runtime again: " + error_from_raised().message;
+  interp_->detach();
+  announce(failure);
+  if (failure.empty()) return true;
+  interp_->attach();
+  return false;
+}
+
+bool Worker::recycle() {
+  PyObject* done = PyObject_CallMethod(runtime_, "recycle", "d", kTeardownSeconds);
+  if (done == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  const bool reset = PyObject_IsTrue(done) == 1;
+  Py_DECREF(done);
+  if (PyErr_Occurred()) PyErr_Clear();
+  return reset && interp_->alone(50);
 }
 
 void Worker::start_interpreter() {
   interp_ = std::make_unique<Interpreter>();  // attached on return
-  if (!load_runtime()) {
+  if (!load_runtime() || !bind()) {
     std::string why = "cannot start the worker runtime: " + error_from_raised().message;
+    Py_CLEAR(runtime_);
     Py_CLEAR(run_fn_);
     Py_CLEAR(teardown_fn_);
     Py_CLEAR(view_type_);
@@ -369,9 +469,6 @@ bool Worker::load_runtime() {
   PyObject* modules = PyMarshal_ReadObjectFromString(modules_->data(), static_cast<Py_ssize_t>(modules_->size()));
   if (modules == nullptr) return false;
   PyObject* last = nullptr;
-  PyObject* capsule = nullptr;
-  PyObject* emit = nullptr;
-  PyObject* sleep = nullptr;
   bool ok = false;
   do {
     if (!PyList_Check(modules) || PyList_GET_SIZE(modules) == 0) {
@@ -391,26 +488,29 @@ bool Worker::load_runtime() {
       installed = last != nullptr;
     }
     if (!installed) break;
-    capsule = PyCapsule_New(this, kCapsuleName, nullptr);
-    if (capsule == nullptr) break;
-    emit = PyCFunction_New(&emit_def, capsule);
-    if (emit == nullptr) break;
-    sleep = PyCFunction_New(&sleep_def, capsule);
-    if (sleep == nullptr) break;
     teardown_fn_ = PyObject_GetAttrString(last, "teardown");
     if (teardown_fn_ == nullptr) break;
     view_type_ = make_view_type();
     if (view_type_ == nullptr) break;
-    run_fn_ = PyObject_CallMethod(last, "setup", "iiOOK", id_, n_workers_, emit, sleep,
-                                  static_cast<unsigned long long>(group_));
-    ok = run_fn_ != nullptr;
+    runtime_ = Py_NewRef(last);
+    ok = true;
   } while (false);
-  Py_XDECREF(sleep);
-  Py_XDECREF(emit);
-  Py_XDECREF(capsule);
   Py_XDECREF(last);
   Py_DECREF(modules);
   return ok;
+}
+
+bool Worker::bind() {
+  PyObject* capsule = PyCapsule_New(this, kCapsuleName, nullptr);
+  PyObject* emit = capsule == nullptr ? nullptr : PyCFunction_New(&emit_def, capsule);
+  PyObject* sleep = emit == nullptr ? nullptr : PyCFunction_New(&sleep_def, capsule);
+  if (sleep != nullptr)
+    run_fn_ = PyObject_CallMethod(runtime_, "setup", "iiOOK", id_, n_workers_, emit, sleep,
+                                  static_cast<unsigned long long>(group_));
+  Py_XDECREF(sleep);
+  Py_XDECREF(emit);
+  Py_XDECREF(capsule);
+  return run_fn_ != nullptr;
 }
 
 void Worker::end_interpreter() {
@@ -427,6 +527,7 @@ void Worker::end_interpreter() {
     Py_DECREF(done);
   }
   alone = alone && interp_->alone(50);
+  Py_CLEAR(runtime_);
   Py_CLEAR(run_fn_);
   Py_CLEAR(teardown_fn_);
   Py_CLEAR(view_type_);
@@ -608,7 +709,7 @@ TaskResult Worker::execute(const Task& task) {
   // One CPU-clock read per task, not two: the read is a system call (~0.7 us on a VM) on the
   // round trip's critical path. The task is charged from the previous task's end, which adds
   // only the few microseconds of CPU the thread spends waking up.
-  const double cpu_end = cpu_time();
+  const double cpu_end = thread_cpu();
   result.cpu_time = cpu_end - cpu_mark_;
   cpu_mark_ = cpu_end;
   result.wall_time = std::chrono::duration<double>(clock::now() - wall_start).count();

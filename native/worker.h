@@ -1,4 +1,4 @@
-// One OS thread that owns one isolated sub-interpreter and runs tasks in it, one at a time.
+// One OS thread that owns one isolated sub-interpreter and runs tasks in it, one at a time, for one pool after another.
 #pragma once
 
 #include <pthread.h>
@@ -80,13 +80,24 @@ class Worker {
   // Blocks until the interpreter is ready; returns "" or why it could not start.
   std::string wait_ready();
   void post(Task task);
-  void request_stop();  // finish the current task, then end the interpreter
+  void request_stop();    // finish the current task, then end the interpreter
+  // Finish the current task, then, if the interpreter can serve another pool (no thread a cell
+  // started is left in it, and the runtime reset it: see its recycle()), park: keep thread and
+  // interpreter, idle, until adopt() or request_stop(). Otherwise end it, as request_stop().
+  void request_retire();
+  // A parked worker joins another pool as its worker `id` of `n_workers`: it sets its runtime up
+  // again for them, as a new worker would; wait_ready() then says whether it could.
+  void adopt(int id, int n_workers, std::uint64_t group, Completion& sink);
+  bool runs(const std::string& modules) const { return *modules_ == modules; }  // installed these
   void join();
 
-  // Ending: a worker's thread ends once it has ended (or left) its interpreter.
+  // Ending: a worker's thread ends once it has ended (or left) its interpreter. True once it
+  // has, or has failed to start, or has parked.
   bool wait_ended(std::chrono::steady_clock::time_point deadline);
-  // Give up on a worker whose thread has not ended: it will never report to its sink again, its
-  // thread is detached, and this object must then be leaked (the thread still uses it).
+  bool parked() const;
+  // Give up on a worker whose thread has not ended: it will never report to its sink again (nor
+  // park: it ends once its task does), its thread is detached, and this object must then be
+  // leaked (the thread still uses it).
   void abandon();
   // Why the interpreter was left alive instead of ended ("" if it was ended); once ended.
   std::string left_alive() const;
@@ -102,7 +113,7 @@ class Worker {
   }
   void drop_held();  // the main interpreter has its copy: free the value now rather than at the next task
 
-  double cpu_time() const;  // CPU seconds used by this worker's thread so far
+  double cpu_time() const;  // CPU seconds used by this worker's thread since it joined its pool
 
   // Raise KeyboardInterrupt in the task this worker was last given, if unfinished: at its next
   // bytecode (a pending call into its interpreter), at once if it sleeps in time.sleep (which
@@ -123,19 +134,26 @@ class Worker {
   void emit(int stream, const char* data, size_t size);
 
  private:
-  enum class State { starting, ready, failed, ended };
+  enum class State { starting, ready, failed, parked, ended };
   void main();
+  void announce(const std::string& failure);  // ready, or failed to start
+  void serve();              // runs the tasks posted until a stop is requested
   void start_interpreter();  // creates it and loads the runtime; throws std::runtime_error
   bool load_runtime();       // attached; false with a Python error set
+  bool bind();               // attached: the runtime's setup() for this pool; false with a Python error set
+  bool park();               // attached on entry: true once adopted (and bound or failed), false to end
+  bool recycle();            // attached: the runtime reset for another pool, and the interpreter alone
   void end_interpreter();    // attached on entry; ends it, or leaves it alive if other threads run there
+  double thread_cpu() const;
   static int raise_interrupt(void* self);  // the pending call, in the worker's interpreter
   TaskResult execute(const Task& task);
   PyObject* lent_tuple(const Task& task);  // attached: the objects the task's lent inputs become here
   void hold(PyObject* value, std::uint64_t generation);  // attached; steals value (null: hold nothing)
   void report(TaskResult&& result);
 
-  const int id_, n_workers_;
-  const std::uint64_t group_;
+  // The pool's: set by the constructor or adopt(), read by the worker's thread only after.
+  int id_, n_workers_;
+  std::uint64_t group_;
   const std::shared_ptr<const std::string> modules_;
 
   std::mutex sink_mutex_;  // abandon() vs a task_done() in progress: the pool must not go meanwhile
@@ -145,6 +163,8 @@ class Worker {
   std::condition_variable mailbox_cv_;
   std::optional<Task> mailbox_;
   bool stop_requested_ = false;
+  bool keep_ = false;       // the stop asked for is request_retire()'s, and no request_stop() came
+  bool adopted_ = false;    // adopt() was called while parked
   bool drop_held_ = false;  // drop_held() was called
   State state_ = State::starting;
   std::string start_error_;
@@ -175,8 +195,10 @@ class Worker {
   clockid_t cpu_clock_{};
   std::atomic<bool> have_cpu_clock_{false};
   double cpu_mark_ = 0;  // this thread's CPU clock at the end of its last task (worker thread only)
+  std::atomic<double> cpu_base_{0};  // its CPU clock when it joined its pool
   std::unique_ptr<Interpreter> interp_;  // created and destroyed on thread_
-  PyObject* run_fn_ = nullptr;           // owned by interp_'s heap: touch only while attached
+  PyObject* runtime_ = nullptr;          // the runtime module; owned by interp_'s heap: touch only while attached
+  PyObject* run_fn_ = nullptr;           // likewise: setup()'s run, for the current pool
   PyObject* teardown_fn_ = nullptr;      // likewise
   PyObject* view_type_ = nullptr;        // likewise: make_view_type() of this interpreter
 

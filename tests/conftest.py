@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import ipy_parallel
+from ipy_parallel import _engine
 from ipy_parallel.backends import open_pool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -309,6 +310,11 @@ CURRENT_INTERPRETER = (f"import {INTERPRETERS}\n" + ("_interpreters.get_current(
 def interpreters() -> int:
     """Sub-interpreters alive in this process (the main one included)."""
     return len(__import__(INTERPRETERS).list_all())
+
+
+def outside_reserve() -> int:
+    """interpreters(), less those parked in the engine's reserve for the next pool."""
+    return interpreters() - _engine.reserve_size()
 
 
 def main_interpreter() -> int:

@@ -31,12 +31,16 @@ def test_soak_ten_thousand_cells(ip):
     assert threads() == base_threads and interpreters() == base_interps
 
 
-def test_no_thread_or_interpreter_outlives_its_pool():
+def test_no_thread_or_interpreter_outlives_its_pool_but_in_the_reserve():
+    Pool.reserve(clear=True)
     base_threads, base_interps = threads(), interpreters()
     for n in (1, 3, 8):
         with Pool(n) as pool:
             pool.run("import threading\nt = threading.Thread(target=sum, args=([1],))\nt.start()\nt.join()")
             assert interpreters() == base_interps + n
+        assert Pool.reserve()["kept"] == n  # each pool took the last one's workers, and gave all back
+        assert threads() == base_threads + n and interpreters() == base_interps + n
+    assert Pool.reserve(clear=True)["kept"] == 0
     assert threads() == base_threads and interpreters() == base_interps
 
 

@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 
 from conftest import bound, cell, magics_of
 from ipy_parallel.exceptions import CellSyntaxError, ParallelError
+from ipy_parallel import Pool
 
 
 def pool_of(ip, backend="subinterpreter"):
@@ -217,6 +218,23 @@ def test_parallel_status_and_reset(ip, capsys):
     ip.run_line_magic("parallel_reset", "")
     assert "cleared the variables of the 2 workers of the subinterpreter pool" in capsys.readouterr().out
     assert cell(ip, "2", "'kept' in globals(), worker_id") == [(False, 0), (False, 1)]
+
+
+def test_parallel_reset_fresh_gives_new_interpreters_which_import_anew(ip, capsys):
+    from conftest import CURRENT_INTERPRETER
+
+    before = set(cell(ip, "2", "import colorsys\n" + CURRENT_INTERPRETER))
+    ip.run_line_magic("parallel_reset", "")  # variables only: the same interpreters, colorsys still imported
+    assert cell(ip, "2", "'colorsys' in __import__('sys').modules") == [True, True]
+    capsys.readouterr()
+    ip.run_line_magic("parallel_reset", "--fresh")
+    out = capsys.readouterr().out
+    assert "closed the 2 workers of the subinterpreter pool" in out and "the next cell starts new workers" in out
+    assert Pool.reserve()["kept"] == 0
+    assert cell(ip, "2", "'colorsys' in __import__('sys').modules") == [False, False]
+    assert not set(cell(ip, "2", CURRENT_INTERPRETER)) & before
+    with pytest.raises(UsageError, match="unrecognized arguments: --fersh"):
+        ip.run_line_magic("parallel_reset", "--fersh")
 
 
 def test_help_shows_usage_and_examples(ip):

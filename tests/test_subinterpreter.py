@@ -311,7 +311,8 @@ def test_state_runs_and_cpu_times(pool):
     assert pool.runs == 1 and len(pool.cpu_times()) == 2
 
 
-def test_workers_import_pickle_cloudpickle_and_traceback_only_when_needed(pool):
+def test_workers_import_pickle_cloudpickle_and_traceback_only_when_needed():
+    pool = Pool(2, fresh=True)  # new interpreters: a kept one has what earlier cells imported
     # Each interpreter imports its own modules: what a worker imports is its start-up time and memory.
     loaded = "import sys\ntuple(m in sys.modules for m in ('_pickle', 'cloudpickle', 'traceback'))"
     assert [r.value for r in pool.run(loaded)] == [(False, False, False)] * 2
@@ -323,6 +324,7 @@ def test_workers_import_pickle_cloudpickle_and_traceback_only_when_needed(pool):
     pool.run("def f():\n    pass\nf")  # a function of the worker's __main__ must travel by value
     pool.run("1 / 0")
     assert [r.value for r in pool.run(loaded)] == [(True, True, True)] * 2
+    pool.close()
 
 
 def test_values_keep_their_exact_types(pool):
@@ -469,9 +471,10 @@ def test_a_running_worker_never_takes_the_main_interpreters_gil(pool, cell):
 
 # -- resizing keeps the interpreters that stay ---------------------------------------------------
 
-def test_resize_keeps_the_workers_that_stay_and_starts_only_new_ones(pool):
-    from conftest import interpreters
+def test_resize_keeps_the_workers_that_stay_and_starts_only_new_ones():
+    from conftest import outside_reserve as interpreters
 
+    pool = Pool(2, fresh=True)  # grows with new interpreters, not kept ones
     before = [r.value for r in pool.run(CURRENT_INTERPRETER)]
     pool.run("x = 1\nimport json")
     alive = interpreters()
@@ -490,6 +493,7 @@ def test_resize_keeps_the_workers_that_stay_and_starts_only_new_ones(pool):
     pool.resize(1)  # the same size: nothing to do
     with pytest.raises(ValueError):
         pool.resize(0)
+    pool.close()
 
 
 def test_resize_waits_for_a_run_and_says_which_workers_are_busy(pool):
@@ -513,3 +517,131 @@ def test_a_pool_inside_a_worker_is_a_clear_error(pool):
     results = pool.run("import ipy_parallel\nipy_parallel.Pool(1)")
     assert all("a Pool cannot be started inside a worker" in str(r.error) for r in results)
     assert [r.value for r in pool.run("worker_id")] == [0, 1]
+
+
+# -- the reserve: a closed pool's workers serve the next one (native/reserve.h) ------------------
+
+def _ids(pool):
+    return [r.value for r in pool.run(CURRENT_INTERPRETER)]
+
+
+def test_a_closed_pools_workers_serve_the_next_pool_as_new_workers():
+    Pool.reserve(clear=True)
+    with Pool(2) as first:
+        kept = set(_ids(first))
+        first.run("import builtins, json, sys\nx = 1\nbuiltins.len = None\nbuiltins.extra = 2\n"
+                  "sys.modules['__main__'].y = 3\nfrom ipy_parallel import worker\nworker.barrier(timeout=10)")
+        busy = sum(first.cpu_times())
+    assert Pool.reserve()["kept"] == 2
+    with Pool(3) as second:
+        ids = _ids(second)
+        assert set(ids[:2]) == kept and ids[2] not in kept  # the two kept ones, then a new one
+        state = [r.value for r in second.run(
+            "import builtins, sys\nfrom ipy_parallel import worker\n"
+            "(worker_id, n_workers, worker.rank(), worker.size(), sorted(k for k in globals() if k[0] != '_'), "
+            "len([1]), hasattr(builtins, 'extra'), 'json' in sys.modules)")]
+        assert [s[:4] for s in state] == [(i, 3, i, 3) for i in range(3)]
+        assert all(s[4] == ["builtins", "n_workers", "sys", "worker", "worker_id"] for s in state)  # no x, no y
+        assert all(s[5] == 1 and not s[6] for s in state)  # builtins as new
+        assert [s[7] for s in state] == [True, True, False]  # what the kept ones imported stays imported
+        assert [r.value for r in second.run("from ipy_parallel import worker\nworker.barrier(timeout=10)\n1")] == [1] * 3
+        assert sum(second.cpu_times()[:2]) < busy + 1  # counted from when they joined this pool
+    assert Pool.reserve()["kept"] == 3
+
+
+def test_a_pool_starts_from_the_reserve_in_milliseconds():
+    Pool.reserve(clear=True)
+    start = time.perf_counter()
+    Pool(20).close()
+    created = time.perf_counter() - start
+    taken = []
+    for _ in range(3):
+        start = time.perf_counter()
+        pool = Pool(20)
+        taken.append(time.perf_counter() - start)
+        assert [r.value for r in pool.run("worker_id")] == list(range(20))
+        pool.close()
+    print(f"\nPool(20): created {created * 1e3:.1f} ms, from the reserve {min(taken) * 1e3:.2f} ms (best of 3)")
+    assert min(taken) < bound(0.005)
+
+
+def test_a_fresh_pool_takes_nothing_from_the_reserve():
+    Pool.reserve(clear=True)
+    with Pool(2) as pool:
+        kept = set(_ids(pool))
+    with Pool(2, fresh=True) as fresh:
+        assert not set(_ids(fresh)) & kept
+        assert Pool.reserve()["kept"] == 2
+    assert Pool.reserve()["kept"] == 4
+
+
+def test_a_worker_whose_cell_left_a_thread_running_is_not_kept(run_script):
+    # In a process of its own: that interpreter stays with its thread until the process exits.
+    proc, _ = run_script(
+        """
+        import ipy_parallel, warnings
+        warnings.simplefilter("ignore")
+        with ipy_parallel.Pool(2) as pool:
+            pool.run("import threading\\nif worker_id == 0:\\n"
+                     "    threading.Thread(target=threading.Event().wait, args=(30,)).start()")
+        print(ipy_parallel.Pool.reserve()["kept"], pool._engine.abandoned)
+        """
+    )
+    assert proc.stdout.split("\n")[0] == "1 [(0, 'a thread the cells started is still running in it')]", proc.stderr
+
+
+def test_the_reserve_keeps_up_to_its_limit_and_clears_on_request():
+    from conftest import interpreters
+
+    Pool.reserve(clear=True)
+    base = interpreters()
+    try:
+        assert Pool.reserve(limit=1) == {"kept": 0, "limit": 1}
+        Pool(3).close()
+        assert Pool.reserve()["kept"] == 1 and interpreters() == base + 1
+        assert Pool.reserve(limit=0) == {"kept": 0, "limit": 0} and interpreters() == base
+        Pool(2).close()
+        assert interpreters() == base  # nothing kept: every interpreter ended with its pool
+        for bad in (-1, 1.5, True, "2"):
+            with pytest.raises(ValueError, match="expected a count of workers >= 0"):
+                Pool.reserve(limit=bad)
+    finally:
+        Pool.reserve(limit=64)
+
+
+def test_200_pools_created_and_closed_keep_no_memory():
+    # CPython 3.12 and 3.13 keep ~2 MiB of every interpreter they end: without the reserve,
+    # 200 pools of 2 grew this process by ~800 MiB.
+    from ipy_parallel import bench
+
+    with Pool(2) as pool:
+        pool.run("x = [worker_id] * 1000")
+    base = bench.rss_bytes()
+    for _ in range(200):
+        with Pool(2) as pool:
+            pool.run("x = [worker_id] * 1000")
+    grown = (bench.rss_bytes() - base) / 2**20
+    print(f"\n200 Pool(2) created and closed: RSS {grown:+.1f} MiB")
+    assert grown < 20
+
+
+def test_a_script_that_closed_its_pools_exits_cleanly_and_a_fork_after_is_safe(run_script):
+    proc, seconds = run_script(
+        """
+        import os
+        import ipy_parallel
+        with ipy_parallel.Pool(3) as pool:
+            pool.run("import json")
+        assert ipy_parallel.Pool.reserve()["kept"] == 3
+        pid = os.fork()  # CPython crashes this child if sub-interpreters are alive (gh-139759)
+        if pid == 0:
+            os._exit(7)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), ipy_parallel.Pool.reserve()["kept"])
+        with ipy_parallel.Pool(2) as pool:
+            pool.run("1")
+        # the reserve's two are ended by the atexit hook before the interpreter finalizes
+        """
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.split() == ["7", "0"]  # the fork ended the kept ones first
+    assert seconds < bound(10)

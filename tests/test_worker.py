@@ -20,8 +20,9 @@ def errors(results):
     return [None if r.error is None else str(r.error) for r in results]
 
 
-def test_imports_in_a_worker_without_loading_the_pool(pool):
-    loaded = values(pool.run(IMPORT + "import sys\nsorted(m for m in sys.modules if m.startswith('ipy_parallel'))"))
+def test_imports_in_a_worker_without_loading_the_pool():
+    with ipy_parallel.Pool(2, fresh=True) as pool:  # new interpreters: a kept one has what earlier cells imported
+        loaded = values(pool.run(IMPORT + "import sys\nsorted(m for m in sys.modules if m.startswith('ipy_parallel'))"))
     assert loaded[0] == ["ipy_parallel", "ipy_parallel._engine", "ipy_parallel._wire", "ipy_parallel._wire.protocol",
                          "ipy_parallel.worker"]
 

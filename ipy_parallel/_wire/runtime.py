@@ -3,9 +3,9 @@
 Shipped into every worker as the module ``_ipy_parallel_runtime`` (ipy_parallel._wire), never
 imported there through ipy_parallel, so a worker never loads the package or its C++ module for
 it (but to excuse itself from the barrier of a run it is not a target of). The worker calls
-setup() once; the function it returns runs each task with the worker's own GIL held and never
-raises: everything the cell does comes back as a protocol reply. The engine calls teardown()
-before it ends the interpreter.
+setup() once per pool it serves; the function it returns runs each task with the worker's own GIL
+held and never raises: everything the cell does comes back as a protocol reply. The engine calls
+teardown() before it ends the interpreter, and recycle() before it keeps it for a later pool.
 """
 
 # Every interpreter imports its own copy of each module, so a worker's start-up time and idle
@@ -25,6 +25,7 @@ _CODE_CACHE_BYTES = 4 << 20  # and about this much memory for them, per worker (
 _PROTOCOL = 5
 _FunctionType = type(lambda: None)
 _OWN_FILES = {__file__, protocol.__file__}  # frames of these files never show in a cell's traceback
+_fresh = None  # (builtins, __main__, its dict) as they were before any cell ran: what recycle() restores
 
 
 def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter", hide=(), keep=None, flush=None):
@@ -38,9 +39,12 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
     keeps; ``flush()``: called when a cell flushes sys.stdout or sys.stderr. ipy_parallel.worker
     reads who this worker is from the module registered here.
     """
+    global _fresh
     import __main__
     import time
 
+    if _fresh is None:
+        _fresh = dict(builtins.__dict__), __main__, dict(__main__.__dict__)
     if sleep is not None:
         time.sleep = sleep
     if backend == "subinterpreter":
@@ -72,7 +76,7 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
     sys.modules[protocol.CONTEXT_MODULE] = context
 
     namespace = __main__.__dict__
-    pristine_builtins = dict(builtins.__dict__)
+    pristine_builtins = _fresh[0]
     streams = [_Stream(emit, 1, "<stdout>", flush), _Stream(emit, 2, "<stderr>", flush)]
     compiled = _CompiledCells()
 
@@ -195,6 +199,30 @@ def teardown(timeout):
     return _thread._count() == 0
 
 
+def recycle(timeout):
+    """Before the engine keeps this interpreter for a later pool: teardown(), then the state a new
+    worker starts with: ``__main__`` and builtins as they were before the first cell, no cell's
+    lines in linecache, garbage collected. The modules cells imported stay, as they are (a new
+    interpreter would import them again). True if it can be kept: no thread of a cell is left."""
+    if _fresh is None:
+        return False
+    fresh_builtins, main, fresh_main = _fresh
+    for name in list(builtins.__dict__):  # first: threading, which teardown() uses, relies on them
+        if name not in fresh_builtins:
+            del builtins.__dict__[name]
+    builtins.__dict__.update(fresh_builtins)
+    if not teardown(timeout):
+        return False
+    sys.modules["__main__"] = main
+    main.__dict__.clear()
+    main.__dict__.update(fresh_main)
+    linecache.clearcache()
+    import gc
+
+    gc.collect()
+    return True
+
+
 class _Stream(io.TextIOBase):
     """sys.stdout / sys.stderr of a worker: each write goes straight to the engine, up to the
     protocol's OUTPUT_LIMIT characters a task; the rest is counted and noted at the task's end."""
@@ -306,7 +334,7 @@ def _warn_on_chdir():
     notebook's and every other worker's. It still does, and says so once per worker."""
     import os
 
-    chdir = os.chdir
+    chdir = getattr(os.chdir, "__wrapped__", os.chdir)  # a kept interpreter's: warn anew, do not wrap twice
     warned = False
 
     def chdir_and_warn(path):
@@ -320,7 +348,7 @@ def _warn_on_chdir():
                           "notebook's and every other worker's (sub-interpreters share one process): use "
                           "absolute paths instead", RuntimeWarning, stacklevel=2)
 
-    chdir_and_warn.__doc__, chdir_and_warn.__name__ = chdir.__doc__, chdir.__name__
+    chdir_and_warn.__doc__, chdir_and_warn.__name__, chdir_and_warn.__wrapped__ = chdir.__doc__, chdir.__name__, chdir
     os.chdir = chdir_and_warn
 
 

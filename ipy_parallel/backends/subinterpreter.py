@@ -27,11 +27,37 @@ class Pool(BasePool):
     do not support sub-interpreters (numpy, most compiled extensions) cannot be imported in a
     worker: use ProcessPool for those.
 
+    Workers outlive their pool: as it closes or shrinks, each worker with no thread of a cell
+    left is kept, parked, in a process-wide reserve (up to 64; see ``Pool.reserve``), and the
+    next pool or growth takes it instead of creating an interpreter: a start in well under a
+    millisecond, and none of the ~2 MiB that CPython 3.12 and 3.13 keep of every interpreter
+    they end. A kept worker starts as a new one would: its ``__main__`` and builtins are fresh,
+    but the modules its cells imported stay imported, with whatever they did to them.
+    ``fresh=True`` gives a pool whose interpreters are all new.
+
     Blocking and the GIL: as every pool (see BasePool); the workers take the main
     interpreter's GIL only to start and to end.
     """
 
     _kind = "Pool"
+
+    def __init__(self, n: int | None = None, *, fresh: bool = False):
+        self._fresh = bool(fresh)
+        super().__init__(n)
+
+    @staticmethod
+    def reserve(limit: int | None = None, *, clear: bool = False) -> dict[str, int]:
+        """The reserve of workers kept for the next pool: ``{"kept": ..., "limit": ...}``.
+        ``limit`` sets how many it keeps at most (0: none; every interpreter then ends with its
+        pool); ``clear=True`` ends those it keeps. Both block, GIL released, until the
+        interpreters that go have ended."""
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise ValueError(f"Pool.reserve(limit): expected a count of workers >= 0, got {limit!r}")
+            _engine.set_reserve_limit(limit)
+        if clear:
+            _engine.clear_reserve()
+        return {"kept": _engine.reserve_size(), "limit": _engine.reserve_limit()}
 
     def _lendable(self, value, what: str) -> bool:
         """Big bytes and str are copied once into each worker, straight from this interpreter's
@@ -52,7 +78,7 @@ class Pool(BasePool):
         if not hasattr(_engine, "Pool"):  # a worker's own _engine: queues and barriers only
             raise RuntimeError("a Pool cannot be started inside a worker: workers do not nest; "
                                "split the work among the workers you have (worker_id, n_workers)")
-        return _engine.Pool(n, _MODULES)
+        return _engine.Pool(n, _MODULES, self._fresh)
 
     def _before_run(self) -> None:
         """The engine ends every pool before os.fork() (a child forked with live sub-interpreters
@@ -61,7 +87,7 @@ class Pool(BasePool):
             return
         if not self._engine.closed_for_fork:  # by the engine's atexit hook: the interpreter is exiting
             raise RuntimeError("this Pool was closed as the interpreter exits: it runs nothing more")
-        self._engine = _engine.Pool(self._engine.size, _MODULES)
+        self._engine = _engine.Pool(self._engine.size, _MODULES, self._fresh)
         self._sent_path = None
         warnings.warn(
             "ipy_parallel: this process forked (os.fork or multiprocessing's 'fork' start method), so "

@@ -321,11 +321,20 @@ class ParallelMagics(Magics):
         if self.auto.on:
             print("ipy_parallel: autoparallel is on (%autoparallel off ends it)")
 
+    @magic_arguments()
+    @argument("--fresh", action="store_true",
+              help="new workers instead: close the sub-interpreter and process pools (the next cell starts new "
+                   "interpreters and processes, which import everything again) and end the interpreters kept "
+                   "in reserve; a cluster's engines are reset as without --fresh")
     @line_magic
     def parallel_reset(self, line=""):
-        """Clear the variables of every worker of every pool (worker_id and n_workers stay)."""
+        """Clear the variables of every worker of every pool (worker_id and n_workers stay).
+
+        The modules cells imported stay imported, and so do sub-interpreters that a closed pool's
+        workers kept: --fresh starts from new interpreters and processes."""
+        args = parse_argstring(self.parallel_reset, line)
         pools = self.pools.open()
-        if not pools:
+        if not pools and not args.fresh:
             print("ipy_parallel: no pool yet; nothing to reset")
             return
         try:  # every pool first: none is cleared if one is busy
@@ -333,6 +342,10 @@ class ParallelMagics(Magics):
                 self.pools.check_free(backend, what="%parallel_reset", can_wait=False)
         except CellUsageError as exc:
             raise UsageError(f"%parallel_reset: {exc}") from None
+        if args.fresh:
+            ended = self.pools.renew()
+            print(f"ipy_parallel: {ended}; the next cell starts new workers")
+            pools = {backend: pool for backend, pool in pools.items() if backend == "ipyparallel"}
         for backend, pool in pools.items():
             try:
                 pool.reset()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, MutableMapping
 
 from ..backends import NAMES as BACKENDS
-from ..backends import open_pool
+from ..backends import open_pool, pool_class
 from ..backends.base import cell_filename, check_workers
 from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
@@ -207,6 +207,20 @@ class Pools:
         """The pools not closed, by backend."""
         self._take_warm()
         return {backend: pool for backend, pool in self._pools.items() if not pool.closed}
+
+    def renew(self) -> str:
+        """Close the sub-interpreter and process pools and end the interpreters the reserve
+        keeps, so that the next cell gets new workers (see Pool.reserve); says what it ended."""
+        ended = []
+        for backend in ("subinterpreter", "process"):
+            pool = self.of(backend)
+            if pool is not None and not pool.closed:
+                ended.append(f"closed the {pool.size} workers of the {backend} pool")
+                pool.close()
+        reserve = pool_class("subinterpreter").reserve  # after the closes, which park their workers there
+        kept = reserve()["kept"]
+        reserve(clear=True)
+        return ", ".join(ended + [f"ended the {kept} interpreters kept in reserve"])
 
     def wait_background(self, timeout: float | None = None) -> list[BackgroundRun]:
         """Wait for the background runs going on to end (at most ``timeout`` seconds in all);
