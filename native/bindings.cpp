@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <optional>
@@ -141,12 +142,16 @@ void fork_over() {
 // lock is in the same case): the child's pools end their interpreters as they close.
 void fork_over_in_child() { g_forking = false; }
 
+// The status the process leaves with when at_exit() cannot finalize: 1, as the status it was
+// exiting with cannot be read from an atexit hook (Py_RunMain keeps it in a local), unless the
+// program said which (the IPython extension: 0 when its shell exits as asked).
+std::atomic<int> g_stuck_exit_status{1};
+
 // The atexit hook: close every pool. Interpreters that could not be ended (their workers
 // abandoned, or left to threads the cells started) cannot stay while the main interpreter
 // finalizes: 3.12 aborts ("remaining subinterpreters"), 3.13 crashes beside one still running
 // Python code and hangs on one whose threads still run. So the process then leaves without
-// finalizing, after flushing what it wrote, with status 1: it did not shut down cleanly, and the
-// status it was exiting with cannot be read from here.
+// finalizing, after flushing what it wrote, with g_stuck_exit_status.
 void at_exit() {
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
@@ -168,12 +173,13 @@ void at_exit() {
       Py_XDECREF(done);
     }
   }
+  const int status = g_stuck_exit_status.load();
   std::fprintf(stderr,
                "ipy_parallel: %d sub-interpreter(s) of abandoned workers could not be ended, and CPython cannot "
-               "finalize beside them: exiting now without finalizing, with status 1\n",
-               alive);
+               "finalize beside them: exiting now without finalizing, with status %d\n",
+               alive, status);
   std::fflush(nullptr);
-  _exit(1);
+  _exit(status);
 }
 
 class PoolHandle {
@@ -546,6 +552,9 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
         py::arg("limit"), "Keep at most `limit` (0: none); those over it end now. Blocks until they have, GIL released.");
   m.def("clear_reserve", [] { return without_gil([] { return ipp::Reserve::instance().clear(); }); },
         "End every kept worker's interpreter; returns how many. Blocks until they have, GIL released.");
+  m.def("set_stuck_exit_status", [](int status) { g_stuck_exit_status.store(status); }, py::arg("status"),
+        "The status the process exits with if interpreters the engine could not end keep it from "
+        "finalizing (1 unless set: an atexit hook cannot read the status the program was exiting with).");
   m.def("interpreters_alive", &ipp::Interpreter::alive,
         "Sub-interpreters created by the engine and not ended (parked in the reserve, left alive, or of "
         "abandoned workers).");

@@ -417,6 +417,7 @@ bool Worker::park() {
     }
     stop_requested_ = keep_ = drop_held_ = false;
     mailbox_.reset();
+    threads_waited_for_ = false;
   }
   {
     std::lock_guard<std::mutex> lock(task_mutex_);
@@ -440,6 +441,7 @@ bool Worker::park() {
 }
 
 bool Worker::recycle() {
+  threads_waited_for_ = true;  // whatever it finds: ending the interpreter then need not wait again
   PyObject* done = PyObject_CallMethod(runtime_, "recycle", "d", kTeardownSeconds);
   if (done == nullptr) {
     PyErr_Clear();
@@ -519,7 +521,7 @@ void Worker::end_interpreter() {
   // _thread.start_new_thread one included. So the runtime first gives them a moment to finish
   // (and says whether any is left), and an interpreter that still has threads is left to them.
   bool alone = false;
-  PyObject* done = PyObject_CallFunction(teardown_fn_, "d", kTeardownSeconds);
+  PyObject* done = PyObject_CallFunction(teardown_fn_, "d", threads_waited_for_ ? 0.0 : kTeardownSeconds);
   if (done == nullptr) {
     PyErr_Clear();
   } else {

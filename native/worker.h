@@ -165,6 +165,7 @@ class Worker {
   bool stop_requested_ = false;
   bool keep_ = false;       // the stop asked for is request_retire()'s, and no request_stop() came
   bool adopted_ = false;    // adopt() was called while parked
+  bool threads_waited_for_ = false;  // recycle() gave the cells' threads their time (worker thread only)
   bool drop_held_ = false;  // drop_held() was called
   State state_ = State::starting;
   std::string start_error_;

@@ -203,7 +203,7 @@ def _in_bookkeeping(frame) -> bool:
 
 
 class RandomInterrupts:
-    """Ctrl-C at random instants, 5-40 ms apart, each landing wherever the main thread is while
+    """Ctrl-C at random instants, 2-20 ms apart, each landing wherever the main thread is while
     it runs an operation (between any two bytecodes of it, ours included). A SIGINT that arrives
     between operations is ignored, so that the test's own loop is not what it hits."""
 
@@ -220,7 +220,7 @@ class RandomInterrupts:
             raise KeyboardInterrupt
 
     def _fire(self):
-        while not self._stop.wait(self.rng.uniform(0.005, 0.040)):
+        while not self._stop.wait(self.rng.uniform(0.002, 0.020)):
             signal.pthread_kill(self._main, signal.SIGINT)
             self.sent += 1
 

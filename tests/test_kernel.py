@@ -156,7 +156,7 @@ def test_a_shutdown_request_after_a_run_gave_up_on_workers_ends_the_kernel_by_it
         km.shutdown_kernel(now=True)
     print(f"shutdown request with {next(iter(k for k, v in GIVEN_UP_CELLS.items() if v == cell))}: "
           f"the kernel exited by itself after {seconds:.2f} s, status {status}")
-    assert status == 1 and seconds < bound(1.5)  # 1: it could not finalize beside those interpreters
+    assert status == 0 and seconds < bound(1.5)  # the shutdown asked for, though CPython could not finalize
 
 
 @pytest.mark.parametrize("cell", BUSY_CELLS.values(), ids=BUSY_CELLS.keys())
@@ -205,6 +205,9 @@ def test_stop_button_to_the_cells_end_takes_milliseconds(kernel, cell):
     assert execute(kernel, "%%parallel 2\nworker_id")[0]["status"] == "ok"
 
 
+REPLY_WAIT = bound(0.3)  # each lost reply costs this: 1 s made this test 100-200 s, 80% of it waiting
+
+
 @pytest.mark.timeout(900)
 def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
     """Tiny %%parallel cells, one after another, while the stop button is pressed at random
@@ -213,7 +216,9 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
     ipykernel and pyzmq are not safe at every instant themselves: an interrupt that lands in
     their messaging code can lose a reply ("KeyboardInterrupt caught in kernel"), and one that
     lands in the middle of a message being sent corrupts the channel ("Invalid Signature"). So
-    when a reply does not come, the button is left alone and the kernel is asked a plain cell: if
+    when a reply does not come within REPLY_WAIT (a tiny cell's comes within milliseconds; one
+    that comes later is skipped by the next request, which waits for its own), the button is
+    left alone and the kernel is asked a plain cell: if
     it answers, its %%parallel pool must run a cell (a stuck pool fails here); if it does not,
     ipykernel itself was broken, which is counted, and the kernel restarted."""
     import queue
@@ -239,7 +244,7 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
     cells = ["%%parallel 2 --no-monitor\nworker_id", "%%parallel 2 --no-monitor --pull x\nx = worker_id",
              "%%parallel 2 --no-monitor --push data\nlen(data)", "%%parallel 2 --no-monitor\nprint('out', worker_id)",
              "%%parallel 2 --no-monitor\nimport time\ntime.sleep(0.01)\nworker_id"]
-    outcomes = {"ok": 0, "error": 0, "aborted": 0, "reply lost by ipykernel": 0, "ipykernel broken": 0}
+    outcomes = {"ok": 0, "error": 0, "aborted": 0, "no reply (lost by ipykernel, or late)": 0, "ipykernel broken": 0}
     checks = 0
     presser = threading.Thread(target=press, daemon=True)
     presser.start()
@@ -248,7 +253,7 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
         for i in range(soak(1000)):
             pressing.set()
             try:
-                reply, _ = execute(kc, cells[i % len(cells)], timeout=bound(1), stop_on_error=False)
+                reply, _ = execute(kc, cells[i % len(cells)], timeout=REPLY_WAIT, stop_on_error=False)
                 outcomes[reply["status"]] += 1
                 lost = False
             except (queue.Empty, ValueError):
@@ -259,7 +264,7 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
                 if answers("1 + 1"):
                     checks += 1
                     assert answers("%%parallel 2\nworker_id"), f"cell {i}: the kernel answers, its pool does not"
-                    outcomes["reply lost by ipykernel"] += lost
+                    outcomes["no reply (lost by ipykernel, or late)"] += lost
                 else:
                     outcomes["ipykernel broken"] += 1
                     kc.stop_channels()

@@ -366,6 +366,17 @@ class ParallelMagics(Magics):
         self.auto.set(False)
         self.pools.close()
 
+    def at_exit(self) -> None:
+        """As the interpreter exits, before the engine's hook ends the pools: a background run is
+        stopped, and says so, rather than lose its pool under it. A shell that exits as asked
+        (`exit`, a kernel's shutdown or restart request) ends with status 0 even where workers
+        the engine gave up on keep CPython from finalizing (the engine cannot read the status)."""
+        if self.shell.exit_now:
+            from .. import _engine
+
+            _engine.set_stuck_exit_status(0)
+        self.pools.stop_background()
+
 
 _loaded: dict[int, ParallelMagics] = {}  # per shell, so unload can undo exactly what load did
 
@@ -385,9 +396,8 @@ def load(shell) -> None:
     shell.register_magics(magics)
     _loaded[id(shell)] = magics
     shell_commands.install(shell)  # !cmd and %pip would otherwise fork, which ends every pool
-    # Before the engine's own exit hook ends the pools (hooks run last registered first): a
-    # background run is stopped, and says so, rather than lose its pool under it.
-    atexit.register(magics.pools.stop_background)
+    # Before the engine's own exit hook ends the pools (hooks run last registered first).
+    atexit.register(magics.at_exit)
     shell.events.register("pre_run_cell", magics.pools.cell_starts)
     shell.events.register("post_run_cell", magics.pools.cell_ended)
     # The first %%parallel cell finds its workers ready: they start now, in the background.
@@ -399,7 +409,7 @@ def unload(shell) -> None:
     magics = _loaded.pop(id(shell), None)
     if magics is None:
         return
-    atexit.unregister(magics.pools.stop_background)
+    atexit.unregister(magics.at_exit)
     shell.events.unregister("pre_run_cell", magics.pools.cell_starts)
     shell.events.unregister("post_run_cell", magics.pools.cell_ended)
     shell_commands.uninstall(shell)
