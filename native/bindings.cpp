@@ -251,7 +251,7 @@ class PoolHandle {
       py::list out;
       bool raw = false;
       for (const auto& r : pool_->take_results()) {
-        raw = raw || r.value_format == kRawFormat;
+        raw = raw || r.value_format == ipp::kRawFormat;
         out.append(result_record(r));
       }
       collected_ = std::move(out);
@@ -314,7 +314,6 @@ class PoolHandle {
   }
 
  private:
-  static constexpr int kRawFormat = 2;  // the protocol's RAW
   py::tuple result_record(const ipp::TaskResult& r);
 
   void keep_abandoned(const std::vector<ipp::Abandoned>& given_up) {
@@ -345,7 +344,7 @@ py::tuple PoolHandle::result_record(const ipp::TaskResult& r) {
                            bytes_or_none(r.error->pickled));
   }
   py::object value = bytes_or_none(r.value);
-  if (r.value_format == kRawFormat) {
+  if (r.value_format == ipp::kRawFormat) {
     const bool read = pool_->read_raw(r, [&](const char* data, size_t size) { value = py::bytes(data, size); });
     if (!read) {
       const char* why = "the worker dropped its result before it was collected";
@@ -544,6 +543,7 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
       "std::thread, all at once, with the GIL released.");
   m.attr("SEED_KERNEL_MAX_N") = ipp::kMaxSeedN;
   m.attr("POOL_SPIN_MICROS") = ipp::Pool::kSpinMicros;
+  m.attr("RAW_FORMAT") = ipp::kRawFormat;
   m.def("close_all_pools", &close_all_pools, "Close every open pool.");
   m.def("reserve_size", [] { return ipp::Reserve::instance().size(); },
         "Ended workers kept alive, parked, for the next pool (see reserve.h).");

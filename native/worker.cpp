@@ -135,7 +135,6 @@ TaskError error_from_raised() {
   return error;
 }
 
-constexpr int kRawFormat = 2;  // the protocol's RAW: the value is a bytes object, handed over as it is
 
 // Reads run()'s reply, the protocol's (value | None, error record | None, value_format). A RAW
 // value is not copied: `raw` gets a new reference to it.

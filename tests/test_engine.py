@@ -152,3 +152,24 @@ def test_condvar_floor_measures_round_trips():
             assert len(times) == 50 and all(t > 0 for t in times)
     with pytest.raises(ValueError, match="at least one thread"):
         _engine.CondvarFloor(0)
+
+
+def test_the_type_stub_names_everything_the_engine_has():
+    # A stale ipy_parallel/_engine.pyi fails here: every function, class and member of the
+    # compiled module is in it, and nothing else (but the type aliases it defines for itself).
+    import ast
+    from pathlib import Path
+
+    import ipy_parallel
+
+    tree = ast.parse((Path(ipy_parallel.__file__).parent / "_engine.pyi").read_text(encoding="utf-8"))
+    stub = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    stub.update({node.target.id: node for node in tree.body if isinstance(node, ast.AnnAssign)})
+    module = {name for name in dir(_engine) if not name.startswith("__")}
+    assert module - set(stub) == set(), "in the engine, not in its stub"
+    assert set(stub) - module == set(), "in the stub, not in the engine"
+    for name, node in stub.items():
+        if isinstance(node, ast.ClassDef):
+            members = {m.name for m in node.body if isinstance(m, ast.FunctionDef)} - {"__init__"}
+            real = {m for m in dir(getattr(_engine, name)) if not m.startswith("_") or m in ("__enter__", "__exit__")}
+            assert real == members, f"_engine.{name}: the stub's members differ"

@@ -61,6 +61,18 @@ def test_the_cpp_engine_writes_the_protocols_records():
         engine.close(5.0)
 
 
+def test_the_cpp_engine_and_the_protocol_agree_on_raw_values():
+    assert _engine.RAW_FORMAT == protocol.RAW
+    engine = _engine.Pool(1, marshalled())
+    try:
+        engine.start(f"b'x' * {protocol.LEND_MIN}", "<wire>", [])
+        assert engine.wait(10)
+        [record] = engine.collect()
+        assert record[-1] == protocol.RAW and record[1] == b"x" * protocol.LEND_MIN  # copied as it is
+    finally:
+        engine.close(5.0)
+
+
 def test_shipped_modules_install_in_order_in_a_fresh_process():
     # What a worker process does: install the shipped modules, then run a task through setup().
     names = [name for name, _, _ in shipped_sources()]

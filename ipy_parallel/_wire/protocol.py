@@ -4,7 +4,7 @@ Imported as ipy_parallel._wire.protocol in the main interpreter, and shipped int
 (sub-interpreter, process, ipyparallel engine) as the module ``_ipy_parallel_protocol`` (see
 ipy_parallel._wire). It imports only marshal, a builtin, so a worker pays nothing for it. The
 C++ engine reads a reply and writes a result record in the same shapes (native/worker.cpp,
-native/bindings.cpp); tests/test_protocol.py holds all of them to this file.
+native/bindings.cpp); tests/test_wire.py holds all of them to this file.
 
 task          (source, filename, payload)
   source      the cell's text, or an operation of the runtime (RESET, PULL, RESIZE): a string that begins
