@@ -171,6 +171,7 @@ def cold(args, cluster) -> None:
         runners = {
             "multiprocessing.Pool fork": lambda: bench.first_result_processes(n, "fork"),
             "ipy_parallel Pool": lambda: bench.first_result_pool(n),
+            "ipy_parallel Pool, from the reserve (a closed pool's workers)": lambda: bench.first_result_pool(n, False),
             "ipy_parallel Pool, grown from half as many (resize)": lambda: bench.first_result_resized(n),
             "ipy_parallel, first cell 0.3 s after %load_ext (warm start)": lambda: bench.first_result_warmed(n),
             bench.stdlib_label(): lambda: bench.first_result_stdlib(n),

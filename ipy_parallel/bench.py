@@ -905,10 +905,14 @@ class IPyParallelCluster:
         self.cluster.stop_cluster_sync()
 
 
-def first_result_pool(n: int) -> float:
-    """Seconds from nothing to the first result of every worker of a fresh Pool(n)."""
+def first_result_pool(n: int, fresh: bool = True) -> float:
+    """Seconds from nothing to the first result of every worker of a Pool(n): of new
+    interpreters (fresh), or of those a closed pool of n left in the reserve."""
+    if not fresh:
+        with Pool(n, fresh=True) as closed:  # n workers that ran a cell, parked in the reserve as it closes
+            closed.run("worker_id")
     start = time.perf_counter()
-    pool = Pool(n)
+    pool = Pool(n, fresh=fresh)
     pool.run("worker_id")
     elapsed = time.perf_counter() - start
     pool.close()
@@ -917,8 +921,8 @@ def first_result_pool(n: int) -> float:
 
 def first_result_resized(n: int) -> float:
     """Seconds from resize(n) of a warm Pool(n // 2) to the first result of every worker: only
-    the new half starts."""
-    pool = Pool(max(1, n // 2))
+    the new half starts, as new interpreters."""
+    pool = Pool(max(1, n // 2), fresh=True)
     pool.run("worker_id")
     try:
         start = time.perf_counter()
@@ -934,6 +938,7 @@ def first_result_warmed(n: int, typing: float = 0.3) -> float:
     in the background (the session's warm start), to the first result of every worker."""
     from .ipython.session import Pools
 
+    Pool.reserve(clear=True)  # as in a new kernel: its pool's interpreters are created
     pools = Pools()
     pools.warm("subinterpreter", n)
     time.sleep(typing)
