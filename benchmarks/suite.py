@@ -2,10 +2,10 @@
 
 Sections: throughput (seed workload, 1/2/4/20 tasks), latency (empty task, warm pools of 2 and
 20, with the C++ floor), calls (executors: map and submit of trivial calls), cold start,
-transfer (100 MiB in and out), memory (per idle worker), pythons (round trips and the seed
-workload on every CPython given with --pythons, side by side). On 3.14, CPython's own
-concurrent.interpreters and InterpreterPoolExecutor stand beside ours; before it, the private
-_interpreters module.
+transfer (100 MiB in and out), memory (per idle worker), pythons (round trips, the seed
+workload, cold start and executor calls on every CPython given with --pythons, side by side,
+each beside that Python's own interpreters). On 3.14, CPython's own concurrent.interpreters and
+InterpreterPoolExecutor stand beside ours; before it, the private _interpreters module.
 Prints measured times and ratios; asserts nothing about time. Methods are interleaved round by
 round. Fork-based methods run while no sub-interpreter is alive: os.fork() ends every pool
 (CPython crashes a child forked with live sub-interpreters).
@@ -301,6 +301,29 @@ def pythons(args, cluster) -> None:
           f"{max(50, args.iterations // 8)} per run) and the seed workload with 2 tasks of n={args.size:,} "
           f"(speedup over that Python's serial run), {args.repeat} runs of each, alternating",
           ["CPython", "2 workers", f"x {first}", "20 workers", f"x {first}", "Pool, 2 tasks", "threads, 2 tasks"],
+          rows)
+
+    def median_of(runs: list[dict], key: str) -> float:
+        values = [run[key] for run in runs]
+        return statistics.median([v for many in values for v in many] if isinstance(values[0], list) else values)
+
+    rows = []
+    for name, runs in samples.items():
+        serial = median_of(runs, "serial")
+        row = [name, runs[0]["stdlib_label"].removeprefix("stdlib ")]
+        for n in (2, 20):
+            row.append(f"{median_of(runs, f'round_trip_{n}') * 1e6:.0f} / {median_of(runs, f'stdlib_round_trip_{n}') * 1e6:.0f}us")
+        row += [f"{serial / median_of(runs, 'pool'):.2f}x / {serial / median_of(runs, 'stdlib'):.2f}x",
+                f"{median_of(runs, 'cold_20') * 1e3:.0f} / {median_of(runs, 'stdlib_cold_20') * 1e3:.0f}ms"]
+        theirs = "InterpreterPoolExecutor_map" in runs[0]
+        for what in ("map", "submit"):
+            row.append(f"{median_of(runs, f'ours_{what}') * 1e6:.2f}us / "
+                       + (f"{median_of(runs, f'InterpreterPoolExecutor_{what}') * 1e6:.2f}us" if theirs else "(none)"))
+        rows.append(row)
+    table("Pythons side by side, ours / CPython's own interpreters (driven by a thread each) in the same runs: "
+          "round trip (median), the seed workload with 2 tasks, a pool of 20 new interpreters to its first "
+          "result, and an executor's calls on 2 workers (median per call) / InterpreterPoolExecutor's (3.14)",
+          ["CPython", "CPython's own", "2 workers", "20 workers", "2 tasks", "cold 20", "map", "submit().result()"],
           rows)
 
 

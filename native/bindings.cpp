@@ -129,17 +129,19 @@ void close_for_fork() {
 
 // os.register_at_fork(after_in_parent=): pools may start again, and keep their ended workers.
 void fork_over() {
+  bool exiting = false;
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_forking = false;
+    exiting = g_exiting;
   }
   g_fork_over.notify_all();
-  ipp::Reserve::instance().open();
+  if (!exiting) ipp::Reserve::instance().open();  // the exit hook's close is for good
 }
 
 // The child has one thread: the flag is reset without the lock, which a thread of the parent may
-// have held as it forked (that thread does not exist here). The reserve stays closed there (its
-// lock is in the same case): the child's pools end their interpreters as they close.
+// have held as it forked (that thread does not exist here). The reserve is not used there (its
+// lock is in the same case, see Reserve): the child's pools end their interpreters as they close.
 void fork_over_in_child() { g_forking = false; }
 
 // The status the process leaves with when at_exit() cannot finalize: 1, as the status it was

@@ -1,10 +1,16 @@
 // The reserve of parked workers: taken by new pools and growing ones, given back by closing and shrinking ones.
 #include "reserve.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <utility>
 
 namespace ipp {
+
+Reserve::Reserve() : owner_pid_(getpid()) {}
+
+bool Reserve::forked() const { return getpid() != owner_pid_; }
 
 Reserve& Reserve::instance() {
   static auto* const reserve = new Reserve();  // never destroyed: the atexit hook empties it
@@ -13,6 +19,7 @@ Reserve& Reserve::instance() {
 
 std::vector<std::unique_ptr<Worker>> Reserve::take(const std::string& modules, std::size_t count) {
   std::vector<std::unique_ptr<Worker>> taken;
+  if (forked()) return taken;
   std::lock_guard<std::mutex> lock(mutex_);
   // The most recently parked first: its memory is the likeliest to be still in the caches.
   for (auto it = kept_.rbegin(); it != kept_.rend() && taken.size() < count; ++it)
@@ -22,7 +29,7 @@ std::vector<std::unique_ptr<Worker>> Reserve::take(const std::string& modules, s
 }
 
 void Reserve::put(std::unique_ptr<Worker> worker) {
-  {
+  if (!forked()) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (open_ && static_cast<int>(kept_.size()) < limit_) {
       kept_.push_back(std::move(worker));
@@ -35,6 +42,7 @@ void Reserve::put(std::unique_ptr<Worker> worker) {
 }
 
 int Reserve::clear() {
+  if (forked()) return 0;
   std::vector<std::unique_ptr<Worker>> all;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -46,16 +54,19 @@ int Reserve::clear() {
 }
 
 int Reserve::size() const {
+  if (forked()) return 0;
   std::lock_guard<std::mutex> lock(mutex_);
   return static_cast<int>(kept_.size());
 }
 
 int Reserve::limit() const {
+  if (forked()) return 0;
   std::lock_guard<std::mutex> lock(mutex_);
   return limit_;
 }
 
 void Reserve::set_limit(int limit) {
+  if (forked()) return;
   std::vector<std::unique_ptr<Worker>> over;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -69,6 +80,7 @@ void Reserve::set_limit(int limit) {
 }
 
 void Reserve::close() {
+  if (forked()) return;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     open_ = false;
@@ -77,6 +89,7 @@ void Reserve::close() {
 }
 
 void Reserve::open() {
+  if (forked()) return;
   std::lock_guard<std::mutex> lock(mutex_);
   open_ = true;
 }

@@ -1,6 +1,8 @@
 // The process-wide reserve: workers whose pool ended, kept alive (thread and interpreter) for the next pool.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -19,7 +21,8 @@ namespace ipp {
 //
 // Threading contract: any main-interpreter thread, with the main GIL released: ending a worker
 // (put() over the limit, clear(), set_limit(), close()) blocks until its interpreter has ended,
-// which takes the main GIL.
+// which takes the main GIL. In a forked child the reserve is never used: it holds nothing there
+// (the fork hook emptied it), and its lock may have been held by a thread of the parent.
 class Reserve {
  public:
   static constexpr int kDefaultLimit = 64;
@@ -39,9 +42,11 @@ class Reserve {
   void open();
 
  private:
-  Reserve() = default;
+  Reserve();
+  bool forked() const;  // in a child forked from the process that made it
   static void end(std::vector<std::unique_ptr<Worker>> workers);  // all at once, then joined
 
+  const pid_t owner_pid_;
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<Worker>> kept_;  // parked, oldest first
   int limit_ = kDefaultLimit;

@@ -262,6 +262,9 @@ void Worker::adopt(int id, int n_workers, std::uint64_t group, Completion& sink)
     id_ = id;
     n_workers_ = n_workers;
     group_ = group;
+    // Here, not as the worker wakes: a request_stop() that comes before it does must stand.
+    stop_requested_ = keep_ = drop_held_ = false;
+    mailbox_.reset();
     adopted_ = true;
     state_ = State::starting;  // wait_ready() waits for the setup
   }
@@ -400,8 +403,8 @@ bool Worker::park() {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     if (!keep_) return false;
   }
+  Py_CLEAR(run_fn_);  // the last pool's streams and compiled cells, before recycle() collects
   if (!recycle()) return false;
-  Py_CLEAR(run_fn_);  // the last pool's namespace and streams go with it
   interp_->detach();
   {
     std::unique_lock<std::mutex> lock(mailbox_mutex_);
@@ -414,8 +417,6 @@ bool Worker::park() {
       interp_->attach();
       return false;
     }
-    stop_requested_ = keep_ = drop_held_ = false;
-    mailbox_.reset();
     threads_waited_for_ = false;
   }
   {
@@ -440,12 +441,12 @@ bool Worker::park() {
 }
 
 bool Worker::recycle() {
-  threads_waited_for_ = true;  // whatever it finds: ending the interpreter then need not wait again
   PyObject* done = PyObject_CallMethod(runtime_, "recycle", "d", kTeardownSeconds);
   if (done == nullptr) {
     PyErr_Clear();
     return false;
   }
+  threads_waited_for_ = true;  // whatever it found: ending the interpreter then need not wait again
   const bool reset = PyObject_IsTrue(done) == 1;
   Py_DECREF(done);
   if (PyErr_Occurred()) PyErr_Clear();

@@ -529,8 +529,9 @@ def test_a_closed_pools_workers_serve_the_next_pool_as_new_workers():
     Pool.reserve(clear=True)
     with Pool(2) as first:
         kept = set(_ids(first))
-        first.run("import builtins, json, sys\nx = 1\nbuiltins.len = None\nbuiltins.extra = 2\n"
-                  "sys.modules['__main__'].y = 3\nfrom ipy_parallel import worker\nworker.barrier(timeout=10)")
+        first.run("import builtins, gc, json, sys\nx = 1\nbuiltins.len = None\nbuiltins.extra = 2\n"
+                  "sys.modules['__main__'].y = 3\ngc.disable()\nsys.setrecursionlimit(4321)\n"
+                  "from ipy_parallel import worker\nworker.barrier(timeout=10)")
         busy = sum(first.cpu_times())
     assert Pool.reserve()["kept"] == 2
     with Pool(3) as second:
@@ -543,6 +544,8 @@ def test_a_closed_pools_workers_serve_the_next_pool_as_new_workers():
         assert [s[:4] for s in state] == [(i, 3, i, 3) for i in range(3)]
         assert all(s[4] == ["builtins", "n_workers", "sys", "worker", "worker_id"] for s in state)  # no x, no y
         assert all(s[5] == 1 and not s[6] for s in state)  # builtins as new
+        assert [r.value for r in second.run("import gc, sys\n(gc.isenabled(), sys.getrecursionlimit() != 4321)")] == [
+            (True, True)] * 3
         assert [s[7] for s in state] == [True, True, False]  # what the kept ones imported stays imported
         assert [r.value for r in second.run("from ipy_parallel import worker\nworker.barrier(timeout=10)\n1")] == [1] * 3
         assert sum(second.cpu_times()[:2]) < busy + 1  # counted from when they joined this pool
@@ -563,6 +566,22 @@ def test_a_pool_starts_from_the_reserve_in_milliseconds():
         pool.close()
     print(f"\nPool(20): created {created * 1e3:.1f} ms, from the reserve {min(taken) * 1e3:.2f} ms (best of 3)")
     assert min(taken) < bound(0.005)
+
+
+def test_a_start_that_fails_ends_the_workers_it_took_from_the_reserve():
+    from conftest import interpreters
+    from ipy_parallel import _engine
+
+    Pool.reserve(clear=True)
+    base = interpreters()
+    Pool(2).close()
+    _engine._fail_next_creations(2)  # the third worker's interpreter, twice: not transient
+    try:
+        with pytest.raises(RuntimeError, match="cannot create an isolated sub-interpreter"):
+            Pool(3)
+    finally:
+        _engine._fail_next_creations(0)
+    assert Pool.reserve()["kept"] == 0 and interpreters() == base
 
 
 def test_a_fresh_pool_takes_nothing_from_the_reserve():
@@ -602,8 +621,11 @@ def test_the_reserve_keeps_up_to_its_limit_and_clears_on_request():
         assert Pool.reserve(limit=0) == {"kept": 0, "limit": 0} and interpreters() == base
         Pool(2).close()
         assert interpreters() == base  # nothing kept: every interpreter ended with its pool
-        for bad in (-1, 1.5, True, "2"):
-            with pytest.raises(ValueError, match="expected a count of workers >= 0"):
+        for bad in (-1, 5000):
+            with pytest.raises(ValueError, match="expected 0 to 4096 workers"):
+                Pool.reserve(limit=bad)
+        for bad in (1.5, True, "2"):
+            with pytest.raises(TypeError, match="expected a count of workers"):
                 Pool.reserve(limit=bad)
     finally:
         Pool.reserve(limit=64)

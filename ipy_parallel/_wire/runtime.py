@@ -25,7 +25,7 @@ _CODE_CACHE_BYTES = 4 << 20  # and about this much memory for them, per worker (
 _PROTOCOL = 5
 _FunctionType = type(lambda: None)
 _OWN_FILES = {__file__, protocol.__file__}  # frames of these files never show in a cell's traceback
-_fresh = None  # (builtins, __main__, its dict) as they were before any cell ran: what recycle() restores
+_fresh = None  # (builtins, __main__, its dict, recursion limit) before any cell ran: what recycle() restores
 
 
 def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter", hide=(), keep=None, flush=None):
@@ -44,7 +44,7 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
     import time
 
     if _fresh is None:
-        _fresh = dict(builtins.__dict__), __main__, dict(__main__.__dict__)
+        _fresh = dict(builtins.__dict__), __main__, dict(__main__.__dict__), sys.getrecursionlimit()
     if sleep is not None:
         time.sleep = sleep
     if backend == "subinterpreter":
@@ -206,19 +206,24 @@ def recycle(timeout):
     interpreter would import them again). True if it can be kept: no thread of a cell is left."""
     if _fresh is None:
         return False
-    fresh_builtins, main, fresh_main = _fresh
-    for name in list(builtins.__dict__):  # first: threading, which teardown() uses, relies on them
-        if name not in fresh_builtins:
-            del builtins.__dict__[name]
-    builtins.__dict__.update(fresh_builtins)
+    fresh_builtins, main, fresh_main, recursion_limit = _fresh
+    builtins.__dict__.update(fresh_builtins)  # first: threading, which teardown() uses, relies on them
     if not teardown(timeout):
         return False
+    for name in list(builtins.__dict__):  # once the cells' threads are done with them
+        if name not in fresh_builtins:
+            del builtins.__dict__[name]
+    # What a cell may have set for this thread or interpreter, beside its namespace.
+    sys.settrace(None)
+    sys.setprofile(None)
+    sys.setrecursionlimit(recursion_limit)
     sys.modules["__main__"] = main
     main.__dict__.clear()
     main.__dict__.update(fresh_main)
     linecache.clearcache()
     import gc
 
+    gc.enable()
     gc.collect()
     return True
 

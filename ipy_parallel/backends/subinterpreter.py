@@ -14,6 +14,7 @@ __all__ = ["Pool"]
 
 # Compiled here once per process, unmarshalled in each worker (cheaper there than compiling).
 _MODULES = marshalled()
+_RESERVE_MAX = 4096  # workers the reserve may keep at most
 _PLAIN = frozenset((int, float, bool, type(None), list, tuple, dict, set))  # never buffers: skip the check
 
 
@@ -52,8 +53,10 @@ class Pool(BasePool):
         pool); ``clear=True`` ends those it keeps. Both block, GIL released, until the
         interpreters that go have ended."""
         if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise ValueError(f"Pool.reserve(limit): expected a count of workers >= 0, got {limit!r}")
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"Pool.reserve(limit): expected a count of workers (an int), got {limit!r}")
+            if not 0 <= limit <= _RESERVE_MAX:
+                raise ValueError(f"Pool.reserve(limit): expected 0 to {_RESERVE_MAX} workers, got {limit}")
             _engine.set_reserve_limit(limit)
         if clear:
             _engine.clear_reserve()
