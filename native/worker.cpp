@@ -135,7 +135,6 @@ TaskError error_from_raised() {
   return error;
 }
 
-
 // Reads run()'s reply, the protocol's (value | None, error record | None, value_format). A RAW
 // value is not copied: `raw` gets a new reference to it.
 bool unpack_reply(PyObject* reply, TaskResult& result, PyObject*& raw) {
