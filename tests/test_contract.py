@@ -223,6 +223,11 @@ def test_a_worker_that_cannot_be_stopped_is_named_and_the_next_run_says_it_waits
     assert time.perf_counter() - start < bound(2.5)
     note = "ipy_parallel: waiting for workers 0-1, still busy with an earlier run that was stopped"
     assert note in capsys.readouterr().err
+    run = any_pool.submit("while True:\n    pass")  # the cell that ignored the interrupt did not disarm it
+    time.sleep(0.2)
+    any_pool.interrupt()
+    assert run.wait(bound(5)), "a cell that replaced the interrupt's handler left its worker unstoppable"
+    assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
 
 
 def test_a_timeout_bounds_the_wait_for_an_earlier_run_too(any_pool):

@@ -18,7 +18,7 @@ from pathlib import Path
 import jupyterlab  # noqa: F401
 import pytest
 from conftest import REPO
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
 CHROMIUM = Path(os.environ.get("IPP_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT = REPO / "test-artifacts" / "jupyterlab-quickstart.png"
@@ -219,6 +219,11 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
                 page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for()
             finally:
                 assert page.locator(".jp-Dialog").count() == 0, page.locator(".jp-Dialog").inner_text()
+            # Lab attaches a long notebook's cells a few at a time after the first render.
+            try:
+                page.wait_for_function(f"() => ({CELLS})().length === {len(code)}", timeout=UI_TIMEOUT)
+            except PlaywrightTimeout:
+                pass  # the assertion below says how many there were
             code_cells = page.evaluate(CELLS)
             assert len(code_cells) == len(code)
             assert all(c["prompt"].strip() == "[ ]:" and not c["outputs"] for c in code_cells), code_cells

@@ -12,7 +12,11 @@ ipy_parallel is not installed. The client side imports this file only for its co
   SIGINT raise KeyboardInterrupt during its whole handling of a request, and one that lands in
   its own code loses the reply (the run never ends) or ends the engine (both seen under racing
   interrupts). So the signal is SIGURG (its default action ignores it, and nothing on an engine
-  sends it), turned into KeyboardInterrupt only while the cell runs and ignored at any other time.
+  sends it), turned into KeyboardInterrupt only while a task runs and ignored at any other time.
+  The handler stays installed and reads a flag: switching handlers around the task does not
+  hold, because signal.signal() runs the handlers of pending signals before it installs the new
+  one, so an interrupt racing the task's end left the raising handler in place, and the next
+  signal ended the engine between requests (seen on 3.14 under racing interrupts).
 - CPU: what the engine process (all its threads) used since the run started there, published
   every 0.2 s over IOPub by a thread beside the run, and exact in the reply.
 """
@@ -23,12 +27,14 @@ import threading
 import time
 
 SIGNAL = "SIGURG"
+_SIGNUM = getattr(signal, SIGNAL)
 CPU_KEY = "ipy_parallel_cpu"
 _PUBLISH_EVERY = 0.2
 _APPLY_TEMP = ("_f", "_args", "_kwargs", "_result")  # the names of ipyparallel's apply requests
 
 _run = None
 _publisher = None
+_running = False  # a task is running: only then does the signal raise KeyboardInterrupt
 _streams = [None, None]  # the engine's sys.stdout/stderr during the current task
 
 
@@ -40,8 +46,14 @@ def install(worker_id, n_workers):
     _run = runtime.setup(worker_id, n_workers, _emit, None, backend="ipyparallel", hide=(__file__,), keep=_kept)
     if _publisher is None:
         _publisher = _Publisher()
-    signal.signal(getattr(signal, SIGNAL), signal.SIG_IGN)  # until a cell runs
+    signal.signal(_SIGNUM, _on_signal)
     return sys.version_info[:3]
+
+
+def _on_signal(signum, frame):
+    # Its frame is in this file, which the runtime leaves out of the cell's traceback.
+    if _running:
+        raise KeyboardInterrupt
 
 
 def _emit(fileno, text):
@@ -65,18 +77,19 @@ def _kept(name):
 
 def task(source, filename, payload):
     """Run one task of the protocol; returns (reply, wall seconds, CPU seconds)."""
+    global _running
     start_cpu, start = time.process_time(), time.perf_counter()
     streams = sys.stdout, sys.stderr  # ipykernel's streams, parented to this request
-    signum = getattr(signal, SIGNAL)
     try:
         try:
             _streams[:] = streams
             _publisher.begin(start_cpu)
-            # default_int_handler is C code, so no frame of ours shows in the cell's traceback.
-            signal.signal(signum, signal.default_int_handler)
+            signal.signal(_SIGNUM, _on_signal)  # again: an earlier cell may have replaced it
+            _running = True
             reply = _run(source, filename, payload)  # raises only an interrupt
         finally:
-            signal.signal(signum, signal.SIG_IGN)  # one already pending is dropped too
+            # A plain store first: no signal handler runs before it, and none raises after it.
+            _running = False
             sys.stdout, sys.stderr = streams  # in case the interrupt came as the runtime swapped them
     except KeyboardInterrupt:  # it came in the runtime's own code, before or after the cell
         protocol = sys.modules["_ipy_parallel_protocol"]

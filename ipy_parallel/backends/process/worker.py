@@ -241,6 +241,9 @@ def main():
                 pass
         wall, cpu = time.perf_counter(), time.process_time()
         _pending = _interrupted = False
+        # Again before each task: an earlier cell may have replaced them.
+        signal.signal(signal.SIGINT, _ignore)
+        signal.signal(interrupt, _on_interrupt)
         _running = True
         try:
             reply = run(source, filename, payload)
