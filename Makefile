@@ -23,7 +23,7 @@ done; true
 endef
 PYTHON ?= $(firstword $(shell $(find_pythons)))
 
-.PHONY: demo test bench lab build sanitize clean pythons venv-name
+.PHONY: demo test stubs bench lab build sanitize clean pythons venv-name
 
 demo: $(VENV)/.built
 	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
@@ -35,7 +35,15 @@ test: $(VENV)/.built
 	  (apt-get update -qq && apt-get install -y -qq chromium) \
 	    || echo "warning: chromium could not be installed; tests/test_jupyterlab.py will skip"; \
 	fi
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
+
+# The engine's type stub, ipy_parallel/_engine.pyi, made anew from the built engine (tests/test_engine.py
+# fails while it is stale).
+stubs: $(VENV)/.built
+	$(PY) -m pybind11_stubgen ipy_parallel._engine -o build/stubs
+	cp build/stubs/ipy_parallel/_engine.pyi ipy_parallel/_engine.pyi
 
 # Its "pythons" section sets every CPython `make pythons` finds side by side: each other one gets
 # its venv first (as `make test PYTHON=...` makes it), named by `make venv-name`.

@@ -35,8 +35,11 @@ def timed(fn) -> float:
 
 def main() -> int:
     iterations, size = int(sys.argv[1]), int(sys.argv[2])
-    out = {"version": sys.version.split()[0], "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
-           "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)()}
+    out = {
+        "version": sys.version.split()[0],
+        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
+    }
     for n in (2, 20):
         with Pool(n) as pool:
             out[f"round_trip_{n}"] = bench.pool_round_trip(pool)(iterations if n == 2 else max(50, iterations // 4))
@@ -52,7 +55,8 @@ def main() -> int:
         try:
             with ThreadPoolExecutor(n) as threads:
                 out[f"stdlib_round_trip_{n}"] = bench.stdlib_round_trip(stdlib, threads)(
-                    iterations if n == 2 else max(50, iterations // 4))
+                    iterations if n == 2 else max(50, iterations // 4)
+                )
             if n == 2:
                 out["stdlib"] = timed(lambda: stdlib.seed(ns))
         finally:

@@ -51,10 +51,13 @@ def throughput(args, cluster) -> None:
     cores = os.cpu_count() or 1
     for tasks in args.task_counts:
         ns = [args.size] * tasks
-        forked = bench.measure({
-            "multiprocessing fork": (lambda: bench.multiprocessing_pool(ns, "fork"), "end to end"),
-            "ProcessPoolExecutor fork": (lambda: bench.process_pool_executor(ns, "fork"), "end to end"),
-        }, args.repeat)
+        forked = bench.measure(
+            {
+                "multiprocessing fork": (lambda: bench.multiprocessing_pool(ns, "fork"), "end to end"),
+                "ProcessPoolExecutor fork": (lambda: bench.process_pool_executor(ns, "fork"), "end to end"),
+            },
+            args.repeat,
+        )
         stdlib = bench.StdlibInterpreters(tasks)
         try:
             with bench.warm_pool(tasks) as pool:
@@ -75,11 +78,22 @@ def throughput(args, cluster) -> None:
         by = {m.method: m for m in rows}
         serial, ours = by["serial"], by["ipy_parallel Pool"]
         ceiling = min(tasks, cores)
-        table(f"Throughput: {tasks} task(s) of n={args.size:,}, median of {args.repeat} (ceiling {ceiling}x)",
-              ["method", "time", "speedup", "of ceiling", "ours is", "answers", "note"],
-              [[m.method, f"{m.median:.3f}s", f"{serial.median / m.median:.2f}x",
-                f"{serial.median / m.median / ceiling:.0%}", f"{m.median / ours.median:.2f}x as fast",
-                "agree" if m.values == serial.values else "DIFFER", m.note] for m in rows])
+        table(
+            f"Throughput: {tasks} task(s) of n={args.size:,}, median of {args.repeat} (ceiling {ceiling}x)",
+            ["method", "time", "speedup", "of ceiling", "ours is", "answers", "note"],
+            [
+                [
+                    m.method,
+                    f"{m.median:.3f}s",
+                    f"{serial.median / m.median:.2f}x",
+                    f"{serial.median / m.median / ceiling:.0%}",
+                    f"{m.median / ours.median:.2f}x as fast",
+                    "agree" if m.values == serial.values else "DIFFER",
+                    m.note,
+                ]
+                for m in rows
+            ],
+        )
 
 
 def latency(args, cluster) -> None:
@@ -91,8 +105,9 @@ def latency(args, cluster) -> None:
             with Pool(n) as pool, ThreadPoolExecutor(n) as threads:
                 contestants = {
                     f"C++ condvar, {n} bare threads (floor)": bench.floor_round_trip(_engine.CondvarFloor(n)),
-                    f"  same, waiter yields {_engine.POOL_SPIN_MICROS} us first":
-                        bench.floor_round_trip(_engine.CondvarFloor(n, _engine.POOL_SPIN_MICROS)),
+                    f"  same, waiter yields {_engine.POOL_SPIN_MICROS} us first": bench.floor_round_trip(
+                        _engine.CondvarFloor(n, _engine.POOL_SPIN_MICROS)
+                    ),
                     "ipy_parallel Pool.run('')": bench.pool_round_trip(pool),
                     f"{stdlib.label} + threads": bench.stdlib_round_trip(stdlib, threads),
                     "ThreadPoolExecutor (one GIL)": bench.executor_round_trip(threads, n),
@@ -107,12 +122,21 @@ def latency(args, cluster) -> None:
             times[f"ipyparallel, {n} engines (after)"] = cluster.round_trip()(max(50, iterations // 20))
         floor = statistics.median(next(iter(times.values())))
         ours = statistics.median(times["ipy_parallel Pool.run('')"])
-        table(f"Latency: an empty task to each of {n} warm workers and back, median of {iterations} "
-              f"(the first five interleaved in chunks of 50)",
-              ["method", "median", "p90", "x floor", "x ours"],
-              [[name, f"{statistics.median(t) * 1e6:.1f}us", f"{statistics.quantiles(t, n=10)[-1] * 1e6:.1f}us",
-                f"{statistics.median(t) / floor:.2f}x", f"{statistics.median(t) / ours:.2f}x"]
-               for name, t in times.items()])
+        table(
+            f"Latency: an empty task to each of {n} warm workers and back, median of {iterations} "
+            f"(the first five interleaved in chunks of 50)",
+            ["method", "median", "p90", "x floor", "x ours"],
+            [
+                [
+                    name,
+                    f"{statistics.median(t) * 1e6:.1f}us",
+                    f"{statistics.quantiles(t, n=10)[-1] * 1e6:.1f}us",
+                    f"{statistics.median(t) / floor:.2f}x",
+                    f"{statistics.median(t) / ours:.2f}x",
+                ]
+                for name, t in times.items()
+            ],
+        )
 
 
 def calls(args, cluster) -> None:
@@ -121,11 +145,15 @@ def calls(args, cluster) -> None:
     n, rounds = 2, max(3, args.repeat)
     submits = max(50, args.iterations // 8)
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as procs:
-        forked = {f"ProcessPoolExecutor fork {what}": run(rounds if what == "map" else submits)
-                  for what, run in bench.executor_calls(procs).items()}
+        forked = {
+            f"ProcessPoolExecutor fork {what}": run(rounds if what == "map" else submits)
+            for what, run in bench.executor_calls(procs).items()
+        }
     with contextlib.ExitStack() as stack:
-        executors = {"ipy_parallel SubinterpreterExecutor": stack.enter_context(SubinterpreterExecutor(n)),
-                     "ThreadPoolExecutor": stack.enter_context(ThreadPoolExecutor(n))}
+        executors = {
+            "ipy_parallel SubinterpreterExecutor": stack.enter_context(SubinterpreterExecutor(n)),
+            "ThreadPoolExecutor": stack.enter_context(ThreadPoolExecutor(n)),
+        }
         if InterpreterPoolExecutor is not None:  # 3.14's own
             executors["InterpreterPoolExecutor"] = stack.enter_context(InterpreterPoolExecutor(n))
         contestants = {}
@@ -140,11 +168,20 @@ def calls(args, cluster) -> None:
         threads_median = statistics.median(times[f"ThreadPoolExecutor {what}"])
         for label in (*executors, "ProcessPoolExecutor fork"):
             t = times[f"{label} {what}"]
-            rows.append([f"{label}: {what}", f"{statistics.median(t) * 1e6:.2f}us",
-                         f"{min(t) * 1e6:.2f}-{max(t) * 1e6:.2f}us", f"{statistics.median(t) / threads_median:.2f}x"])
-    table(f"Fine-grained calls: abs() on {n} warm workers, per call; map of 1,000 items ({rounds} rounds), "
-          f"submit().result() one after another ({submits} calls), interleaved",
-          ["method", "median", "range", "x threads"], rows)
+            rows.append(
+                [
+                    f"{label}: {what}",
+                    f"{statistics.median(t) * 1e6:.2f}us",
+                    f"{min(t) * 1e6:.2f}-{max(t) * 1e6:.2f}us",
+                    f"{statistics.median(t) / threads_median:.2f}x",
+                ]
+            )
+    table(
+        f"Fine-grained calls: abs() on {n} warm workers, per call; map of 1,000 items ({rounds} rounds), "
+        f"submit().result() one after another ({submits} calls), interleaved",
+        ["method", "median", "range", "x threads"],
+        rows,
+    )
     big_functions(n)
 
 
@@ -157,11 +194,22 @@ def big_functions(n: int, calls: int = 20) -> None:
         theirs = bench.big_function_calls(procs, functools.partial(bench.length_plus, data), calls, n)
     with SubinterpreterExecutor(n) as ex:
         ours = bench.big_function_calls(ex, lambda i: len(data) + i, calls, n)
-    table(f"A function that needs 100 MiB: {calls} submit().result() one after another on {n} warm workers",
-          ["executor", "per call", "x ours"],
-          [["ipy_parallel SubinterpreterExecutor (a closure, sent once per worker)", f"{ours / calls * 1e3:.2f} ms", "1.00x"],
-           ["ProcessPoolExecutor fork (a partial, pickled every call)", f"{theirs / calls * 1e3:.2f} ms",
-            f"{theirs / ours:.0f}x"]])
+    table(
+        f"A function that needs 100 MiB: {calls} submit().result() one after another on {n} warm workers",
+        ["executor", "per call", "x ours"],
+        [
+            [
+                "ipy_parallel SubinterpreterExecutor (a closure, sent once per worker)",
+                f"{ours / calls * 1e3:.2f} ms",
+                "1.00x",
+            ],
+            [
+                "ProcessPoolExecutor fork (a partial, pickled every call)",
+                f"{theirs / calls * 1e3:.2f} ms",
+                f"{theirs / ours:.0f}x",
+            ],
+        ],
+    )
 
 
 def cold(args, cluster) -> None:
@@ -185,17 +233,22 @@ def cold(args, cluster) -> None:
         helper = bench.ContestantProcess()
         try:
             samples["multiprocessing.Pool fork, from a small process"] = [
-                helper.run("first result fork", n) for _ in range(args.repeat)]
+                helper.run("first result fork", n) for _ in range(args.repeat)
+            ]
         finally:
             helper.close()
         for _ in range(args.repeat):
             for name, run in list(runners.items())[1:]:
                 samples[name].append(run())
         base = statistics.median(samples["ipy_parallel Pool"])
-        table(f"Cold start: a fresh pool of {n} to the first result of every worker, median of {args.repeat}",
-              ["method", "time", "x ours"],
-              [[name, f"{statistics.median(t) * 1e3:.1f}ms", f"{statistics.median(t) / base:.2f}x"]
-               for name, t in samples.items()])
+        table(
+            f"Cold start: a fresh pool of {n} to the first result of every worker, median of {args.repeat}",
+            ["method", "time", "x ours"],
+            [
+                [name, f"{statistics.median(t) * 1e3:.1f}ms", f"{statistics.median(t) / base:.2f}x"]
+                for name, t in samples.items()
+            ],
+        )
 
 
 def transfer(args, cluster) -> None:
@@ -204,37 +257,62 @@ def transfer(args, cluster) -> None:
     numbers = array.array("d", bytes(size))  # a buffer exporter: lent to workers in place
     with multiprocessing.get_context("fork").Pool(2) as procs:  # before any interpreter exists
         procs.map(abs, [1, 2])
-        mp = bench.measure({
-            "multiprocessing in": (lambda: procs.map(len, [blob, blob], chunksize=1), ""),
-            "multiprocessing out": (lambda: len(procs.apply(bench._blob_of, (size,))), ""),
-        }, args.repeat)
+        mp = bench.measure(
+            {
+                "multiprocessing in": (lambda: procs.map(len, [blob, blob], chunksize=1), ""),
+                "multiprocessing out": (lambda: len(procs.apply(bench._blob_of, (size,))), ""),
+            },
+            args.repeat,
+        )
     with Pool(2) as pool:
         pool.run("len(b'')")
-        ours = bench.measure({
-            "one memcpy": (lambda: len(bytearray(blob)), ""),  # the floor: one copy of the data, here
-            "ipy_parallel in": (lambda: [r.value for r in pool.run("len(blob)", {"blob": blob})], ""),
-            "ipy_parallel view in": (lambda: [r.value for r in pool.run("len(view)", {"view": numbers})], ""),
-            "ipy_parallel out": (lambda: len(pool.run("bytes(size) if worker_id == 0 else None",
-                                                      {"size": size})[0].value), ""),
-        }, args.repeat)
+        ours = bench.measure(
+            {
+                "one memcpy": (lambda: len(bytearray(blob)), ""),  # the floor: one copy of the data, here
+                "ipy_parallel in": (lambda: [r.value for r in pool.run("len(blob)", {"blob": blob})], ""),
+                "ipy_parallel view in": (lambda: [r.value for r in pool.run("len(view)", {"view": numbers})], ""),
+                "ipy_parallel out": (
+                    lambda: len(pool.run("bytes(size) if worker_id == 0 else None", {"size": size})[0].value),
+                    "",
+                ),
+            },
+            args.repeat,
+        )
         pool.reset()  # the views go: the array is released here
     by = {m.method: m for m in mp + ours}
     memcpy = by["one memcpy"].median
-    rows = [[f"one {args.transfer_mib} MiB memcpy, in this process (the floor)", f"{memcpy * 1e3:.1f}ms",
-             f"{size / MiB / memcpy:,.0f} MiB/s", "1.00x", ""]]
+    rows = [
+        [
+            f"one {args.transfer_mib} MiB memcpy, in this process (the floor)",
+            f"{memcpy * 1e3:.1f}ms",
+            f"{size / MiB / memcpy:,.0f} MiB/s",
+            "1.00x",
+            "",
+        ]
+    ]
     for label, key, moved, other in (
-            ("bytes to 2 workers: ipy_parallel (a copy each, in parallel)", "ipy_parallel in", 2 * size, "in"),
-            ("bytes to 2 workers: multiprocessing", "multiprocessing in", 2 * size, "in"),
-            ("array.array to 2 workers: ipy_parallel (a read-only view, no copy)", "ipy_parallel view in", 2 * size,
-             "in"),
-            ("bytes result back: ipy_parallel (one copy)", "ipy_parallel out", size, "out"),
-            ("bytes result back: multiprocessing", "multiprocessing out", size, "out")):
+        ("bytes to 2 workers: ipy_parallel (a copy each, in parallel)", "ipy_parallel in", 2 * size, "in"),
+        ("bytes to 2 workers: multiprocessing", "multiprocessing in", 2 * size, "in"),
+        ("array.array to 2 workers: ipy_parallel (a read-only view, no copy)", "ipy_parallel view in", 2 * size, "in"),
+        ("bytes result back: ipy_parallel (one copy)", "ipy_parallel out", size, "out"),
+        ("bytes result back: multiprocessing", "multiprocessing out", size, "out"),
+    ):
         m = by[key]
-        rows.append([label, f"{m.median * 1e3:.1f}ms", f"{moved / MiB / m.median:,.0f} MiB/s",
-                     f"{m.median / memcpy:.2f}x", f"{by[f'multiprocessing {other}'].median / m.median:.2f}x"])
-    table(f"Transfer: {args.transfer_mib} MiB to each of 2 workers, and {args.transfer_mib} MiB back "
-          f"(median of {args.repeat}, interleaved)", ["what", "time", "rate", "x one memcpy", "x multiprocessing speed"],
-          rows)
+        rows.append(
+            [
+                label,
+                f"{m.median * 1e3:.1f}ms",
+                f"{moved / MiB / m.median:,.0f} MiB/s",
+                f"{m.median / memcpy:.2f}x",
+                f"{by[f'multiprocessing {other}'].median / m.median:.2f}x",
+            ]
+        )
+    table(
+        f"Transfer: {args.transfer_mib} MiB to each of 2 workers, and {args.transfer_mib} MiB back "
+        f"(median of {args.repeat}, interleaved)",
+        ["what", "time", "rate", "x one memcpy", "x multiprocessing speed"],
+        rows,
+    )
 
 
 def memory(args, cluster) -> None:
@@ -253,12 +331,16 @@ def memory(args, cluster) -> None:
     with Pool(n) as pool:
         pool.run("worker_id")
         ours = (bench.rss_bytes() - before) / n
-    table(f"Memory: resident memory per idle worker (ours: growth of this process over {n} workers)",
-          ["worker", "per worker", "x ours"],
-          [["ipy_parallel sub-interpreter", f"{ours / MiB:.1f} MiB", "1.00x"],
-           ["multiprocessing spawn process (RSS)", f"{spawn_rss / MiB:.1f} MiB", f"{spawn_rss / ours:.2f}x"],
-           ["multiprocessing fork process (PSS)", f"{fork_pss / MiB:.1f} MiB", f"{fork_pss / ours:.2f}x"],
-           ["multiprocessing fork process (RSS)", f"{fork_rss / MiB:.1f} MiB", f"{fork_rss / ours:.2f}x"]])
+    table(
+        f"Memory: resident memory per idle worker (ours: growth of this process over {n} workers)",
+        ["worker", "per worker", "x ours"],
+        [
+            ["ipy_parallel sub-interpreter", f"{ours / MiB:.1f} MiB", "1.00x"],
+            ["multiprocessing spawn process (RSS)", f"{spawn_rss / MiB:.1f} MiB", f"{spawn_rss / ours:.2f}x"],
+            ["multiprocessing fork process (PSS)", f"{fork_pss / MiB:.1f} MiB", f"{fork_pss / ours:.2f}x"],
+            ["multiprocessing fork process (RSS)", f"{fork_rss / MiB:.1f} MiB", f"{fork_rss / ours:.2f}x"],
+        ],
+    )
 
 
 def pythons(args, cluster) -> None:
@@ -273,13 +355,15 @@ def pythons(args, cluster) -> None:
     samples: dict[str, list[dict]] = {}
     for _ in range(args.repeat):
         for python in interpreters:
-            proc = subprocess.run([python, probe, str(args.iterations // 2), str(args.size)], capture_output=True,
-                                  text=True, timeout=1800)
+            proc = subprocess.run(
+                [python, probe, str(args.iterations // 2), str(args.size)], capture_output=True, text=True, timeout=1800
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"{python} {probe} failed:\n{proc.stdout}{proc.stderr}")
             one = json.loads(proc.stdout.strip().splitlines()[-1])
             name = one["version"] + ("t" if one["free_threaded"] else "")
             samples.setdefault(name, []).append(one)
+
     def round_trips(runs: list[dict], n: int) -> tuple[float, float]:  # median, p90
         times = [t for run in runs for t in run[f"round_trip_{n}"]]
         return statistics.median(times), statistics.quantiles(times, n=10)[-1]
@@ -288,20 +372,30 @@ def pythons(args, cluster) -> None:
     base = {n: round_trips(samples[first], n) for n in (2, 20)}
     rows = []
     for name, runs in samples.items():
-        row = [name + ("" if not runs[0]["free_threaded"] else
-                       (" (GIL off)" if not runs[-1]["gil_enabled_after"] else " (GIL turned on)"))]
+        row = [
+            name
+            + (
+                ""
+                if not runs[0]["free_threaded"]
+                else (" (GIL off)" if not runs[-1]["gil_enabled_after"] else " (GIL turned on)")
+            )
+        ]
         for n in (2, 20):
             (median, p90), (base_median, base_p90) = round_trips(runs, n), base[n]
             row += [f"{median * 1e6:.1f} / {p90 * 1e6:.1f}us", f"{median / base_median:.2f}x / {p90 / base_p90:.2f}x"]
         serial = statistics.median(run["serial"] for run in runs)
-        row += [f"{serial / statistics.median(run['pool'] for run in runs):.2f}x",
-                f"{serial / statistics.median(run['threads'] for run in runs):.2f}x"]
+        row += [
+            f"{serial / statistics.median(run['pool'] for run in runs):.2f}x",
+            f"{serial / statistics.median(run['threads'] for run in runs):.2f}x",
+        ]
         rows.append(row)
-    table(f"Pythons side by side: round trip of an empty task (median / p90, {args.iterations // 2} and "
-          f"{max(50, args.iterations // 8)} per run) and the seed workload with 2 tasks of n={args.size:,} "
-          f"(speedup over that Python's serial run), {args.repeat} runs of each, alternating",
-          ["CPython", "2 workers", f"x {first}", "20 workers", f"x {first}", "Pool, 2 tasks", "threads, 2 tasks"],
-          rows)
+    table(
+        f"Pythons side by side: round trip of an empty task (median / p90, {args.iterations // 2} and "
+        f"{max(50, args.iterations // 8)} per run) and the seed workload with 2 tasks of n={args.size:,} "
+        f"(speedup over that Python's serial run), {args.repeat} runs of each, alternating",
+        ["CPython", "2 workers", f"x {first}", "20 workers", f"x {first}", "Pool, 2 tasks", "threads, 2 tasks"],
+        rows,
+    )
 
     def median_of(runs: list[dict], key: str) -> float:
         values = [run[key] for run in runs]
@@ -312,19 +406,27 @@ def pythons(args, cluster) -> None:
         serial = median_of(runs, "serial")
         row = [name, runs[0]["stdlib_label"].removeprefix("stdlib ")]
         for n in (2, 20):
-            row.append(f"{median_of(runs, f'round_trip_{n}') * 1e6:.0f} / {median_of(runs, f'stdlib_round_trip_{n}') * 1e6:.0f}us")
-        row += [f"{serial / median_of(runs, 'pool'):.2f}x / {serial / median_of(runs, 'stdlib'):.2f}x",
-                f"{median_of(runs, 'cold_20') * 1e3:.0f} / {median_of(runs, 'stdlib_cold_20') * 1e3:.0f}ms"]
+            row.append(
+                f"{median_of(runs, f'round_trip_{n}') * 1e6:.0f} / {median_of(runs, f'stdlib_round_trip_{n}') * 1e6:.0f}us"
+            )
+        row += [
+            f"{serial / median_of(runs, 'pool'):.2f}x / {serial / median_of(runs, 'stdlib'):.2f}x",
+            f"{median_of(runs, 'cold_20') * 1e3:.0f} / {median_of(runs, 'stdlib_cold_20') * 1e3:.0f}ms",
+        ]
         theirs = "InterpreterPoolExecutor_map" in runs[0]
         for what in ("map", "submit"):
-            row.append(f"{median_of(runs, f'ours_{what}') * 1e6:.2f}us / "
-                       + (f"{median_of(runs, f'InterpreterPoolExecutor_{what}') * 1e6:.2f}us" if theirs else "(none)"))
+            row.append(
+                f"{median_of(runs, f'ours_{what}') * 1e6:.2f}us / "
+                + (f"{median_of(runs, f'InterpreterPoolExecutor_{what}') * 1e6:.2f}us" if theirs else "(none)")
+            )
         rows.append(row)
-    table("Pythons side by side, ours / CPython's own interpreters (driven by a thread each) in the same runs: "
-          "round trip (median), the seed workload with 2 tasks, a pool of 20 new interpreters to its first "
-          "result, and an executor's calls on 2 workers (median per call) / InterpreterPoolExecutor's (3.14)",
-          ["CPython", "CPython's own", "2 workers", "20 workers", "2 tasks", "cold 20", "map", "submit().result()"],
-          rows)
+    table(
+        "Pythons side by side, ours / CPython's own interpreters (driven by a thread each) in the same runs: "
+        "round trip (median), the seed workload with 2 tasks, a pool of 20 new interpreters to its first "
+        "result, and an executor's calls on 2 workers (median per call) / InterpreterPoolExecutor's (3.14)",
+        ["CPython", "CPython's own", "2 workers", "20 workers", "2 tasks", "cold 20", "map", "submit().result()"],
+        rows,
+    )
 
 
 def main() -> int:
@@ -332,19 +434,26 @@ def main() -> int:
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, from: " + ", ".join(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats: checks the suite runs")
     parser.add_argument("--no-ipyparallel", action="store_true", help="leave ipyparallel out")
-    parser.add_argument("--pythons", type=lambda text: [p for p in text.split(",") if p], default=[],
-                        help="comma-separated: other Pythons (each with ipy_parallel installed) for the pythons section")
+    parser.add_argument(
+        "--pythons",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=[],
+        help="comma-separated: other Pythons (each with ipy_parallel installed) for the pythons section",
+    )
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     args.size, args.repeat, args.iterations, args.transfer_mib = (
-        (20_000, 1, 200, 4) if args.quick else (4_000_000, 5, 4000, 100))
+        (20_000, 1, 200, 4) if args.quick else (4_000_000, 5, 4000, 100)
+    )
     args.task_counts = [1, 2] if args.quick else [1, 2, 4, 20]
 
-    print(f"ipy_parallel benchmark suite: CPython {platform.python_version()}, {os.cpu_count()} cores "
-          f"({platform.processor() or platform.machine()}), {platform.system()}, {datetime.date.today()}")
+    print(
+        f"ipy_parallel benchmark suite: CPython {platform.python_version()}, {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), {platform.system()}, {datetime.date.today()}"
+    )
     cluster = None
     if not args.no_ipyparallel and {"throughput", "latency"} & set(sections):
         try:

@@ -15,14 +15,26 @@ import importlib
 __version__ = "0.1.0"
 
 _HOMES = {
-    "Pool": "backends.subinterpreter", "ProcessPool": "backends.process", "ClusterPool": "backends.ipyparallel",
-    "Run": "backends.base", "MAX_WORKERS": "backends.base",
-    "Result": "results", "WorkerError": "results",
-    "parallel": "legacy", "SubinterpreterExecutor": "executor", "Queue": "worker",
-    "ParallelError": "exceptions", "CellSyntaxError": "exceptions", "RunStopped": "exceptions",
-    "ParallelInterrupted": "exceptions", "ParallelTimeout": "exceptions", "WorkerDied": "exceptions",
-    "ClusterError": "exceptions", "BrokenSubinterpreterPool": "exceptions",
-    "load_ipython_extension": "ipython", "unload_ipython_extension": "ipython",
+    "Pool": "backends.subinterpreter",
+    "ProcessPool": "backends.process",
+    "ClusterPool": "backends.ipyparallel",
+    "Run": "backends.base",
+    "MAX_WORKERS": "backends.base",
+    "Result": "results",
+    "WorkerError": "results",
+    "parallel": "legacy",
+    "SubinterpreterExecutor": "executor",
+    "Queue": "worker",
+    "ParallelError": "exceptions",
+    "CellSyntaxError": "exceptions",
+    "RunStopped": "exceptions",
+    "ParallelInterrupted": "exceptions",
+    "ParallelTimeout": "exceptions",
+    "WorkerDied": "exceptions",
+    "ClusterError": "exceptions",
+    "BrokenSubinterpreterPool": "exceptions",
+    "load_ipython_extension": "ipython",
+    "unload_ipython_extension": "ipython",
 }
 __all__ = list(_HOMES)
 

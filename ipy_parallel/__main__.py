@@ -20,15 +20,16 @@ def engine_tour() -> int:
 
     start = time.perf_counter()
     pool = Pool(cores)
-    print(f"1. Pool({cores}): {cores} isolated sub-interpreters, each with its own GIL, "
-          f"ready in {(time.perf_counter() - start) * 1e3:.1f} ms")
+    print(
+        f"1. Pool({cores}): {cores} isolated sub-interpreters, each with its own GIL, "
+        f"ready in {(time.perf_counter() - start) * 1e3:.1f} ms"
+    )
 
     results = pool.run("import sys\nprint(f'hello from worker {worker_id} of {n_workers}')\nsys.version_info[:2]")
     for r in results:
         print(f"   [{r.worker_id}] {r.stdout.strip()}  -> value {r.value}")
 
-    print(f"\n2. The seed workload (k = k*i % 1000000007 over {n:,} values), one task per core, "
-          f"best of 3 each:")
+    print(f"\n2. The seed workload (k = k*i % 1000000007 over {n:,} values), one task per core, best of 3 each:")
     pool.run(bench.SEED_SOURCE)
     serial = wall = float("inf")
     for _ in range(3):  # alternate, so that a noisy neighbour hits both alike
@@ -42,8 +43,10 @@ def engine_tour() -> int:
             wall, cpu = elapsed, sum(r.cpu_time for r in results)
     agree = "same answers" if [r.value for r in results] == expected else "DIFFERENT ANSWERS"
     print(f"   serial, one after another: {serial:.3f} s")
-    print(f"   Pool.run, all at once:     {wall:.3f} s  -> {serial / wall:.2f}x "
-          f"(ceiling {cores}.00x), {cpu / wall * 100:.0f}% CPU of {cores * 100}%, {agree}")
+    print(
+        f"   Pool.run, all at once:     {wall:.3f} s  -> {serial / wall:.2f}x "
+        f"(ceiling {cores}.00x), {cpu / wall * 100:.0f}% CPU of {cores * 100}%, {agree}"
+    )
 
     print("\n3. Namespaces persist, and an error in one worker leaves the others alone:")
     pool.run("def risky(x):\n    return 10 / x")
@@ -55,12 +58,16 @@ def engine_tour() -> int:
     rounds = 200
     for _ in range(rounds):
         pool.run("")
-    print(f"\n4. An empty run on all {cores} warm workers and back: "
-          f"{(time.perf_counter() - start) / rounds * 1e6:.0f} us on average over {rounds}")
+    print(
+        f"\n4. An empty run on all {cores} warm workers and back: "
+        f"{(time.perf_counter() - start) / rounds * 1e6:.0f} us on average over {rounds}"
+    )
 
     print("\n5. The seed project's API, parallel([module, function, args], ...):")
-    print(f"   parallel(['math', 'factorial', (20,)], ['operator', 'pow', (2, 100)]) = "
-          f"{parallel(['math', 'factorial', (20,)], ['operator', 'pow', (2, 100)])}")
+    print(
+        f"   parallel(['math', 'factorial', (20,)], ['operator', 'pow', (2, 100)]) = "
+        f"{parallel(['math', 'factorial', (20,)], ['operator', 'pow', (2, 100)])}"
+    )
     pool.close()
     print(f"\n{pool!r}")
     return 0 if agree == "same answers" else 1

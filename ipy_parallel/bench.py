@@ -24,21 +24,35 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import _engine
 from .backends.subinterpreter import Pool
 from .exceptions import ParallelInterrupted
 from .procfs import cpu_seconds, stat_fields
 
-__all__ = ["seed_task", "SEED_SOURCE", "Measurement", "measure", "interleave", "native_bench",
-           "run_native_bench", "BenchReport", "MethodResult", "BenchmarkError", "ContestantProcess",
-           "process_tree_cpu", "DEFAULT_SIZE", "SEED_WORKLOAD", "ROUNDS", "OURS"]
+__all__ = [
+    "seed_task",
+    "SEED_SOURCE",
+    "Measurement",
+    "measure",
+    "interleave",
+    "native_bench",
+    "run_native_bench",
+    "BenchReport",
+    "MethodResult",
+    "BenchmarkError",
+    "ContestantProcess",
+    "process_tree_cpu",
+    "DEFAULT_SIZE",
+    "SEED_WORKLOAD",
+    "ROUNDS",
+    "OURS",
+]
 
 SEED_KERNEL_MAX_N = _engine.SEED_KERNEL_MAX_N
 DEFAULT_SIZE = 3_000_000  # per task: ~0.2 s of pure Python here, so the defaults take ~10 s on 2 cores
 SEED_WORKLOAD = (10, 90_000_000)  # the original experiment: 10 tasks of n ~ 9e7
-
 
 
 def seed_task(n: int) -> int:
@@ -480,43 +494,57 @@ class BenchReport:
         said = []
         above = [r.method for r in self.rows if self.above_ceiling(r.method)]
         if above:
-            said.append(f"! above the ceiling of {self.ceiling}x (min(tasks, cores)): {', '.join(above)}. No method "
-                        "can be that much faster than serial; serial's rounds were slowed by other load. Rerun.")
+            said.append(
+                f"! above the ceiling of {self.ceiling}x (min(tasks, cores)): {', '.join(above)}. No method "
+                "can be that much faster than serial; serial's rounds were slowed by other load. Rerun."
+            )
         noisy = [r.method for r in self.rows if self.noisy(r.method)]
         if noisy:
-            said.append(f"~ noisy: the rounds of {', '.join(noisy)} differ by more than {NOISY:.0%} of their "
-                        "median; the machine was shared meanwhile.")
+            said.append(
+                f"~ noisy: the rounds of {', '.join(noisy)} differ by more than {NOISY:.0%} of their "
+                "median; the machine was shared meanwhile."
+            )
         if self.busy:
-            said.append(f"the machine was busy: serial got only {self.row('serial').cpu_percent:.0f}% of one core, "
-                        "so every figure is low. Rerun when it is quieter.")
+            said.append(
+                f"the machine was busy: serial got only {self.row('serial').cpu_percent:.0f}% of one core, "
+                "so every figure is low. Rerun when it is quieter."
+            )
         return said
 
     def table(self) -> str:
         """The report as text (the terminal's, and text/plain): a row per method, our row marked
         ▶, a speedup bar per row with a | at the ceiling, flags on the figures, then the warnings."""
         scale = f"{'0':<{BAR_WIDTH - len(str(self.ceiling)) - 1}}{self.ceiling}x|"  # its | over the bars' |
-        columns = (f"  {'method':<31}{'time':>9}{'spread':>7}{'speedup':>9}  {scale:<{BAR_WIDTH + 2}}{'CPU':>5}"
-                   f"{'eff.':>6}  note")
+        columns = (
+            f"  {'method':<31}{'time':>9}{'spread':>7}{'speedup':>9}  {scale:<{BAR_WIDTH + 2}}{'CPU':>5}"
+            f"{'eff.':>6}  note"
+        )
         lines = [self.headline + ",", f"  {self.machine}", columns]
         for r in self.rows:
             mark = "▶ " if r.method == OURS else "  "
             flag = "!" if self.above_ceiling(r.method) else " "
             noise = "~" if self.noisy(r.method) else " "
             efficiency = "-" if r.method in COMPILED else f"{self.efficiency(r.method):.0%}"
-            lines.append(f"{mark}{r.method:<31}{r.median:>8.3f}s{r.spread:>6.0%}{noise}{self.speedup(r.method):>8.2f}x"
-                         f"{flag} {_text_bar(self.speedup(r.method) / self.ceiling)}{r.cpu_percent:>4.0f}%"
-                         f"{efficiency:>5}{flag} {r.note}")
+            lines.append(
+                f"{mark}{r.method:<31}{r.median:>8.3f}s{r.spread:>6.0%}{noise}{self.speedup(r.method):>8.2f}x"
+                f"{flag} {_text_bar(self.speedup(r.method) / self.ceiling)}{r.cpu_percent:>4.0f}%"
+                f"{efficiency:>5}{flag} {r.note}"
+            )
         lines.append("every method computed the same values" if self.agree else "VALUES DIFFER between methods")
         said = [f"{method}: not run ({why})" for method, why in self.skipped.items()]
-        said.append(f"▶ marks ipy_parallel's row. spread: (slowest - fastest round) / median. Bars: speedup, longer is "
-                    f"better, | at the ceiling min(tasks, cores) = {self.ceiling}x. eff.: speedup / ceiling.")
+        said.append(
+            f"▶ marks ipy_parallel's row. spread: (slowest - fastest round) / median. Bars: speedup, longer is "
+            f"better, | at the ceiling min(tasks, cores) = {self.ceiling}x. eff.: speedup / ceiling."
+        )
         return "\n".join(lines + [line for text in said + self.warnings for line in _wrap(text)])
 
     @property
     def headline(self) -> str:
         """What ran: the report's first line."""
-        return (f"native_bench: {self.tasks} tasks of n={self.size:,} (k = k*i % 1000000007), median of "
-                f"{self.repeat} rounds, methods interleaved")
+        return (
+            f"native_bench: {self.tasks} tasks of n={self.size:,} (k = k*i % 1000000007), median of "
+            f"{self.repeat} rounds, methods interleaved"
+        )
 
     @property
     def machine(self) -> str:
@@ -535,17 +563,33 @@ class BenchReport:
         esc = html.escape
         cell = "padding:1px 8px;text-align:right;white-space:nowrap"
         # The bars' heading is a scale: "ceiling 2x" ends at the tick.
-        scale = (f'<span style="display:inline-block;width:{HTML_BAR_EM}em;text-align:right">ceiling '
-                 f'{self.ceiling}x</span><span style="display:inline-block;width:{HTML_BEYOND * HTML_BAR_EM + 1}em">'
-                 "</span>")
-        heads = [("method", "left"), ("time", "right"), ("spread", "right"), ("speedup", "right"), (scale, "left"),
-                 ("CPU", "right"), ("efficiency", "right"), ("note", "left")]
-        out = ['<div class="ipy-parallel-bench" style="line-height:1.4">',
-               f'<div style="font-weight:bold;margin-bottom:4px">{esc(self.headline)}, {esc(self.machine)}</div>',
-               '<table style="border-collapse:collapse;line-height:1.4;color:inherit">',
-               "<thead><tr>" + "".join(f'<th style="{cell};text-align:{align};border-bottom:1px solid '
-                                       f'rgba(128,128,128,0.5)">{h if h is scale else esc(h)}</th>'
-                                       for h, align in heads) + "</tr></thead><tbody>"]
+        scale = (
+            f'<span style="display:inline-block;width:{HTML_BAR_EM}em;text-align:right">ceiling '
+            f'{self.ceiling}x</span><span style="display:inline-block;width:{HTML_BEYOND * HTML_BAR_EM + 1}em">'
+            "</span>"
+        )
+        heads = [
+            ("method", "left"),
+            ("time", "right"),
+            ("spread", "right"),
+            ("speedup", "right"),
+            (scale, "left"),
+            ("CPU", "right"),
+            ("efficiency", "right"),
+            ("note", "left"),
+        ]
+        out = [
+            '<div class="ipy-parallel-bench" style="line-height:1.4">',
+            f'<div style="font-weight:bold;margin-bottom:4px">{esc(self.headline)}, {esc(self.machine)}</div>',
+            '<table style="border-collapse:collapse;line-height:1.4;color:inherit">',
+            "<thead><tr>"
+            + "".join(
+                f'<th style="{cell};text-align:{align};border-bottom:1px solid '
+                f'rgba(128,128,128,0.5)">{h if h is scale else esc(h)}</th>'
+                for h, align in heads
+            )
+            + "</tr></thead><tbody>",
+        ]
         for r in self.rows:
             speedup, ours = self.speedup(r.method), r.method == OURS
             above = _html_flag("!", FLAG_COLOUR, self._above_why()) if self.above_ceiling(r.method) else ""
@@ -553,11 +597,20 @@ class BenchReport:
             efficiency = "-" if r.method in COMPILED else f"{self.efficiency(r.method):.0%}"
             style = f' style="background-color:{OURS_TINT};font-weight:bold"' if ours else ""
             marker = f' <span style="color:{OURS_COLOUR}">◀ ipy_parallel</span>' if ours else ""
-            figures = [f"{r.median:.3f} s", f"{r.spread:.0%}{noise}", f"{speedup:.2f}x{above}",
-                       self._html_bar(r), f"{r.cpu_percent:.0f}%", f"{efficiency}{above}"]
-            out.append(f"<tr{style}>" + f'<td style="{cell};text-align:left">{esc(r.method)}</td>'
-                       + "".join(f'<td style="{cell}">{f}</td>' for f in figures)
-                       + f'<td style="{cell};text-align:left">{esc(r.note)}{marker}</td></tr>')
+            figures = [
+                f"{r.median:.3f} s",
+                f"{r.spread:.0%}{noise}",
+                f"{speedup:.2f}x{above}",
+                self._html_bar(r),
+                f"{r.cpu_percent:.0f}%",
+                f"{efficiency}{above}",
+            ]
+            out.append(
+                f"<tr{style}>"
+                + f'<td style="{cell};text-align:left">{esc(r.method)}</td>'
+                + "".join(f'<td style="{cell}">{f}</td>' for f in figures)
+                + f'<td style="{cell};text-align:left">{esc(r.note)}{marker}</td></tr>'
+            )
         out.append("</tbody></table>")
         if self.agree:
             out.append("<div>✓ every method computed the same values</div>")
@@ -565,11 +618,16 @@ class BenchReport:
             out.append(f'<div style="color:{FLAG_COLOUR};font-weight:bold">✗ VALUES DIFFER between methods</div>')
         out += [f"<div>{esc(method)}: not run ({esc(why)})</div>" for method, why in self.skipped.items()]
         if self.warnings:
-            out.append(f'<ul style="margin:4px 0;padding-left:1.5em;border-left:3px solid {NOISE_COLOUR}">'
-                       + "".join(f"<li>{esc(w)}</li>" for w in self.warnings) + "</ul>")
-        out.append(f'<div style="opacity:0.75">bars: speedup over serial, longer is better, the tick at the ceiling '
-                   f"min(tasks, cores) = {self.ceiling}x; spread: (slowest - fastest round) / median; efficiency: "
-                   "speedup / ceiling; hover a ~ or ! for why it is flagged</div></div>")
+            out.append(
+                f'<ul style="margin:4px 0;padding-left:1.5em;border-left:3px solid {NOISE_COLOUR}">'
+                + "".join(f"<li>{esc(w)}</li>" for w in self.warnings)
+                + "</ul>"
+            )
+        out.append(
+            f'<div style="opacity:0.75">bars: speedup over serial, longer is better, the tick at the ceiling '
+            f"min(tasks, cores) = {self.ceiling}x; spread: (slowest - fastest round) / median; efficiency: "
+            "speedup / ceiling; hover a ~ or ! for why it is flagged</div></div>"
+        )
         return "".join(out)
 
     def _html_bar(self, r: MethodResult) -> str:
@@ -579,28 +637,37 @@ class BenchReport:
         fraction = speedup / self.ceiling
         colour = OURS_COLOUR if r.method == OURS else BAR_COLOUR
         fade = ";opacity:0.55" if self.noisy(r.method) else ""  # a noisy figure is a paler bar
-        why = (f"{speedup:.2f}x serial; compiled code, so no ceiling applies" if compiled
-               else f"{speedup:.2f}x serial, {fraction:.0%} of the ceiling ({self.ceiling}x)")
+        why = (
+            f"{speedup:.2f}x serial; compiled code, so no ceiling applies"
+            if compiled
+            else f"{speedup:.2f}x serial, {fraction:.0%} of the ceiling ({self.ceiling}x)"
+        )
         inside = min(fraction, 1.0) * HTML_BAR_EM
         beyond = min(max(fraction - 1.0, 0.0), HTML_BEYOND) * HTML_BAR_EM
         beyond_colour = FLAG_COLOUR if self.above_ceiling(r.method) else colour
-        return (f'<span title="{html.escape(why)}" style="display:inline-block;white-space:nowrap;text-align:left">'
-                f'<span style="display:inline-block;vertical-align:middle;width:{HTML_BAR_EM}em;height:0.9em;'
-                f'background-color:rgba(128,128,128,0.15);border-right:2px solid currentColor">'
-                f'<span style="display:block;width:{inside:.2f}em;height:100%;background-color:{colour}{fade}"></span>'
-                f'</span><span style="display:inline-block;vertical-align:middle;width:{HTML_BEYOND * HTML_BAR_EM}em;'
-                f'height:0.9em"><span style="display:block;width:{beyond:.2f}em;height:100%;'
-                f'background-color:{beyond_colour}{fade}"></span></span>'
-                f'<span style="display:inline-block;width:1em">{"»" if fraction > 1 + HTML_BEYOND else ""}</span>'
-                "</span>")
+        return (
+            f'<span title="{html.escape(why)}" style="display:inline-block;white-space:nowrap;text-align:left">'
+            f'<span style="display:inline-block;vertical-align:middle;width:{HTML_BAR_EM}em;height:0.9em;'
+            f'background-color:rgba(128,128,128,0.15);border-right:2px solid currentColor">'
+            f'<span style="display:block;width:{inside:.2f}em;height:100%;background-color:{colour}{fade}"></span>'
+            f'</span><span style="display:inline-block;vertical-align:middle;width:{HTML_BEYOND * HTML_BAR_EM}em;'
+            f'height:0.9em"><span style="display:block;width:{beyond:.2f}em;height:100%;'
+            f'background-color:{beyond_colour}{fade}"></span></span>'
+            f'<span style="display:inline-block;width:1em">{"»" if fraction > 1 + HTML_BEYOND else ""}</span>'
+            "</span>"
+        )
 
     def _above_why(self) -> str:
-        return (f"above the ceiling of {self.ceiling}x (min(tasks, cores)): no method can be that much faster "
-                "than serial; serial's rounds were slowed by other load. Rerun.")
+        return (
+            f"above the ceiling of {self.ceiling}x (min(tasks, cores)): no method can be that much faster "
+            "than serial; serial's rounds were slowed by other load. Rerun."
+        )
 
     def _noisy_why(self, r: MethodResult) -> str:
-        return (f"noisy: its rounds differ by {r.spread:.0%} of their median (more than {NOISY:.0%}); "
-                "the machine was shared meanwhile.")
+        return (
+            f"noisy: its rounds differ by {r.spread:.0%} of their median (more than {NOISY:.0%}); "
+            "the machine was shared meanwhile."
+        )
 
     def _figsize(self) -> tuple[float, float]:
         return 8, 0.45 * len(self.rows) + 1.4
@@ -635,24 +702,42 @@ class BenchReport:
                 ax.text(right, y, f"{label} » ", va="center", ha="right", color="white", fontweight="bold")
                 continue
             fastest = serial / min(r.times) if min(r.times) > 0 else speedup
-            ax.errorbar(speedup, y, xerr=[[speedup - serial / max(r.times)], [fastest - speedup]], color="black",
-                        capsize=3, linewidth=1)
+            ax.errorbar(
+                speedup,
+                y,
+                xerr=[[speedup - serial / max(r.times)], [fastest - speedup]],
+                color="black",
+                capsize=3,
+                linewidth=1,
+            )
             ax.text(max(speedup, fastest), y, f" {label}", va="center")
         ax.axvline(self.ceiling, color="0.35", linestyle="--", linewidth=1)
-        ax.text(self.ceiling, 1.0, f"ceiling {self.ceiling}x", transform=ax.get_xaxis_transform(),
-                ha="center", va="bottom", fontsize="small", color="0.35")
+        ax.text(
+            self.ceiling,
+            1.0,
+            f"ceiling {self.ceiling}x",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+            color="0.35",
+        )
         ax.set_xlim(0, right)
         for label in ax.get_yticklabels():
             if label.get_text() == OURS:
                 label.set_fontweight("bold")
                 label.set_color(OURS_COLOUR)
-        flags = [Patch(facecolor="none", edgecolor="0.2", hatch="//", label="~ noisy rounds")] if any(
-            self.noisy(n) and not self.above_ceiling(n) for n in names) else []
+        flags = (
+            [Patch(facecolor="none", edgecolor="0.2", hatch="//", label="~ noisy rounds")]
+            if any(self.noisy(n) and not self.above_ceiling(n) for n in names)
+            else []
+        )
         if any(self.above_ceiling(n) for n in names):
             flags.append(Patch(facecolor="none", edgecolor=FLAG_COLOUR, hatch="xx", label="! above the ceiling"))
         if flags:
-            ax.legend(handles=flags, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False,
-                      fontsize="small")  # below the axes: inside, it would hide a bar
+            ax.legend(
+                handles=flags, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize="small"
+            )  # below the axes: inside, it would hide a bar
         ax.set_xlabel("speedup over serial (longer is better): median of the rounds, their range as error bars")
         ax.set_title(f"{self.tasks} tasks of n={self.size:,} on {self.cores} cores ({self.python})", pad=16)
         return ax
@@ -720,8 +805,7 @@ IN_HELPER = "in a helper process"  # a runner that ContestantProcess runs
 COMPILED = frozenset({"C++ kernel, GIL released"})  # not the same code as serial: no ceiling applies
 
 
-def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], list] | str | None, str]],
-                                       dict[str, str]]:
+def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], list] | str | None, str]], dict[str, str]]:
     """name -> (runner, note), in the order of each round, and name -> why not, for methods this
     interpreter cannot run. A runner None is our pool (warm when timed); IN_HELPER, a method
     that runs in a helper process (see ContestantProcess)."""
@@ -749,8 +833,12 @@ class ContestantProcess:
     every process it started. Blocking; the GIL is released while it waits for an answer."""
 
     def __init__(self):
-        self._proc = subprocess.Popen([sys.executable, "-m", "ipy_parallel.bench", "--contestants"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "ipy_parallel.bench", "--contestants"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             self._answer()  # ready
         except BaseException:
@@ -793,9 +881,11 @@ def _serve_contestants() -> None:
     os.dup2(2, 1)  # what the contestants print must not mix with the answers
     from ipy_parallel import bench  # by its own name, not __main__: what the spawned children import
 
-    runners = {"multiprocessing fork": lambda ns: bench.multiprocessing_pool(ns, "fork"),
-               "multiprocessing spawn": lambda ns: bench.multiprocessing_pool(ns, "spawn"),
-               "first result fork": lambda n: bench.first_result_processes(n, "fork")}
+    runners = {
+        "multiprocessing fork": lambda ns: bench.multiprocessing_pool(ns, "fork"),
+        "multiprocessing spawn": lambda ns: bench.multiprocessing_pool(ns, "spawn"),
+        "first result fork": lambda n: bench.first_result_processes(n, "fork"),
+    }
     pickle.dump((True, os.getpid()), answers)
     answers.flush()
     while True:
@@ -848,8 +938,7 @@ def native_bench(tasks: int, size: int, repeat: int = ROUNDS, monitor=None) -> B
     report = BenchReport(tasks, size, repeat, os.cpu_count() or 1, rows, skipped, load=load)
     if not report.agree:
         differ = [r.method for r in rows if r.values != rows[0].values]
-        raise BenchmarkError(f"these methods computed other values than serial: {', '.join(differ)}\n"
-                             + report.table())
+        raise BenchmarkError(f"these methods computed other values than serial: {', '.join(differ)}\n" + report.table())
     return report
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import traceback
 from concurrent.futures.process import BrokenProcessPool
-from typing import Sequence
+from collections.abc import Sequence
 
 from .results import Result, format_workers, group_errors
 
-__all__ = ["ParallelError", "CellSyntaxError", "RunStopped", "ParallelInterrupted", "ParallelTimeout", "WorkerDied",
-           "ClusterError", "BrokenSubinterpreterPool"]
+__all__ = [
+    "ParallelError",
+    "CellSyntaxError",
+    "RunStopped",
+    "ParallelInterrupted",
+    "ParallelTimeout",
+    "WorkerDied",
+    "ClusterError",
+    "BrokenSubinterpreterPool",
+]
 
 
 class ParallelError(Exception):
@@ -69,13 +77,16 @@ class RunStopped(Exception):
     they finish in the background and the pool's next run waits for them); ``results``: every
     worker's Result when all stopped (the interrupted ones with a KeyboardInterrupt error), else None."""
 
-    def __init__(self, what: str, late: Sequence[int] = (), stuck: Sequence[int] = (),
-                 results: Sequence[Result] | None = None):
+    def __init__(
+        self, what: str, late: Sequence[int] = (), stuck: Sequence[int] = (), results: Sequence[Result] | None = None
+    ):
         stopped = [w for w in late if w not in stuck]
         parts = [f"stopped {_plural(stopped)}"] if stopped else []
         if stuck:
-            parts.append(f"{_plural(stuck)} could not be stopped (blocked in C code, or catching "
-                         "KeyboardInterrupt): the next run waits for them")
+            parts.append(
+                f"{_plural(stuck)} could not be stopped (blocked in C code, or catching "
+                "KeyboardInterrupt): the next run waits for them"
+            )
         super().__init__(f"{what}: {'; '.join(parts)}" if parts else what)
         self.late, self.stuck = list(late), list(stuck)
         self.results = None if results is None else list(results)

@@ -87,7 +87,7 @@ class SubinterpreterExecutor(Executor):
         end = None if timeout is None else time.monotonic() + timeout
         items = list(zip(*iterables))
         size = chunksize or max(1, len(items) // (4 * self._max_workers))
-        futures = [self._schedule(fn, items[i:i + size], True) for i in range(0, len(items), size)]
+        futures = [self._schedule(fn, items[i : i + size], True) for i in range(0, len(items), size)]
 
         def results():
             try:
@@ -135,8 +135,10 @@ class SubinterpreterExecutor(Executor):
             message = (function_id, dumps(arguments), many)
         except Exception as exc:
             message = None
-            error = TypeError(f"{getattr(fn, '__qualname__', fn)!s}: the call cannot be sent to a "
-                              f"sub-interpreter, because it cannot be pickled: {exc}")
+            error = TypeError(
+                f"{getattr(fn, '__qualname__', fn)!s}: the call cannot be sent to a "
+                f"sub-interpreter, because it cannot be pickled: {exc}"
+            )
         except BaseException:
             with self._lock.held():
                 self._scheduling -= 1
@@ -189,11 +191,14 @@ class SubinterpreterExecutor(Executor):
         if self._pool is not None:
             return
         self._pool = Pool(self._max_workers)
-        source = (f"from ipy_parallel import worker\n"
-                  f"worker._serve({self._tasks!r}, {self._results!r}, {self._functions_at!r})\n")
+        source = (
+            f"from ipy_parallel import worker\n"
+            f"worker._serve({self._tasks!r}, {self._results!r}, {self._functions_at!r})\n"
+        )
         run = self._pool.submit(source, filename="<SubinterpreterExecutor>", stream=True)
-        self._collector = threading.Thread(target=self._collect, args=(run,), name="SubinterpreterExecutor",
-                                           daemon=True)
+        self._collector = threading.Thread(
+            target=self._collect, args=(run,), name="SubinterpreterExecutor", daemon=True
+        )
         self._collector.start()
 
     def _feed(self) -> None:
@@ -271,16 +276,18 @@ class SubinterpreterExecutor(Executor):
             self._deliver(future, worker_id, ok, blob, text)
         except BaseException as exc:  # never a future left waiting
             if not future.done():
-                future.set_exception(RuntimeError(f"the answer of a call in worker {worker_id} could not be "
-                                                  f"delivered: {exc!r}"))
+                future.set_exception(
+                    RuntimeError(f"the answer of a call in worker {worker_id} could not be delivered: {exc!r}")
+                )
 
     @staticmethod
     def _deliver(future: Future, worker_id: int, ok: bool, blob: bytes, text: str) -> None:
         try:
             value = pickle.loads(blob)
         except BaseException as exc:  # whatever unpickling raises (SystemExit too), the future gets it
-            future.set_exception(RuntimeError(f"the result of a call in worker {worker_id} cannot be rebuilt "
-                                              f"here: {exc!r}"))
+            future.set_exception(
+                RuntimeError(f"the result of a call in worker {worker_id} cannot be rebuilt here: {exc!r}")
+            )
             return
         if ok:
             future.set_result(value)
@@ -315,8 +322,13 @@ def _fingerprint(fn) -> tuple | None:
             cells.append(cell.cell_contents)
         except ValueError:  # empty
             cells.append(_MISSING)
-    return (fn.__code__, fn.__defaults__, fn.__kwdefaults__, *(namespace.get(name, _MISSING) for name in
-                                                               _global_names(fn.__code__)), *cells)
+    return (
+        fn.__code__,
+        fn.__defaults__,
+        fn.__kwdefaults__,
+        *(namespace.get(name, _MISSING) for name in _global_names(fn.__code__)),
+        *cells,
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -29,8 +29,10 @@ def install(user: bool = False, prefix: str | None = None) -> str:
     try:
         from jupyter_client.kernelspec import KernelSpecManager
     except ImportError:
-        raise SystemExit("ipy_parallel.kernel install needs jupyter_client (and ipykernel to run the kernel): "
-                         "pip install 'ipy_parallel[notebook]'") from None
+        raise SystemExit(
+            "ipy_parallel.kernel install needs jupyter_client (and ipykernel to run the kernel): "
+            "pip install 'ipy_parallel[notebook]'"
+        ) from None
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(kernel_spec(), indent=2) + "\n", encoding="utf-8")

@@ -16,7 +16,7 @@ def stat_fields(pid: int) -> list[str] | None:
             text = f.read().decode()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()  # comm may hold spaces and parentheses
+    return text[text.rindex(")") + 2 :].split()  # comm may hold spaces and parentheses
 
 
 def cpu_seconds(pid: int, reaped_children: bool = False) -> float | None:

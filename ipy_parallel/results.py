@@ -6,7 +6,8 @@ import marshal
 import pickle
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 from ._wire import protocol
 
@@ -63,8 +64,11 @@ def rebuild(record: tuple) -> Result:
             value = (marshal.loads if value_format == protocol.MARSHAL else pickle.loads)(value_blob)
     except BaseException as exc:
         value = None
-        why = ("it was interrupted (KeyboardInterrupt) while it was rebuilt" if isinstance(exc, KeyboardInterrupt)
-               else f"{type(exc).__name__} was raised while it was rebuilt: {exc!r}")
+        why = (
+            "it was interrupted (KeyboardInterrupt) while it was rebuilt"
+            if isinstance(exc, KeyboardInterrupt)
+            else f"{type(exc).__name__} was raised while it was rebuilt: {exc!r}"
+        )
         message = f"the result of worker {worker_id} cannot be rebuilt in the main interpreter: {why}"
         err = WorkerError(type(exc).__name__, message, f"{type(exc).__name__}: {message}\n", None)
     return Result(worker_id, value, stdout, stderr, err, wall, cpu)

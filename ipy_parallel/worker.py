@@ -43,8 +43,10 @@ def in_worker() -> bool:
 def _context(what: str):
     context = sys.modules.get(CONTEXT_MODULE)
     if context is None:
-        raise RuntimeError(f"ipy_parallel.worker.{what}: this is not an ipy_parallel worker; call it in "
-                           "code that runs in one (a %%parallel cell, Pool.run, SubinterpreterExecutor)")
+        raise RuntimeError(
+            f"ipy_parallel.worker.{what}: this is not an ipy_parallel worker; call it in "
+            "code that runs in one (a %%parallel cell, Pool.run, SubinterpreterExecutor)"
+        )
     return context
 
 
@@ -68,8 +70,10 @@ def barrier(timeout: float | None = None) -> None:
     """
     context = _context("barrier()")
     if context.group is None:
-        raise RuntimeError(f"ipy_parallel.worker.barrier() needs workers in one process; the {context.backend} "
-                           "backend's workers are separate processes: use the default sub-interpreter backend")
+        raise RuntimeError(
+            f"ipy_parallel.worker.barrier() needs workers in one process; the {context.backend} "
+            "backend's workers are separate processes: use the default sub-interpreter backend"
+        )
     deadline = None if timeout is None else time.monotonic() + timeout
     ticket = _engine.barrier_arrive(context.group, context.parties)
     while not _engine.barrier_wait(context.group, ticket, _slice(deadline)):
@@ -92,8 +96,10 @@ class Queue:
             raise TypeError(f"Queue(name): name must be a non-empty str, not {name!r}")
         context = sys.modules.get(CONTEXT_MODULE)
         if context is not None and context.group is None:
-            raise RuntimeError(f"ipy_parallel.worker.Queue is shared memory; the {context.backend} backend's "
-                               "workers are separate processes: use the default sub-interpreter backend")
+            raise RuntimeError(
+                f"ipy_parallel.worker.Queue is shared memory; the {context.backend} backend's "
+                "workers are separate processes: use the default sub-interpreter backend"
+            )
         self.name = name
 
     def put(self, item: Any) -> None:

@@ -47,6 +47,7 @@ def soak(count: int) -> int:
 
 # -- pools ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def pool():
     """A fresh 2-worker sub-interpreter pool, closed after the test."""
@@ -58,8 +59,9 @@ CLUSTER_PROFILE = "ipp_test"
 
 
 def _ipcluster(*args, env, timeout=60):
-    return subprocess.run([sys.executable, "-m", "ipyparallel.cluster", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ipyparallel.cluster", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _cluster_processes(security_dir, cluster_id):
@@ -113,8 +115,16 @@ def cluster(tmp_path_factory):
     # the session had a controller with no engines. The engines' log level stays at warnings, so
     # that a failure here shows why.
     (profile_dir / "ipengine_config.py").write_text(f"c.IPEngine.timeout = {bound(60)}\n")
-    started = _ipcluster("start", "-n", "2", "--daemonize", f"--profile={CLUSTER_PROFILE}",
-                         f"--cluster-id={cluster_id}", "--log-level=30", env=env)
+    started = _ipcluster(
+        "start",
+        "-n",
+        "2",
+        "--daemonize",
+        f"--profile={CLUSTER_PROFILE}",
+        f"--cluster-id={cluster_id}",
+        "--log-level=30",
+        env=env,
+    )
     security = profile_dir / "security"
     procs = []
     try:
@@ -162,6 +172,7 @@ def any_pool(request):
 
 # -- interrupts -------------------------------------------------------------------------------
 
+
 @pytest.fixture(autouse=True)
 def _sigint_is_python_default():
     """Every test starts with Python's own SIGINT handler, which the Ctrl-C tests rely on. One
@@ -177,9 +188,12 @@ def _put_back_sigint(who: str) -> None:
     if handler is not signal.default_int_handler and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
         target = getattr(handler, "func", handler)  # a functools.partial (asyncio.Runner's) names its function
-        warnings.warn(f"{who} left SIGINT handled by {target!r} "
-                      f"({getattr(getattr(target, '__code__', None), 'co_filename', '?')}); put back",
-                      pytest.PytestWarning)
+        warnings.warn(
+            f"{who} left SIGINT handled by {target!r} "
+            f"({getattr(getattr(target, '__code__', None), 'co_filename', '?')}); put back",
+            pytest.PytestWarning,
+            stacklevel=2,
+        )
 
 
 def ctrl_c_after(seconds: float) -> threading.Timer:
@@ -250,6 +264,7 @@ class RandomInterrupts:
 
 # -- child processes ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def run_script(tmp_path):
     """Run Python source as a script (its functions live in __main__) in a child interpreter
@@ -303,8 +318,9 @@ def threads() -> int:
 # get_current() gives an id object rather than a tuple).
 INTERPRETERS = "_interpreters" if sys.version_info >= (3, 13) else "_xxsubinterpreters"
 #: Source a worker can end a cell with: the id of its interpreter, as an int.
-CURRENT_INTERPRETER = (f"import {INTERPRETERS}\n" + ("_interpreters.get_current()[0]" if sys.version_info >= (3, 13)
-                                                      else "int(_xxsubinterpreters.get_current())"))
+CURRENT_INTERPRETER = f"import {INTERPRETERS}\n" + (
+    "_interpreters.get_current()[0]" if sys.version_info >= (3, 13) else "int(_xxsubinterpreters.get_current())"
+)
 
 
 def interpreters() -> int:
@@ -324,6 +340,7 @@ def main_interpreter() -> int:
 
 # -- IPython ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def ip():
     """An in-process IPython shell with the extension loaded (and unloaded after)."""
@@ -333,8 +350,9 @@ def ip():
     shell.run_line_magic("load_ext", "ipy_parallel")
     yield shell
     shell.run_line_magic("unload_ext", "ipy_parallel")
-    for name in [k for k in shell.user_ns if not k.startswith("_") and k not in ("In", "Out", "exit", "quit",
-                                                                                 "get_ipython")]:
+    for name in [
+        k for k in shell.user_ns if not k.startswith("_") and k not in ("In", "Out", "exit", "quit", "get_ipython")
+    ]:
         del shell.user_ns[name]
 
 
@@ -347,8 +365,13 @@ def terminal_ipython():
 
     import pexpect
 
-    child = pexpect.spawn(sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor"], encoding="utf-8",
-                          timeout=bound(60), dimensions=(40, 200))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "IPython", "--no-banner", "--colors=NoColor"],
+        encoding="utf-8",
+        timeout=bound(60),
+        dimensions=(40, 200),
+    )
     child.logfile_read = io.StringIO()
     try:
         child.expect(r"In \[1\]:")

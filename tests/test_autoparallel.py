@@ -31,8 +31,15 @@ def test_magics_and_shell_commands_stay_local(ip, capsys):
     assert ip.run_cell("40 + 2").result == 42
 
 
-@pytest.mark.parametrize("cell", ["%%time\nhere = 1", "%%capture captured\nhere = 1", "%time here = 1",
-                                  "%%timeit -n 1 -r 1 -o\nglobal here\nhere = 1"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "%%time\nhere = 1",
+        "%%capture captured\nhere = 1",
+        "%time here = 1",
+        "%%timeit -n 1 -r 1 -o\nglobal here\nhere = 1",
+    ],
+)
 def test_a_cell_that_begins_with_a_magic_runs_its_body_in_the_kernel(ip, cell):
     # IPython hands the body of %%time, %%capture or %%timeit to the same input transformers as
     # a typed cell: the body is the magic's, and the magic runs here.
@@ -82,8 +89,13 @@ def test_in_terminal_ipython_a_line_runs_on_enter_and_the_prompt_shows_the_mode(
     """Real terminal IPython (prompt_toolkit, in a pty): with autoparallel on, a line is a
     complete cell (not a cell magic waiting for a blank line), and the prompt says the mode."""
     with terminal_ipython() as child:
-        for line, prompt in [("%load_ext ipy_parallel", 2), ("%autoparallel on", 3), ("worker_id * 2", 4),
-                             ("%autoparallel off", 5), ("'here'", 6)]:
+        for line, prompt in [
+            ("%load_ext ipy_parallel", 2),
+            ("%autoparallel on", 3),
+            ("worker_id * 2", 4),
+            ("%autoparallel off", 5),
+            ("'here'", 6),
+        ]:
             child.send(line + "\r")
             child.expect(rf"In \[{prompt}\]:")
     text = terminal_text(child)

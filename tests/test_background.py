@@ -151,19 +151,27 @@ def test_a_bad_input_fails_the_cell_not_the_thread(ip):
 
 # -- in a real kernel -----------------------------------------------------------------------------
 
+
 def outputs_of(messages):
-    return [m for _, m in messages if m["msg_type"] in ("stream", "display_data", "update_display_data",
-                                                       "execute_result", "error")]
+    return [
+        m
+        for _, m in messages
+        if m["msg_type"] in ("stream", "display_data", "update_display_data", "execute_result", "error")
+    ]
 
 
 @pytest.mark.parametrize("backend", ["subinterpreter", "process"])
 def test_kernel_stop_button_interrupts_the_cell_running_now_not_the_background_run(kernel, backend):
     # jupyter_client signals the kernel's whole process group: worker processes ignore SIGINT
-    reply, messages = execute(kernel, f"%%parallel 2 --bg --backend {backend}\n" + SLEEP.format(bound(6))
-                              + "print('bg done', worker_id)\nworker_id")
+    reply, messages = execute(
+        kernel,
+        f"%%parallel 2 --bg --backend {backend}\n" + SLEEP.format(bound(6)) + "print('bg done', worker_id)\nworker_id",
+    )
     assert reply["status"] == "ok"
-    assert any(m["msg_type"] == "execute_result" and "background run [" in m["content"]["data"]["text/plain"]
-               for _, m in messages)
+    assert any(
+        m["msg_type"] == "execute_result" and "background run [" in m["content"]["data"]["text/plain"]
+        for _, m in messages
+    )
     bg_id = messages[0][1]["parent_header"]["msg_id"]
 
     timer = __import__("threading").Timer(0.5, interrupt_kernel, [kernel])
@@ -172,8 +180,9 @@ def test_kernel_stop_button_interrupts_the_cell_running_now_not_the_background_r
     timer.join()
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
 
-    reply, messages = execute(kernel, "[j.state for j in get_ipython().magics_manager.registry['ParallelMagics']"
-                              ".pools.background]")
+    reply, messages = execute(
+        kernel, "[j.state for j in get_ipython().magics_manager.registry['ParallelMagics'].pools.background]"
+    )
     assert reply["status"] == "ok"
     states = [m["content"]["data"]["text/plain"] for _, m in messages if m["msg_type"] == "execute_result"]
     assert states and states[-1].endswith("'running']"), states
@@ -194,8 +203,9 @@ def test_kernel_stop_button_interrupts_the_cell_running_now_not_the_background_r
     reply, messages = execute(kernel, "%parallel_wait\n%parallel_status")
     assert reply["status"] == "ok"
     said = "".join(m["content"].get("text", "") for _, m in messages if m["msg_type"] == "stream")
-    assert re.search(r"background run \[\d+\], %%parallel( \[process\])? --bg \[\d+\] on 2 workers: done after",
-                     said), said
+    assert re.search(
+        r"background run \[\d+\], %%parallel( \[process\])? --bg \[\d+\] on 2 workers: done after", said
+    ), said
 
 
 # -- exit and unload with workers that cannot be stopped -------------------------------------------
@@ -213,8 +223,10 @@ print(f"took {{time.perf_counter() - begin:.2f}}", job.state, flush=True)
 """
 
 
-@pytest.mark.parametrize("op", ["shell.run_line_magic('unload_ext', 'ipy_parallel')", "sys.exit(0)",
-                                "shell.run_line_magic('parallel_stop', '')"])
+@pytest.mark.parametrize(
+    "op",
+    ["shell.run_line_magic('unload_ext', 'ipy_parallel')", "sys.exit(0)", "shell.run_line_magic('parallel_stop', '')"],
+)
 def test_exit_unload_and_stop_are_bounded_with_a_worker_that_cannot_be_stopped(op):
     import subprocess
     import sys
@@ -225,9 +237,10 @@ def test_exit_unload_and_stop_are_bounded_with_a_worker_that_cannot_be_stopped(o
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=bound(60))
     assert time.monotonic() - started < bound(20), proc.stderr
     assert "Fatal Python error" not in proc.stderr and "Traceback" not in proc.stderr.replace(
-        "ParallelInterrupted", ""), proc.stderr
+        "ParallelInterrupted", ""
+    ), proc.stderr
     if "sys.exit" not in op:
-        line = next(l for l in proc.stdout.splitlines() if l.startswith("took"))
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("took"))
         assert float(line.split()[1]) < bound(8), line
         assert line.split()[2] in ("stopped", "stopping"), line
     else:  # stopped by the extension's exit hook before the engine's ends the pool: not lost, not "failed"
@@ -261,16 +274,20 @@ def test_ctrl_c_at_random_instants_while_background_cells_start(ip):
     states = {}
     for job in pools.background:
         states[job.state] = states.get(job.state, 0) + 1
-    print(f"\n{fire.landed} interrupts landed; {interrupted} of {starts} background starts interrupted; "
-          f"ends of the last {len(pools.background)}: {states}; no run left going")
+    print(
+        f"\n{fire.landed} interrupts landed; {interrupted} of {starts} background starts interrupted; "
+        f"ends of the last {len(pools.background)}: {states}; no run left going"
+    )
     assert interrupted > 0 and "failed" not in states
 
 
 def test_a_cell_that_fails_after_it_started_a_background_run_says_where_the_run_went(ip, capsys):
     # In a kernel, a Ctrl-C can land as ipykernel shows the handle the magic returned: the cell
     # ends in KeyboardInterrupt, with no handle, and the run goes on.
-    failed = ip.run_cell("handle = get_ipython().run_cell_magic('parallel', '2 --bg', 'import time\\ntime.sleep(30)')\n"
-                         "raise KeyboardInterrupt")
+    failed = ip.run_cell(
+        "handle = get_ipython().run_cell_magic('parallel', '2 --bg', 'import time\\ntime.sleep(30)')\n"
+        "raise KeyboardInterrupt"
+    )
     assert isinstance(failed.error_in_exec, KeyboardInterrupt)
     said = capsys.readouterr().err
     assert "this cell failed after it started background run [1], which goes on: %parallel_wait 1" in said, said
@@ -302,8 +319,14 @@ def test_in_terminal_ipython_the_prompt_comes_back_at_once_and_the_run_reports_w
     with terminal_ipython() as child:
         child.send("%load_ext ipy_parallel\r")
         child.expect(r"In \[2\]:")
-        for line in ["%%parallel 2 --bg -o r", "import time", "time.sleep(1.5)", "print('hello from', worker_id)",
-                     "worker_id", ""]:
+        for line in [
+            "%%parallel 2 --bg -o r",
+            "import time",
+            "time.sleep(1.5)",
+            "print('hello from', worker_id)",
+            "worker_id",
+            "",
+        ]:
             child.send(line + "\r")
         child.send("\r")
         started = time.monotonic()

@@ -12,10 +12,17 @@ WORKER_ERRORS = {
     "recursion": ("def f():\n    return f()\nf()", "RecursionError", "maximum recursion depth exceeded"),
     "MemoryError": ("x = bytearray(10**15)", "MemoryError", ""),
     "os.fork": ("import os\nos.fork()", "RuntimeError", "fork not supported for isolated subinterpreters"),
-    "daemon thread": ("import threading\nthreading.Thread(target=print, daemon=True).start()", "RuntimeError",
-                      "daemon threads are disabled"),
-    "readline": ("import readline", "ImportError", "readline cannot be imported in a sub-interpreter: its extension "
-                 "module readline does not support isolated sub-interpreters"),
+    "daemon thread": (
+        "import threading\nthreading.Thread(target=print, daemon=True).start()",
+        "RuntimeError",
+        "daemon threads are disabled",
+    ),
+    "readline": (
+        "import readline",
+        "ImportError",
+        "readline cannot be imported in a sub-interpreter: its extension "
+        "module readline does not support isolated sub-interpreters",
+    ),
 }
 
 
@@ -32,30 +39,37 @@ def test_numpy_import_says_why_and_what_to_do(ip, capsys):
     assert isinstance(result.error_in_exec, ParallelError)
     out = capsys.readouterr().out
     assert out.count("Traceback") == 1 and "[workers 0-3]" in out  # once, not four walls
-    assert ("ImportError: numpy cannot be imported in a sub-interpreter: its extension module "
-            "numpy._core._multiarray_umath does not support isolated sub-interpreters") in out
+    assert (
+        "ImportError: numpy cannot be imported in a sub-interpreter: its extension module "
+        "numpy._core._multiarray_umath does not support isolated sub-interpreters"
+    ) in out
     assert "%%parallel --backend process" in out and "troubleshooting" not in out
 
 
 def test_threads_inside_a_worker(pool):
-    source = ("import threading\nout = []\nts = [threading.Thread(target=lambda i=i: out.append(i * i)) "
-              "for i in range(4)]\nfor t in ts: t.start()\nfor t in ts: t.join()\nsorted(out)")
+    source = (
+        "import threading\nout = []\nts = [threading.Thread(target=lambda i=i: out.append(i * i)) "
+        "for i in range(4)]\nfor t in ts: t.start()\nfor t in ts: t.join()\nsorted(out)"
+    )
     assert [r.value for r in pool.run(source)] == [[0, 1, 4, 9]] * 2
 
 
-@pytest.mark.parametrize("line, body, message", [
-    ("abc", "1", "an integer from 1 to 256"),
-    ("0", "1", "an integer from 1 to 256"),
-    ("-3", "1", "an integer from 1 to 256"),
-    ("999", "1", "an integer from 1 to 256"),
-    ("2 --nope", "1", "unrecognized arguments"),
-    ("2", "", "empty"),  # IPython's own check comes first; run_cell_magic reaches ours (test_magics)
-    ("2 --push missing", "1", "no variable 'missing'"),
-    ("2 --push lock", "1", "'lock' (a lock) cannot be sent"),
-    ("2 --scatter number", "1", "a int is not a sequence"),
-    ("4 --scatter few", "1", "3 items cannot give each of the 4 workers a chunk"),
-    ("2 --timeout 0", "1", "--timeout must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "line, body, message",
+    [
+        ("abc", "1", "an integer from 1 to 256"),
+        ("0", "1", "an integer from 1 to 256"),
+        ("-3", "1", "an integer from 1 to 256"),
+        ("999", "1", "an integer from 1 to 256"),
+        ("2 --nope", "1", "unrecognized arguments"),
+        ("2", "", "empty"),  # IPython's own check comes first; run_cell_magic reaches ours (test_magics)
+        ("2 --push missing", "1", "no variable 'missing'"),
+        ("2 --push lock", "1", "'lock' (a lock) cannot be sent"),
+        ("2 --scatter number", "1", "a int is not a sequence"),
+        ("4 --scatter few", "1", "3 items cannot give each of the 4 workers a chunk"),
+        ("2 --timeout 0", "1", "--timeout must be a positive number"),
+    ],
+)
 def test_usage_errors(ip, line, body, message):
     ip.user_ns.update(lock=threading.Lock(), number=5, few=[1, 2, 3])
     result = ip.run_cell(f"%%parallel {line}\n{body}")
@@ -73,13 +87,16 @@ def test_a_package_whose_extension_cannot_load_is_named_by_the_package(pool, tmp
     monkeypatch.syspath_prepend(str(tmp_path))
     error = pool.run("import fancypkg")[0].error
     assert error.type_name == "ImportError"
-    assert error.message.startswith("fancypkg cannot be imported in a sub-interpreter: the extension module it "
-                                    "loads, readline, does not support isolated sub-interpreters")
+    assert error.message.startswith(
+        "fancypkg cannot be imported in a sub-interpreter: the extension module it "
+        "loads, readline, does not support isolated sub-interpreters"
+    )
     assert 'File "<cell-' in error.traceback and "import fancypkg" in error.traceback
 
 
-@pytest.mark.parametrize("line", ["2 --push worker_id", "2 --scatter n_workers", "2 -o worker_id",
-                                  "2 --push __builtins__"])
+@pytest.mark.parametrize(
+    "line", ["2 --push worker_id", "2 --scatter n_workers", "2 -o worker_id", "2 --push __builtins__"]
+)
 def test_reserved_names_in_options_are_usage_errors(ip, line):
     ip.user_ns.update(worker_id=[1, 2], n_workers=[1, 2], __builtins__=__builtins__)
     result = ip.run_cell(f"%%parallel {line}\n1")

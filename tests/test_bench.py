@@ -26,11 +26,17 @@ def test_seed_task_matches_the_original_formula():
     assert [bench.seed_task(n) for n in (0, 1, 2, 3)] == [1, 1, 2, 6]
 
 
-@pytest.mark.parametrize("runner", [
-    bench.serial, bench.threads, bench.native,
-    lambda ns: bench.multiprocessing_pool(ns, "spawn"),
-    lambda ns: bench.process_pool_executor(ns, "spawn"),
-], ids=["serial", "threads", "native", "mp-spawn", "ppe-spawn"])
+@pytest.mark.parametrize(
+    "runner",
+    [
+        bench.serial,
+        bench.threads,
+        bench.native,
+        lambda ns: bench.multiprocessing_pool(ns, "spawn"),
+        lambda ns: bench.process_pool_executor(ns, "spawn"),
+    ],
+    ids=["serial", "threads", "native", "mp-spawn", "ppe-spawn"],
+)
 def test_runners_agree(runner):
     assert runner(NS) == expected()
 
@@ -71,8 +77,14 @@ def test_process_tree_cpu_counts_running_children():
 def test_native_bench_report():
     report = bench.native_bench(2, 20_000, 3)
     names = [r.method for r in report.rows]
-    assert names == ["serial", "threads", "multiprocessing fork", "multiprocessing spawn",
-                     "sub-interpreters (ipy_parallel)", "C++ kernel, GIL released"]
+    assert names == [
+        "serial",
+        "threads",
+        "multiprocessing fork",
+        "multiprocessing spawn",
+        "sub-interpreters (ipy_parallel)",
+        "C++ kernel, GIL released",
+    ]
     assert report.agree and all(r.values == [bench.seed_task(20_000)] * 2 for r in report.rows)
     assert all(len(r.times) == 3 for r in report.rows)
     assert report.speedup("serial") == 1.0
@@ -88,14 +100,21 @@ def test_native_bench_report():
 
 
 def _report(times: dict[str, list[float]], serial_cpu: float = 1.0) -> bench.BenchReport:
-    rows = [bench.MethodResult(name, "", t, [serial_cpu * x if name == "serial" else 2 * x for x in t], [1])
-            for name, t in times.items()]
+    rows = [
+        bench.MethodResult(name, "", t, [serial_cpu * x if name == "serial" else 2 * x for x in t], [1])
+        for name, t in times.items()
+    ]
     return bench.BenchReport(2, 1000, len(rows[0].times), 2, rows)
 
 
 def test_a_speedup_above_the_core_ceiling_is_flagged_not_stated():
-    report = _report({"serial": [3.0, 2.9, 3.1], "sub-interpreters (ipy_parallel)": [1.0, 1.0, 1.02],
-                      "C++ kernel, GIL released": [0.01, 0.01, 0.01]})
+    report = _report(
+        {
+            "serial": [3.0, 2.9, 3.1],
+            "sub-interpreters (ipy_parallel)": [1.0, 1.0, 1.02],
+            "C++ kernel, GIL released": [0.01, 0.01, 0.01],
+        }
+    )
     assert report.above_ceiling("sub-interpreters (ipy_parallel)")  # 3x on 2 cores
     assert not report.above_ceiling("C++ kernel, GIL released")  # other code: no ceiling
     table = report.table()
@@ -141,8 +160,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _varied() -> bench.BenchReport:
     """A clean report whose speedups all differ: 0.95x, 1.25x, 1.90x and a compiled 100x."""
-    return _report({"serial": [2.0, 2.0, 2.01], "threads": [2.1, 2.1, 2.11], "multiprocessing spawn": [1.6, 1.6, 1.6],
-                    bench.OURS: [1.05, 1.05, 1.06], "C++ kernel, GIL released": [0.02, 0.02, 0.02]})
+    return _report(
+        {
+            "serial": [2.0, 2.0, 2.01],
+            "threads": [2.1, 2.1, 2.11],
+            "multiprocessing spawn": [1.6, 1.6, 1.6],
+            bench.OURS: [1.05, 1.05, 1.06],
+            "C++ kernel, GIL released": [0.02, 0.02, 0.02],
+        }
+    )
 
 
 def _html_rows(page: str) -> dict[str, str]:
@@ -223,8 +249,14 @@ def test_noisy_and_above_ceiling_figures_are_flagged_on_the_figure_in_text_and_h
 def test_plot_draws_speedups_with_our_bar_the_ceiling_and_the_flags_marked():
     from matplotlib.figure import Figure
 
-    report = _report({"serial": [3.0, 2.9, 3.1], "threads": [1.6, 2.4, 1.6], bench.OURS: [1.0, 1.0, 1.02],
-                      "C++ kernel, GIL released": [0.01, 0.01, 0.01]})
+    report = _report(
+        {
+            "serial": [3.0, 2.9, 3.1],
+            "threads": [1.6, 2.4, 1.6],
+            bench.OURS: [1.0, 1.0, 1.02],
+            "C++ kernel, GIL released": [0.01, 0.01, 0.01],
+        }
+    )
     ax = report.plot(Figure().subplots())
     bars = dict(zip([t.get_text() for t in ax.get_yticklabels()], ax.patches))
     assert list(bars)[::-1] == [r.method for r in report.rows]  # the table's first row on top

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import bound, ctrl_c_after, open_backend
+from conftest import bound, ctrl_c_after
 
 from ipy_parallel import ParallelInterrupted, ParallelTimeout
 from ipy_parallel.backends import open_pool
@@ -19,6 +19,7 @@ def values(results):
 
 # -- values and inputs --------------------------------------------------------------------
 
+
 def test_values_identity_and_persistence(any_pool):
     assert values(any_pool.run("(worker_id, n_workers)")) == [(0, 2), (1, 2)]
     assert values(any_pool.run("y = 1")) == [None, None]
@@ -28,8 +29,11 @@ def test_values_identity_and_persistence(any_pool):
 
 
 def test_inputs_and_worker_inputs(any_pool):
-    results = any_pool.run("f(base + part)", inputs={"base": 100, "f": lambda x: x * 2},
-                           worker_inputs=[{"part": 1}, {"part": 2, "base": 0}])
+    results = any_pool.run(
+        "f(base + part)",
+        inputs={"base": 100, "f": lambda x: x * 2},
+        worker_inputs=[{"part": 1}, {"part": 2, "base": 0}],
+    )
     assert values(results) == [202, 4]
     with pytest.raises(ValueError, match="worker_inputs has 1 entries"):
         any_pool.run("0", worker_inputs=[{}])
@@ -37,8 +41,12 @@ def test_inputs_and_worker_inputs(any_pool):
 
 def test_targets_run_on_a_subset_in_their_order(any_pool):
     any_pool.run("mark = None")
-    results = any_pool.run("mark = f(part)\nworker_id, n_workers, mark", inputs={"f": lambda x: x * 2},
-                           worker_inputs=[{"part": 21}], targets=[1])
+    results = any_pool.run(
+        "mark = f(part)\nworker_id, n_workers, mark",
+        inputs={"f": lambda x: x * 2},
+        worker_inputs=[{"part": 21}],
+        targets=[1],
+    )
     assert [r.worker_id for r in results] == [1] and values(results) == [(1, 2, 42)]
     assert values(any_pool.run("mark")) == [None, 42]  # worker 0 ran nothing
     assert values(any_pool.run("worker_id", targets=[1, 0])) == [1, 0]
@@ -85,9 +93,11 @@ def test_deep_values_travel_by_pickle_when_marshal_cannot(any_pool):
 
 # -- errors -------------------------------------------------------------------------------
 
+
 def test_errors_stay_in_their_worker_with_the_cells_traceback(any_pool):
-    results = any_pool.run("x = 1\n\ndef inner():\n    return 1 / 0\n\nif worker_id:\n    inner()\nworker_id",
-                           filename="<my cell>")
+    results = any_pool.run(
+        "x = 1\n\ndef inner():\n    return 1 / 0\n\nif worker_id:\n    inner()\nworker_id", filename="<my cell>"
+    )
     assert results[0].ok and results[0].value == 0
     error = results[1].error
     assert error.type_name == "ZeroDivisionError" and isinstance(error.exception, ZeroDivisionError)
@@ -97,8 +107,9 @@ def test_errors_stay_in_their_worker_with_the_cells_traceback(any_pool):
     assert values(any_pool.run("worker_id + 1")) == [1, 2]
 
 
-@pytest.mark.parametrize("source, type_name", [("raise SystemExit(3)", "SystemExit"),
-                                               ("raise KeyboardInterrupt", "KeyboardInterrupt")])
+@pytest.mark.parametrize(
+    "source, type_name", [("raise SystemExit(3)", "SystemExit"), ("raise KeyboardInterrupt", "KeyboardInterrupt")]
+)
 def test_base_exceptions_raised_by_a_cell_stay_in_the_worker(any_pool, source, type_name):
     assert [r.error.type_name for r in any_pool.run(source)] == [type_name] * 2
     assert values(any_pool.run("worker_id")) == [0, 1]
@@ -119,8 +130,10 @@ def test_a_message_with_lone_surrogates_keeps_its_type_and_traceback(any_pool):
 
 @pytest.mark.parametrize("raised", ["SystemExit('from a result')", "KeyboardInterrupt()"])
 def test_a_base_exception_while_a_result_is_rebuilt_fails_that_result_only(any_pool, raised):
-    source = ("class Bomb:\n    def __reduce__(self):\n        return (exec, (" + repr(f"raise {raised}") + ",))\n"
-              "Bomb() if worker_id == 0 else 'fine'")
+    source = (
+        "class Bomb:\n    def __reduce__(self):\n        return (exec, (" + repr(f"raise {raised}") + ",))\n"
+        "Bomb() if worker_id == 0 else 'fine'"
+    )
     [bomb, fine] = any_pool.run(source)
     assert "cannot be rebuilt in the main interpreter" in bomb.error.message
     assert bomb.error.type_name == raised.split("(")[0]
@@ -130,9 +143,13 @@ def test_a_base_exception_while_a_result_is_rebuilt_fails_that_result_only(any_p
 
 # -- output -------------------------------------------------------------------------------
 
+
 def test_output_streams_while_the_workers_run(any_pool):
-    run = any_pool.submit("import sys, time\nprint('early', worker_id, flush=True)\nprint('err', file=sys.stderr)\n"
-                          "time.sleep(0.8)\nprint('late')", stream=True)
+    run = any_pool.submit(
+        "import sys, time\nprint('early', worker_id, flush=True)\nprint('err', file=sys.stderr)\n"
+        "time.sleep(0.8)\nprint('late')",
+        stream=True,
+    )
     seen, deadline = [], time.monotonic() + bound(0.6)
     while sum(1 for _, s, t in seen if "early" in t) < 2 and time.monotonic() < deadline:
         seen += run.output()
@@ -150,15 +167,18 @@ def test_output_is_bounded_per_stream_and_task(any_pool):
     results = any_pool.run("print('é' * (9 << 20))")  # 9 Mi characters, 18 MiB of UTF-8
     for r in results:
         assert r.stdout.startswith("é" * 1000) and len(r.stdout) < (8 << 20) + 200
-        assert r.stdout.endswith("1048577 more characters of stdout were dropped; a task keeps at most 8 Mi "
-                                 "characters of each stream]\n")
+        assert r.stdout.endswith(
+            "1048577 more characters of stdout were dropped; a task keeps at most 8 Mi characters of each stream]\n"
+        )
     assert [r.stdout for r in any_pool.run("print('small')")] == ["small\n", "small\n"]
 
 
 # -- stopping -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("source", ["x = 0\nwhile True:\n    x += 1", "import time\ntime.sleep(1000)"],
-                         ids=["python loop", "time.sleep"])
+
+@pytest.mark.parametrize(
+    "source", ["x = 0\nwhile True:\n    x += 1", "import time\ntime.sleep(1000)"], ids=["python loop", "time.sleep"]
+)
 def test_interrupt_stops_busy_workers(any_pool, source):
     any_pool.run("kept = worker_id + 5")
     run = any_pool.submit(source)
@@ -167,8 +187,10 @@ def test_interrupt_stops_busy_workers(any_pool, source):
     start = time.perf_counter()
     assert any_pool.interrupt() == [0, 1]
     assert run.wait(bound(5)), "the workers did not stop"
-    print(f"{any_pool.backend}: interrupt() to stopped ({source.splitlines()[-1].strip()}): "
-          f"{(time.perf_counter() - start) * 1e3:.1f} ms")
+    print(
+        f"{any_pool.backend}: interrupt() to stopped ({source.splitlines()[-1].strip()}): "
+        f"{(time.perf_counter() - start) * 1e3:.1f} ms"
+    )
     assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
     assert values(any_pool.run("kept")) == [5, 6]  # the same workers, their variables kept
 
@@ -210,7 +232,8 @@ STUCK = {
     "subinterpreter": "import select\nselect.select([], [], [], {seconds})\n'late'",
 }
 STUCK["process"] = STUCK["ipyparallel"] = (  # both interrupt with SIGURG
-    "import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'")
+    "import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'"
+)
 
 
 def test_a_worker_that_cannot_be_stopped_is_named_and_the_next_run_says_it_waits(any_pool, capsys):
@@ -252,6 +275,7 @@ def test_a_dropped_run_does_not_block_the_pool(any_pool):
 
 
 # -- the workers' environment -----------------------------------------------------------------
+
 
 def test_reset_clears_variables_but_not_identity(any_pool):
     any_pool.run("x = 1\ndef f():\n    pass\nimport json")
@@ -319,9 +343,13 @@ def test_big_cells_under_ever_new_names_keep_a_bounded_memory_in_the_workers(any
     assert 190_000 < len(cell) < 210_000
     for i in range(40):
         any_pool.run(cell, filename=f"<parallel In[{i}]>")
-    kept = values(any_pool.run("import linecache, sys\n"
-                               "sum(sys.getsizeof(line) for f, entry in linecache.cache.items() "
-                               "if f.startswith('<parallel In[') for line in entry[2])"))
+    kept = values(
+        any_pool.run(
+            "import linecache, sys\n"
+            "sum(sys.getsizeof(line) for f, entry in linecache.cache.items() "
+            "if f.startswith('<parallel In[') for line in entry[2])"
+        )
+    )
     assert all(size < 4 * 2**20 for size in kept), kept
 
 

@@ -8,8 +8,18 @@ from html.parser import HTMLParser
 import pytest
 
 from ipy_parallel.ipython import display
-from ipy_parallel.ipython.display import (LabelledOutput, Monitor, NotebookMonitor, Status, TerminalMonitor, Tracker,
-                                  format_html, format_lines, format_summary, make_monitor)
+from ipy_parallel.ipython.display import (
+    LabelledOutput,
+    Monitor,
+    NotebookMonitor,
+    Status,
+    TerminalMonitor,
+    Tracker,
+    format_html,
+    format_lines,
+    format_summary,
+    make_monitor,
+)
 
 GREEN, RED, AMBER, BLUE = (display._COLOUR[k] for k in ("done", "failed", "stopped", "running"))
 
@@ -49,7 +59,7 @@ def test_lines_for_many_workers_are_sparklines_of_their_fair_share():
     # 20 workers on 2 cores: a fair share is 10% of a core, which draws as a full block.
     assert lines[1] == "[0-19] " + "▁" * 10 + "▅" * 5 + "█" * 5
     wide = format_lines(Status(200, 2, 1.0, (0.0,) * 200, (0.0,) * 200), width=80)
-    assert [l.split()[0] for l in wide[1:]] == ["[0-67]", "[68-135]", "[136-199]"]
+    assert [ln.split()[0] for ln in wide[1:]] == ["[0-67]", "[68-135]", "[136-199]"]
 
 
 def test_tracker_passes_busy_and_outcome_through():
@@ -89,8 +99,12 @@ def test_summary_says_how_the_run_ended():
     base = "%%parallel: 4 workers, 2.00 s wall, 3.96 s CPU, 198% CPU of 200% on 2 cores"
     s = Status(4, 2, 2.0, (1.0, 1.0, 1.0, 0.96), (0.0,) * 4, done=True)
     assert format_summary(s) == base  # outcome not said: as before
-    for outcome, failed, end in (("ok", (), " · ✓"), ("failed", (1, 3), " · ✗ 2 of 4 workers raised"),
-                                 ("stopped", (), " · stopped"), ("failed", (), " · ✗ failed")):
+    for outcome, failed, end in (
+        ("ok", (), " · ✓"),
+        ("failed", (1, 3), " · ✗ 2 of 4 workers raised"),
+        ("stopped", (), " · stopped"),
+        ("failed", (), " · ✗ failed"),
+    ):
         assert format_summary(replace(s, outcome=outcome, failed=failed)) == base + end
 
 
@@ -187,16 +201,39 @@ def test_html_escapes_every_text():
     assert "a &lt;b&gt; &amp; c" in bench and text_of(bench) == "✓ a <b> & c"
 
 
-STATES = [Status(2, 2, 1.0, (0.5, 0.5), (0.5, 0.0), busy=(True, False)),
-          Status(20, 2, 1.0, (0.5,) * 20, (0.05,) * 20),
-          Status(1, 2, 1.0, (1.5,), (1.5,), per_worker=False, label="native_bench"),
-          Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="ok"),
-          Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="failed", failed=(0,)),
-          Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="stopped", busy=(True,) * 4)]
+STATES = [
+    Status(2, 2, 1.0, (0.5, 0.5), (0.5, 0.0), busy=(True, False)),
+    Status(20, 2, 1.0, (0.5,) * 20, (0.05,) * 20),
+    Status(1, 2, 1.0, (1.5,), (1.5,), per_worker=False, label="native_bench"),
+    Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="ok"),
+    Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="failed", failed=(0,)),
+    Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="stopped", busy=(True,) * 4),
+]
 # What JupyterLab's sanitizer keeps in an untrusted notebook (apputils/src/sanitizer.ts), of what we need.
-KEPT = {"background-color", "border-left", "border-radius", "display", "font-family", "font-size", "font-weight",
-        "height", "line-height", "margin", "max-width", "min-width", "overflow", "overflow-x", "padding",
-        "padding-top", "text-align", "vertical-align", "white-space", "width", "word-break", "color"}
+KEPT = {
+    "background-color",
+    "border-left",
+    "border-radius",
+    "display",
+    "font-family",
+    "font-size",
+    "font-weight",
+    "height",
+    "line-height",
+    "margin",
+    "max-width",
+    "min-width",
+    "overflow",
+    "overflow-x",
+    "padding",
+    "padding-top",
+    "text-align",
+    "vertical-align",
+    "white-space",
+    "width",
+    "word-break",
+    "color",
+}
 
 
 @pytest.mark.parametrize("s", STATES, ids=["live", "grid", "bench", "ok", "failed", "stopped"])
@@ -223,8 +260,12 @@ def test_labelled_output_keeps_lines_whole():
     out.feed(0, "stdout", "tial\nnext")
     out.feed(0, "stderr", "e1\ne2\n")
     out.flush()
-    assert got == [("stdout", "[1] other\n"), ("stdout", "[0] partial\n"), ("stderr", "[0] e1\n[0] e2\n"),
-                   ("stdout", "[0] next\n")]
+    assert got == [
+        ("stdout", "[1] other\n"),
+        ("stdout", "[0] partial\n"),
+        ("stderr", "[0] e1\n[0] e2\n"),
+        ("stdout", "[0] next\n"),
+    ]
 
 
 @pytest.fixture

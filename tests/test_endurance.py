@@ -14,8 +14,14 @@ SOAK = soak(int(os.environ.get("IPP_SOAK", "10000")))
 
 
 def test_soak_ten_thousand_cells(ip):
-    cells = ["x = worker_id", "print('hi', worker_id)", "[worker_id] * 3", "sum(range(100))",
-             "if worker_id == 3:\n    raise ValueError('w3')\nworker_id", "d = {'k': 'ü' * 10}\nd"]
+    cells = [
+        "x = worker_id",
+        "print('hi', worker_id)",
+        "[worker_id] * 3",
+        "sum(range(100))",
+        "if worker_id == 3:\n    raise ValueError('w3')\nworker_id",
+        "d = {'k': 'ü' * 10}\nd",
+    ]
     for i in range(300):  # warm up: imports, caches, allocator arenas
         ip.run_cell(f"%%parallel 4 --no-monitor\n{cells[i % len(cells)]}", silent=True)
     base_rss, base_threads, base_interps = bench.rss_bytes(), threads(), interpreters()
@@ -24,9 +30,11 @@ def test_soak_ten_thousand_cells(ip):
         ip.run_cell(f"%%parallel 4 --no-monitor\n{cells[i % len(cells)]}", silent=True)
     elapsed = time.perf_counter() - start
     grown = (bench.rss_bytes() - base_rss) / 2**20
-    print(f"\nsoak: {SOAK:,} cells on a pool of 4 in {elapsed:.1f} s ({elapsed / SOAK * 1e3:.2f} ms a cell); "
-          f"RSS grew {grown:.1f} MiB; threads {base_threads} -> {threads()}; "
-          f"interpreters {base_interps} -> {interpreters()}")
+    print(
+        f"\nsoak: {SOAK:,} cells on a pool of 4 in {elapsed:.1f} s ({elapsed / SOAK * 1e3:.2f} ms a cell); "
+        f"RSS grew {grown:.1f} MiB; threads {base_threads} -> {threads()}; "
+        f"interpreters {base_interps} -> {interpreters()}"
+    )
     assert grown < 20
     assert threads() == base_threads and interpreters() == base_interps
 
@@ -46,7 +54,7 @@ def test_no_thread_or_interpreter_outlives_its_pool_but_in_the_reserve():
 
 # -- random cells, each checked against the same code run serially in a fresh namespace ---------
 
-WORDS = ["alpha", "ünïcode", "日本語", "emoji 🙂", "tab\there", "quote\"s", ""]
+WORDS = ["alpha", "ünïcode", "日本語", "emoji 🙂", "tab\there", 'quote"s', ""]
 
 
 def random_cell(rng: random.Random) -> str:
@@ -56,7 +64,9 @@ def random_cell(rng: random.Random) -> str:
         if kind == "print":
             lines.append(f"print({rng.choice(WORDS)!r}, worker_id, {rng.randint(0, 99)})")
         elif kind == "assign":
-            lines.append(f"v{rng.randint(0, 3)} = {rng.choice(['worker_id', '[1, 2]', repr(rng.choice(WORDS)), '3.5'])}")
+            lines.append(
+                f"v{rng.randint(0, 3)} = {rng.choice(['worker_id', '[1, 2]', repr(rng.choice(WORDS)), '3.5'])}"
+            )
         elif kind == "loop":
             lines.append(f"acc = 0\nfor i in range({rng.randint(0, 2000)}):\n    acc += i * worker_id")
         elif kind == "stderr":
@@ -65,13 +75,25 @@ def random_cell(rng: random.Random) -> str:
             lines.append(f"if worker_id == {rng.randint(0, 2)}:\n    print('branch')")
     ending = rng.choice(["value", "large", "raise", "none", "syntax", "unpicklable", "print_end"])
     if ending == "value":
-        lines.append(rng.choice(["worker_id * 7", "(worker_id, n_workers)", "{'w': worker_id, 's': 'ü'}",
-                                 "'日本' * worker_id", "[acc for acc in range(worker_id)]"]))
+        lines.append(
+            rng.choice(
+                [
+                    "worker_id * 7",
+                    "(worker_id, n_workers)",
+                    "{'w': worker_id, 's': 'ü'}",
+                    "'日本' * worker_id",
+                    "[acc for acc in range(worker_id)]",
+                ]
+            )
+        )
     elif ending == "large":
         lines.append(rng.choice(["b'x' * 3_000_000", "list(range(50_000))", "'é' * 1_000_000"]))
     elif ending == "raise":
-        lines.append(rng.choice(["1 / (worker_id - 1)", "raise ValueError('bad ü')", "[][worker_id]",
-                                 "{}['missing']", "undefined_name"]))
+        lines.append(
+            rng.choice(
+                ["1 / (worker_id - 1)", "raise ValueError('bad ü')", "[][worker_id]", "{}['missing']", "undefined_name"]
+            )
+        )
     elif ending == "syntax":
         lines.append(rng.choice(["x = = 1", "def f(:", "print('unclosed"]))
     elif ending == "unpicklable":

@@ -180,9 +180,14 @@ class ExitsOnPickle(Exception):
         raise SystemExit("from __reduce__")
 
 
-@pytest.mark.parametrize("kind, message", [(RebuiltAsInt, "rebuilt here as a int"),
-                                           (Unprintable, "Unprintable: <str() of it failed>"),
-                                           (ExitsOnPickle, "ExitsOnPickle")])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        (RebuiltAsInt, "rebuilt here as a int"),
+        (Unprintable, "Unprintable: <str() of it failed>"),
+        (ExitsOnPickle, "ExitsOnPickle"),
+    ],
+)
 def test_hostile_exceptions_fail_their_future_and_nothing_hangs(kind, message):
     def raise_it(kind):
         raise kind()
@@ -197,10 +202,12 @@ def test_hostile_exceptions_fail_their_future_and_nothing_hangs(kind, message):
 
 # -- the fine-grained path: map in chunks, functions pickled once ------------------------------
 
+
 @pytest.mark.parametrize("chunksize", [None, 1, 7, 1000])
 def test_map_in_chunks_keeps_the_order_of_every_item(executor, chunksize):
-    assert list(executor.map(helper_tasks.add, range(100), range(100, 200), chunksize=chunksize)) == \
-        [a + b for a, b in zip(range(100), range(100, 200))]
+    assert list(executor.map(helper_tasks.add, range(100), range(100, 200), chunksize=chunksize)) == [
+        a + b for a, b in zip(range(100), range(100, 200))
+    ]
     assert list(executor.map(helper_tasks.add, [], [], chunksize=chunksize)) == []
 
 
@@ -258,6 +265,8 @@ def test_a_call_costs_the_same_whatever_the_size_of_what_its_function_closes_ove
         begin = time.perf_counter()
         assert [executor.submit(fn, i).result() for i in range(20)][-1] == len(fn.__closure__[0].cell_contents) + 19
         timings[name] = time.perf_counter() - begin
-    print(f"\n20 calls one after another: {timings['small'] * 1e3:.1f} ms closing over 1 byte, "
-          f"{timings['big'] * 1e3:.1f} ms over 100 MB")
+    print(
+        f"\n20 calls one after another: {timings['small'] * 1e3:.1f} ms closing over 1 byte, "
+        f"{timings['big'] * 1e3:.1f} ms over 100 MB"
+    )
     assert timings["big"] < timings["small"] + bound(0.2), timings

@@ -18,8 +18,12 @@ def _in_a_fresh_process(code: str) -> str:
     """Runs code in a new interpreter of this venv (the GIL state is per process, and this pytest
     process has imported much already); RuntimeWarning is an error there, as CPython says with
     one that an extension module turned the GIL on."""
-    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=bound(120))
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=bound(120),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 

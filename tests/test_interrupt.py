@@ -27,8 +27,10 @@ def test_interrupt_stops_busy_workers_quickly(pool, source):
 
 
 def test_user_code_that_catches_the_interrupt_keeps_running_until_stopped(pool):
-    source = ("caught = 0\nwhile True:\n    try:\n        while True:\n            pass\n"
-              "    except KeyboardInterrupt:\n        caught += 1\n        if caught == 2:\n            break\ncaught")
+    source = (
+        "caught = 0\nwhile True:\n    try:\n        while True:\n            pass\n"
+        "    except KeyboardInterrupt:\n        caught += 1\n        if caught == 2:\n            break\ncaught"
+    )
     run = pool.submit(source)
     time.sleep(0.1)
     pool.interrupt()
@@ -39,9 +41,11 @@ def test_user_code_that_catches_the_interrupt_keeps_running_until_stopped(pool):
 
 
 def test_an_interrupted_task_sleeps_no_more(pool):
-    source = ("import time\ntry:\n    time.sleep(1000)\nexcept KeyboardInterrupt:\n    pass\n"
-              "start = time.monotonic()\ntry:\n    time.sleep(1000)\nexcept KeyboardInterrupt:\n    pass\n"
-              "time.monotonic() - start < 1")
+    source = (
+        "import time\ntry:\n    time.sleep(1000)\nexcept KeyboardInterrupt:\n    pass\n"
+        "start = time.monotonic()\ntry:\n    time.sleep(1000)\nexcept KeyboardInterrupt:\n    pass\n"
+        "time.monotonic() - start < 1"
+    )
     run = pool.submit(source)
     time.sleep(0.1)
     pool.interrupt()

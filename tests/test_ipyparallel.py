@@ -33,8 +33,10 @@ def test_variables_persist_and_reset_clears_them(cpool):
     cpool.reset()
     results = cpool.run("'counter' in globals(), worker_id, n_workers, math.pi > 3")
     assert [r.error.type_name for r in results] == ["NameError", "NameError"]  # math gone, the module stays imported
-    assert [r.value for r in cpool.run("'counter' in globals(), worker_id, n_workers")] == [(False, 0, 2),
-                                                                                           (False, 1, 2)]
+    assert [r.value for r in cpool.run("'counter' in globals(), worker_id, n_workers")] == [
+        (False, 0, 2),
+        (False, 1, 2),
+    ]
 
 
 def test_errors_are_grouped_with_the_cells_traceback(cpool):
@@ -46,7 +48,7 @@ def test_errors_are_grouped_with_the_cells_traceback(cpool):
     assert len(error.groups) == 1 and error.groups[0][0] == [0, 1]
     text = error.render()
     assert text.startswith("[workers 0-1] Traceback (most recent call last):")
-    assert 'line 2, in <module>' in text and "ZeroDivisionError: division by zero" in text
+    assert "line 2, in <module>" in text and "ZeroDivisionError: division by zero" in text
     assert "ipyparallel" not in text and "_ipy_parallel" not in text and "runtime" not in text
     assert isinstance(error.results[0].error.exception, ZeroDivisionError)
     # one worker failing does not stop the other
@@ -67,8 +69,9 @@ def test_ctrl_c_during_run_cell_stops_the_engines(cpool):
     ctrl_c_after(0.5)
     start = time.perf_counter()
     with pytest.raises(ParallelInterrupted, match="%%parallel was interrupted: stopped workers 0-1") as info:
-        cell.run_cell(cpool, "while True:\n    pass", cell.CellOptions(n=2), {},
-                      Monitor(Tracker(2), stdout=io.StringIO()))
+        cell.run_cell(
+            cpool, "while True:\n    pass", cell.CellOptions(n=2), {}, Monitor(Tracker(2), stdout=io.StringIO())
+        )
     assert time.perf_counter() - start < 3
     assert [r.error.type_name for r in info.value.results] == ["KeyboardInterrupt"] * 2
     assert [r.value for r in cpool.run("worker_id")] == [0, 1]
@@ -79,8 +82,9 @@ def test_run_cell_end_to_end_with_a_monitor(cpool):
     monitor = Monitor(Tracker(2), stdout=out, stderr=out)
     user_ns = {"data": list(range(10)), "scale": 3}
     opts = cell.CellOptions(n=2, push=["scale"], scatter="data", pull=["part"])
-    source = ("import time\npart = [v * scale for v in data]\nprint('chunk', data[0], data[-1])\n"
-              "time.sleep(0.5)\nsum(part)")
+    source = (
+        "import time\npart = [v * scale for v in data]\nprint('chunk', data[0], data[-1])\ntime.sleep(0.5)\nsum(part)"
+    )
     values = cell.run_cell(cpool, source, opts, user_ns, monitor)
     assert values == [sum(range(5)) * 3, sum(range(5, 10)) * 3]
     assert user_ns["part"] == [[0, 3, 6, 9, 12], [15, 18, 21, 24, 27]]
@@ -109,8 +113,11 @@ def test_more_workers_than_engines_is_a_clear_error(cluster):
 
 
 def test_no_running_cluster_is_a_clear_error(cluster):
-    with pytest.raises(ClusterError, match=r"no ipyparallel cluster is running.*"
-                                           r"ipcluster start -n 4 --profile ipp_test --cluster-id nothing"):
+    with pytest.raises(
+        ClusterError,
+        match=r"no ipyparallel cluster is running.*"
+        r"ipcluster start -n 4 --profile ipp_test --cluster-id nothing",
+    ):
         ClusterPool(profile=cluster["profile"], cluster_id="nothing")
     with pytest.raises(ClusterError, match="ipcluster start -n 4 --profile no_such_profile"):
         ClusterPool(profile="no_such_profile")
@@ -126,11 +133,16 @@ def test_magic_runs_cells_on_the_cluster(cluster, ip, capsys):
     """The same %%parallel syntax, by --backend and by %parallel_config, with labelled output."""
     where = f"--profile {cluster['profile']} --cluster-id {cluster['cluster_id']}"
     ip.user_ns["base"] = 5
-    got = ip.run_cell_magic("parallel", f"--backend ipyparallel {where} --push base",
-                            "import os\nprint('engine', worker_id)\nbase + worker_id, os.getpid()")
+    got = ip.run_cell_magic(
+        "parallel",
+        f"--backend ipyparallel {where} --push base",
+        "import os\nprint('engine', worker_id)\nbase + worker_id, os.getpid()",
+    )
     assert [value for value, _ in got] == [5, 6] and os.getpid() not in {pid for _, pid in got}
-    assert sorted(l for l in capsys.readouterr().out.splitlines() if "engine" in l) == ["[0] engine 0",
-                                                                                        "[1] engine 1"]
+    assert sorted(ln for ln in capsys.readouterr().out.splitlines() if "engine" in ln) == [
+        "[0] engine 0",
+        "[1] engine 1",
+    ]
     ip.run_line_magic("parallel_config", f"--backend ipyparallel {where}")
     assert ip.run_cell_magic("parallel", "1", "n_workers") == [1]
     with pytest.raises(ParallelError, match="ZeroDivisionError"):
@@ -146,8 +158,11 @@ def test_magic_says_how_to_start_a_missing_cluster(cluster, ip):
 
 def test_background_cells_and_targets_on_the_cluster(cluster, ip):
     where = f"--profile {cluster['profile']} --cluster-id {cluster['cluster_id']}"
-    job = ip.run_cell_magic("parallel", f"2 --backend ipyparallel {where} --bg --pull eid",
-                            "import time\ntime.sleep(0.5)\neid = worker_id\nworker_id * 3")
+    job = ip.run_cell_magic(
+        "parallel",
+        f"2 --backend ipyparallel {where} --bg --pull eid",
+        "import time\ntime.sleep(0.5)\neid = worker_id\nworker_id * 3",
+    )
     assert not job.done()
     assert ip.run_cell("40 + 2").result == 42  # the kernel is free meanwhile
     assert job.result(bound(30)) == [0, 3] and ip.user_ns["eid"] == [0, 1]

@@ -81,10 +81,18 @@ def chromium() -> Path:
     why = "not root, so apt-get cannot install it"
     if os.geteuid() == 0 and shutil.which("apt-get"):
         try:
-            proc = subprocess.run("apt-get update -qq && apt-get install -y -qq chromium", shell=True,
-                                  capture_output=True, text=True, timeout=1200)
-            why = (f"apt-get exited with {proc.returncode}: {proc.stderr.strip()[-500:]}" if proc.returncode
-                   else "apt-get installed chromium, but not at that path")
+            proc = subprocess.run(
+                "apt-get update -qq && apt-get install -y -qq chromium",
+                shell=True,
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
+            why = (
+                f"apt-get exited with {proc.returncode}: {proc.stderr.strip()[-500:]}"
+                if proc.returncode
+                else "apt-get installed chromium, but not at that path"
+            )
         except subprocess.TimeoutExpired:
             why = "apt-get timed out"
     if CHROMIUM.exists():
@@ -130,6 +138,7 @@ def jupyterlab_server(tmp_path, monkeypatch):
     from ipykernel.kernelspec import install as install_python3
 
     from ipy_parallel.kernel import install as install_ipy_parallel
+
     install_python3(prefix=str(share))
     install_ipy_parallel(prefix=str(share))
     config = tmp_path / "config"
@@ -138,19 +147,35 @@ def jupyterlab_server(tmp_path, monkeypatch):
     settings = config / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = dict(os.environ, JUPYTER_PATH=str(jupyter_path), JUPYTER_CONFIG_DIR=str(config),
-               JUPYTER_DATA_DIR=str(tmp_path / "data"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               IPYTHONDIR=str(tmp_path / "ipython"), JUPYTER_PLATFORM_DIRS="1")
+    env = dict(
+        os.environ,
+        JUPYTER_PATH=str(jupyter_path),
+        JUPYTER_CONFIG_DIR=str(config),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        IPYTHONDIR=str(tmp_path / "ipython"),
+        JUPYTER_PLATFORM_DIRS="1",
+    )
     env.pop("JUPYTER_CONFIG_PATH", None)
     port, token = _free_port(), secrets.token_hex(16)
-    argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+    ]
     if os.geteuid() == 0:
         argv.append("--allow-root")
     log_path = tmp_path / "jupyterlab.log"
     log = log_path.open("w")
-    server = subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     kernels: set[int] = set()
     try:
@@ -209,8 +234,7 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
         page = browser.new_page(viewport={"width": 1280, "height": 2600})
         try:
             page.set_default_timeout(UI_TIMEOUT)
-            page.goto(f"{lab['base']}/lab/tree/quickstart.ipynb?reset&token={lab['token']}",
-                      timeout=UI_TIMEOUT)
+            page.goto(f"{lab['base']}/lab/tree/quickstart.ipynb?reset&token={lab['token']}", timeout=UI_TIMEOUT)
             page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell").first.wait_for()
             # The kernel must have started on its own; a kernel picker (or any dialog) would block
             # Run All, so if we wait in vain, the dialog's text is the better error.
@@ -235,8 +259,10 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             # notebook first and click the menu item only once it is enabled.
             page.locator(".jp-NotebookPanel .jp-Notebook .jp-MarkdownCell").first.click()
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            run_all = page.locator(".lm-Menu-item:not(.lm-mod-disabled)",
-                                   has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")))
+            run_all = page.locator(
+                ".lm-Menu-item:not(.lm-mod-disabled)",
+                has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")),
+            )
             run_all.wait_for()
             start = time.monotonic()
             run_all.click()
@@ -246,8 +272,9 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             # The live display appears, then changes while the cell still runs (both frames are
             # live headers, which exist only until the summary replaces them).
             page.wait_for_function(f"() => window.__ippSeen.some(t => {LIVE}.test(t))", timeout=RUN_TIMEOUT)
-            page.wait_for_function(f"() => window.__ippSeen.filter(t => {LIVE}.test(t)).length >= 2",
-                                   timeout=RUN_TIMEOUT)
+            page.wait_for_function(
+                f"() => window.__ippSeen.filter(t => {LIVE}.test(t)).length >= 2", timeout=RUN_TIMEOUT
+            )
             print(f"\nthe live display appeared and changed by {time.monotonic() - start:.1f} s after Run All")
 
             # The background cell's display is live while the cell after it has already finished.
@@ -255,7 +282,8 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
                 f"() => {{ const c = ({CELLS})(); return /^\\[\\d+\\]:$/.test(c[{meanwhile}].prompt.trim()) && "
                 f"c[{background}].outputs.some(o => new RegExp({BACKGROUND_LIVE!r}).test(o.text) && "
                 "/ · (0\\.[3-9]|[1-9]\\d*\\.\\d) s · /.test(o.text)); }",
-                timeout=RUN_TIMEOUT)
+                timeout=RUN_TIMEOUT,
+            )
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(BACKGROUND_SCREENSHOT))
             print(f"screenshot of the background cell at work: {BACKGROUND_SCREENSHOT}")
@@ -264,7 +292,8 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             page.wait_for_function(
                 f"() => ({CELLS})().every(c => /^\\[\\d+\\]:$/.test(c.prompt.trim())) && "
                 "document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]') !== null",
-                timeout=RUN_TIMEOUT)
+                timeout=RUN_TIMEOUT,
+            )
             print(f"all cells ran in {time.monotonic() - start:.1f} s")
             cells = page.evaluate(CELLS)
             timeline = page.evaluate("() => window.__ippTimeline")
@@ -287,8 +316,9 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     counts = [int(re.search(r"\d+", c["prompt"]).group()) for c in cells]
     assert counts == list(range(1, len(code) + 1)), f"cells ran out of order or twice: {counts}"
     # Errors (and stderr) render as application/vnd.jupyter.stderr: only the tagged cell has any.
-    failed = {i for i, c in enumerate(cells) if any(o["mime"] == "application/vnd.jupyter.stderr"
-                                                     for o in c["outputs"])}
+    failed = {
+        i for i, c in enumerate(cells) if any(o["mime"] == "application/vnd.jupyter.stderr" for o in c["outputs"])
+    }
     assert failed == tagged, [cells[i]["outputs"] for i in failed - tagged]
     error = "\n".join(o["text"] for o in cells[-1]["outputs"])
     assert "[workers 0-3]" in error and "ZeroDivisionError" in error, error
@@ -297,18 +327,23 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     assert "[3] worker 3 of 4: 250000 numbers from 750000" in text, text
     # The live display of the long cell ended as its one-line summary.
     assert re.search(r"%%parallel: 2 workers, \d+\.\d\d s wall, .*% CPU of \d+% on \d+ cores", text), text
-    assert not any(re.match(r"%%parallel( --bg \[\d+\])? · ", o["text"]) for c in cells for o in c["outputs"]), \
+    assert not any(re.match(r"%%parallel( --bg \[\d+\])? · ", o["text"]) for c in cells for o in c["outputs"]), (
         "a live display was left behind"
+    )
 
     # The background cell: its display kept updating after the next cell had finished, in its own
     # output area, and ended as its summary; the cells after it saw its values.
     finished = min(e["t"] for e in timeline if e["cell"] == meanwhile and re.fullmatch(r"\[\d+\]:", e["prompt"]))
-    frames = [e["monitor"] for e in timeline if e["cell"] == background and e["t"] > finished
-              and re.match(BACKGROUND_LIVE, e["monitor"])]
+    frames = [
+        e["monitor"]
+        for e in timeline
+        if e["cell"] == background and e["t"] > finished and re.match(BACKGROUND_LIVE, e["monitor"])
+    ]
     print(f"{len(frames)} live frames of the background cell after the next cell had finished")
     assert len(frames) >= 2, [e for e in timeline if e["cell"] in (background, meanwhile)]
     summary = "\n".join(o["text"] for o in cells[background]["outputs"])
     assert re.search(r"✓\s*%%parallel --bg \[1\]: 2 workers, \d+\.\d\d s wall, ", summary), summary
     assert "background answers: True" in text and "meanwhile, this kernel is free" in text, text
-    assert not any(re.search(BACKGROUND_LIVE, o["text"]) for i, c in enumerate(cells) if i != background
-                   for o in c["outputs"]), "the background display leaked into another cell"
+    assert not any(
+        re.search(BACKGROUND_LIVE, o["text"]) for i, c in enumerate(cells) if i != background for o in c["outputs"]
+    ), "the background display leaked into another cell"

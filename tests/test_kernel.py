@@ -25,8 +25,12 @@ def test_install_writes_a_spec_for_this_python(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "ipy_parallel.kernel", "install", "--prefix", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipy_parallel.kernel", "install", "--prefix", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Installed kernelspec 'ipy_parallel'" in proc.stdout
     spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "ipy_parallel" / "kernel.json").read_text())
@@ -41,8 +45,10 @@ def test_parallel_works_without_load_ext(kernel):
 
 
 def test_worker_output_streams_while_the_cell_runs(kernel):
-    code = ("%%parallel 2 --no-monitor\nimport time, sys\nprint('early', worker_id, flush=True)\n"
-            "print('warn', worker_id, file=sys.stderr)\ntime.sleep(1.5)\nprint('late', worker_id)")
+    code = (
+        "%%parallel 2 --no-monitor\nimport time, sys\nprint('early', worker_id, flush=True)\n"
+        "print('warn', worker_id, file=sys.stderr)\ntime.sleep(1.5)\nprint('late', worker_id)"
+    )
     reply, messages = execute(kernel, code)
     assert reply["status"] == "ok"
     got = streams(messages)
@@ -79,8 +85,11 @@ def test_live_display_updates_during_a_two_second_cell(kernel):
     assert len(shown) == 1, "one display, created once"
     display_id = shown[0][1]["content"]["transient"]["display_id"]
     assert all(m["content"]["transient"]["display_id"] == display_id for _, m in updates)
-    live = [m for t, m in updates if "CPU of" in m["content"]["data"]["text/plain"] and "%%parallel ·" in
-            m["content"]["data"]["text/plain"]]
+    live = [
+        m
+        for t, m in updates
+        if "CPU of" in m["content"]["data"]["text/plain"] and "%%parallel ·" in m["content"]["data"]["text/plain"]
+    ]
     assert len(live) >= 4, f"only {len(live)} live updates in a 2 s cell"
     final = updates[-1][1]["content"]["data"]["text/plain"]
     assert final.startswith("%%parallel: 2 workers,") and "s CPU" in final
@@ -105,8 +114,10 @@ def test_kernel_interrupt_stops_the_workers_once(kernel, backend):
 BUSY_CELLS = {
     "busy workers": "%%parallel 2\nwhile True:\n    pass",
     "workers blocked in C": "%%parallel 2\nimport select\nselect.select([], [], [], 1000)",
-    "workers swallowing KeyboardInterrupt": ("%%parallel 2\nwhile True:\n    try:\n        while True:\n"
-                                             "            pass\n    except KeyboardInterrupt:\n        pass"),
+    "workers swallowing KeyboardInterrupt": (
+        "%%parallel 2\nwhile True:\n    try:\n        while True:\n"
+        "            pass\n    except KeyboardInterrupt:\n        pass"
+    ),
 }
 
 
@@ -134,8 +145,9 @@ def test_shutdown_with_busy_workers(cell):
 
 GIVEN_UP_CELLS = {
     "a worker blocked in C": "%%parallel 2 --timeout 1\nimport threading\nthreading.Event().wait()",
-    "a thread the cell left running": ("%%parallel 2 --timeout 1\nimport threading, time\n"
-                                       "threading.Thread(target=time.sleep, args=(1000,)).start()"),
+    "a thread the cell left running": (
+        "%%parallel 2 --timeout 1\nimport threading, time\nthreading.Thread(target=time.sleep, args=(1000,)).start()"
+    ),
 }
 
 
@@ -154,8 +166,10 @@ def test_a_shutdown_request_after_a_run_gave_up_on_workers_ends_the_kernel_by_it
         seconds = time.monotonic() - begin
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    print(f"shutdown request with {next(iter(k for k, v in GIVEN_UP_CELLS.items() if v == cell))}: "
-          f"the kernel exited by itself after {seconds:.2f} s, status {status}")
+    print(
+        f"shutdown request with {next(iter(k for k, v in GIVEN_UP_CELLS.items() if v == cell))}: "
+        f"the kernel exited by itself after {seconds:.2f} s, status {status}"
+    )
     assert status == 0 and seconds < bound(1.5)  # the shutdown asked for, though CPython could not finalize
 
 
@@ -199,8 +213,10 @@ def test_stop_button_to_the_cells_end_takes_milliseconds(kernel, cell):
         latencies.append(time.monotonic() - start)
         assert reply["content"]["ename"] == "ParallelInterrupted"
     median = statistics.median(latencies)
-    print(f"stop button to the end of a cell in {cell.splitlines()[-1].strip()!r}: median {median * 1e3:.1f} ms, "
-          f"max {max(latencies) * 1e3:.1f} ms over {len(latencies)}")
+    print(
+        f"stop button to the end of a cell in {cell.splitlines()[-1].strip()!r}: median {median * 1e3:.1f} ms, "
+        f"max {max(latencies) * 1e3:.1f} ms over {len(latencies)}"
+    )
     assert median < bound(0.020)
     assert execute(kernel, "%%parallel 2\nworker_id")[0]["status"] == "ok"
 
@@ -241,9 +257,13 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
         except (queue.Empty, ValueError):  # no reply, or a corrupted message
             return False
 
-    cells = ["%%parallel 2 --no-monitor\nworker_id", "%%parallel 2 --no-monitor --pull x\nx = worker_id",
-             "%%parallel 2 --no-monitor --push data\nlen(data)", "%%parallel 2 --no-monitor\nprint('out', worker_id)",
-             "%%parallel 2 --no-monitor\nimport time\ntime.sleep(0.01)\nworker_id"]
+    cells = [
+        "%%parallel 2 --no-monitor\nworker_id",
+        "%%parallel 2 --no-monitor --pull x\nx = worker_id",
+        "%%parallel 2 --no-monitor --push data\nlen(data)",
+        "%%parallel 2 --no-monitor\nprint('out', worker_id)",
+        "%%parallel 2 --no-monitor\nimport time\ntime.sleep(0.01)\nworker_id",
+    ]
     outcomes = {"ok": 0, "error": 0, "aborted": 0, "no reply (lost by ipykernel, or late)": 0, "ipykernel broken": 0}
     checks = 0
     presser = threading.Thread(target=press, daemon=True)
@@ -276,8 +296,10 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
         pressing.clear()
         time.sleep(0.1)
         assert answers("%%parallel 2\nworker_id")
-        print(f"\n{soak(1000)} cells under {sent[0]} random interrupts: {outcomes}; the pool ran a cell after "
-              f"each of {checks + 1} checks: 0 stuck pools")
+        print(
+            f"\n{soak(1000)} cells under {sent[0]} random interrupts: {outcomes}; the pool ran a cell after "
+            f"each of {checks + 1} checks: 0 stuck pools"
+        )
         assert outcomes["error"] > soak(100), "the interrupts did not hit the cells"
         assert outcomes["ipykernel broken"] <= max(3, soak(10)), "ipykernel broke too often for the test to mean much"
     finally:
@@ -290,7 +312,9 @@ def test_native_bench_stops_at_the_stop_button_with_one_line_and_leaves_the_work
     import threading
 
     def descendants():  # the kernel's other tests may have left a process pool
-        _, messages = execute(kernel, "import os, ipy_parallel.bench as b\nprint(sorted(b._live_descendants(os.getpid())))")
+        _, messages = execute(
+            kernel, "import os, ipy_parallel.bench as b\nprint(sorted(b._live_descendants(os.getpid())))"
+        )
         return "".join(m["content"]["text"] for _, m in messages if m["msg_type"] == "stream").strip()
 
     reply, _ = execute(kernel, "%%parallel 2\nkept = worker_id + 100")

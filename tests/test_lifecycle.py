@@ -23,8 +23,9 @@ def assert_usable(pool, n=2):
 
 OPERATIONS = {
     "a tiny run": lambda pool: pool.run("worker_id"),
-    "a run with inputs": lambda pool: pool.run("len(data)", {"data": list(range(1000))},
-                                               worker_inputs=[{"k": 0}, {"k": 1}]),
+    "a run with inputs": lambda pool: pool.run(
+        "len(data)", {"data": list(range(1000))}, worker_inputs=[{"k": 0}, {"k": 1}]
+    ),
     "a run with lent inputs": lambda pool: pool.run("len(blob) + len(buf)", {"blob": BIG, "buf": bytearray(BIG)}),
     "a 30 ms run": lambda pool: pool.run("import time\ntime.sleep(0.03)\nworker_id"),
     "a run with a slow result to unpickle": lambda pool: pool.run(SLOW_RESULT),
@@ -41,9 +42,13 @@ BIG = b"x" * 100_000  # lent to a sub-interpreter (a bytes copied once, a buffer
 def timed_out(pool):
     with pytest.raises(ParallelTimeout):
         pool.run("import time\ntime.sleep(1)", timeout=0.01)
+
+
 # A value whose rebuilding in the main interpreter runs Python code for a while (an interrupt can land there).
-SLOW_RESULT = ("class Slow:\n    def __reduce__(self):\n        return (exec, ('sum(range(30_000))',))\n"
-               "[Slow() for _ in range(20)]")
+SLOW_RESULT = (
+    "class Slow:\n    def __reduce__(self):\n        return (exec, ('sum(range(30_000))',))\n"
+    "[Slow() for _ in range(20)]"
+)
 
 
 @pytest.mark.parametrize("backend", ["subinterpreter", "process"])
@@ -59,8 +64,10 @@ def test_a_thousand_interrupts_at_random_instants_leave_the_pool_usable(backend,
                 if fire.rng.random() < 0.02:  # now and then, check while the interrupts go on
                     fire.call(lambda: assert_usable(pool))
         seconds = assert_usable(pool)
-        print(f"\n{backend}: {fire.sent} interrupts sent, {fire.landed} landed inside an operation "
-              f"(interrupted: {outcomes}); the pool then ran a cell in {seconds * 1e3:.1f} ms; 0 stuck")
+        print(
+            f"\n{backend}: {fire.sent} interrupts sent, {fire.landed} landed inside an operation "
+            f"(interrupted: {outcomes}); the pool then ran a cell in {seconds * 1e3:.1f} ms; 0 stuck"
+        )
 
 
 SIZES = (1, 2, 3, 5, 8)
@@ -90,8 +97,10 @@ def test_interrupts_at_random_instants_while_cells_change_the_pools_size(ip):
     ensure_loaded()
     assert ip.run_cell("%%parallel 2\nworker_id").result == [0, 1]
     assert not wrong, wrong[:3]
-    print(f"\n{fire.sent} interrupts sent, {fire.landed} landed in cells that resize, start, reset or unload; "
-          f"{checks} checks after them: 0 wrong pools, 0 stuck")
+    print(
+        f"\n{fire.sent} interrupts sent, {fire.landed} landed in cells that resize, start, reset or unload; "
+        f"{checks} checks after them: 0 wrong pools, 0 stuck"
+    )
 
 
 def test_a_stop_while_a_cell_grows_the_pool_ends_the_cell_at_once(ip):
@@ -123,7 +132,7 @@ def test_a_ctrl_c_right_after_the_pools_lock_is_taken_never_leaves_it_held():
         if armed[0]:
             raise KeyboardInterrupt
 
-    def fire(main=threading.get_ident()):
+    def fire(main=threading.get_ident()):  # noqa: B008 (the main thread, bound where it is defined)
         while not stop.wait(0.00005):
             signal.pthread_kill(main, signal.SIGINT)
 
@@ -152,8 +161,10 @@ def test_a_ctrl_c_right_after_the_pools_lock_is_taken_never_leaves_it_held():
         firing.join()
         time.sleep(0.01)
         signal.signal(signal.SIGINT, previous)
-    print(f"\nwith safe.held(): {caught} interrupts caught, {entered} blocks entered; the lock left held: "
-          f"{bool(left_held)}")
+    print(
+        f"\nwith safe.held(): {caught} interrupts caught, {entered} blocks entered; the lock left held: "
+        f"{bool(left_held)}"
+    )
     assert caught > 0, "no interrupt landed: the test did not test anything"
     assert left_held == 0
 
@@ -195,8 +206,9 @@ UNSTOPPABLE = {
     "blocked in select": "import select\nselect.select([], [], [], 1000)",
     "blocked in socket.recv": "import socket\na, b = socket.socketpair()\na.recv(1)",
     "blocked in Event.wait": "import threading\nthreading.Event().wait()",
-    "swallowing KeyboardInterrupt": ("while True:\n    try:\n        while True:\n            pass\n"
-                                     "    except KeyboardInterrupt:\n        pass"),
+    "swallowing KeyboardInterrupt": (
+        "while True:\n    try:\n        while True:\n            pass\n    except KeyboardInterrupt:\n        pass"
+    ),
 }
 THREADS_LEFT = {  # the cell returns, but leaves a thread running in its interpreter
     "a non-daemon thread": "import threading, time\nthreading.Thread(target=time.sleep, args=(1000,)).start()",
@@ -222,8 +234,9 @@ print("after:", [r.value for r in ipy_parallel.Pool(2).run("worker_id")], flush=
 
 def run_child(source: str, timeout: float = 60):
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(source)], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)], capture_output=True, text=True, timeout=timeout
+    )
     return proc, time.perf_counter() - start
 
 
@@ -256,16 +269,20 @@ EXIT_OPS = {
     "interpreter exit": "pass",
     "a with block": "with pool:\n    pass",
     "the pool garbage collected": "del pool",
-    "Ctrl-C during close": ("import signal, threading\n"
-                            "threading.Timer(0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)).start()\n"
-                            "try:\n    pool.close()\nexcept KeyboardInterrupt:\n    print('interrupted close')"),
+    "Ctrl-C during close": (
+        "import signal, threading\n"
+        "threading.Timer(0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)).start()\n"
+        "try:\n    pool.close()\nexcept KeyboardInterrupt:\n    print('interrupted close')"
+    ),
 }
 
 
 @pytest.mark.parametrize("op", EXIT_OPS.values(), ids=EXIT_OPS.keys())
 def test_every_way_of_ending_a_pool_is_bounded(op):
-    proc, seconds = run_child(CLOSE_SCRIPT.format(start="pool.submit('import select\\nselect.select([], [], [], 1000)')",
-                                                  op=op) + "\nsys.exit(0)")
+    proc, seconds = run_child(
+        CLOSE_SCRIPT.format(start="pool.submit('import select\\nselect.select([], [], [], 1000)')", op=op)
+        + "\nsys.exit(0)"
+    )
     assert proc.returncode == ABANDONED_EXIT, proc.stderr
     assert seconds < bound(10) and took(proc) < bound(5), (seconds, proc.stdout)
     assert "Fatal Python error" not in proc.stderr
@@ -282,9 +299,12 @@ def test_fork_with_a_worker_that_cannot_be_stopped_is_bounded_in_the_parent():
         # The child may crash or hang in CPython's own fork handling (gh-139759: live
         # sub-interpreters); what is ours is the parent, which must go on: the child is waited
         # for a bounded time, then killed.
-        op=("import os, signal\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
+        op=(
+            "import os, signal\npid = os.fork()\nif pid == 0:\n    os._exit(0)\n"
             "for _ in range(100):\n    if os.waitpid(pid, os.WNOHANG)[0]:\n        break\n    time.sleep(0.01)\n"
-            "else:\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)"))
+            "else:\n    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)"
+        ),
+    )
     proc, seconds = run_child(script)
     assert took(proc) < bound(5) + 1, proc.stdout
     assert "after: [0, 1]" in proc.stdout and proc.returncode == ABANDONED_EXIT, proc.stderr
@@ -390,8 +410,11 @@ time.sleep(0.05)
 """
 
 
-@pytest.mark.parametrize("end, status", [("pass", 0), ("sys.exit(3)", 3), ("raise KeyboardInterrupt", -signal.SIGINT)],
-                         ids=["ends normally", "exits 3", "ends by Ctrl-C"])
+@pytest.mark.parametrize(
+    "end, status",
+    [("pass", 0), ("sys.exit(3)", 3), ("raise KeyboardInterrupt", -signal.SIGINT)],
+    ids=["ends normally", "exits 3", "ends by Ctrl-C"],
+)
 def test_stopping_a_cell_in_a_strings_exec_leaves_the_exit_status_to_the_program(end, status):
     # On 3.12 and 3.13 a KeyboardInterrupt out of any exec or eval of a string, even one caught,
     # made the process exit by SIGINT (native/compat.h, ExitStatus); our stops land there often.

@@ -32,13 +32,16 @@ def test_statements_only_give_no_result(ip):
 
 
 def test_output_labelled_per_worker(ip, capsys):
-    cell(ip, "2", "import sys\nprint('out', worker_id)\nprint('err', worker_id, file=sys.stderr)\n"
-                  "print('no newline', end='')")
+    cell(
+        ip,
+        "2",
+        "import sys\nprint('out', worker_id)\nprint('err', worker_id, file=sys.stderr)\nprint('no newline', end='')",
+    )
     captured = capsys.readouterr()
     assert sorted(captured.out.splitlines()) == ["[0] no newline", "[0] out 0", "[1] no newline", "[1] out 1"]
     assert sorted(captured.err.splitlines()) == ["[0] err 0", "[1] err 1"]
     for w in (0, 1):  # order within one worker is kept
-        lines = [l for l in captured.out.splitlines() if l.startswith(f"[{w}]")]
+        lines = [ln for ln in captured.out.splitlines() if ln.startswith(f"[{w}]")]
         assert lines == [f"[{w}] out {w}", f"[{w}] no newline"]
 
 
@@ -93,17 +96,22 @@ def test_scatter_contiguous_chunks(ip):
 def test_scatter_of_a_buffer_gives_each_worker_a_view_of_its_slice(ip):
     data = ip.user_ns["data"] = bytearray(range(10))
     assert cell(ip, "2 --scatter data", "(type(data).__name__, data.readonly, data.tolist())") == [
-        ("memoryview", True, [0, 1, 2, 3, 4]), ("memoryview", True, [5, 6, 7, 8, 9])]
+        ("memoryview", True, [0, 1, 2, 3, 4]),
+        ("memoryview", True, [5, 6, 7, 8, 9]),
+    ]
     data[7] = 70  # the workers' slices are views of this very memory
     assert cell(ip, "2", "data.tolist()") == [[0, 1, 2, 3, 4], [5, 6, 70, 8, 9]]
     cell(ip, "2", "del data")
 
 
-@pytest.mark.parametrize("value, message", [
-    (42, "a int is not a sequence"),
-    ({"a": 1, "b": 2}, "a dict is not a sequence"),
-    ([1], "1 items cannot give each of the 2 workers a chunk"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (42, "a int is not a sequence"),
+        ({"a": 1, "b": 2}, "a dict is not a sequence"),
+        ([1], "1 items cannot give each of the 2 workers a chunk"),
+    ],
+)
 def test_scatter_bad_values(ip, value, message):
     ip.user_ns["thing"] = value
     with pytest.raises(UsageError, match=message):
@@ -148,8 +156,10 @@ def test_distinct_errors_each_shown(ip, capsys):
 
 def test_errors_that_differ_only_in_their_markers_are_one(ip, capsys):
     # the ~~~^^^ under the line point at different parts of it: the same error all the same
-    result = ip.run_cell("%%parallel 2\ndef f(k):\n    raise KeyError('k')\nx = 1 if worker_id else 2\n"
-                         "y = (f(1) + 1) if worker_id else (1 + f(1))")
+    result = ip.run_cell(
+        "%%parallel 2\ndef f(k):\n    raise KeyError('k')\nx = 1 if worker_id else 2\n"
+        "y = (f(1) + 1) if worker_id else (1 + f(1))"
+    )
     assert not result.success
     out = capsys.readouterr().out
     assert "distinct" not in str(result.error_in_exec) and "[workers 0-1] Traceback" in out, out
@@ -179,10 +189,15 @@ def test_bad_worker_counts(ip, line):
         cell(ip, line, "1")
 
 
-@pytest.mark.parametrize("line, message", [("2 --frobnicate", "unrecognized arguments"),
-                                           ("2 --push 'a b'", "is not a variable name"),
-                                           ("2 -o 1x", "is not a variable name"),
-                                           ("2 -o class", "is not a variable name")])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("2 --frobnicate", "unrecognized arguments"),
+        ("2 --push 'a b'", "is not a variable name"),
+        ("2 -o 1x", "is not a variable name"),
+        ("2 -o class", "is not a variable name"),
+    ],
+)
 def test_bad_options(ip, line, message):
     with pytest.raises(UsageError, match=message):
         cell(ip, line, "1")
@@ -278,9 +293,16 @@ def test_native_bench_prints_the_table_and_stores_the_report(ip, capsys):
     assert rep.agree and rep.tasks == 2 and rep.size == 20_000
 
 
-@pytest.mark.parametrize("line, message", [("-n 0", "-n/--tasks must be from 1"), ("--repeat 0", "--repeat must be"),
-                                           ("--size -5", "--size must be from 0"), ("-o 9x", "is not a variable name"),
-                                           ("--bogus", "unrecognized arguments")])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("-n 0", "-n/--tasks must be from 1"),
+        ("--repeat 0", "--repeat must be"),
+        ("--size -5", "--size must be from 0"),
+        ("-o 9x", "is not a variable name"),
+        ("--bogus", "unrecognized arguments"),
+    ],
+)
 def test_native_bench_usage_errors(ip, line, message):
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic("native_bench", line)
@@ -349,8 +371,8 @@ def test_native_bench_keeps_the_parallel_workers_and_their_variables(ip, recwarn
     assert not [w for w in recwarn if "restarted" in str(w.message)]
 
 
-
 # -- --targets --------------------------------------------------------------------------------
+
 
 def test_targets_run_on_those_workers_in_their_order(ip):
     assert cell(ip, "4 --targets 3,1", "worker_id, n_workers") == [(3, 4), (1, 4)]
@@ -375,18 +397,21 @@ def test_targets_with_scatter_out_and_pull(ip, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "[2] from 2"
 
 
-@pytest.mark.parametrize("targets, message", [
-    ("7", r"the pool has 4 workers \(0-3\), so there is no worker 7"),
-    ("1,x", "give worker ids like 1,3 or 0-3"),
-    ("3-1", "give worker ids like 1,3 or 0-3"),
-    ("1,1", "names a worker twice"),
-    ("-1", "give worker ids like 1,3 or 0-3"),
-    ("0-100000000", "a pool has at most 256 workers"),
-    ("0-" + "9" * 30, "a pool has at most 256 workers"),
-    ("0-" + "9" * 5000, "a pool has at most 256 workers"),  # past int()'s 4,300 digits
-    ("1_0", "give worker ids like 1,3 or 0-3"),
-    ("\u0661", "give worker ids like 1,3 or 0-3"),  # an Arabic-Indic 1: int() takes it, we do not
-])
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        ("7", r"the pool has 4 workers \(0-3\), so there is no worker 7"),
+        ("1,x", "give worker ids like 1,3 or 0-3"),
+        ("3-1", "give worker ids like 1,3 or 0-3"),
+        ("1,1", "names a worker twice"),
+        ("-1", "give worker ids like 1,3 or 0-3"),
+        ("0-100000000", "a pool has at most 256 workers"),
+        ("0-" + "9" * 30, "a pool has at most 256 workers"),
+        ("0-" + "9" * 5000, "a pool has at most 256 workers"),  # past int()'s 4,300 digits
+        ("1_0", "give worker ids like 1,3 or 0-3"),
+        ("\u0661", "give worker ids like 1,3 or 0-3"),  # an Arabic-Indic 1: int() takes it, we do not
+    ],
+)
 def test_bad_targets_are_usage_errors(ip, targets, message):
     started = time.monotonic()
     with pytest.raises(UsageError, match=message):
@@ -394,16 +419,19 @@ def test_bad_targets_are_usage_errors(ip, targets, message):
     assert time.monotonic() - started < bound(5), "a huge range must be refused without walking it"
 
 
-@pytest.mark.parametrize("line, body", [
-    ("2 --targets 3", "1"),
-    ("3", "x = ("),
-    ("3 --push no_such_name", "1"),
-    ("3 -o 1abc", "1"),
-    ("3 --scatter short", "1"),
-    ("3 --bg --scatter short", "1"),
-    ("--targets {cores}", "1"),  # no N: the default, os.cpu_count(), workers
-    ("--scatter one", "1"),
-])
+@pytest.mark.parametrize(
+    "line, body",
+    [
+        ("2 --targets 3", "1"),
+        ("3", "x = ("),
+        ("3 --push no_such_name", "1"),
+        ("3 -o 1abc", "1"),
+        ("3 --scatter short", "1"),
+        ("3 --bg --scatter short", "1"),
+        ("--targets {cores}", "1"),  # no N: the default, os.cpu_count(), workers
+        ("--scatter one", "1"),
+    ],
+)
 def test_a_refused_cell_leaves_the_pool_as_it_was(ip, line, body):
     cell(ip, "4", "state = worker_id * 11")
     pool = pool_of(ip)
@@ -423,6 +451,7 @@ def test_targets_failures_name_the_worker(ip):
 
 
 # -- %parallel, the line magic --------------------------------------------------------------
+
 
 def test_line_magic_runs_one_statement_on_the_default_pool(ip):
     assert ip.run_line_magic("parallel", "worker_id * 2") == [2 * i for i in range(os.cpu_count())]
@@ -455,6 +484,7 @@ def test_parallel_help_mentions_every_option_and_the_line_form(ip):
 
 
 # -- hints where users trip -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("body", ["%time x = 1", "!ls", "x = 1\nlen?", "  %timeit sum(range(9))"])
 def test_ipython_syntax_in_a_cell_gives_a_one_line_hint(ip, capsys, body):

@@ -23,18 +23,29 @@ def test_notebook_executes(path):
     # Concatenated, not joined with newlines: the kernel may flush one print() as several stream
     # outputs ("sum of squares:" then " 3333... True"), as its timed flush thread sees fit.
     text = "".join(o.get("text", "") for outs in outputs.values() for o in outs if o.output_type == "stream")
-    shown = "".join(o.get("data", {}).get("text/plain", "") for outs in outputs.values() for o in outs
-                    if o.output_type == "display_data")
+    shown = "".join(
+        o.get("data", {}).get("text/plain", "")
+        for outs in outputs.values()
+        for o in outs
+        if o.output_type == "display_data"
+    )
     if path.name == "native_bench.ipynb":
         # The report is a rich display there (its HTML table, with text/plain beside it).
         assert "every method computed the same values" in shown and "values agree: True" in text
-        assert any("text/html" in o.get("data", {}) and "ipy_parallel" in o["data"]["text/html"]
-                   for outs in outputs.values() for o in outs if o.output_type == "display_data")
-        assert any(o.output_type == "display_data" and "image/png" in o.get("data", {})
-                   for outs in outputs.values() for o in outs), "--plot drew no chart"
+        assert any(
+            "text/html" in o.get("data", {}) and "ipy_parallel" in o["data"]["text/html"]
+            for outs in outputs.values()
+            for o in outs
+            if o.output_type == "display_data"
+        )
+        assert any(
+            o.output_type == "display_data" and "image/png" in o.get("data", {})
+            for outs in outputs.values()
+            for o in outs
+        ), "--plot drew no chart"
     if path.name == "quickstart.ipynb":
         assert "same answers: True" in text and "sum of squares: 333332833333500000 True" in text, text
         assert "[3] worker 3 of 4: 250000 numbers from 750000" in text
         assert "meanwhile, this kernel is free: 499999500000" in text and "background answers: True" in text, text
-        (_, error), = errors
+        ((_, error),) = errors
         assert error.ename == "ParallelError" and "[workers 0-3]" in "\n".join(error.traceback)

@@ -17,6 +17,7 @@ SKIP = {".git", "build", "test-artifacts", "__pycache__", ".pytest_cache"}
 
 def _source_copy(dest):
     """The repository's sources, without its venvs and build trees (a wheel builds from scratch)."""
+
     def ignore(directory, names):
         return [n for n in names if n in SKIP or n.startswith(".venv") or n.endswith((".so", ".egg-info"))]
 
@@ -51,8 +52,13 @@ def test_the_wheel_carries_the_package_typing_and_the_kernelspec(installed):
     _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
     assert f"ipy_parallel-{ipy_parallel.__version__}.dist-info/METADATA" in names  # the version, from one place
-    for member in ("ipy_parallel/py.typed", "ipy_parallel/_engine.pyi", "ipy_parallel/_wire/runtime.py",
-                   "ipy_parallel/backends/process/worker.py", "ipy_parallel/backends/ipyparallel/remote.py"):
+    for member in (
+        "ipy_parallel/py.typed",
+        "ipy_parallel/_engine.pyi",
+        "ipy_parallel/_wire/runtime.py",
+        "ipy_parallel/backends/process/worker.py",
+        "ipy_parallel/backends/ipyparallel/remote.py",
+    ):
         assert member in names, member
     assert any(n.startswith("ipy_parallel/_engine.") and n.endswith(".so") for n in names)
     assert any(n.endswith(".data/data/share/jupyter/kernels/ipy_parallel/kernel.json") for n in names)

@@ -46,8 +46,9 @@ def test_each_worker_sees_its_id_and_the_pool_size(shared):
 
 
 def test_numpy_imports_and_computes_in_the_workers(shared):
-    results = shared.run("import numpy as np\na = np.arange(1_000_000, dtype=np.float64) * (worker_id + 1)\n"
-                         "float(a.sum()), a[:3]")
+    results = shared.run(
+        "import numpy as np\na = np.arange(1_000_000, dtype=np.float64) * (worker_id + 1)\nfloat(a.sum()), a[:3]"
+    )
     import numpy as np
 
     for r in results:
@@ -108,11 +109,14 @@ def test_idle_workers_survive_sigint(shared):
     assert worker_pids(shared) == pids
 
 
-@pytest.mark.parametrize("death, how", [
-    ("os._exit(3)", "exit code 3"),
-    ("os.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
-    ("ctypes.string_at(0)", "killed by SIGSEGV"),
-])
+@pytest.mark.parametrize(
+    "death, how",
+    [
+        ("os._exit(3)", "exit code 3"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
+        ("ctypes.string_at(0)", "killed by SIGSEGV"),
+    ],
+)
 def test_a_dying_worker_is_reported_and_replaced(ppool, death, how):
     ppool.run("kept = 'mine'")
     old = worker_pids(ppool)
@@ -198,17 +202,22 @@ def test_no_orphans_after_interpreter_exit(run_script, tail):
 # SIGKILL of the parent: no atexit, no finalizer; only the lifeline pipe is left. A kernel
 # restart kills the kernel's whole process group: a worker busy in C code that holds its GIL
 # cannot read its lifeline until that ends, so the group's SIGKILL must reach it.
-@pytest.mark.parametrize("work, kill, seconds", [
-    ("while True: pass", lambda parent: parent.kill(), 3),
-    ("sum(range(10**11))", lambda parent: os.killpg(parent.pid, signal.SIGKILL), bound(3)),
-], ids=["parent", "process-group-busy-in-c"])
+@pytest.mark.parametrize(
+    "work, kill, seconds",
+    [
+        ("while True: pass", lambda parent: parent.kill(), 3),
+        ("sum(range(10**11))", lambda parent: os.killpg(parent.pid, signal.SIGKILL), bound(3)),
+    ],
+    ids=["parent", "process-group-busy-in-c"],
+)
 def test_no_orphans_when_the_parent_is_killed(tmp_path, work, kill, seconds):
     import subprocess
 
     script = tmp_path / "parent.py"
     script.write_text(EXIT_SCRIPT.format(tail=f"pool.submit({work!r})\ntime.sleep(100)"))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                              start_new_session=True)  # its own group, as a kernel has: not ours
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own group, as a kernel has: not ours
     pids = [int(p) for p in parent.stdout.readline().split()]
     assert len(pids) == 2
     time.sleep(0.3)
@@ -227,8 +236,9 @@ def test_bad_sizes_rejected():
 def test_run_cell_end_to_end_with_a_monitor(shared):
     out = io.StringIO()
     monitor = Monitor(Tracker(2, cores=2), stdout=out, stderr=out)
-    source = ("import numpy as np, time\nprint('sum', int(np.arange(n).sum()) + worker_id)\n"
-              "time.sleep(0.5)\nworker_id * 2")
+    source = (
+        "import numpy as np, time\nprint('sum', int(np.arange(n).sum()) + worker_id)\ntime.sleep(0.5)\nworker_id * 2"
+    )
     values = run_cell(shared, source, CellOptions(n=2, push=["n"]), {"n": 10}, monitor)
     assert values == [0, 2]
     text = out.getvalue()
@@ -236,13 +246,23 @@ def test_run_cell_end_to_end_with_a_monitor(shared):
     assert "2 workers" in text  # the summary line of a run longer than 0.3 s
 
     ns = {"data": list(range(10))}
-    run_cell(shared, "total = sum(data)", CellOptions(n=2, scatter="data", pull=["total"]), ns,
-             Monitor(Tracker(2), summary=False, stdout=io.StringIO()))
+    run_cell(
+        shared,
+        "total = sum(data)",
+        CellOptions(n=2, scatter="data", pull=["total"]),
+        ns,
+        Monitor(Tracker(2), summary=False, stdout=io.StringIO()),
+    )
     assert ns["total"] == [10, 35]
 
     with pytest.raises(ParallelError) as info:
-        run_cell(shared, "if worker_id:\n    1 / 0\n'ok'", CellOptions(n=2), {},
-                 Monitor(Tracker(2), summary=False, stdout=io.StringIO()))
+        run_cell(
+            shared,
+            "if worker_id:\n    1 / 0\n'ok'",
+            CellOptions(n=2),
+            {},
+            Monitor(Tracker(2), summary=False, stdout=io.StringIO()),
+        )
     [(workers, error)] = info.value.groups
     assert workers == [1] and error.type_name == "ZeroDivisionError"
     assert info.value.results[0].value == "ok"
@@ -320,8 +340,9 @@ def test_a_sigint_to_the_whole_process_group_stops_no_worker(tmp_path):
 
     script = tmp_path / "group.py"
     script.write_text(GROUP_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                          start_new_session=True)  # its own process group, so that we are not hit
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, start_new_session=True
+    )  # its own process group, so that we are not hit
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["[0, 1]", "[0, 1]"]
 
@@ -340,9 +361,11 @@ def test_close_during_a_run_that_stops_at_once_is_quick():
 
 def test_processes_a_cell_starts_keep_the_usual_ctrl_c(shared):
     # Workers do not act on SIGINT (it is meant for the kernel), but must not pass that on.
-    script = "import signal, subprocess, sys\n" + \
-        "subprocess.run([sys.executable, '-c', 'import signal; print(signal.getsignal(signal.SIGINT))'], " + \
-        "capture_output=True, text=True).stdout.strip()"
+    script = (
+        "import signal, subprocess, sys\n"
+        + "subprocess.run([sys.executable, '-c', 'import signal; print(signal.getsignal(signal.SIGINT))'], "
+        + "capture_output=True, text=True).stdout.strip()"
+    )
     assert [r.value for r in shared.run(script)] == ["<built-in function default_int_handler>"] * 2
 
 

@@ -10,8 +10,7 @@ from conftest import REPO
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
 # Scripts of their own: no IPython syntax, and nothing that reads what an example cell left behind.
-SCRIPTS = [b for b in BLOCKS if not any(line.lstrip().startswith("%") for line in b.splitlines())
-           and ".get(" not in b]
+SCRIPTS = [b for b in BLOCKS if not any(line.lstrip().startswith("%") for line in b.splitlines()) and ".get(" not in b]
 
 
 def test_the_readme_has_its_examples():

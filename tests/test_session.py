@@ -26,7 +26,8 @@ def pools(ip):
 def test_process_backend_runs_numpy_with_the_same_syntax(ip, capsys):
     ip.user_ns["offset"] = 1000
     assert cell(ip, "2 --backend process --push offset", "print('hi', worker_id)\n" + NUMPY_CELL + " + offset") == [
-        v + 1000 for v in NUMPY_VALUES]
+        v + 1000 for v in NUMPY_VALUES
+    ]
     assert sorted(capsys.readouterr().out.splitlines()) == ["[0] hi 0", "[1] hi 1"]
     cell(ip, "2 -b process", "kept = worker_id")  # a warm pool: variables stay, like sub-interpreters'
     assert cell(ip, "2 -b process", "kept") == [0, 1]
@@ -77,11 +78,14 @@ def test_config_monitor_off_silences_the_summary(ip, capsys):
     assert "%%parallel:" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("line, message", [
-    ("-n 0", "an integer from 1 to 256"),
-    ("--backend threads", "invalid choice: 'threads'"),
-    ("--fallback maybe", "invalid choice: 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("-n 0", "an integer from 1 to 256"),
+        ("--backend threads", "invalid choice: 'threads'"),
+        ("--fallback maybe", "invalid choice: 'maybe'"),
+    ],
+)
 def test_config_misuse_is_a_usage_error(ip, line, message):
     with pytest.raises(UsageError, match=message):
         config(ip, line)
@@ -117,6 +121,7 @@ def test_config_describes_itself():
 
 
 # -- a warm start: %load_ext starts the default pool in the background ---------------------------
+
 
 def test_load_ext_warms_the_default_pool_and_the_first_cell_uses_it(ip):
     from conftest import magics_of

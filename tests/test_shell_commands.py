@@ -12,7 +12,7 @@ from ipy_parallel.ipython import shell_commands
 
 def test_a_shell_command_leaves_the_workers_and_a_background_run_alone(ip, capfd):
     cell(ip, "2", "x = worker_id * 3")
-    job = cell(ip, "2 --bg", "import time\ntime.sleep({:g})\nworker_id".format(bound(1)))
+    job = cell(ip, "2 --bg", f"import time\ntime.sleep({bound(1):g})\nworker_id")
     ip.run_cell("!echo during the run")
     ip.run_cell("%pip --version")
     assert job.result(bound(10)) == [0, 1] and job.state == "done"
@@ -115,7 +115,7 @@ def test_unload_gives_the_shell_its_own_system_back(ip):
 def test_in_a_kernel_shell_commands_keep_the_workers_and_print_in_their_cell(kernel):
     reply, _ = execute(kernel, "%%parallel 2\nx = worker_id + 10")
     assert reply["status"] == "ok"
-    reply, _ = execute(kernel, "%%parallel 2 --bg -o bg\nimport time\ntime.sleep({:g})\nworker_id".format(bound(2)))
+    reply, _ = execute(kernel, f"%%parallel 2 --bg -o bg\nimport time\ntime.sleep({bound(2):g})\nworker_id")
     assert reply["status"] == "ok"
     reply, messages = execute(kernel, "!echo from the shell")
     assert reply["status"] == "ok"
@@ -130,5 +130,6 @@ def test_in_a_kernel_shell_commands_keep_the_workers_and_print_in_their_cell(ker
     said = "".join(m["content"].get("text", "") for _, m in messages if m["msg_type"] == "stream")
     assert "[0, 1]" in said, said
     reply, messages = execute(kernel, "%%parallel 2\nx")
-    assert any(m["msg_type"] == "execute_result" and "[10, 11]" in m["content"]["data"]["text/plain"]
-               for _, m in messages), messages
+    assert any(
+        m["msg_type"] == "execute_result" and "[10, 11]" in m["content"]["data"]["text/plain"] for _, m in messages
+    ), messages

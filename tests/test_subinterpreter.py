@@ -202,8 +202,10 @@ def test_default_size_is_cpu_count():
         assert pool.size == os.cpu_count()
 
 
-@pytest.mark.parametrize("n, error", [(0, ValueError), (-1, ValueError), (257, ValueError), (2.0, TypeError),
-                                      ("2", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "n, error",
+    [(0, ValueError), (-1, ValueError), (257, ValueError), (2.0, TypeError), ("2", TypeError), (True, TypeError)],
+)
 def test_bad_sizes_rejected(n, error):
     with pytest.raises(error, match="Pool\\(n\\)"):
         Pool(n)
@@ -265,10 +267,30 @@ def test_multiprocessing_fork_beside_a_live_pool(pool):
 
 
 def test_public_api_is_small():
-    exceptions = {"ParallelError", "CellSyntaxError", "RunStopped", "ParallelInterrupted", "ParallelTimeout",
-                  "WorkerDied", "ClusterError", "BrokenSubinterpreterPool"}
-    others = {"Pool", "ProcessPool", "ClusterPool", "Run", "Result", "WorkerError", "parallel", "MAX_WORKERS",
-              "SubinterpreterExecutor", "Queue", "load_ipython_extension", "unload_ipython_extension"}
+    exceptions = {
+        "ParallelError",
+        "CellSyntaxError",
+        "RunStopped",
+        "ParallelInterrupted",
+        "ParallelTimeout",
+        "WorkerDied",
+        "ClusterError",
+        "BrokenSubinterpreterPool",
+    }
+    others = {
+        "Pool",
+        "ProcessPool",
+        "ClusterPool",
+        "Run",
+        "Result",
+        "WorkerError",
+        "parallel",
+        "MAX_WORKERS",
+        "SubinterpreterExecutor",
+        "Queue",
+        "load_ipython_extension",
+        "unload_ipython_extension",
+    }
     assert set(ipy_parallel.__all__) == exceptions | others
     assert sys.modules["ipy_parallel"].MAX_WORKERS == 256
     assert all(hasattr(ipy_parallel, name) for name in ipy_parallel.__all__)  # each loads on first use
@@ -277,7 +299,7 @@ def test_public_api_is_small():
     assert set(home.__all__) == exceptions  # every public exception, from one home
     assert all(issubclass(getattr(ipy_parallel, name), BaseException) for name in exceptions)
     with pytest.raises(AttributeError, match="no attribute 'Pools'"):
-        ipy_parallel.Pools
+        ipy_parallel.Pools  # noqa: B018 (the attribute access is what raises)
 
 
 def test_run_wait_timeout_and_cpu_times(pool):
@@ -316,8 +338,14 @@ def test_workers_import_pickle_cloudpickle_and_traceback_only_when_needed():
     # Each interpreter imports its own modules: what a worker imports is its start-up time and memory.
     loaded = "import sys\ntuple(m in sys.modules for m in ('_pickle', 'cloudpickle', 'traceback'))"
     assert [r.value for r in pool.run(loaded)] == [(False, False, False)] * 2
-    assert pool.run("[1, 'two', 3.0, {'four': (5,)}, None, True]")[0].value == [1, "two", 3.0, {"four": (5,)}, None,
-                                                                                True]
+    assert pool.run("[1, 'two', 3.0, {'four': (5,)}, None, True]")[0].value == [
+        1,
+        "two",
+        3.0,
+        {"four": (5,)},
+        None,
+        True,
+    ]
     assert [r.value for r in pool.run(loaded)] == [(False, False, False)] * 2
     pool.run("import fractions\nfractions.Fraction(1, 3)")  # not plain data: pickled
     assert [r.value for r in pool.run(loaded)] == [(True, False, False)] * 2
@@ -328,14 +356,30 @@ def test_workers_import_pickle_cloudpickle_and_traceback_only_when_needed():
 
 
 def test_values_keep_their_exact_types(pool):
-    source = ("import enum, collections\nclass Color(enum.IntEnum):\n    RED = 1\n"
-              "[True, 1, 1.5, 2j, b'x', bytearray(b'y'), frozenset({1}), Color.RED, collections.OrderedDict(a=1)]")
+    source = (
+        "import enum, collections\nclass Color(enum.IntEnum):\n    RED = 1\n"
+        "[True, 1, 1.5, 2j, b'x', bytearray(b'y'), frozenset({1}), Color.RED, collections.OrderedDict(a=1)]"
+    )
     value = pool.run(source)[0].value
-    assert [type(v).__name__ for v in value] == ["bool", "int", "float", "complex", "bytes", "bytearray",
-                                                 "frozenset", "Color", "OrderedDict"]
+    assert [type(v).__name__ for v in value] == [
+        "bool",
+        "int",
+        "float",
+        "complex",
+        "bytes",
+        "bytearray",
+        "frozenset",
+        "Color",
+        "OrderedDict",
+    ]
     assert value[7] == 1 and value[8] == {"a": 1}
-    for one in ("bytearray(b'y')", "memoryview(b'z').tobytes()", "[bytearray(b'q')]", "{1: bytearray(b'r')}",
-                "list(range(20_000))"):
+    for one in (
+        "bytearray(b'y')",
+        "memoryview(b'z').tobytes()",
+        "[bytearray(b'q')]",
+        "{1: bytearray(b'r')}",
+        "list(range(20_000))",
+    ):
         assert pool.run(one)[0].value == eval(one) and type(pool.run(one)[0].value) is type(eval(one))
     assert type(pool.run("[bytearray(b'q')]")[0].value[0]) is bytearray
 
@@ -347,30 +391,43 @@ BIG = 1 << 20  # above the protocol's LEND_MIN
 
 def test_big_bytes_and_str_inputs_arrive_whole_and_of_their_type(pool):
     blob, text = bytes(range(256)) * (BIG // 256), "é€😀" * (BIG // 3)
-    for r in pool.run("(type(blob).__name__, blob == expected_blob, type(text).__name__, text == expected_text)",
-                      {"blob": blob, "text": text, "expected_blob": bytes(blob), "expected_text": "".join(text)}):
+    for r in pool.run(
+        "(type(blob).__name__, blob == expected_blob, type(text).__name__, text == expected_text)",
+        {"blob": blob, "text": text, "expected_blob": bytes(blob), "expected_text": "".join(text)},
+    ):
         assert r.error is None and r.value == ("bytes", True, "str", True)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: bytearray(b"abc" * 1000),
-    lambda: array.array("d", range(3000)),
-    lambda: memoryview(array.array("i", range(3000))),
-    lambda: memoryview(bytes(6000)).cast("B", (60, 100)),
-], ids=["bytearray", "array", "memoryview", "2-d"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: bytearray(b"abc" * 1000),
+        lambda: array.array("d", range(3000)),
+        lambda: memoryview(array.array("i", range(3000))),
+        lambda: memoryview(bytes(6000)).cast("B", (60, 100)),
+    ],
+    ids=["bytearray", "array", "memoryview", "2-d"],
+)
 def test_a_buffer_arrives_as_a_read_only_view_of_the_same_memory(pool, make):
     original = make()
     expected = memoryview(original)
-    [r] = pool.run("(v.format, v.shape, v.readonly, v.tobytes() == expected)",
-                   {"v": original, "expected": expected.tobytes()})[:1]
+    [r] = pool.run(
+        "(v.format, v.shape, v.readonly, v.tobytes() == expected)", {"v": original, "expected": expected.tobytes()}
+    )[:1]
     assert r.error is None and r.value == (expected.format, expected.shape, True, True)
-    for attempt in ("v[0] = v[0]" if expected.ndim == 1 else "v[0, 0] = 0", "bytearray(0)[:] = v; v.cast('B')[0] = 1",
-                    "memoryview(v.obj)[0] = 1"):
+    for attempt in (
+        "v[0] = v[0]" if expected.ndim == 1 else "v[0, 0] = 0",
+        "bytearray(0)[:] = v; v.cast('B')[0] = 1",
+        "memoryview(v.obj)[0] = 1",
+    ):
         [r] = pool.run(attempt)[:1]
         assert r.error is not None and r.error.type_name == "TypeError", attempt
     [r] = pool.run("import ctypes\nctypes.c_char.from_buffer(v.obj)")[:1]  # 3.12's _ctypes cannot load in one
-    assert r.error is not None and ("read-only" in r.error.message or "not writable" in r.error.message
-                                    or r.error.message.startswith("ctypes cannot be imported in a sub-interpreter"))
+    assert r.error is not None and (
+        "read-only" in r.error.message
+        or "not writable" in r.error.message
+        or r.error.message.startswith("ctypes cannot be imported in a sub-interpreter")
+    )
     pool.run("del v")
 
 
@@ -428,8 +485,11 @@ def test_a_buffer_that_is_not_contiguous_is_refused_by_name(pool):
 
 
 def test_lent_inputs_go_with_pickled_ones_and_worker_inputs_override(pool):
-    results = pool.run("(len(a), b, len(c))", {"a": bytes(BIG), "b": [1, 2], "c": "x" * BIG},
-                       worker_inputs=[{"c": "short"}, {"c": bytearray(3)}])
+    results = pool.run(
+        "(len(a), b, len(c))",
+        {"a": bytes(BIG), "b": [1, 2], "c": "x" * BIG},
+        worker_inputs=[{"c": "short"}, {"c": bytearray(3)}],
+    )
     assert [r.value for r in results] == [(BIG, [1, 2], 5), (BIG, [1, 2], 3)]
     pool.reset()
 
@@ -449,12 +509,17 @@ def test_a_big_bytes_result_uncollected_is_freed_by_the_next_run(pool):
 
 # -- ready for many cores: a running worker needs nothing of the main interpreter's ---------------
 
-@pytest.mark.parametrize("cell", [
-    "sum(i * i for i in range(300_000))",
-    "for i in range(2000):\n    print(i)",
-    "import time\nfor _ in range(10):\n    time.sleep(0.005)",
-    "import sys\nsys.stderr.write('x' * 100_000)\n[str(i) for i in range(100_000)][-1]",
-], ids=["loop", "print", "sleep", "stderr"])
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "sum(i * i for i in range(300_000))",
+        "for i in range(2000):\n    print(i)",
+        "import time\nfor _ in range(10):\n    time.sleep(0.005)",
+        "import sys\nsys.stderr.write('x' * 100_000)\n[str(i) for i in range(100_000)][-1]",
+    ],
+    ids=["loop", "print", "sleep", "stderr"],
+)
 def test_a_running_worker_never_takes_the_main_interpreters_gil(pool, cell):
     from ipy_parallel import _engine
 
@@ -471,6 +536,7 @@ def test_a_running_worker_never_takes_the_main_interpreters_gil(pool, cell):
 
 # -- resizing keeps the interpreters that stay ---------------------------------------------------
 
+
 def test_resize_keeps_the_workers_that_stay_and_starts_only_new_ones():
     from conftest import outside_reserve as interpreters
 
@@ -481,12 +547,15 @@ def test_resize_keeps_the_workers_that_stay_and_starts_only_new_ones():
     pool.resize(4)
     assert interpreters() == alive + 2
     ids = tuple(r.value for r in pool.run(CURRENT_INTERPRETER))
-    sizes, kept_x, imported = zip(*(r.value for r in pool.run("import sys\n(n_workers, 'x' in globals(), "
-                                                               "'json' in sys.modules)")))
+    sizes, kept_x, imported = zip(
+        *(r.value for r in pool.run("import sys\n(n_workers, 'x' in globals(), 'json' in sys.modules)"))
+    )
     assert list(ids[:2]) == before and len(set(ids)) == 4  # the first two are the same interpreters
     assert sizes == (4,) * 4 and not any(kept_x)  # every worker starts afresh, told the new size
     assert imported == (True, True, False, False)  # what the kept ones imported stays imported
-    assert [r.value for r in pool.run("from ipy_parallel import worker\nworker.barrier(timeout=10)\nworker.size()")] == [4] * 4
+    assert [
+        r.value for r in pool.run("from ipy_parallel import worker\nworker.barrier(timeout=10)\nworker.size()")
+    ] == [4] * 4
     pool.resize(1)
     assert interpreters() == alive - 1 and pool.size == 1
     assert [r.value for r in pool.run(CURRENT_INTERPRETER)] == before[:1]
@@ -521,6 +590,7 @@ def test_a_pool_inside_a_worker_is_a_clear_error(pool):
 
 # -- the reserve: a closed pool's workers serve the next one (native/reserve.h) ------------------
 
+
 def _ids(pool):
     return [r.value for r in pool.run(CURRENT_INTERPRETER)]
 
@@ -529,25 +599,34 @@ def test_a_closed_pools_workers_serve_the_next_pool_as_new_workers():
     Pool.reserve(clear=True)
     with Pool(2) as first:
         kept = set(_ids(first))
-        first.run("import builtins, gc, json, sys\nx = 1\nbuiltins.len = None\nbuiltins.extra = 2\n"
-                  "sys.modules['__main__'].y = 3\ngc.disable()\nsys.setrecursionlimit(4321)\n"
-                  "from ipy_parallel import worker\nworker.barrier(timeout=10)")
+        first.run(
+            "import builtins, gc, json, sys\nx = 1\nbuiltins.len = None\nbuiltins.extra = 2\n"
+            "sys.modules['__main__'].y = 3\ngc.disable()\nsys.setrecursionlimit(4321)\n"
+            "from ipy_parallel import worker\nworker.barrier(timeout=10)"
+        )
         busy = sum(first.cpu_times())
     assert Pool.reserve()["kept"] == 2
     with Pool(3) as second:
         ids = _ids(second)
         assert set(ids[:2]) == kept and ids[2] not in kept  # the two kept ones, then a new one
-        state = [r.value for r in second.run(
-            "import builtins, sys\nfrom ipy_parallel import worker\n"
-            "(worker_id, n_workers, worker.rank(), worker.size(), sorted(k for k in globals() if k[0] != '_'), "
-            "len([1]), hasattr(builtins, 'extra'), 'json' in sys.modules)")]
+        state = [
+            r.value
+            for r in second.run(
+                "import builtins, sys\nfrom ipy_parallel import worker\n"
+                "(worker_id, n_workers, worker.rank(), worker.size(), sorted(k for k in globals() if k[0] != '_'), "
+                "len([1]), hasattr(builtins, 'extra'), 'json' in sys.modules)"
+            )
+        ]
         assert [s[:4] for s in state] == [(i, 3, i, 3) for i in range(3)]
         assert all(s[4] == ["builtins", "n_workers", "sys", "worker", "worker_id"] for s in state)  # no x, no y
         assert all(s[5] == 1 and not s[6] for s in state)  # builtins as new
         assert [r.value for r in second.run("import gc, sys\n(gc.isenabled(), sys.getrecursionlimit() != 4321)")] == [
-            (True, True)] * 3
+            (True, True)
+        ] * 3
         assert [s[7] for s in state] == [True, True, False]  # what the kept ones imported stays imported
-        assert [r.value for r in second.run("from ipy_parallel import worker\nworker.barrier(timeout=10)\n1")] == [1] * 3
+        assert [r.value for r in second.run("from ipy_parallel import worker\nworker.barrier(timeout=10)\n1")] == [
+            1
+        ] * 3
         assert sum(second.cpu_times()[:2]) < busy + 1  # counted from when they joined this pool
     assert Pool.reserve()["kept"] == 3
 

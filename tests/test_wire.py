@@ -36,9 +36,25 @@ def test_a_result_record_rebuilds_into_a_result():
     reply = protocol.reply(marshal.dumps([1, "two"]), None, protocol.MARSHAL)
     result = rebuild(protocol.result_record(3, reply, "out", "err", 0.5, 0.25))
     assert (result.worker_id, result.value, result.stdout, result.stderr, result.wall_time, result.cpu_time) == (
-        3, [1, "two"], "out", "err", 0.5, 0.25)
-    failed = rebuild(protocol.result_record(0, protocol.reply(None, protocol.error_record(
-        "KeyError", "'k'", "KeyError: 'k'\n", pickle.dumps(KeyError("k")))), "", "", 0.0, 0.0))
+        3,
+        [1, "two"],
+        "out",
+        "err",
+        0.5,
+        0.25,
+    )
+    failed = rebuild(
+        protocol.result_record(
+            0,
+            protocol.reply(
+                None, protocol.error_record("KeyError", "'k'", "KeyError: 'k'\n", pickle.dumps(KeyError("k")))
+            ),
+            "",
+            "",
+            0.0,
+            0.0,
+        )
+    )
     assert failed.error.type_name == "KeyError" and isinstance(failed.error.exception, KeyError)
 
 
@@ -89,5 +105,7 @@ print(marshal.loads(value), error, out, sorted(m for m in sys.modules if m.start
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == ("41 None [(1, 'hi'), (1, '\\n')] ['_ipy_parallel_protocol', "
-                                   "'_ipy_parallel_runtime', '_ipy_parallel_worker_context']")
+    assert proc.stdout.strip() == (
+        "41 None [(1, 'hi'), (1, '\\n')] ['_ipy_parallel_protocol', "
+        "'_ipy_parallel_runtime', '_ipy_parallel_worker_context']"
+    )

@@ -23,14 +23,22 @@ def errors(results):
 def test_imports_in_a_worker_without_loading_the_pool():
     with ipy_parallel.Pool(2, fresh=True) as pool:  # new interpreters: a kept one has what earlier cells imported
         loaded = values(pool.run(IMPORT + "import sys\nsorted(m for m in sys.modules if m.startswith('ipy_parallel'))"))
-    assert loaded[0] == ["ipy_parallel", "ipy_parallel._engine", "ipy_parallel._wire", "ipy_parallel._wire.protocol",
-                         "ipy_parallel.worker"]
+    assert loaded[0] == [
+        "ipy_parallel",
+        "ipy_parallel._engine",
+        "ipy_parallel._wire",
+        "ipy_parallel._wire.protocol",
+        "ipy_parallel.worker",
+    ]
 
 
 def test_rank_and_size_are_the_workers():
     with ipy_parallel.Pool(3) as p:
         assert values(p.run(IMPORT + "(worker.rank(), worker.size(), worker.in_worker())")) == [
-            (0, 3, True), (1, 3, True), (2, 3, True)]
+            (0, 3, True),
+            (1, 3, True),
+            (2, 3, True),
+        ]
 
 
 def test_outside_a_worker_rank_says_where_to_call_it():
@@ -79,8 +87,9 @@ def test_the_barrier_of_a_run_with_targets_is_the_targets_alone():
 
 
 def test_barrier_timeout_breaks_it(pool):
-    got = errors(pool.run(IMPORT + "import time\nif worker_id:\n    worker.barrier(timeout=0.2)\n"
-                                   "else:\n    time.sleep(2)"))
+    got = errors(
+        pool.run(IMPORT + "import time\nif worker_id:\n    worker.barrier(timeout=0.2)\nelse:\n    time.sleep(2)")
+    )
     assert got == [None, "threading.BrokenBarrierError: worker 1 waited 0.2 s at the barrier"]
 
 
@@ -99,8 +108,10 @@ def test_queue_from_workers_to_main_and_back():
         inbox.put(job)
     for _ in range(3):
         inbox.put(None)
-    source = IMPORT + ("inbox, outbox = worker.Queue('test-inbox'), worker.Queue('test-outbox')\n"
-                       "while (job := inbox.get()) is not None:\n    outbox.put((job, job * job, worker_id))\n")
+    source = IMPORT + (
+        "inbox, outbox = worker.Queue('test-inbox'), worker.Queue('test-outbox')\n"
+        "while (job := inbox.get()) is not None:\n    outbox.put((job, job * job, worker_id))\n"
+    )
     with ipy_parallel.Pool(3) as p:
         values(p.run(source))
     got = sorted(outbox.get(timeout=1) for _ in range(6))
@@ -109,10 +120,12 @@ def test_queue_from_workers_to_main_and_back():
 
 
 def test_queue_between_workers_carries_main_defined_objects(pool):
-    source = IMPORT + ("q = worker.Queue('test-ring')\n"
-                       "if worker_id == 0:\n    class Point:\n        def __init__(self, x): self.x = x\n"
-                       "    q.put(Point(41))\n    result = None\n"
-                       "else:\n    p = q.get(timeout=5)\n    result = (type(p).__name__, p.x + 1)\nresult")
+    source = IMPORT + (
+        "q = worker.Queue('test-ring')\n"
+        "if worker_id == 0:\n    class Point:\n        def __init__(self, x): self.x = x\n"
+        "    q.put(Point(41))\n    result = None\n"
+        "else:\n    p = q.get(timeout=5)\n    result = (type(p).__name__, p.x + 1)\nresult"
+    )
     assert values(pool.run(source)) == [None, ("Point", 42)]
 
 

@@ -19,21 +19,27 @@ KERNELS = Path(sys.prefix) / "share" / "jupyter" / "kernels"  # where the wheel 
 # xeus-python 0.19.0 is published as wheels only (no sdist): CPython 3.9-3.14, GIL builds, on these
 # platforms. Where none fits, pip cannot install it and there is nothing to test; everywhere else the
 # Makefile installs it, so a missing package is a broken setup and must fail, not skip.
-_WHEEL_PLATFORMS = {"manylinux_2_27_x86_64", "manylinux_2_28_x86_64", "macosx_15_0_arm64", "macosx_15_0_x86_64",
-                    "win_amd64"}
+_WHEEL_PLATFORMS = {
+    "manylinux_2_27_x86_64",
+    "manylinux_2_28_x86_64",
+    "macosx_15_0_arm64",
+    "macosx_15_0_x86_64",
+    "win_amd64",
+}
 _WHEEL_ABIS = {f"cp3{minor}" for minor in range(9, 15)}
 
 
 def _wheel_fits() -> bool:
-    return any(t.interpreter == t.abi and t.abi in _WHEEL_ABIS and t.platform in _WHEEL_PLATFORMS
-               for t in sys_tags())
+    return any(t.interpreter == t.abi and t.abi in _WHEEL_ABIS and t.platform in _WHEEL_PLATFORMS for t in sys_tags())
 
 
 if not _wheel_fits():
-    pytest.skip(f"no xeus-python wheel on PyPI for CPython {sys.version.split()[0]} "
-                f"({'free-threaded, ' if 't' in getattr(sys, 'abiflags', '') else ''}{sys.platform} "
-                f"{platform.machine()}); it cannot be installed here",
-                allow_module_level=True)
+    pytest.skip(
+        f"no xeus-python wheel on PyPI for CPython {sys.version.split()[0]} "
+        f"({'free-threaded, ' if 't' in getattr(sys, 'abiflags', '') else ''}{sys.platform} "
+        f"{platform.machine()}); it cannot be installed here",
+        allow_module_level=True,
+    )
 
 # Found, not imported: the extension module belongs in the kernel process, not in pytest's.
 if importlib.util.find_spec("xpython") is None:
@@ -112,8 +118,10 @@ def test_workers_output_ids_and_results(xkernel):
 
 
 def test_worker_output_streams_while_the_cell_runs(xkernel):
-    code = ("%%parallel 2 --no-monitor\nimport time, sys\nprint('early', worker_id, flush=True)\n"
-            "print('warn', worker_id, file=sys.stderr)\ntime.sleep(1.5)\nprint('late', worker_id)")
+    code = (
+        "%%parallel 2 --no-monitor\nimport time, sys\nprint('early', worker_id, flush=True)\n"
+        "print('warn', worker_id, file=sys.stderr)\ntime.sleep(1.5)\nprint('late', worker_id)"
+    )
     reply, messages = execute(xkernel, code)
     assert reply["status"] == "ok"
     text = _streams(messages)
@@ -156,8 +164,11 @@ def test_live_display_updates_in_place(xkernel):
     assert len(shown) == 1, "one display, created once"
     display_id = shown[0]["content"]["transient"]["display_id"]
     assert all(m["content"]["transient"]["display_id"] == display_id for m in updates)
-    live = [m for m in updates if "CPU of" in m["content"]["data"]["text/plain"]
-            and "%%parallel ·" in m["content"]["data"]["text/plain"]]
+    live = [
+        m
+        for m in updates
+        if "CPU of" in m["content"]["data"]["text/plain"] and "%%parallel ·" in m["content"]["data"]["text/plain"]
+    ]
     assert len(live) >= 4, f"only {len(live)} live updates in a 2 s cell"
     assert updates[-1]["content"]["data"]["text/plain"].startswith("%%parallel: 2 workers,")
     assert not _streams(messages)["stdout"], "the summary replaces the display instead of being printed"
@@ -241,8 +252,9 @@ def test_message_mode_interrupt_is_ignored(tmp_path):
         timer = threading.Timer(1.0, km.interrupt_kernel)
         timer.start()
         start = time.monotonic()
-        reply, messages = execute(kc, "%%parallel 2 --no-monitor\nimport time\nt = time.time()\n"
-                                      "while time.time() - t < 3:\n    pass\n'done'")
+        reply, messages = execute(
+            kc, "%%parallel 2 --no-monitor\nimport time\nt = time.time()\nwhile time.time() - t < 3:\n    pass\n'done'"
+        )
         seconds = time.monotonic() - start
         timer.join()
         print(f"xeus-python, interrupt_request during a 3 s %%parallel cell: it ended normally after {seconds:.2f} s")
@@ -272,8 +284,10 @@ def test_shutdown_is_clean(busy, tmp_path):
         km.shutdown_kernel(now=False)
         seconds = time.monotonic() - start
         kc.stop_channels()
-        print(f"xeus-python shutdown with {'busy workers' if busy else 'a warm pool'}: {seconds:.2f} s, "
-              f"status {process.poll()}")
+        print(
+            f"xeus-python shutdown with {'busy workers' if busy else 'a warm pool'}: {seconds:.2f} s, "
+            f"status {process.poll()}"
+        )
         log.seek(0)
         text = log.read()
         assert process.poll() == 0 and seconds < 3
@@ -284,8 +298,9 @@ def test_a_background_cell_keeps_its_values_but_xeus_drops_what_it_shows_later(x
     # Pinned, as the interrupt behaviour above: xeus-python 0.19.0 publishes nothing written from
     # another thread (the background run's output and display updates), in no cell; the run
     # itself, -o and %parallel_wait work.
-    reply, messages = execute(xkernel, "%%parallel 2 --bg -o bg_values\nimport time\ntime.sleep(1)\n"
-                              "print('late', worker_id)\nworker_id")
+    reply, messages = execute(
+        xkernel, "%%parallel 2 --bg -o bg_values\nimport time\ntime.sleep(1)\nprint('late', worker_id)\nworker_id"
+    )
     assert reply["status"] == "ok" and any("background run [" in r for r in _results(messages)), messages
     # No display that would stay frozen at its first frame.
     assert not [m for _, m in messages if m["msg_type"] == "display_data"], messages

@@ -45,8 +45,7 @@ RESIZE = "\0resize"  # the pool now has the payload's "n" workers: a RESET, and 
 
 CONTEXT_MODULE = "_ipy_parallel_worker_context"  # who a worker is; read by ipy_parallel.worker
 # What a reset leaves in a worker's namespace: the module's own names and what the runtime gave it.
-KEPT_NAMES = ("__name__", "__doc__", "__package__", "__loader__", "__spec__", "__builtins__", "worker_id",
-              "n_workers")
+KEPT_NAMES = ("__name__", "__doc__", "__package__", "__loader__", "__spec__", "__builtins__", "worker_id", "n_workers")
 # Names the runtime binds in every worker before every task: inputs may not take them.
 RESERVED = ("worker_id", "n_workers", "__builtins__")
 
@@ -56,14 +55,17 @@ OUTPUT_LIMIT = 8 << 20
 
 
 def dropped_note(stream_name, count):
-    return (f"\n[ipy_parallel: {count} more characters of {stream_name} were dropped; a task keeps at most "
-            f"{OUTPUT_LIMIT >> 20} Mi characters of each stream]\n")
+    return (
+        f"\n[ipy_parallel: {count} more characters of {stream_name} were dropped; a task keeps at most "
+        f"{OUTPUT_LIMIT >> 20} Mi characters of each stream]\n"
+    )
 
 
 def pack_payload(path, parts, targets=None):
     """parts: [(pickled dict or None, names of lent inputs), ...]; targets: None or worker ids"""
-    return _marshal((path, [(blob, tuple(names)) for blob, names in parts],
-                     None if targets is None else tuple(targets)))
+    return _marshal(
+        (path, [(blob, tuple(names)) for blob, names in parts], None if targets is None else tuple(targets))
+    )
 
 
 def unpack_payload(payload):

@@ -159,8 +159,12 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
                     except BaseException as exc:
                         return protocol.reply(None, _cannot_send(value, exc, f"the variable {name!r}"))
             return reply
-        return protocol.reply(None, protocol.error_record("ValueError", f"unknown operation {op[1:]!r}",
-                                                          f"ValueError: unknown operation {op[1:]!r}\n"))
+        return protocol.reply(
+            None,
+            protocol.error_record(
+                "ValueError", f"unknown operation {op[1:]!r}", f"ValueError: unknown operation {op[1:]!r}\n"
+            ),
+        )
 
     return run
 
@@ -263,7 +267,7 @@ class _Stream(io.TextIOBase):
         n = len(text)
         if n > self._room:
             self._dropped += n - self._room
-            text = text[:self._room]
+            text = text[: self._room]
         if text:
             self._room -= len(text)
             self._emit(self._fileno, text)
@@ -349,9 +353,13 @@ def _warn_on_chdir():
             warned = True
             import warnings
 
-            warnings.warn("os.chdir() in a worker changes the working directory of the whole process, the "
-                          "notebook's and every other worker's (sub-interpreters share one process): use "
-                          "absolute paths instead", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "os.chdir() in a worker changes the working directory of the whole process, the "
+                "notebook's and every other worker's (sub-interpreters share one process): use "
+                "absolute paths instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     chdir_and_warn.__doc__, chdir_and_warn.__name__, chdir_and_warn.__wrapped__ = chdir.__doc__, chdir.__name__, chdir
     os.chdir = chdir_and_warn
@@ -391,8 +399,12 @@ def _size_of(source, filename, code):
     """About the memory a compiled cell keeps: its text (the key), its lines in linecache (one
     object each: a cell of short lines costs several times its text), its code objects."""
     lines = linecache.cache.get(filename, (0, None, ()))[2]
-    return (sys.getsizeof(source) + sys.getsizeof(lines) + sum(map(sys.getsizeof, lines))
-            + sum(sys.getsizeof(c) for c in code if c is not None))
+    return (
+        sys.getsizeof(source)
+        + sys.getsizeof(lines)
+        + sum(map(sys.getsizeof, lines))
+        + sum(sys.getsizeof(c) for c in code if c is not None)
+    )
 
 
 def _receive(payload, rank, namespace=None, lent=()):
@@ -493,7 +505,7 @@ def _not_isolated(exc):
         if isinstance(exc, ImportError):
             text = str(exc)
             if text.startswith("module ") and text.endswith(_NOT_ISOLATED):
-                return text[len("module "):-len(_NOT_ISOLATED)]
+                return text[len("module ") : -len(_NOT_ISOLATED)]
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -520,10 +532,12 @@ def _explain_not_isolated(exc, module, filename):
     top = _imported_package(exc.__traceback__, filename) or module.split(".")[0]
     own = top == module.split(".")[0]
     what = f"its extension module {module}" if own else f"the extension module it loads, {module},"
-    message = (f"{top} cannot be imported in a sub-interpreter: {what} does not support isolated "
-               "sub-interpreters (it uses single-phase initialization, or declares itself unsafe there). Run the "
-               "cell on worker processes instead: %%parallel --backend process (or %parallel_config --fallback on, "
-               "to do that by itself), or ipy_parallel.ProcessPool outside IPython.")
+    message = (
+        f"{top} cannot be imported in a sub-interpreter: {what} does not support isolated "
+        "sub-interpreters (it uses single-phase initialization, or declares itself unsafe there). Run the "
+        "cell on worker processes instead: %%parallel --backend process (or %parallel_config --fallback on, "
+        "to do that by itself), or ipy_parallel.ProcessPool outside IPython."
+    )
     frames = traceback.extract_tb(_user_traceback(exc.__traceback__), limit=1)  # the cell's line
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + f"ImportError: {message}\n"
     try:
@@ -561,8 +575,10 @@ def _last_resort(failure):
         said = str(failure)
     except BaseException:
         said = "<str() failed>"
-    message = (f"the worker could not run the task: {type(failure).__name__}: {said} (a cell may have broken "
-               "something the worker relies on, such as the builtins module: %parallel_reset restores them)")
+    message = (
+        f"the worker could not run the task: {type(failure).__name__}: {said} (a cell may have broken "
+        "something the worker relies on, such as the builtins module: %parallel_reset restores them)"
+    )
     return protocol.error_record(type(failure).__name__, message, f"{type(failure).__name__}: {message}\n")
 
 
@@ -571,5 +587,6 @@ def _cannot_send(value, exc, what):
 
     kind = _type_name(type(value))
     message = f"{what}, of type {kind}, cannot be sent back to the main interpreter: {exc}"
-    return protocol.error_record("PicklingError", message, f"PicklingError: {message}\n",
-                                 _pickle.dumps(_pickle.PicklingError(message)))
+    return protocol.error_record(
+        "PicklingError", message, f"PicklingError: {message}\n", _pickle.dumps(_pickle.PicklingError(message))
+    )

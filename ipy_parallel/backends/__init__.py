@@ -1,8 +1,8 @@
 """Where the workers run: one BasePool subclass per backend, all over the one lifecycle in base.py.
 
-  subinterpreter  threads of this process, each with its own interpreter and GIL (the default)
-  process         a warm pool of worker processes, for modules that cannot load in a sub-interpreter
-  ipyparallel     the engines of a running ipyparallel cluster, possibly on other machines
+subinterpreter  threads of this process, each with its own interpreter and GIL (the default)
+process         a warm pool of worker processes, for modules that cannot load in a sub-interpreter
+ipyparallel     the engines of a running ipyparallel cluster, possibly on other machines
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import importlib
 __all__ = ["NAMES", "pool_class", "open_pool"]
 
 NAMES = ("subinterpreter", "process", "ipyparallel")
-_CLASSES = {"subinterpreter": (".subinterpreter", "Pool"), "process": (".process", "ProcessPool"),
-            "ipyparallel": (".ipyparallel", "ClusterPool")}
+_CLASSES = {
+    "subinterpreter": (".subinterpreter", "Pool"),
+    "process": (".process", "ProcessPool"),
+    "ipyparallel": (".ipyparallel", "ClusterPool"),
+}
 
 
 def pool_class(name: str) -> type:

@@ -34,7 +34,8 @@ import threading
 import time
 import warnings
 import zlib
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
 
 import cloudpickle
 
@@ -43,8 +44,18 @@ from .._wire import protocol
 from ..exceptions import ParallelError, ParallelInterrupted, ParallelTimeout, RunStopped
 from ..results import Result, format_workers, rebuild
 
-__all__ = ["Engine", "BasePool", "Run", "MAX_WORKERS", "STOP_GRACE", "TICK", "check_workers", "cell_filename",
-           "deferred_interrupts", "InterruptSafeLock"]
+__all__ = [
+    "Engine",
+    "BasePool",
+    "Run",
+    "MAX_WORKERS",
+    "STOP_GRACE",
+    "TICK",
+    "check_workers",
+    "cell_filename",
+    "deferred_interrupts",
+    "InterruptSafeLock",
+]
 
 #: The most workers one pool may have.
 MAX_WORKERS = 256
@@ -74,8 +85,15 @@ class Engine(Protocol):
     @property
     def runs(self) -> int: ...  # runs started so far
 
-    def start(self, source: str, filename: str, payloads: list[bytes], stream: bool = False,
-              wait: float = 0.0, lent: list[list] = ()) -> bool: ...  # then waits up to `wait`; True if already finished
+    def start(
+        self,
+        source: str,
+        filename: str,
+        payloads: list[bytes],
+        stream: bool = False,
+        wait: float = 0.0,
+        lent: list[list] = (),
+    ) -> bool: ...  # then waits up to `wait`; True if already finished
     # lent: [] or, for each payload, the objects it lends; only an engine whose pool's _lendable()
     # accepts some ever gets any.
     def wait(self, timeout: float) -> bool: ...
@@ -147,7 +165,7 @@ class BasePool:
 
     @property
     def state(self) -> str:
-        """"idle", "busy" (a run in progress) or "closed"."""
+        """ "idle", "busy" (a run in progress) or "closed"."""
         return "closed" if self._closed else ("busy" if self._engine.busy else "idle")
 
     @property
@@ -195,9 +213,17 @@ class BasePool:
         deadline = None if timeout is None else time.monotonic() + timeout
         started: list[Run] = []
         try:
-            run = self._start(source, inputs, worker_inputs, filename, stream, WAIT_SLICE, started,
-                              (deadline, f"{what} did not start within {timeout:g} s" if timeout is not None else ""),
-                              targets)
+            run = self._start(
+                source,
+                inputs,
+                worker_inputs,
+                filename,
+                stream,
+                WAIT_SLICE,
+                started,
+                (deadline, f"{what} did not start within {timeout:g} s" if timeout is not None else ""),
+                targets,
+            )
             if on_tick is not None:
                 on_tick(run)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -240,15 +266,18 @@ class BasePool:
         for name in names:
             if not isinstance(name, str) or not name.isidentifier():
                 raise TypeError(f"pull(): {name!r} is not a variable name")
-        results = self.run(protocol.PULL, {"names": list(names)}, filename="<ipy_parallel pull>", what="--pull",
-                           targets=targets)
+        results = self.run(
+            protocol.PULL, {"names": list(names)}, filename="<ipy_parallel pull>", what="--pull", targets=targets
+        )
         if any(r.error for r in results):
             raise ParallelError(results)
         for name in names:
             missing = [r.worker_id for r in results if name not in r.value]
             if missing:
-                raise NameError(f"worker{'s' if len(missing) > 1 else ''} {format_workers(missing)} "
-                                f"{'have' if len(missing) > 1 else 'has'} no variable {name!r}")
+                raise NameError(
+                    f"worker{'s' if len(missing) > 1 else ''} {format_workers(missing)} "
+                    f"{'have' if len(missing) > 1 else 'has'} no variable {name!r}"
+                )
         return {name: [r.value[name] for r in results] for name in names}
 
     def interrupt(self) -> list[int]:
@@ -335,12 +364,24 @@ class BasePool:
         if not waited:
             busy = previous.busy_workers()
             if busy:
-                raise RuntimeError(f"cannot {what} now: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
-                                   f"{'are' if len(busy) > 1 else 'is'} still busy with an earlier run; try again "
-                                   "once it has ended, or close the pool")
+                raise RuntimeError(
+                    f"cannot {what} now: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
+                    f"{'are' if len(busy) > 1 else 'is'} still busy with an earlier run; try again "
+                    "once it has ended, or close the pool"
+                )
 
-    def _start(self, source, inputs, worker_inputs, filename, stream, first_wait, started: list,
-               limit: tuple[float | None, str] = (None, ""), targets: Sequence[int] | None = None) -> Run:
+    def _start(
+        self,
+        source,
+        inputs,
+        worker_inputs,
+        filename,
+        stream,
+        first_wait,
+        started: list,
+        limit: tuple[float | None, str] = (None, ""),
+        targets: Sequence[int] | None = None,
+    ) -> Run:
         """Register and start a run once the previous one has finished; ``started`` gets the Run
         as soon as it exists, so that a caller interrupted before this returns can stop it.
         ``limit``: (a deadline for the wait for its turn, what the ParallelTimeout then says)."""
@@ -378,14 +419,21 @@ class BasePool:
             finished = previous.wait(TICK if deadline is None else max(0.0, min(TICK, deadline - time.monotonic())))
             if not finished and deadline is not None and time.monotonic() >= deadline:
                 busy = previous.busy_workers()
-                raise ParallelTimeout(f"{timed_out}: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
-                                      f"{'are' if len(busy) > 1 else 'is'} still busy with an earlier run", stuck=busy)
+                raise ParallelTimeout(
+                    f"{timed_out}: worker{'s' if len(busy) > 1 else ''} {format_workers(busy)} "
+                    f"{'are' if len(busy) > 1 else 'is'} still busy with an earlier run",
+                    stuck=busy,
+                )
             if not finished and previous._stopping and not announced:  # not a run that is about to end
                 busy = previous.busy_workers()
                 if busy:
-                    print(f"ipy_parallel: waiting for worker{'s' if len(busy) > 1 else ''} {format_workers(busy)}, "
-                          "still busy with an earlier run that was stopped but has not ended (blocked in C code, "
-                          "or catching KeyboardInterrupt); interrupt to give up", file=sys.stderr, flush=True)
+                    print(
+                        f"ipy_parallel: waiting for worker{'s' if len(busy) > 1 else ''} {format_workers(busy)}, "
+                        "still busy with an earlier run that was stopped but has not ended (blocked in C code, "
+                        "or catching KeyboardInterrupt); interrupt to give up",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     announced = True
         except KeyboardInterrupt:
             stuck = previous.busy_workers()
@@ -432,8 +480,9 @@ class BasePool:
             raise ValueError("targets is empty: give at least one worker id (or None for every worker)")
         for worker_id in targets:
             if isinstance(worker_id, bool) or not isinstance(worker_id, int) or not 0 <= worker_id < self.size:
-                raise ValueError(f"targets: {worker_id!r} is not a worker of this {self._kind} "
-                                 f"(its workers are 0-{self.size - 1})")
+                raise ValueError(
+                    f"targets: {worker_id!r} is not a worker of this {self._kind} (its workers are 0-{self.size - 1})"
+                )
         if len(set(targets)) != len(targets):
             raise ValueError(f"targets: {list(targets)} names a worker twice")
         return None if list(targets) == list(range(self.size)) else tuple(targets)
@@ -464,8 +513,9 @@ class BasePool:
         groups = [[p for p in (common, part) if p] for part in mine]
         if worker_inputs is None and targets is None:
             groups = groups[:1]  # one payload for all
-        payloads = [protocol.pack_payload(path, [(blob, names) for blob, names, _ in parts], targets)
-                    for parts in groups]
+        payloads = [
+            protocol.pack_payload(path, [(blob, names) for blob, names, _ in parts], targets) for parts in groups
+        ]
         lent = [[obj for _, _, objects in parts for obj in objects] for parts in groups]
         if targets is not None:
             idle = protocol.pack_payload(path, [], targets)
@@ -488,8 +538,9 @@ class BasePool:
 class Run:
     """One run on a Pool: wait for it, read its output as it comes, stop it, take its results."""
 
-    def __init__(self, pool: BasePool, engine: Engine, number: int, cpu_base: list[float],
-                 targets: tuple[int, ...] | None = None):
+    def __init__(
+        self, pool: BasePool, engine: Engine, number: int, cpu_base: list[float], targets: tuple[int, ...] | None = None
+    ):
         self._pool = pool
         self._engine = engine
         self._targets = targets  # the workers it runs on, in the order of its results (None: all)
@@ -546,8 +597,9 @@ class Run:
         """The ids of the workers still running this run."""
         return [] if not self._live() or self._finished(0) else self._engine.busy_workers()
 
-    def results(self, timeout: float | None = None, *, on_tick: Callable[[Run], None] | None = None,
-                what: str = "the run") -> list[Result]:
+    def results(
+        self, timeout: float | None = None, *, on_tick: Callable[[Run], None] | None = None, what: str = "the run"
+    ) -> list[Result]:
         """Wait for every worker, then return one Result per worker, by worker_id.
 
         With ``timeout`` (seconds), workers still running then are interrupted and
@@ -615,8 +667,12 @@ class Run:
 
     def _live(self) -> bool:
         """This run is the engine's current one, started, and not yet collected."""
-        return (self._records is None and self._results is None and self._engine is self._pool._engine
-                and self._engine.runs == self._number)
+        return (
+            self._records is None
+            and self._results is None
+            and self._engine is self._pool._engine
+            and self._engine.runs == self._number
+        )
 
     def _finished(self, timeout: float) -> bool:
         if self._finished_seen or self._records is not None or self._results is not None or not self._live():
@@ -726,8 +782,12 @@ def _pickle_inputs(mapping, what: str) -> bytes:
 
 def _warn_abandoned(kind: str, abandoned) -> None:
     for worker_id, why in abandoned:
-        warnings.warn(f"ipy_parallel: {kind} worker {worker_id} was abandoned while closing ({why}): its thread and "
-                      "interpreter are left running and will never be joined", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"ipy_parallel: {kind} worker {worker_id} was abandoned while closing ({why}): its thread and "
+            "interpreter are left running and will never be joined",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 class InterruptSafeLock:

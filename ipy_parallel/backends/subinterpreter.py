@@ -73,14 +73,18 @@ class Pool(BasePool):
             return False
         with memoryview(value) as view:
             if not view.c_contiguous:
-                raise BufferError(f"{what}: this {kind.__name__}'s memory is not contiguous, so the workers cannot "
-                                  "share it: send a contiguous copy (bytes(view) or array.copy())")
+                raise BufferError(
+                    f"{what}: this {kind.__name__}'s memory is not contiguous, so the workers cannot "
+                    "share it: send a contiguous copy (bytes(view) or array.copy())"
+                )
         return True
 
     def _open_engine(self, n: int):
         if not hasattr(_engine, "Pool"):  # a worker's own _engine: queues and barriers only
-            raise RuntimeError("a Pool cannot be started inside a worker: workers do not nest; "
-                               "split the work among the workers you have (worker_id, n_workers)")
+            raise RuntimeError(
+                "a Pool cannot be started inside a worker: workers do not nest; "
+                "split the work among the workers you have (worker_id, n_workers)"
+            )
         return _engine.Pool(n, _MODULES, self._fresh)
 
     def _before_run(self) -> None:

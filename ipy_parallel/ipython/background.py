@@ -61,8 +61,9 @@ class BackgroundRun:
         context = contextvars.copy_context()
         # A daemon: a run that never ends must not keep the interpreter from exiting (the
         # engine's exit hook then ends the pools, and this thread with them).
-        self._thread = threading.Thread(target=context.run, args=(self._drive,), daemon=True,
-                                        name=f"ipy_parallel-background-{number}")
+        self._thread = threading.Thread(
+            target=context.run, args=(self._drive,), daemon=True, name=f"ipy_parallel-background-{number}"
+        )
 
     def start(self) -> None:
         """Start the run and the thread that follows it, all or nothing: a Ctrl-C meanwhile is
@@ -130,7 +131,7 @@ class BackgroundRun:
 
     @property
     def state(self) -> str:
-        """"running", "stopping", "done", "failed" or "stopped"."""
+        """ "running", "stopping", "done", "failed" or "stopped"."""
         if not self.done():
             return "stopping" if self._stop_asked.is_set() else "running"
         error = self._failure()

@@ -10,7 +10,8 @@ import ast
 import keyword
 from collections.abc import Buffer, Mapping
 from dataclasses import dataclass, field
-from typing import Any, MutableMapping
+from typing import Any
+from collections.abc import MutableMapping
 
 from .._wire import protocol
 from ..backends.base import MAX_WORKERS, BasePool, Run
@@ -18,8 +19,19 @@ from ..exceptions import CellSyntaxError, ParallelError, RunStopped
 from ..results import Result, format_workers
 from .display import LabelledOutput, Monitor
 
-__all__ = ["CellOptions", "CellUsageError", "CellRun", "parse_workers", "parse_names", "parse_targets", "check_names",
-           "is_name", "check_cell", "run_cell", "ipython_syntax_hint"]
+__all__ = [
+    "CellOptions",
+    "CellUsageError",
+    "CellRun",
+    "parse_workers",
+    "parse_names",
+    "parse_targets",
+    "check_names",
+    "is_name",
+    "check_cell",
+    "run_cell",
+    "ipython_syntax_hint",
+]
 
 
 class CellUsageError(ValueError):
@@ -65,7 +77,7 @@ def parse_names(text: str | None, option: str) -> list[str]:
 
 
 def parse_targets(text: str | None) -> list[int] | None:
-    """"1,3" -> [1, 3]; "0-3" -> [0, 1, 2, 3]; "0,4-5" -> [0, 4, 5] (ipyparallel's --targets)."""
+    """ "1,3" -> [1, 3]; "0-3" -> [0, 1, 2, 3]; "0,4-5" -> [0, 4, 5] (ipyparallel's --targets)."""
     if text is None:
         return None
     targets: list[int] = []
@@ -80,7 +92,9 @@ def parse_targets(text: str | None) -> list[int] | None:
         if first > last:
             raise CellUsageError(f"--targets {text}: give worker ids like 1,3 or 0-3 (got {item.strip()!r})")
         if last >= MAX_WORKERS:  # compared as numbers: a huge range is never walked
-            raise CellUsageError(f"--targets {text}: a pool has at most {MAX_WORKERS} workers (ids 0-{MAX_WORKERS - 1})")
+            raise CellUsageError(
+                f"--targets {text}: a pool has at most {MAX_WORKERS} workers (ids 0-{MAX_WORKERS - 1})"
+            )
         targets += range(first, last + 1)
     if len(set(targets)) != len(targets):
         raise CellUsageError(f"--targets {text}: names a worker twice")
@@ -91,12 +105,15 @@ def check_targets(options: CellOptions, size: int) -> None:
     """The targets must be workers of the pool the cell runs on."""
     outside = [t for t in options.targets or () if t >= size]
     if outside:
-        raise CellUsageError(f"--targets: the pool has {size} worker{'s' if size > 1 else ''} (0-{size - 1}), "
-                             f"so there is no worker {format_workers(outside)}")
+        raise CellUsageError(
+            f"--targets: the pool has {size} worker{'s' if size > 1 else ''} (0-{size - 1}), "
+            f"so there is no worker {format_workers(outside)}"
+        )
 
 
-def check_cell(source: str, options: CellOptions, user_ns: Mapping[str, Any], filename: str | None = None,
-               size: int | None = None) -> None:
+def check_cell(
+    source: str, options: CellOptions, user_ns: Mapping[str, Any], filename: str | None = None, size: int | None = None
+) -> None:
     """Whatever refuses a cell, checked before a pool is started or resized for it, so that a
     refused cell changes nothing: an empty cell, bad names, a syntax error (CellSyntaxError),
     inputs that are missing; and, given the ``size`` of the pool it runs on, targets outside it
@@ -121,14 +138,20 @@ def check_cell(source: str, options: CellOptions, user_ns: Mapping[str, Any], fi
 
 def check_names(options: CellOptions) -> None:
     """The variables a cell's options name must be names, and none that the workers reserve."""
-    for option, names in (("--push", options.push), ("--scatter", [options.scatter] if options.scatter else []),
-                          ("--out", [options.out] if options.out else []), ("--pull", options.pull)):
+    for option, names in (
+        ("--push", options.push),
+        ("--scatter", [options.scatter] if options.scatter else []),
+        ("--out", [options.out] if options.out else []),
+        ("--pull", options.pull),
+    ):
         for name in names:
             if not is_name(name):
                 raise CellUsageError(f"{option}: {name!r} is not a variable name")
             if name in protocol.RESERVED and option != "--pull":
-                raise CellUsageError(f"{option} {name}: {name} is set by ipy_parallel in every worker "
-                                     "(worker_id, n_workers and __builtins__ are); use another name")
+                raise CellUsageError(
+                    f"{option} {name}: {name} is set by ipy_parallel in every worker "
+                    "(worker_id, n_workers and __builtins__ are); use another name"
+                )
 
 
 class CellRun:
@@ -140,8 +163,15 @@ class CellRun:
     Run; ``end`` closes the display with the outcome; ``values`` turns the Results into the
     cell's value (storing -o, doing --pull)."""
 
-    def __init__(self, pool: BasePool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
-                 monitor: Monitor, filename: str | None = None):
+    def __init__(
+        self,
+        pool: BasePool,
+        source: str,
+        options: CellOptions,
+        user_ns: MutableMapping[str, Any],
+        monitor: Monitor,
+        filename: str | None = None,
+    ):
         check_cell(source, options, user_ns, filename, pool.size)
         self.pool, self.source, self.options, self.user_ns = pool, source, options, user_ns
         self.monitor, self.filename = monitor, filename
@@ -169,9 +199,14 @@ class CellRun:
                 self._echo.feed(worker_id, stream, text)
         self._echo.flush()
         failed = tuple(i for i, r in enumerate(results or ()) if r.error is not None)
-        outcome = "stopped" if isinstance(error, (RunStopped, KeyboardInterrupt)) else (
-            "failed" if failed or error is not None else "ok")
-        cpu = self.run.cpu_times() if self.run is not None else [0.0] * len(self.options.targets or range(self.pool.size))
+        outcome = (
+            "stopped"
+            if isinstance(error, (RunStopped, KeyboardInterrupt))
+            else ("failed" if failed or error is not None else "ok")
+        )
+        cpu = (
+            self.run.cpu_times() if self.run is not None else [0.0] * len(self.options.targets or range(self.pool.size))
+        )
         self.monitor.close(cpu, outcome=outcome, failed=failed)
 
     def values(self, results: list[Result]):
@@ -194,15 +229,27 @@ class CellRun:
     def submit(self) -> Run:
         """Start it and return its Run at once (a background cell)."""
         try:
-            self.run = self.pool.submit(self.source, self.inputs, worker_inputs=self.worker_inputs,
-                                        filename=self.filename, stream=True, targets=self.options.targets)
+            self.run = self.pool.submit(
+                self.source,
+                self.inputs,
+                worker_inputs=self.worker_inputs,
+                filename=self.filename,
+                stream=True,
+                targets=self.options.targets,
+            )
         except (TypeError, ValueError) as exc:
             raise CellUsageError(str(exc)) from None  # an input that cannot be sent: say which
         return self.run
 
 
-def run_cell(pool: BasePool, source: str, options: CellOptions, user_ns: MutableMapping[str, Any],
-             monitor: Monitor, filename: str | None = None):
+def run_cell(
+    pool: BasePool,
+    source: str,
+    options: CellOptions,
+    user_ns: MutableMapping[str, Any],
+    monitor: Monitor,
+    filename: str | None = None,
+):
     """Run ``source`` in every worker of ``pool`` (or options.targets) with live output and
     display; return the list of per-worker values (or None), as the cell's result. Raises
     CellSyntaxError before any worker runs, CellUsageError for bad options, ParallelError when
@@ -211,9 +258,17 @@ def run_cell(pool: BasePool, source: str, options: CellOptions, user_ns: Mutable
     cell = CellRun(pool, source, options, user_ns, monitor, filename)
     results = None
     try:
-        results = pool.run(source, cell.inputs, worker_inputs=cell.worker_inputs, filename=filename,
-                           timeout=options.timeout, stream=True, on_tick=cell.tick, what="%%parallel",
-                           targets=options.targets)
+        results = pool.run(
+            source,
+            cell.inputs,
+            worker_inputs=cell.worker_inputs,
+            filename=filename,
+            timeout=options.timeout,
+            stream=True,
+            on_tick=cell.tick,
+            what="%%parallel",
+            targets=options.targets,
+        )
     except (TypeError, ValueError) as exc:
         cell.end(error=exc)
         if cell.run is not None:
@@ -236,8 +291,10 @@ def ipython_syntax_hint(error: SyntaxError) -> str | None:
     line = (error.text or "").strip()
     if not line or not (line.startswith(_IPYTHON_SYNTAX) or line.endswith("?")):
         return None
-    return ("hint: workers run plain Python, so IPython syntax (%magics, !commands, obj?) does not work in a "
-            "%%parallel cell; run it in a cell of its own, or write it as Python")
+    return (
+        "hint: workers run plain Python, so IPython syntax (%magics, !commands, obj?) does not work in a "
+        "%%parallel cell; run it in a cell of its own, or write it as Python"
+    )
 
 
 def _lookup(user_ns: Mapping[str, Any], name: str, option: str):
@@ -250,11 +307,15 @@ def _lookup(user_ns: Mapping[str, Any], name: str, option: str):
 def _check_scatter(seq, name: str, n: int) -> None:
     """A --scatter input must be a sequence of at least n items."""
     if isinstance(seq, Mapping) or not hasattr(seq, "__len__") or not hasattr(seq, "__getitem__"):
-        raise CellUsageError(f"--scatter {name}: a {type(seq).__name__} is not a sequence that can be split; "
-                             "give a list, tuple, range, str or array")
+        raise CellUsageError(
+            f"--scatter {name}: a {type(seq).__name__} is not a sequence that can be split; "
+            "give a list, tuple, range, str or array"
+        )
     if len(seq) < n:
-        raise CellUsageError(f"--scatter {name}: {len(seq)} items cannot give each of the {n} workers a chunk; "
-                             f"use %%parallel {max(len(seq), 1)} or more items")
+        raise CellUsageError(
+            f"--scatter {name}: {len(seq)} items cannot give each of the {n} workers a chunk; "
+            f"use %%parallel {max(len(seq), 1)} or more items"
+        )
 
 
 def _split(seq, name: str, n: int) -> list:
@@ -265,6 +326,6 @@ def _split(seq, name: str, n: int) -> list:
         seq = memoryview(seq)  # each worker gets a view of its slice, no copy (a sub-interpreter shares it)
     size = len(seq)
     try:
-        return [seq[k * size // n:(k + 1) * size // n] for k in range(n)]
+        return [seq[k * size // n : (k + 1) * size // n] for k in range(n)]
     except TypeError as exc:
         raise CellUsageError(f"--scatter {name}: a {type(seq).__name__} cannot be sliced: {exc}") from None

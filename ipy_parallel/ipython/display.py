@@ -16,10 +16,22 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence, TextIO
+from typing import TextIO
+from collections.abc import Callable, Sequence
 
-__all__ = ["Status", "Tracker", "format_lines", "format_summary", "format_html", "LabelledOutput",
-           "Monitor", "TerminalMonitor", "NotebookMonitor", "make_monitor", "in_notebook"]
+__all__ = [
+    "Status",
+    "Tracker",
+    "format_lines",
+    "format_summary",
+    "format_html",
+    "LabelledOutput",
+    "Monitor",
+    "TerminalMonitor",
+    "NotebookMonitor",
+    "make_monitor",
+    "in_notebook",
+]
 
 SHOW_AFTER = 0.3  # seconds a run must last before a live display appears
 REFRESH = 0.2  # seconds between redraws (5 a second)
@@ -63,7 +75,7 @@ class Status:
         return 100 * self.total_cpu / self.elapsed if self.elapsed > 0 else 0.0
 
     def state(self, worker: int) -> str:
-        """"running", "done" (finished, or the run ended well), "failed" (it raised) or "stopped"
+        """ "running", "done" (finished, or the run ended well), "failed" (it raised) or "stopped"
         (still running when the run was interrupted or timed out)."""
         if worker in self.failed:
             return "failed"
@@ -77,8 +89,15 @@ class Status:
 class Tracker:
     """Turns successive readings of the workers' CPU clocks into Status snapshots."""
 
-    def __init__(self, n_workers: int, cores: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 label: str = "%%parallel", per_worker: bool = True, ids: Sequence[int] | None = None):
+    def __init__(
+        self,
+        n_workers: int,
+        cores: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        label: str = "%%parallel",
+        per_worker: bool = True,
+        ids: Sequence[int] | None = None,
+    ):
         self.n_workers = n_workers
         self.ids = None if ids is None else tuple(ids)
         self.cores = cores or os.cpu_count() or 1
@@ -88,8 +107,14 @@ class Tracker:
         self._start = self._last_time = clock()
         self._last_cpu = (0.0,) * n_workers
 
-    def sample(self, cpu: Sequence[float], done: bool = False, busy: Sequence[bool] | None = None,
-               outcome: str | None = None, failed: Sequence[int] = ()) -> Status:
+    def sample(
+        self,
+        cpu: Sequence[float],
+        done: bool = False,
+        busy: Sequence[bool] | None = None,
+        outcome: str | None = None,
+        failed: Sequence[int] = (),
+    ) -> Status:
         now = self._clock()
         cpu = tuple(cpu)
         interval = now - self._last_time
@@ -99,9 +124,20 @@ class Tracker:
         else:
             recent = (0.0,) * len(cpu)
         self._last_time, self._last_cpu = now, cpu
-        return Status(self.n_workers, self.cores, now - self._start, cpu, recent, done, self.label, self.per_worker,
-                      None if busy is None else tuple(bool(b) for b in busy), outcome, tuple(sorted(set(failed))),
-                      self.ids)
+        return Status(
+            self.n_workers,
+            self.cores,
+            now - self._start,
+            cpu,
+            recent,
+            done,
+            self.label,
+            self.per_worker,
+            None if busy is None else tuple(bool(b) for b in busy),
+            outcome,
+            tuple(sorted(set(failed))),
+            self.ids,
+        )
 
 
 # -- text (terminal, text/plain) ---------------------------------------------------------------
@@ -161,9 +197,13 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
         per_line = max(10, width - 12)
         for lo in range(0, s.n_workers, per_line):
             hi = min(lo + per_line, s.n_workers) - 1
-            lines.append(f"[{s.worker_id(lo)}-{s.worker_id(hi)}] " + "".join(
-                _spark(s.recent[i] / share) if s.state(i) == "running" else _TEXT_MARK[s.state(i)]
-                for i in range(lo, hi + 1)))
+            lines.append(
+                f"[{s.worker_id(lo)}-{s.worker_id(hi)}] "
+                + "".join(
+                    _spark(s.recent[i] / share) if s.state(i) == "running" else _TEXT_MARK[s.state(i)]
+                    for i in range(lo, hi + 1)
+                )
+            )
     return lines
 
 
@@ -180,8 +220,10 @@ def _outcome_text(s: Status) -> str:
 
 def _summary_base(s: Status) -> str:
     who = f"{_workers(s.n_workers)}, " if s.per_worker else ""
-    return (f"{s.label}: {who}{s.elapsed:.2f} s wall, {s.total_cpu:.2f} s CPU, "
-            f"{s.average_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores")
+    return (
+        f"{s.label}: {who}{s.elapsed:.2f} s wall, {s.total_cpu:.2f} s CPU, "
+        f"{s.average_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores"
+    )
 
 
 def format_summary(s: Status) -> str:
@@ -211,10 +253,12 @@ _OUTCOME_STATE = {"ok": "done", "failed": "failed", "stopped": "stopped"}
 # that JupyterLab gives output <pre>s clipped underscores at line-height 1.15.
 # The font is named: nbconvert's lab template gives output <pre>s the prose font, and the columns
 # are sized for a monospace one (0.6em a character).
-_ROOT = ("margin:0;padding:0.3em 0.6em 0.4em 0.6em;line-height:1.5;white-space:nowrap;word-break:normal;overflow-x:auto;"
-         "font-family:Menlo,Consolas,'DejaVu Sans Mono',monospace;font-family:var(--jp-code-font-family,monospace);"
-         "font-size:13px;font-size:var(--jp-code-font-size,13px);"
-         "background-color:transparent;border-left:3px solid {accent}")
+_ROOT = (
+    "margin:0;padding:0.3em 0.6em 0.4em 0.6em;line-height:1.5;white-space:nowrap;word-break:normal;overflow-x:auto;"
+    "font-family:Menlo,Consolas,'DejaVu Sans Mono',monospace;font-family:var(--jp-code-font-family,monospace);"
+    "font-size:13px;font-size:var(--jp-code-font-size,13px);"
+    "background-color:transparent;border-left:3px solid {accent}"
+)
 _ROW = '<span style="display:block"{title}>{body}</span>'
 # The header and summary wrap in a narrow output area rather than hide their end behind a scrollbar
 # (word-break:normal on the root: JupyterLab breaks output <pre>s anywhere, mid-word).
@@ -231,8 +275,7 @@ def _esc(text: str) -> str:
 def _root(accent: str, rows: list[str]) -> str:
     # No whitespace right after <pre> (textContent starts with the header) and rows joined by "\n":
     # white-space:nowrap drops it between blocks, and it breaks the lines where styles are stripped.
-    return (f'<pre class="ipy-parallel-monitor" style="{_ROOT.format(accent=accent)}">'
-            + "\n".join(rows) + "</pre>")
+    return f'<pre class="ipy-parallel-monitor" style="{_ROOT.format(accent=accent)}">' + "\n".join(rows) + "</pre>"
 
 
 def _mark(state: str) -> str:
@@ -241,9 +284,11 @@ def _mark(state: str) -> str:
 
 def _html_bar(fraction: float, colour: str, width_em: float) -> str:
     percent = max(0.0, min(fraction, 1.0)) * 100
-    return (f'<span style="display:inline-block;width:{width_em:g}em;height:0.8em;vertical-align:middle;'
-            f'background-color:{_TRACK};border-radius:3px;overflow:hidden">'
-            f'<span style="display:block;height:100%;width:{percent:.1f}%;background-color:{colour}"></span></span>')
+    return (
+        f'<span style="display:inline-block;width:{width_em:g}em;height:0.8em;vertical-align:middle;'
+        f'background-color:{_TRACK};border-radius:3px;overflow:hidden">'
+        f'<span style="display:block;height:100%;width:{percent:.1f}%;background-color:{colour}"></span></span>'
+    )
 
 
 def _cell(text: str, width_em: float, align: str = "right", extra: str = "") -> str:
@@ -278,28 +323,41 @@ def _grid(s: Status) -> str:
         else:
             colour = _COLOUR[state]
             title = f"[{s.worker_id(i)}] {_HTML_STATE[state]}, {s.cpu[i]:.2f} s CPU"
-        squares.append(f'<span title="{_esc(title)}" style="display:inline-block;width:10px;height:10px;'
-                       f'margin:0 2px 2px 0;vertical-align:top;border-radius:2px;background-color:{colour}"></span>')
+        squares.append(
+            f'<span title="{_esc(title)}" style="display:inline-block;width:10px;height:10px;'
+            f'margin:0 2px 2px 0;vertical-align:top;border-radius:2px;background-color:{colour}"></span>'
+        )
     # The squares wrap (white-space:normal); an 8px font makes each line 12px (1.5 x 8px) for 10px
     # squares, where the 13px text line would leave wide gaps.
     label = f"[{s.worker_id(0)}-{s.worker_id(s.n_workers - 1)}]"
     counts = ""
     if s.busy is not None or s.done:
         states = [s.state(i) for i in range(s.n_workers)]
-        counts = " · ".join(f"{states.count(k)} {'busy' if k == 'running' else _HTML_STATE[k]}"
-                            for k in ("running", "done", "failed", "stopped") if states.count(k))
+        counts = " · ".join(
+            f"{states.count(k)} {'busy' if k == 'running' else _HTML_STATE[k]}"
+            for k in ("running", "done", "failed", "stopped")
+            if states.count(k)
+        )
         counts = "\n" + _ROW.format(title="", body=_esc(counts))
-    return (_ROW.format(title="", body=_cell(label, 0.6 * len(label) + 0.6, "left", ";vertical-align:top")
-                        + '<span style="display:inline-block;white-space:normal;max-width:408px;font-size:8px;'
-                          'vertical-align:middle;padding-top:2px">' + "".join(squares) + "</span>")
-            + counts)
+    return (
+        _ROW.format(
+            title="",
+            body=_cell(label, 0.6 * len(label) + 0.6, "left", ";vertical-align:top")
+            + '<span style="display:inline-block;white-space:normal;max-width:408px;font-size:8px;'
+            'vertical-align:middle;padding-top:2px">' + "".join(squares) + "</span>",
+        )
+        + counts
+    )
 
 
 def _rows(s: Status) -> list[str]:
     if not s.per_worker:
         bar = _html_bar(sum(s.recent) / s.cores, _COLOUR["running"], 20)
-        return [_ROW.format(title="", body=" ".join([_cell("[all]", 3.2, "left"), bar,
-                                                      _cell(f"{s.recent_percent:.0f}%", 4)]))]
+        return [
+            _ROW.format(
+                title="", body=" ".join([_cell("[all]", 3.2, "left"), bar, _cell(f"{s.recent_percent:.0f}%", 4)])
+            )
+        ]
     if s.n_workers <= _MAX_BARS:
         id_em = 0.6 * len(f"[{max(s.worker_id(i) for i in range(s.n_workers))}]") + 0.4
         return [_worker_row(s, i, id_em) for i in range(s.n_workers)]
@@ -361,8 +419,14 @@ class Monitor:
     ``background``: the run goes on after its cell has returned, so there is no point in waiting
     SHOW_AFTER before showing it, and its end must always be reported."""
 
-    def __init__(self, tracker: Tracker, summary: bool = True, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None, background: bool = False):
+    def __init__(
+        self,
+        tracker: Tracker,
+        summary: bool = True,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        background: bool = False,
+    ):
         self.tracker = tracker
         self.summary = summary
         self.background = background
@@ -406,8 +470,9 @@ class Monitor:
         out.write(text)
         out.flush()
 
-    def close(self, cpu: Sequence[float], text: str | None = None, outcome: str = "ok",
-              failed: Sequence[int] = ()) -> Status:
+    def close(
+        self, cpu: Sequence[float], text: str | None = None, outcome: str = "ok", failed: Sequence[int] = ()
+    ) -> Status:
         """End the display: it becomes ``text``, or the summary line (with ``outcome``: "ok",
         "failed" with the ids of the workers that raised in ``failed``, or "stopped") of a run that
         lasted at least SHOW_AFTER seconds or ran in the background (nothing for a shorter one)."""
@@ -539,8 +604,15 @@ def _terminal_width() -> int:
         return 80
 
 
-def make_monitor(n_workers: int, enabled: bool = True, shell=None, label: str = "%%parallel",
-                 per_worker: bool = True, background: bool = False, ids: Sequence[int] | None = None) -> Monitor:
+def make_monitor(
+    n_workers: int,
+    enabled: bool = True,
+    shell=None,
+    label: str = "%%parallel",
+    per_worker: bool = True,
+    background: bool = False,
+    ids: Sequence[int] | None = None,
+) -> Monitor:
     """The front end for where we are: a notebook kernel, a terminal, or neither (summary only).
     ``enabled=False`` shows nothing at all. ``background=True``: the run goes on after the cell
     returned; in a terminal the prompt is then live, so no redrawing, only the summary at the end."""

@@ -34,29 +34,56 @@ class ParallelMagics(Magics):
         self.auto = AutoParallel(shell)
 
     @magic_arguments()
-    @argument("n", nargs="?", help="number of workers, an integer from 1 to 256 (default: %%parallel_config's, "
-              "else os.cpu_count(); on ipyparallel, every engine)")
-    @argument("-b", "--backend", choices=BACKENDS, default=None,
-              help="where to run: subinterpreter (default: threads of this process, a GIL each), process "
-              "(worker processes: numpy and other modules that cannot load in a sub-interpreter), "
-              "ipyparallel (the engines of a running ipyparallel cluster)")
-    @argument("--profile", help="ipyparallel: the cluster's IPython profile (default: %%parallel_config's, else 'default')")
+    @argument(
+        "n",
+        nargs="?",
+        help="number of workers, an integer from 1 to 256 (default: %%parallel_config's, "
+        "else os.cpu_count(); on ipyparallel, every engine)",
+    )
+    @argument(
+        "-b",
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="where to run: subinterpreter (default: threads of this process, a GIL each), process "
+        "(worker processes: numpy and other modules that cannot load in a sub-interpreter), "
+        "ipyparallel (the engines of a running ipyparallel cluster)",
+    )
+    @argument(
+        "--profile", help="ipyparallel: the cluster's IPython profile (default: %%parallel_config's, else 'default')"
+    )
     @argument("--cluster-id", help="ipyparallel: the cluster's id, when several run under one profile")
     @argument("-i", "--push", metavar="NAMES", help="variables (a,b,...) to copy into every worker first")
-    @argument("--scatter", metavar="NAME",
-              help="split the sequence NAME into N contiguous chunks; worker k sees chunk k as NAME")
+    @argument(
+        "--scatter",
+        metavar="NAME",
+        help="split the sequence NAME into N contiguous chunks; worker k sees chunk k as NAME",
+    )
     @argument("-o", "--out", metavar="NAME", help="store the list of per-worker values in NAME")
     @argument("--pull", metavar="NAMES", help="afterwards, set each NAME to the list of its values in the workers")
-    @argument("--timeout", type=float, metavar="SECONDS",
-              help="stop the workers still running after SECONDS and fail with TimeoutError")
-    @argument("-t", "--targets", metavar="IDS",
-              help="run on these workers of the pool only (1,3 or 0-3): values in their order; "
-              "each keeps its worker_id")
-    @argument("--bg", action="store_true",
-              help="run in the background: the cell returns a handle at once (.done(), .wait(), .result(), "
-              ".stop()) and its display goes on updating; -o and --pull happen when the run ends")
-    @argument("--wait", action="store_true",
-              help="if the pool is busy with a background run, wait for it to end (default: say so and stop)")
+    @argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop the workers still running after SECONDS and fail with TimeoutError",
+    )
+    @argument(
+        "-t",
+        "--targets",
+        metavar="IDS",
+        help="run on these workers of the pool only (1,3 or 0-3): values in their order; each keeps its worker_id",
+    )
+    @argument(
+        "--bg",
+        action="store_true",
+        help="run in the background: the cell returns a handle at once (.done(), .wait(), .result(), "
+        ".stop()) and its display goes on updating; -o and --pull happen when the run ends",
+    )
+    @argument(
+        "--wait",
+        action="store_true",
+        help="if the pool is busy with a background run, wait for it to end (default: say so and stop)",
+    )
     @argument("--no-monitor", action="store_true", help="no live CPU display and no summary line")
     @line_cell_magic
     def parallel(self, line, cell=None):
@@ -112,13 +139,19 @@ class ParallelMagics(Magics):
         backend = args.backend or config.backend
         try:
             if what == "%parallel" and not source.strip():
-                raise CellUsageError("give the statement to run in every worker: %parallel STATEMENT "
-                                     "(for a whole cell and options, %%parallel)")
+                raise CellUsageError(
+                    "give the statement to run in every worker: %parallel STATEMENT "
+                    "(for a whole cell and options, %%parallel)"
+                )
             if what == "%parallel" and source.lstrip().startswith("-") and not _parses(source):
-                raise CellUsageError(f"{source.split()[0]}: the line magic takes no options, only the statement "
-                                     "to run; for options, use %%parallel OPTIONS with the code on the lines below")
+                raise CellUsageError(
+                    f"{source.split()[0]}: the line magic takes no options, only the statement "
+                    "to run; for options, use %%parallel OPTIONS with the code on the lines below"
+                )
             if backend != "ipyparallel" and (args.profile or args.cluster_id):
-                raise CellUsageError("--profile and --cluster-id choose an ipyparallel cluster: add --backend ipyparallel")
+                raise CellUsageError(
+                    "--profile and --cluster-id choose an ipyparallel cluster: add --backend ipyparallel"
+                )
             options = CellOptions(
                 n=parse_workers(args.n, config.n),  # None: the backend's default
                 push=parse_names(args.push, "--push"),
@@ -135,16 +168,31 @@ class ParallelMagics(Magics):
             def monitor(n: int, label: str, background: bool = False, ids=None):
                 return make_monitor(n, enabled=show, shell=self.shell, label=label, background=background, ids=ids)
 
-            return run_on_backend(self.pools, config, backend, source, options, self.shell.user_ns, monitor,
-                                  self._filename(source), profile=args.profile or config.profile,
-                                  cluster_id=args.cluster_id or config.cluster_id, background=args.bg,
-                                  wait=args.wait, can_wait=what == "%%parallel")
+            return run_on_backend(
+                self.pools,
+                config,
+                backend,
+                source,
+                options,
+                self.shell.user_ns,
+                monitor,
+                self._filename(source),
+                profile=args.profile or config.profile,
+                cluster_id=args.cluster_id or config.cluster_id,
+                background=args.bg,
+                wait=args.wait,
+                can_wait=what == "%%parallel",
+            )
         except CellUsageError as exc:
             raise UsageError(f"{what}: {exc}") from None
 
     @magic_arguments()
-    @argument("mode", nargs="?", choices=("on", "off"), help="on: every cell runs as %%parallel; off: back to "
-              "normal (default: show whether it is on)")
+    @argument(
+        "mode",
+        nargs="?",
+        choices=("on", "off"),
+        help="on: every cell runs as %%parallel; off: back to normal (default: show whether it is on)",
+    )
     @line_magic
     def autoparallel(self, line=""):
         """While on, every cell runs as a %%parallel cell with the session's defaults
@@ -162,8 +210,10 @@ class ParallelMagics(Magics):
             self.auto.set(args.mode == "on")
         n = self.defaults.n or "os.cpu_count()"
         if self.auto.on:
-            print(f"ipy_parallel: autoparallel is on: every cell runs as %%parallel ({self.defaults.backend}, "
-                  f"{n} workers), except cells that begin with % or !; %autoparallel off ends it")
+            print(
+                f"ipy_parallel: autoparallel is on: every cell runs as %%parallel ({self.defaults.backend}, "
+                f"{n} workers), except cells that begin with % or !; %autoparallel off ends it"
+            )
         else:
             print("ipy_parallel: autoparallel is off: cells run here as usual")
 
@@ -193,8 +243,10 @@ class ParallelMagics(Magics):
         known = {job.number: job for job in self.pools.background}
         unknown = [n for n in args.numbers if n not in known]
         if unknown:
-            raise UsageError(f"%parallel_stop: there is no background run {', '.join(map(str, unknown))} "
-                             f"(runs so far: {', '.join(map(str, known)) or 'none'})")
+            raise UsageError(
+                f"%parallel_stop: there is no background run {', '.join(map(str, unknown))} "
+                f"(runs so far: {', '.join(map(str, known)) or 'none'})"
+            )
         jobs = [known[n] for n in args.numbers] if args.numbers else self.pools.running()
         if not jobs:
             print("ipy_parallel: no background run is going on")
@@ -204,12 +256,19 @@ class ParallelMagics(Magics):
 
     @magic_arguments()
     @argument("-b", "--backend", choices=BACKENDS, help="the backend cells run on without --backend")
-    @argument("-n", "--workers", metavar="N", help="the number of workers cells get without N ('auto': os.cpu_count(), "
-              "or every engine on ipyparallel)")
+    @argument(
+        "-n",
+        "--workers",
+        metavar="N",
+        help="the number of workers cells get without N ('auto': os.cpu_count(), or every engine on ipyparallel)",
+    )
     @argument("--monitor", choices=("on", "off"), help="the live CPU display and summary line")
-    @argument("--fallback", choices=("on", "off"),
-              help="on: a cell that fails in sub-interpreters only because a module cannot be imported there "
-              "(numpy, ...) runs again on the process backend, with a note saying so")
+    @argument(
+        "--fallback",
+        choices=("on", "off"),
+        help="on: a cell that fails in sub-interpreters only because a module cannot be imported there "
+        "(numpy, ...) runs again on the process backend, with a note saying so",
+    )
     @argument("--profile", help="ipyparallel: the cluster's profile ('default' to clear)")
     @argument("--cluster-id", help="ipyparallel: the cluster's id ('' to clear)")
     @argument("--reset", action="store_true", help="back to the defaults first")
@@ -247,14 +306,29 @@ class ParallelMagics(Magics):
     @magic_arguments()
     @argument("-n", "--tasks", type=int, default=None, help="tasks run at once (default: os.cpu_count())")
     @argument("--size", type=int, default=None, help=f"loop length of each task (default: {bench.DEFAULT_SIZE:,})")
-    @argument("--repeat", type=int, default=None, help="rounds, each method once per round; the median and spread "
-              f"are shown (default: {bench.ROUNDS}; 1 with --seed-workload)")
-    @argument("--plot", action="store_true", help="a bar chart of the speedups (matplotlib): inline in a notebook; "
-              "elsewhere saved as native_bench-<date>-<time>.png in the current directory")
-    @argument("--plot-file", metavar="PATH", help="save the chart at PATH (PNG unless the name says otherwise); "
-              "implies --plot")
-    @argument("--seed-workload", action="store_true",
-              help="the original experiment: 10 tasks of n=90,000,000, once (minutes on 2 cores)")
+    @argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds, each method once per round; the median and spread "
+        f"are shown (default: {bench.ROUNDS}; 1 with --seed-workload)",
+    )
+    @argument(
+        "--plot",
+        action="store_true",
+        help="a bar chart of the speedups (matplotlib): inline in a notebook; "
+        "elsewhere saved as native_bench-<date>-<time>.png in the current directory",
+    )
+    @argument(
+        "--plot-file",
+        metavar="PATH",
+        help="save the chart at PATH (PNG unless the name says otherwise); implies --plot",
+    )
+    @argument(
+        "--seed-workload",
+        action="store_true",
+        help="the original experiment: 10 tasks of n=90,000,000, once (minutes on 2 cores)",
+    )
     @argument("-o", "--out", metavar="NAME", help="store the results (a BenchReport) in NAME")
     @argument("--no-monitor", action="store_true", help="no live CPU display")
     @line_magic
@@ -285,8 +359,11 @@ class ParallelMagics(Magics):
         tasks = args.tasks if args.tasks is not None else tasks
         size = args.size if args.size is not None else size
         repeat = args.repeat if args.repeat is not None else (1 if args.seed_workload else bench.ROUNDS)
-        for option, value, low, high in (("-n/--tasks", tasks, 1, MAX_WORKERS), ("--repeat", repeat, 1, 100),
-                                         ("--size", size, 0, bench.SEED_KERNEL_MAX_N)):
+        for option, value, low, high in (
+            ("-n/--tasks", tasks, 1, MAX_WORKERS),
+            ("--repeat", repeat, 1, 100),
+            ("--size", size, 0, bench.SEED_KERNEL_MAX_N),
+        ):
             if not low <= value <= high:
                 raise UsageError(f"%native_bench: {option} must be from {low:,} to {high:,}, got {value:,}")
         if args.out is not None and not is_name(args.out):
@@ -295,11 +372,11 @@ class ParallelMagics(Magics):
         # Checked now, not after a benchmark of minutes that would then have nowhere to go.
         if (args.plot or args.plot_file is not None) and importlib.util.find_spec("matplotlib") is None:
             raise UsageError("%native_bench --plot needs matplotlib: pip install matplotlib")
-        if args.plot_file is not None and not os.path.isdir(os.path.dirname(os.path.abspath(
-                os.path.expanduser(args.plot_file)))):
+        if args.plot_file is not None and not os.path.isdir(
+            os.path.dirname(os.path.abspath(os.path.expanduser(args.plot_file)))
+        ):
             raise UsageError(f"%native_bench: --plot-file {args.plot_file!r}: no such directory")
-        monitor = make_monitor(1, enabled=not args.no_monitor, shell=self.shell, label="native_bench",
-                               per_worker=False)
+        monitor = make_monitor(1, enabled=not args.no_monitor, shell=self.shell, label="native_bench", per_worker=False)
         report = bench.run_native_bench(tasks, size, repeat, monitor)
         report.show(in_notebook(self.shell), plot=args.plot, plot_file=args.plot_file)
         if args.out:
@@ -313,8 +390,10 @@ class ParallelMagics(Magics):
             print("ipy_parallel: no pool yet; the first %%parallel cell starts one")
         for backend, pool in pools.items():
             cpu = pool.cpu_times()
-            print(f"ipy_parallel {backend} pool: {pool.size} workers, {pool.state}, {pool.runs} runs, "
-                  f"{sum(cpu):.2f} s CPU in all")
+            print(
+                f"ipy_parallel {backend} pool: {pool.size} workers, {pool.state}, {pool.runs} runs, "
+                f"{sum(cpu):.2f} s CPU in all"
+            )
             print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
         for job in self.pools.background:
             print(f"ipy_parallel: {job.describe()}")
@@ -322,10 +401,13 @@ class ParallelMagics(Magics):
             print("ipy_parallel: autoparallel is on (%autoparallel off ends it)")
 
     @magic_arguments()
-    @argument("--fresh", action="store_true",
-              help="new workers instead: close the sub-interpreter and process pools (the next cell starts new "
-                   "interpreters and processes, which import everything again) and end the interpreters kept "
-                   "in reserve; a cluster's engines are reset as without --fresh")
+    @argument(
+        "--fresh",
+        action="store_true",
+        help="new workers instead: close the sub-interpreter and process pools (the next cell starts new "
+        "interpreters and processes, which import everything again) and end the interpreters kept "
+        "in reserve; a cluster's engines are reset as without --fresh",
+    )
     @line_magic
     def parallel_reset(self, line=""):
         """Clear the variables of every worker of every pool (worker_id and n_workers stay).
@@ -354,7 +436,7 @@ class ParallelMagics(Magics):
             print(f"ipy_parallel: cleared the variables of the {pool.size} workers of the {backend} pool")
 
     def _filename(self, body: str) -> str | None:
-        """"<parallel In[7]>" for tracebacks, with this cell's number. Read from the input history
+        """ "<parallel In[7]>" for tracebacks, with this cell's number. Read from the input history
         (which holds the cell before it runs), since IPython versions differ on when they
         advance execution_count. None (a name from the source) when the cell is not in history."""
         history = getattr(getattr(self.shell, "history_manager", None), "input_hist_raw", None)

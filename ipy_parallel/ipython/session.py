@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, MutableMapping
+from typing import Any
+from collections.abc import Callable, MutableMapping
 
 from ..backends import NAMES as BACKENDS
 from ..backends import open_pool, pool_class
@@ -61,7 +62,7 @@ class Pools:
         self._numbered += 1
         job = make(self._numbered)
         ended = [j for j in self.background if j.done()]
-        for old in ended[:max(0, len(ended) - KEEP_ENDED)]:
+        for old in ended[: max(0, len(ended) - KEEP_ENDED)]:
             self.background.remove(old)
         self.background.append(job)
         return job
@@ -77,9 +78,12 @@ class Pools:
             return
         for job in self.running():
             if job.number > self._numbered_before_cell:
-                print(f"ipy_parallel: this cell failed after it started background run [{job.number}], which goes "
-                      f"on: %parallel_wait {job.number} waits for it, %parallel_stop {job.number} stops it",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"ipy_parallel: this cell failed after it started background run [{job.number}], which goes "
+                    f"on: %parallel_wait {job.number} waits for it, %parallel_stop {job.number} stops it",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def running(self, backend: str | None = None) -> list[BackgroundRun]:
         """The background runs not yet ended (on ``backend``, or on any)."""
@@ -94,12 +98,15 @@ class Pools:
                 raise CellUsageError(
                     f"the {backend} pool is busy with background run [{job.number}] ({job.label}), so {what} "
                     f"cannot run on it now: %parallel_wait waits for it, %parallel_stop {job.number} stops it"
-                    + (", or add --wait to wait for it first" if can_wait else ""))
+                    + (", or add --wait to wait for it first" if can_wait else "")
+                )
             try:
                 job.wait()
             except KeyboardInterrupt:
-                raise ParallelInterrupted(f"stopped waiting for background run [{job.number}]; it goes on "
-                                        f"(%parallel_stop {job.number} stops it)") from None
+                raise ParallelInterrupted(
+                    f"stopped waiting for background run [{job.number}]; it goes on "
+                    f"(%parallel_stop {job.number} stops it)"
+                ) from None
 
     def warm(self, backend: str, n: int | None) -> None:
         """Start the pool a first cell would get in a background thread, so that the cell finds
@@ -181,14 +188,17 @@ class Pools:
         try:
             self._take_warm(backend)
         except KeyboardInterrupt:
-            raise ParallelInterrupted(f"interrupted while the {backend} pool was being {'resized' if resize else 'started'}"
-                                      "; that goes on in the background, and the next cell gets the pool") from None
+            raise ParallelInterrupted(
+                f"interrupted while the {backend} pool was being {'resized' if resize else 'started'}"
+                "; that goes on in the background, and the next cell gets the pool"
+            ) from None
         if "error" in outcome:
             raise outcome["error"]
         return outcome["pool"]
 
-    def size_for(self, backend: str, n: int | None, profile: str | None = None,
-                 cluster_id: str | None = None) -> int | None:
+    def size_for(
+        self, backend: str, n: int | None, profile: str | None = None, cluster_id: str | None = None
+    ) -> int | None:
         """The workers get() would give a cell: n, else the backend's default (os.cpu_count());
         a cluster's default is its engines, known once connected (else None)."""
         if n is not None or backend != "ipyparallel":
@@ -231,7 +241,9 @@ class Pools:
             for job in jobs:
                 job.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
-            raise ParallelInterrupted("stopped waiting; the background runs go on (%parallel_stop stops them)") from None
+            raise ParallelInterrupted(
+                "stopped waiting; the background runs go on (%parallel_stop stops them)"
+            ) from None
         return jobs
 
     def stop_background(self) -> None:
@@ -276,11 +288,22 @@ def not_isolated_modules(error: ParallelError) -> list[str] | None:
     return sorted(set(modules)) or None
 
 
-def run_on_backend(pools: Pools, config: Config, backend: str, source: str, options: CellOptions,
-                   user_ns: MutableMapping[str, Any], make_monitor: Callable[..., Monitor],
-                   filename: str | None = None, note: Callable[[str], None] = print,
-                   profile: str | None = None, cluster_id: str | None = None, background: bool = False,
-                   wait: bool = False, can_wait: bool = True):
+def run_on_backend(
+    pools: Pools,
+    config: Config,
+    backend: str,
+    source: str,
+    options: CellOptions,
+    user_ns: MutableMapping[str, Any],
+    make_monitor: Callable[..., Monitor],
+    filename: str | None = None,
+    note: Callable[[str], None] = print,
+    profile: str | None = None,
+    cluster_id: str | None = None,
+    background: bool = False,
+    wait: bool = False,
+    can_wait: bool = True,
+):
     """Run a cell on ``backend`` (its pool from ``pools``) as cell.run_cell does. With
     ``config.fallback``, a cell that failed on sub-interpreters only because modules cannot be
     imported there runs again on the process backend, after ``note`` says so.
@@ -298,9 +321,11 @@ def run_on_backend(pools: Pools, config: Config, backend: str, source: str, opti
     shown = pool.size if options.targets is None else len(options.targets)
     if background:
         if pool.state == "busy":  # not a background run's: workers an earlier, stopped run left busy
-            raise CellUsageError(f"the {backend} pool's workers are still busy with an earlier run that was stopped "
-                                 "but has not ended (blocked in C code, say), so a --bg cell cannot start now: run "
-                                 "the cell without --bg to wait for them (interruptibly), or try again later")
+            raise CellUsageError(
+                f"the {backend} pool's workers are still busy with an earlier run that was stopped "
+                "but has not ended (blocked in C code, say), so a --bg cell cannot start now: run "
+                "the cell without --bg to wait for them (interruptibly), or try again later"
+            )
 
         def make(number: int) -> BackgroundRun:
             title = f"{label} --bg [{number}]"
@@ -320,15 +345,23 @@ def run_on_backend(pools: Pools, config: Config, backend: str, source: str, opti
     pools.check_free("process", wait, what="the fallback to processes", can_wait=can_wait)
     note(fallback_note(modules, pool.size, source, filename, failure))
     process_pool = pools.get("process", pool.size)
-    return run_cell(process_pool, source, options, user_ns,
-                    make_monitor(shown, "%%parallel [process]", ids=options.targets), filename)
+    return run_cell(
+        process_pool,
+        source,
+        options,
+        user_ns,
+        make_monitor(shown, "%%parallel [process]", ids=options.targets),
+        filename,
+    )
 
 
 def fallback_note(modules: list[str], size: int, source: str, filename: str | None, error: ParallelError) -> str:
     """What the fallback to processes says; it warns that statements before the import ran in
     the sub-interpreters too only when some did."""
-    note = (f"ipy_parallel: {', '.join(modules)} cannot be imported in a sub-interpreter; running the cell again "
-            f"on the process backend ({size} worker processes), as %parallel_config --fallback on asks.")
+    note = (
+        f"ipy_parallel: {', '.join(modules)} cannot be imported in a sub-interpreter; running the cell again "
+        f"on the process backend ({size} worker processes), as %parallel_config --fallback on asks."
+    )
     if _ran_before_failing(source, filename or cell_filename(source), error):
         note += " Statements before the import ran in the sub-interpreters too."
     return note

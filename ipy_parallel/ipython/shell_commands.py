@@ -34,8 +34,11 @@ def install(shell) -> None:
     """Make ``shell.system`` (what `!cmd`, `%pip` and `%conda` call) fork-free, where it is
     IPython's pexpect-based system_piped (ipykernel's, a plain InteractiveShell's); terminal
     IPython's system_raw already uses subprocess, and is left alone."""
-    if (os.name == "posix" and getattr(type(shell).system, "__name__", "") == "system_piped"
-            and "system" not in vars(shell)):
+    if (
+        os.name == "posix"
+        and getattr(type(shell).system, "__name__", "") == "system_piped"
+        and "system" not in vars(shell)
+    ):
         shell.system = _System(shell)
 
 
@@ -78,8 +81,9 @@ def run_command(cmd: str, out=None) -> int:
     try:
         try:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *WINDOW, 0, 0))
-            proc = subprocess.Popen([program, "-c", cmd], stdin=slave, stdout=slave, stderr=slave,
-                                    start_new_session=True)  # its own group: Ctrl-C is ours to pass on
+            proc = subprocess.Popen(
+                [program, "-c", cmd], stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+            )  # its own group: Ctrl-C is ours to pass on
         finally:
             os.close(slave)
         decoder = codecs.getincrementaldecoder(_encoding())("replace")

@@ -41,8 +41,9 @@ class ClusterPool(BasePool):
     _kind = "ClusterPool"
     _follows_path = False
 
-    def __init__(self, n: int | None = None, *, profile: str | None = None, cluster_id: str | None = None,
-                 timeout: float = 10.0):
+    def __init__(
+        self, n: int | None = None, *, profile: str | None = None, cluster_id: str | None = None, timeout: float = 10.0
+    ):
         self.profile, self.cluster_id, self._timeout = profile, cluster_id, timeout
         super().__init__(n)
 
@@ -58,7 +59,8 @@ class ClusterPool(BasePool):
                 raise ValueError(
                     f"ClusterPool({n}): the cluster{_where(profile, cluster_id)} has {len(ids)} engine"
                     f"{'s' if len(ids) != 1 else ''}; ask for at most {len(ids)} workers, or add engines "
-                    f"(ipcluster engines -n {n - len(ids)}{_flags(profile, cluster_id)})")
+                    f"(ipcluster engines -n {n - len(ids)}{_flags(profile, cluster_id)})"
+                )
             return ClusterEngine(client, ids[: len(ids) if n is None else n], timeout)
         except BaseException:
             client.close()
@@ -75,8 +77,11 @@ class ClusterPool(BasePool):
         return self._engine.versions
 
     def __repr__(self) -> str:
-        return (f"<ipy_parallel.ClusterPool {self.size} engines{_where(self.profile, self.cluster_id)}, "
-                f"{self.state}, {self.runs} runs>")
+        return (
+            f"<ipy_parallel.ClusterPool {self.size} engines{_where(self.profile, self.cluster_id)}, "
+            f"{self.state}, {self.runs} runs>"
+        )
+
 
 # -- connecting ----------------------------------------------------------------------------
 
@@ -153,6 +158,8 @@ def _wait_for_engines(client, n, timeout, profile, cluster_id, security_dir) -> 
         if now_ids != ids:
             ids, changed = now_ids, time.monotonic()
     if not ids:
-        raise ClusterError(f"the cluster{_where(profile, cluster_id)} has a controller but no engines; "
-                           f"add some with: ipcluster engines -n 4{_flags(profile, cluster_id)}")
+        raise ClusterError(
+            f"the cluster{_where(profile, cluster_id)} has a controller but no engines; "
+            f"add some with: ipcluster engines -n 4{_flags(profile, cluster_id)}"
+        )
     return ids

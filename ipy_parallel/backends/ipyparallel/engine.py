@@ -28,8 +28,9 @@ _MODULE = "_ipy_parallel_engine"  # remote.py's name on the engines
 
 
 def _as_main(fn: types.FunctionType) -> types.FunctionType:
-    return types.FunctionType(fn.__code__, {"__name__": "__main__", "__builtins__": builtins}, fn.__name__,
-                              fn.__defaults__, fn.__closure__)
+    return types.FunctionType(
+        fn.__code__, {"__name__": "__main__", "__builtins__": builtins}, fn.__name__, fn.__defaults__, fn.__closure__
+    )
 
 
 _INSTALL, _CALL = _as_main(_wire.install), _as_main(_wire.call)
@@ -53,8 +54,9 @@ class ClusterEngine:
             view.block = False
         modules = _wire.shipped_sources((_remote_source(),))
         pending = [v.apply_async(_INSTALL, modules, "install", k, self.size) for k, v in enumerate(self._views)]
-        self.versions = [_get(ar, timeout, f"install the worker runtime on engine {e}")
-                         for e, ar in zip(self.engine_ids, pending)]
+        self.versions = [
+            _get(ar, timeout, f"install the worker runtime on engine {e}") for e, ar in zip(self.engine_ids, pending)
+        ]
         self._closed = False
         self._runs = 0
         self._ars: list = []
@@ -75,22 +77,32 @@ class ClusterEngine:
     def runs(self) -> int:
         return self._runs
 
-    def start(self, source: str, filename: str, payloads: list[bytes], stream: bool = False,
-              wait: float = 0.0, lent: list[list] = ()) -> bool:
+    def start(
+        self,
+        source: str,
+        filename: str,
+        payloads: list[bytes],
+        stream: bool = False,
+        wait: float = 0.0,
+        lent: list[list] = (),
+    ) -> bool:
         """One apply per engine (output streams through ipyparallel whatever ``stream`` says);
         they go out in full or not at all."""
         if self._closed:
             raise RuntimeError("this ClusterPool is closed: create a new ClusterPool to run more work")
         if self.busy:
             raise RuntimeError("this pool is still running a task: wait for it to finish first")
-        per_worker = [payloads[k] if len(payloads) > 1 else (payloads[0] if payloads else None)
-                      for k in range(self.size)]
+        per_worker = [
+            payloads[k] if len(payloads) > 1 else (payloads[0] if payloads else None) for k in range(self.size)
+        ]
         with deferred_interrupts():
             self._count_run_cpu()
             self._records, self._all_ready_at = None, None
             self._offsets = [[0, 0] for _ in range(self.size)]
-            self._ars = [view.apply_async(_CALL, _MODULE, "task", source, filename, p)
-                         for view, p in zip(self._views, per_worker)]
+            self._ars = [
+                view.apply_async(_CALL, _MODULE, "task", source, filename, p)
+                for view, p in zip(self._views, per_worker)
+            ]
             self._runs += 1
         return self.wait(wait) if wait > 0 else False
 

@@ -142,7 +142,13 @@ class _Publisher:
             parent, start_cpu = job
             data = {CPU_KEY: time.process_time() - start_cpu}
             try:
-                pub.session.send(pub.pub_socket, "data_message", content={"keys": [CPU_KEY]}, parent=parent,
-                                 buffers=self._serialize(data), ident=pub.topic)
+                pub.session.send(
+                    pub.pub_socket,
+                    "data_message",
+                    content={"keys": [CPU_KEY]},
+                    parent=parent,
+                    buffers=self._serialize(data),
+                    ident=pub.topic,
+                )
             except Exception:
                 pass

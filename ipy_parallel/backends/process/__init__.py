@@ -56,13 +56,21 @@ class ProcessPool(BasePool):
             return
         self._engine.close(0.0)  # lets go of the parent's pipes only
         self._engine = self._open_engine(self._engine.size)
-        warnings.warn("ipy_parallel: this process was forked from the one that started the ProcessPool, "
-                      "so it got worker processes of its own, with no variables", RuntimeWarning, stacklevel=6)
+        warnings.warn(
+            "ipy_parallel: this process was forked from the one that started the ProcessPool, "
+            "so it got worker processes of its own, with no variables",
+            RuntimeWarning,
+            stacklevel=6,
+        )
 
     def _terminate(self, workers: list[int]) -> list[int]:
         killed = self._engine.kill(workers)
         if killed:
-            warnings.warn(f"ipy_parallel: killed the processes of worker{'s' if len(killed) > 1 else ''} "
-                          f"{format_workers(killed)}, stuck in an earlier run; the next run starts new ones, "
-                          "without their variables", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"ipy_parallel: killed the processes of worker{'s' if len(killed) > 1 else ''} "
+                f"{format_workers(killed)}, stuck in an earlier run; the next run starts new ones, "
+                "without their variables",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         return killed

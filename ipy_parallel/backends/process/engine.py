@@ -58,9 +58,9 @@ class _Worker:
             # stdout/stderr are inherited, for what C code writes to fd 1 and 2. The kernel's
             # process group, so that a kill of the whole group (a kernel restart) ends them too.
             self.proc = subprocess.Popen(
-                [sys.executable, "-P", _WORKER_SCRIPT, str(cmd_r), str(reply_w), str(lifeline_r),
-                 str(int(INTERRUPT))],
-                pass_fds=(cmd_r, reply_w, lifeline_r), stdin=subprocess.DEVNULL,
+                [sys.executable, "-P", _WORKER_SCRIPT, str(cmd_r), str(reply_w), str(lifeline_r), str(int(INTERRUPT))],
+                pass_fds=(cmd_r, reply_w, lifeline_r),
+                stdin=subprocess.DEVNULL,
             )
         except BaseException:
             for fd in (self.cmd_w, self.reply_r, self.lifeline_w):
@@ -88,7 +88,7 @@ class _Worker:
         view = memoryview(frame)
         try:
             while view:
-                view = view[os.write(self.cmd_w, view):]
+                view = view[os.write(self.cmd_w, view) :]
         except OSError:  # EPIPE: the process died; its reader thread reports it
             return False
         return True
@@ -146,8 +146,15 @@ class ProcessEngine:
     def runs(self) -> int:
         return self._runs
 
-    def start(self, source: str, filename: str, payloads: list[bytes], stream: bool = False,
-              wait: float = 0.0, lent: list[list] = ()) -> bool:
+    def start(
+        self,
+        source: str,
+        filename: str,
+        payloads: list[bytes],
+        stream: bool = False,
+        wait: float = 0.0,
+        lent: list[list] = (),
+    ) -> bool:
         """Hand one task to every worker (first replacing dead processes), then wait up to
         ``wait`` seconds; True when the run is already done. The run starts in full or not at
         all: a Ctrl-C meanwhile is raised once every task is out."""
@@ -292,15 +299,18 @@ class ProcessEngine:
                 with deferred_interrupts():  # a process started is one this list knows, to kill if need be
                     w = _Worker(i, self.size, self._path, offset)
                     workers.append(w)
-                w.reader = threading.Thread(target=self._read, args=(w,), daemon=True,
-                                            name=f"ipy_parallel process worker {i} reader")
+                w.reader = threading.Thread(
+                    target=self._read, args=(w,), daemon=True, name=f"ipy_parallel process worker {i} reader"
+                )
                 w.reader.start()
             deadline = time.monotonic() + _START_TIMEOUT
             for w in workers:
                 while not w.ready.wait(0.1):  # in slices, so that Ctrl-C is seen
                     if w.returncode is not None:
-                        raise RuntimeError(f"worker {w.id}'s process exited while starting "
-                                           f"({_how(w.returncode)}); see its stderr above")
+                        raise RuntimeError(
+                            f"worker {w.id}'s process exited while starting "
+                            f"({_how(w.returncode)}); see its stderr above"
+                        )
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"worker {w.id}'s process did not start within {_START_TIMEOUT:g} s")
         except BaseException:
@@ -330,9 +340,12 @@ class ProcessEngine:
             old.close_pipes()
             if old.killed:
                 continue
-            warnings.warn(f"ipy_parallel: worker {old.id}'s process had died ({_how(old.returncode)}); "
-                          "a new process replaces it, and the variables it had are gone", RuntimeWarning,
-                          stacklevel=7)  # the caller of run() or submit()
+            warnings.warn(
+                f"ipy_parallel: worker {old.id}'s process had died ({_how(old.returncode)}); "
+                "a new process replaces it, and the variables it had are gone",
+                RuntimeWarning,
+                stacklevel=7,
+            )  # the caller of run() or submit()
 
     def _read(self, w: _Worker) -> None:
         """The reader thread of one worker: its frames, then, at end of file, its death."""
@@ -351,8 +364,8 @@ class ProcessEngine:
                     size = int.from_bytes(buf[:_HEADER], "little")
                     if len(buf) < _HEADER + size:
                         break
-                    message = marshal.loads(buf[_HEADER:_HEADER + size])
-                    del buf[:_HEADER + size]
+                    message = marshal.loads(buf[_HEADER : _HEADER + size])
+                    del buf[: _HEADER + size]
                     self._handle(w, message)
                     del message  # not kept while this thread waits for the next frame: a value may be big
             except Exception:  # a garbled stream: this process can no longer be trusted
@@ -390,10 +403,16 @@ class ProcessEngine:
 
     def _died(self, w: _Worker) -> None:
         """End w's task with a WorkerDied error (the engine's condition held)."""
-        message = (f"the worker's process died ({_how(w.returncode)}) while running this cell; "
-                   "the next run starts a new one in its place, without the variables it had")
-        error = protocol.error_record("ipy_parallel.WorkerDied", message, f"ipy_parallel.WorkerDied: {message}\n",
-                                      pickle.dumps(WorkerDied(message)))
+        message = (
+            f"the worker's process died ({_how(w.returncode)}) while running this cell; "
+            "the next run starts a new one in its place, without the variables it had"
+        )
+        error = protocol.error_record(
+            "ipy_parallel.WorkerDied",
+            message,
+            f"ipy_parallel.WorkerDied: {message}\n",
+            pickle.dumps(WorkerDied(message)),
+        )
         self._finish(w, protocol.reply(None, error), time.perf_counter() - self._task_start, 0.0)
 
     def _busy(self, w: _Worker) -> bool:

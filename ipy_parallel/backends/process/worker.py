@@ -78,7 +78,7 @@ def _write_frame(message):
     view = memoryview(len(data).to_bytes(_HEADER, "little") + data)
     try:
         while view:
-            view = view[_write(_reply_fd, view):]
+            view = view[_write(_reply_fd, view) :]
     except OSError:  # the parent is gone: nobody to work for
         _exit(1)
 
@@ -175,8 +175,9 @@ def _watch_parent(fd):
 def _interrupted_reply(protocol):
     import pickle
 
-    return protocol.reply(None, protocol.error_record("KeyboardInterrupt", "", "KeyboardInterrupt\n",
-                                                      pickle.dumps(KeyboardInterrupt())))
+    return protocol.reply(
+        None, protocol.error_record("KeyboardInterrupt", "", "KeyboardInterrupt\n", pickle.dumps(KeyboardInterrupt()))
+    )
 
 
 def main():
