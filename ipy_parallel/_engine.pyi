@@ -74,6 +74,11 @@ class Pool:
         This pool's id in the process: its workers' barrier
         """
     @property
+    def resizable(self) -> bool:
+        """
+        resize() works (the Engine protocol, ipy_parallel/backends/engine.py).
+        """
+    @property
     def runs(self) -> int:
         ...
     @property

@@ -441,6 +441,8 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
       .def_property_readonly("busy", [](PoolHandle& h) { return h.pool().busy(); },
                              "A run was started and has not finished.")
       .def_property_readonly("runs", [](PoolHandle& h) { return h.pool().runs(); })
+      .def_property_readonly("resizable", [](PoolHandle&) { return true; },
+                             "resize() works (the Engine protocol, ipy_parallel/backends/engine.py).")
       .def_property_readonly("abandoned", &PoolHandle::abandoned,
                              "(worker_id, why) of every worker close() gave up on.")
       .def_property_readonly("closed_for_fork", &PoolHandle::closed_for_fork,

@@ -1,6 +1,6 @@
 """The one run lifecycle every backend shares: a Pool takes turns, starts, waits, stops, collects and closes its Engine's runs.
 
-A backend is an Engine (the protocol below: where the workers are and how to reach them) and a
+A backend is an Engine (backends/engine.py: where the workers are and how to reach them) and a
 subclass of Pool that opens it. Everything else, the part where reliability lives, is here once.
 
 A run goes registered -> started -> finished -> collected. The invariant that keeps a pool
@@ -34,7 +34,7 @@ import threading
 import time
 import warnings
 import zlib
-from typing import Any, Protocol
+from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 
 import cloudpickle
@@ -43,9 +43,9 @@ from .. import _engine  # LockHold only (InterruptSafeLock): no backend's transp
 from .._wire import protocol
 from ..exceptions import ParallelError, ParallelInterrupted, ParallelTimeout, RunStopped
 from ..results import Result, format_workers, rebuild
+from .engine import Engine
 
 __all__ = [
-    "Engine",
     "BasePool",
     "Run",
     "MAX_WORKERS",
@@ -64,46 +64,6 @@ CLOSE_TIMEOUT = 3.0  # seconds close() waits for workers to end before it abando
 RESET_WAIT = 2.0  # seconds reset() waits for workers still busy with an earlier run
 WAIT_SLICE = 0.01  # seconds per wait on the engine: a Ctrl-C is seen at least that often
 TICK = 0.1  # seconds between on_tick calls while a run goes
-
-
-class Engine(Protocol):
-    """Where a pool's workers are, and how to reach them. Blocking calls release the GIL.
-
-    One run at a time: start() raises RuntimeError while the previous run has not finished (or
-    the engine is closed). collect() gives the finished run's result records (the protocol's),
-    the same ones every time, until the next start() or release(). Each call is atomic as far
-    as the Pool is concerned: an engine written in Python defers KeyboardInterrupt in its critical sections
-    (deferred_interrupts()).
-    """
-
-    size: int
-
-    @property
-    def closed(self) -> bool: ...
-    @property
-    def busy(self) -> bool: ...  # a run has started and not finished
-    @property
-    def runs(self) -> int: ...  # runs started so far
-
-    def start(
-        self,
-        source: str,
-        filename: str,
-        payloads: list[bytes],
-        stream: bool = False,
-        wait: float = 0.0,
-        lent: list[list] = (),
-    ) -> bool: ...  # then waits up to `wait`; True if already finished
-    # lent: [] or, for each payload, the objects it lends; only an engine whose pool's _lendable()
-    # accepts some ever gets any.
-    def wait(self, timeout: float) -> bool: ...
-    def collect(self) -> list[tuple]: ...
-    def release(self) -> None: ...  # the run's records are kept elsewhere now: let go of them
-    def interrupt(self) -> list[int]: ...  # KeyboardInterrupt into the workers of the run; their ids
-    def busy_workers(self) -> list[int]: ...
-    def cpu_times(self) -> list[float]: ...  # per worker, since it started
-    def drain_output(self) -> list[tuple[int, int, str]]: ...  # (worker_id, 1 stdout | 2 stderr, text)
-    def close(self, timeout: float) -> list[tuple[int, str]]: ...  # workers abandoned, and why
 
 
 class BasePool:
@@ -301,7 +261,7 @@ class BasePool:
         does. A worker that is let go and cannot end is abandoned, with a RuntimeWarning.
         Raises NotImplementedError for a backend that cannot (make a new pool instead)."""
         n = self._check_size(n)
-        if not hasattr(self._engine, "resize"):
+        if not self._engine.resizable:
             raise NotImplementedError(f"a {self._kind} cannot be resized: close it and make one of {n} workers")
         if n == self.size:
             return
@@ -333,7 +293,7 @@ class BasePool:
         try:
             abandoned = engine.close(CLOSE_TIMEOUT)
         except BaseException:
-            abandoned = list(getattr(engine, "abandoned", []))
+            abandoned = list(engine.abandoned)
             raise
         finally:
             _warn_abandoned(self._kind, abandoned)

@@ -19,6 +19,7 @@ from ... import _wire
 from ..._wire import protocol
 from ...exceptions import ClusterError
 from ..base import deferred_interrupts
+from ..engine import EngineBase
 from . import remote
 
 __all__ = ["ClusterEngine"]
@@ -41,14 +42,16 @@ def _remote_source() -> tuple[str, str, str]:
         return _MODULE, "<ipy_parallel engine>", f.read()
 
 
-class ClusterEngine:
-    """The Engine (see backends/base.py) over some engines of a connected ipyparallel Client.
+class ClusterEngine(EngineBase):
+    """The Engine (see backends/engine.py) over some engines of a connected ipyparallel Client.
     Waits are on ipyparallel's events, which a Ctrl-C interrupts."""
 
+    _kind = "ClusterPool"
+
     def __init__(self, client, engine_ids: list[int], timeout: float):
+        super().__init__(len(engine_ids))
         self._client = client
         self.engine_ids = list(engine_ids)
-        self.size = len(self.engine_ids)
         self._views = [client[e] for e in self.engine_ids]
         for view in self._views:
             view.block = False
@@ -57,8 +60,6 @@ class ClusterEngine:
         self.versions = [
             _get(ar, timeout, f"install the worker runtime on engine {e}") for e, ar in zip(self.engine_ids, pending)
         ]
-        self._closed = False
-        self._runs = 0
         self._ars: list = []
         self._records: list | None = None
         self._offsets: list[list[int]] = []  # per engine: characters of stdout/stderr already drained
@@ -66,16 +67,8 @@ class ClusterEngine:
         self._cpu_total = [0.0] * self.size  # CPU of the runs before the current one
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def busy(self) -> bool:
         return any(not ar.ready() for ar in self._ars)
-
-    @property
-    def runs(self) -> int:
-        return self._runs
 
     def start(
         self,
@@ -88,10 +81,7 @@ class ClusterEngine:
     ) -> bool:
         """One apply per engine (output streams through ipyparallel whatever ``stream`` says);
         they go out in full or not at all."""
-        if self._closed:
-            raise RuntimeError("this ClusterPool is closed: create a new ClusterPool to run more work")
-        if self.busy:
-            raise RuntimeError("this pool is still running a task: wait for it to finish first")
+        self._check_startable()
         per_worker = [
             payloads[k] if len(payloads) > 1 else (payloads[0] if payloads else None) for k in range(self.size)
         ]
@@ -103,7 +93,7 @@ class ClusterEngine:
                 view.apply_async(_CALL, _MODULE, "task", source, filename, p)
                 for view, p in zip(self._views, per_worker)
             ]
-            self._runs += 1
+            self._started()
         return self.wait(wait) if wait > 0 else False
 
     def wait(self, timeout: float) -> bool:
@@ -125,12 +115,7 @@ class ClusterEngine:
         return True
 
     def collect(self) -> list[tuple]:
-        if self._closed:
-            raise RuntimeError("this ClusterPool is closed: create a new ClusterPool to run more work")
-        if not self._ars:
-            raise RuntimeError("no run to collect: call start() first")
-        if not self._finished():
-            raise RuntimeError("the run is not finished: wait() until it returns True")
+        self._check_collectable(self._finished, has_run=bool(self._ars))
         if self._records is None:
             self._records = [self._record(k, ar) for k, ar in enumerate(self._ars)]
         return self._records
@@ -186,8 +171,7 @@ class ClusterEngine:
     def close(self, timeout: float) -> list[tuple[int, str]]:
         """Close the connection only: the cluster and its engines keep running (a run in
         progress finishes there). Never abandons anything."""
-        if not self._closed:
-            self._closed = True
+        if self._mark_closed():
             self._client.close()
         return []
 

@@ -23,6 +23,7 @@ from ..._wire import protocol
 from ...exceptions import WorkerDied
 from ...procfs import cpu_seconds
 from ..base import deferred_interrupts
+from ..engine import EngineBase
 
 __all__ = ["ProcessEngine"]
 
@@ -109,15 +110,15 @@ class _Worker:
         return self.cpu_last
 
 
-class ProcessEngine:
-    """The Engine (see backends/base.py) over n worker processes."""
+class ProcessEngine(EngineBase):
+    """The Engine (see backends/engine.py) over n worker processes."""
+
+    _kind = "ProcessPool"
 
     def __init__(self, n: int, path: list[str]):
-        self.size = n
+        super().__init__(n)
         self.owner_pid = os.getpid()
         self._cond = threading.Condition()
-        self._closed = False
-        self._runs = 0
         self._pending = 0  # workers still busy with the current run
         self._task_start = 0.0
         self._streaming = False
@@ -135,16 +136,8 @@ class ProcessEngine:
     # -- the Engine ---------------------------------------------------------------------
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def busy(self) -> bool:
         return self._pending > 0
-
-    @property
-    def runs(self) -> int:
-        return self._runs
 
     def start(
         self,
@@ -160,7 +153,7 @@ class ProcessEngine:
         all: a Ctrl-C meanwhile is raised once every task is out."""
         if payloads and len(payloads) not in (1, self.size):
             raise ValueError(f"expected 0, 1 or {self.size} payloads, got {len(payloads)}")
-        self._check_idle()
+        self._check_startable()
         self._replace_dead()
         cwd = os.getcwd()
         if len(payloads) == self.size and self.size > 1:
@@ -170,11 +163,11 @@ class ProcessEngine:
         n = self.size
         with deferred_interrupts():
             with self._cond:
-                self._check_idle()
+                self._check_startable()
                 self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
                 self._queue = [[] for _ in range(n)]
                 self._pending, self._task_start, self._streaming = n, time.perf_counter(), bool(stream)
-                self._runs += 1
+                self._started()
                 for w in self._workers:
                     if w.returncode is not None:  # died since _replace_dead looked
                         self._died(w)
@@ -192,12 +185,7 @@ class ProcessEngine:
     def collect(self) -> list[tuple]:
         """The finished run's result records, the same ones until the next start()."""
         with self._cond:
-            if self._closed:
-                raise RuntimeError("this pool is closed: create a new pool to run more work")
-            if self._runs == 0:
-                raise RuntimeError("no run to collect: call start() first")
-            if self._pending:
-                raise RuntimeError("the run is not finished: wait() until it returns True")
+            self._check_collectable(lambda: not self._pending)
             return list(self._records)
 
     def release(self) -> None:
@@ -244,9 +232,9 @@ class ProcessEngine:
         can always be killed, so no worker is ever abandoned: returns []. Harmless twice; in a
         forked child it only lets go of its copies of the pipes."""
         with self._cond:
-            if self._closed:
+            if not self._mark_closed():
                 return []
-            self._closed = True  # a waiter for the current run wakes: it will find the pool closed
+            # A waiter for the current run wakes: it will find the pool closed.
             workers = list(self._workers)
             self._cond.notify_all()
         if os.getpid() != self.owner_pid:
@@ -284,12 +272,6 @@ class ProcessEngine:
         return []
 
     # -- internals ------------------------------------------------------------------------
-
-    def _check_idle(self) -> None:
-        if self._closed:
-            raise RuntimeError("this pool is closed: create a new pool to run more work")
-        if self._pending:
-            raise RuntimeError("this pool is still running a task: wait for it to finish first")
 
     def _spawn(self, ids, cpu_offsets) -> list[_Worker]:
         """Start these workers' processes all at once, then wait until every one is ready."""
