@@ -18,7 +18,8 @@ import cloudpickle
 
 from . import _engine
 from ._wire import dumps
-from .backends.base import InterruptSafeLock, check_workers
+from .backends.inputs import check_workers
+from .backends.signals import InterruptSafeLock
 from .backends.subinterpreter import Pool
 from .exceptions import BrokenSubinterpreterPool
 

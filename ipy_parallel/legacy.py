@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .backends.base import deferred_interrupts
+from .backends.signals import deferred_interrupts
 from .backends.subinterpreter import Pool
 
 __all__ = ["parallel"]

@@ -122,7 +122,7 @@ def test_a_ctrl_c_right_after_the_pools_lock_is_taken_never_leaves_it_held():
     (gh-148874): a plain `with lock:` interrupted there keeps the lock for good, and the pool's
     next run waits forever. Interrupts every 50 us, each raising only inside the with statement,
     land in that window hundreds of times a second; the pool's lock must never stay held."""
-    from ipy_parallel.backends.base import InterruptSafeLock
+    from ipy_parallel.backends.signals import InterruptSafeLock
 
     safe = InterruptSafeLock()
     armed = [False]

@@ -24,3 +24,11 @@ def test_a_readme_example_runs_and_exits_cleanly_twenty_times(script, tmp_path):
     for run in range(20):
         proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 0 and proc.stderr == "", f"run {run}: exit {proc.returncode}\n{proc.stderr}"
+
+
+def test_the_layout_table_names_every_source_file():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    files = sorted((REPO / "ipy_parallel").rglob("*.py")) + sorted((REPO / "native").iterdir())
+    unnamed = [str(f.relative_to(REPO)) for f in files if (f.name if f.suffix == ".py" else f.stem) not in layout]
+    assert unnamed == [], "the README's Layout table does not say what these are"

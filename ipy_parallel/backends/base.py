@@ -19,51 +19,31 @@ either one call into the engine or a single store, and that every engine call ca
 
 So the only way to wait for a pool is to wait for its workers, and that wait is interruptible:
 the next run says at once that it waits for workers an earlier, stopped run left busy.
+
+Beside it: run.py (one Run), inputs.py (what a run takes in, checked and packed), signals.py
+(a lock and critical sections a Ctrl-C cannot break), engine.py (what a backend writes).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
-import os
-import pickle
-import signal
 import sys
-import threading
 import time
 import warnings
-import zlib
-from typing import Any
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-import cloudpickle
-
-from .. import _engine  # LockHold only (InterruptSafeLock): no backend's transport
 from .._wire import protocol
 from ..exceptions import ParallelError, ParallelInterrupted, ParallelTimeout, RunStopped
-from ..results import Result, format_workers, rebuild
+from ..results import Result, format_workers
 from .engine import Engine
+from .inputs import cell_filename, check_targets, check_timeout, check_workers, pack
+from .run import TICK, WAIT_SLICE, Run
+from .signals import InterruptSafeLock
 
-__all__ = [
-    "BasePool",
-    "Run",
-    "MAX_WORKERS",
-    "STOP_GRACE",
-    "TICK",
-    "check_workers",
-    "cell_filename",
-    "deferred_interrupts",
-    "InterruptSafeLock",
-]
+__all__ = ["BasePool"]
 
-#: The most workers one pool may have.
-MAX_WORKERS = 256
-STOP_GRACE = 1.0  # seconds interrupted workers get to stop before a run is left to finish alone
 CLOSE_TIMEOUT = 3.0  # seconds close() waits for workers to end before it abandons them
 RESET_WAIT = 2.0  # seconds reset() waits for workers still busy with an earlier run
-WAIT_SLICE = 0.01  # seconds per wait on the engine: a Ctrl-C is seen at least that often
-TICK = 0.1  # seconds between on_tick calls while a run goes
 
 
 class BasePool:
@@ -169,7 +149,7 @@ class BasePool:
         starts, every 0.1 s while the workers run, and once more when they have finished (with
         ``stream=True``, ``run.output()`` then gives what they wrote), in the calling thread.
         """
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         started: list[Run] = []
         try:
@@ -349,8 +329,9 @@ class BasePool:
             raise TypeError(f"source must be str, not {type(source).__name__}")
         if filename is None:
             filename = cell_filename(source)
-        targets = self._check_targets(targets)
-        payloads, lent, path = self._payloads(inputs, worker_inputs, targets)
+        targets = check_targets(targets, self.size, self._kind)
+        path = self._path_to_send()
+        payloads, lent = pack(inputs, worker_inputs, targets, self.size, path, self._lendable)
         announced = False
         while True:
             with self._lock.held():
@@ -430,314 +411,13 @@ class BasePool:
             raise RuntimeError(f"this {self._kind} {why} before the run finished: its results are lost")
         return records
 
-    def _check_targets(self, targets) -> tuple[int, ...] | None:
-        """The run's targets, validated: distinct worker ids of this pool, or None for all."""
-        if targets is None:
+    def _path_to_send(self) -> list[str] | None:
+        """sys.path, if the workers follow it and it has changed since it was last sent: so the
+        modules a notebook can import are importable in its workers."""
+        if not self._follows_path:
             return None
-        if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
-            raise TypeError(f"targets must be a sequence of worker ids, not {type(targets).__name__}")
-        if not targets:
-            raise ValueError("targets is empty: give at least one worker id (or None for every worker)")
-        for worker_id in targets:
-            if isinstance(worker_id, bool) or not isinstance(worker_id, int) or not 0 <= worker_id < self.size:
-                raise ValueError(
-                    f"targets: {worker_id!r} is not a worker of this {self._kind} (its workers are 0-{self.size - 1})"
-                )
-        if len(set(targets)) != len(targets):
-            raise ValueError(f"targets: {list(targets)} names a worker twice")
-        return None if list(targets) == list(range(self.size)) else tuple(targets)
-
-    def _payloads(self, inputs, worker_inputs, targets=None) -> tuple[list[bytes], list[list], list[str] | None]:
-        """What each worker must receive: [] for nothing, [p] for all, or one per worker (each a
-        protocol payload); the objects each payload lends ([] if none does); and the sys.path
-        they carry, if any: workers follow the main interpreter's sys.path, so the modules a
-        notebook can import are importable in its workers; it is sent only when it has changed.
-        With ``targets``, every payload names them, and the other workers get the path only."""
-        path = None
-        if self._follows_path:
-            now = list(sys.path)
-            path = None if now == self._sent_path else now
-        common = self._part(inputs, "inputs") if inputs else None
-        each = self.size if targets is None else len(targets)
-        if worker_inputs is None:
-            if path is None and common is None and targets is None:
-                return [], [], path
-            mine = [None] * each
-        else:
-            if isinstance(worker_inputs, (str, bytes)) or not isinstance(worker_inputs, Sequence):
-                raise TypeError("worker_inputs must be a sequence of mappings, one per worker")
-            if len(worker_inputs) != each:
-                whom = f"this pool has {each} workers" if targets is None else f"the run has {each} targets"
-                raise ValueError(f"worker_inputs has {len(worker_inputs)} entries; {whom}")
-            mine = [self._part(m, f"worker_inputs[{i}]") for i, m in enumerate(worker_inputs)]
-        groups = [[p for p in (common, part) if p] for part in mine]
-        if worker_inputs is None and targets is None:
-            groups = groups[:1]  # one payload for all
-        payloads = [
-            protocol.pack_payload(path, [(blob, names) for blob, names, _ in parts], targets) for parts in groups
-        ]
-        lent = [[obj for _, _, objects in parts for obj in objects] for parts in groups]
-        if targets is not None:
-            idle = protocol.pack_payload(path, [], targets)
-            slot = {worker_id: k for k, worker_id in enumerate(targets)}
-            payloads = [payloads[slot[w]] if w in slot else idle for w in range(self.size)]
-            lent = [lent[slot[w]] if w in slot else [] for w in range(self.size)]
-        return payloads, (lent if any(lent) else []), path
-
-    def _part(self, mapping, what: str) -> tuple[bytes | None, list[str], list] | None:
-        """One mapping of inputs as a payload part: (the pickled ones, names of the lent ones,
-        the lent objects), or None if it is empty."""
-        _check_input_names(mapping, what)
-        lent = {name: value for name, value in mapping.items() if self._lendable(value, f"{what}[{name!r}]")}
-        rest = {name: value for name, value in mapping.items() if name not in lent}
-        if not lent and not rest:
-            return None
-        return (_pickle_inputs(rest, what) if rest else None), list(lent), list(lent.values())
-
-
-class Run:
-    """One run on a Pool: wait for it, read its output as it comes, stop it, take its results."""
-
-    def __init__(
-        self, pool: BasePool, engine: Engine, number: int, cpu_base: list[float], targets: tuple[int, ...] | None = None
-    ):
-        self._pool = pool
-        self._engine = engine
-        self._targets = targets  # the workers it runs on, in the order of its results (None: all)
-        self._number = number  # the engine's run counter once this run has started
-        self._cpu_base = cpu_base
-        self._cpu_end: list[float] | None = None
-        self._records: list[tuple] | None = None  # once finished and collected
-        self._results: list[Result] | None = None  # once rebuilt (then _records goes)
-        self._late_output: list[tuple[int, int, str]] = []  # drained for it when the pool moved on
-        self._finished_seen = False
-        self._stopping = False  # stopped (or given up): the next run says so if it must wait
-
-    @property
-    def done(self) -> bool:
-        return self.wait(0)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block up to ``timeout`` seconds (None: until done), GIL released; True once every
-        worker has finished. Ctrl-C is seen within 10 ms."""
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        while True:
-            left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
-            if self._finished(max(left, 0.0)):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-
-    def output(self) -> list[tuple[int, str, str]]:
-        """What the workers wrote since the last call, as (worker_id, "stdout" | "stderr", text),
-        in order for each worker. Only for runs started with stream=True."""
-        with self._pool._lock.held():
-            chunks, self._late_output = self._late_output, []
-            if self._live():
-                chunks += self._engine.drain_output()
-        return [(w, "stderr" if s == 2 else "stdout", t) for w, s, t in chunks]
-
-    @property
-    def workers(self) -> list[int]:
-        """The ids of the workers it runs on, in the order of its results and cpu_times()."""
-        return list(range(len(self._cpu_base))) if self._targets is None else list(self._targets)
-
-    def cpu_times(self) -> list[float]:
-        """CPU seconds each of its workers has used since this run started."""
-        now = self._cpu_end if self._cpu_end is not None else self._engine.cpu_times()
-        used = [a - b for a, b in zip(now, self._cpu_base)]
-        return used if self._targets is None else [used[w] for w in self._targets]
-
-    def interrupt(self) -> None:
-        """Raise KeyboardInterrupt in the workers still running this run (from any thread);
-        nothing once the pool has moved on to another run. Returns at once."""
-        self._interrupt()
-
-    def busy_workers(self) -> list[int]:
-        """The ids of the workers still running this run."""
-        return [] if not self._live() or self._finished(0) else self._engine.busy_workers()
-
-    def results(
-        self, timeout: float | None = None, *, on_tick: Callable[[Run], None] | None = None, what: str = "the run"
-    ) -> list[Result]:
-        """Wait for every worker, then return one Result per worker, by worker_id.
-
-        With ``timeout`` (seconds), workers still running then are interrupted and
-        ParallelTimeout is raised. On KeyboardInterrupt (Ctrl-C, a notebook's stop button) every
-        worker is interrupted and ParallelInterrupted (a KeyboardInterrupt) is raised. Either
-        way the pool is usable after, and the exception carries the results of a run whose
-        workers all stopped. ``on_tick(run)`` is called every 0.1 s while it waits, and once
-        when the workers have finished; ``what`` names the run in the messages."""
-        return self._wait_for_results(_check_timeout(timeout), on_tick, what, timeout)
-
-    def _wait_for_results(self, timeout, on_tick, what: str, shown) -> list[Result]:
-        """results(), where ``shown`` is the timeout the message names (run()'s began earlier)."""
-        if self._results is not None:
-            return self._results
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                left = TICK if deadline is None else min(TICK, deadline - time.monotonic())
-                finished = self.wait(max(left, 0.0))
-                if on_tick is not None:
-                    on_tick(self)
-                if finished:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise self._stopped(ParallelTimeout, f"{what} did not finish within {shown:g} s")
-            return self._rebuild()
-        except KeyboardInterrupt as exc:
-            if isinstance(exc, RunStopped):
-                raise
-            raise self._stopped(ParallelInterrupted, f"{what} was interrupted") from None
-
-    def stop(self, grace: float = STOP_GRACE) -> tuple[list[int], list[Result] | None]:
-        """Interrupt the workers still running and wait up to ``grace`` seconds for them.
-        Returns (workers that did not stop, the run's results if all stopped). Workers stuck
-        in C code finish in the background; the pool's next run waits for them."""
-        if self._results is not None:
-            return [], self._results
-        self._stopping = True
-        deadline = time.monotonic() + grace
-        stopped = False
-        try:
-            # Again every 0.1 s: a KeyboardInterrupt can be swallowed by C code that clears
-            # errors, or caught by the cell itself.
-            while True:
-                self._interrupt()
-                if self.wait(min(TICK, max(0.0, deadline - time.monotonic()))):
-                    stopped = True
-                    break
-                if time.monotonic() >= deadline:
-                    break
-        except KeyboardInterrupt:  # pressed again: give up waiting
-            pass
-        if not stopped:
-            return self.busy_workers(), None
-        return [], self._rebuild()
-
-    def __repr__(self) -> str:
-        state = "collected" if self._results is not None else ("finished" if self.done else "running")
-        return f"<ipy_parallel.Run of {self._pool!r}: {state}>"
-
-    # -- internals ------------------------------------------------------------------------
-
-    def _started(self) -> bool:
-        return self._engine.runs >= self._number
-
-    def _live(self) -> bool:
-        """This run is the engine's current one, started, and not yet collected."""
-        return (
-            self._records is None
-            and self._results is None
-            and self._engine is self._pool._engine
-            and self._engine.runs == self._number
-        )
-
-    def _finished(self, timeout: float) -> bool:
-        if self._finished_seen or self._records is not None or self._results is not None or not self._live():
-            return True
-        if self._engine.wait(timeout):
-            self._finished_seen = True
-        return self._finished_seen
-
-    def _settle(self) -> bool:
-        """(The pool's lock held.) True once the engine is free of this run: it never started,
-        it belonged to an engine since replaced, or it finished and its records are in it."""
-        if not self._started() or not self._live():
-            return True
-        if not self._engine.wait(0):
-            return False
-        # One store each: an interrupt before a store leaves collect() to be asked again.
-        self._late_output = self._late_output + self._engine.drain_output()
-        self._cpu_end = self._engine.cpu_times()
-        try:
-            self._records = self._engine.collect()
-        except RuntimeError:
-            if not self._engine.closed:
-                raise
-            # Closed meanwhile (by another thread): the records are lost, and _collect says so.
-        return True
-
-    def _rebuild(self) -> list[Result]:
-        records = self._pool._collect(self)
-        if self._results is None:
-            results = [rebuild(record) for record in records]
-            if self._targets is not None:
-                by_id = {r.worker_id: r for r in results}
-                results = [by_id[w] for w in self._targets]
-            self._results = results
-            self._records = None
-            self._pool._forget(self)
-        return self._results
-
-    def _interrupt(self) -> None:
-        if self._live() and not self._engine.closed:
-            self._engine.interrupt()
-
-    def _give_up(self) -> None:
-        """Nobody will wait for this run: stop its workers (without waiting for them)."""
-        self._stopping = True
-        self._interrupt()
-
-    def _stopped(self, kind: type[RunStopped], what: str) -> RunStopped:
-        if not self._started():  # the interrupt came while the engine was starting it (spawning a process)
-            return kind(f"{what} before it started")
-        late = self.busy_workers()
-        stuck, results = self.stop()
-        return kind(what, late, stuck, results)
-
-
-def check_workers(n, what: str) -> int:
-    """A number of workers, validated (None: os.cpu_count())."""
-    n = (os.cpu_count() or 1) if n is None else n
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{what} must be an int number of workers, not {type(n).__name__}")
-    if not 1 <= n <= MAX_WORKERS:
-        raise ValueError(f"{what} must be between 1 and {MAX_WORKERS}, got {n}")
-    return n
-
-
-def _check_timeout(timeout):
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0 (or None for no limit), got {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)
-
-
-@functools.lru_cache(maxsize=64)
-def cell_filename(source: str) -> str:
-    """A name for tracebacks and linecache that differs between sources and not between runs."""
-    return f"<cell-{zlib.crc32(source.encode('utf-8', 'surrogatepass')):08x}>"
-
-
-def _check_input_names(mapping, what: str) -> None:
-    if not isinstance(mapping, Mapping):
-        raise TypeError(f"{what} must be a mapping of names to values, not {type(mapping).__name__}")
-    for name in mapping:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise TypeError(f"{what}: {name!r} is not a valid variable name")
-        if name in protocol.RESERVED:
-            raise ValueError(f"{what}: {name!r} is set by ipy_parallel in every worker; send it under another name")
-
-
-def _pickle_inputs(mapping, what: str) -> bytes:
-    try:
-        return cloudpickle.dumps(dict(mapping), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
-    for name, value in mapping.items():  # find the culprit, to name it
-        try:
-            cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise TypeError(
-                f"{what}: {name!r} (a {type(value).__name__}) cannot be sent to the workers, "
-                f"because it cannot be pickled: {exc}. Send data it can be rebuilt from instead."
-            ) from exc
-    raise TypeError(f"{what} cannot be pickled as a whole (each value alone can)")
+        now = list(sys.path)
+        return None if now == self._sent_path else now
 
 
 def _warn_abandoned(kind: str, abandoned) -> None:
@@ -748,54 +428,3 @@ def _warn_abandoned(kind: str, abandoned) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
-
-
-class InterruptSafeLock:
-    """A lock for ``with lock.held():`` blocks that a KeyboardInterrupt cannot leave held.
-
-    CPython 3.14 calls a with statement's ``__enter__`` through an ordinary CALL, which runs
-    pending signal handlers after the call returns and before the block and its ``__exit__`` are
-    set up (CPython gh-148874): a Ctrl-C there leaves a plain lock acquired for good, and every
-    later run waits for it forever. 3.12 and 3.13's BEFORE_WITH runs none, so there ``held()`` is
-    the plain lock. On 3.14+ it is the engine's LockHold, made for that one with statement: its
-    acquire is noted in C, and interrupted in that window it is dropped as the exception unwinds
-    and releases the lock (native/lock_hold.h). Deferring SIGINT instead would swap its handler
-    twice a hold: two system calls, more than a run's own locking costs."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-
-    def held(self):
-        """The object of one ``with`` statement that holds the lock."""
-        return self._lock if _WITH_ENTERS_ATOMICALLY else _engine.LockHold(self._lock)
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-
-_WITH_ENTERS_ATOMICALLY = sys.version_info < (3, 14)
-
-
-@contextlib.contextmanager
-def deferred_interrupts():
-    """For engines written in Python: a KeyboardInterrupt (SIGINT) that arrives inside the
-    block is raised when it ends, so that the block's stores happen all or not at all. Outside
-    the main thread, or where SIGINT is not Python's to handle, it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-    except ValueError:
-        previous = None
-    if not callable(previous):  # SIG_IGN, SIG_DFL, or not installed from Python
-        yield
-        return
-    pending = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            previous(signal.SIGINT, None)

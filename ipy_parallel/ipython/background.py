@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 
-from ..backends.base import STOP_GRACE, TICK, deferred_interrupts
+from ..backends.run import STOP_GRACE, TICK
+from ..backends.signals import deferred_interrupts
 from ..exceptions import ParallelInterrupted, RunStopped
 from .cell import CellRun
 

@@ -14,7 +14,9 @@ from typing import Any
 from collections.abc import MutableMapping
 
 from .._wire import protocol
-from ..backends.base import MAX_WORKERS, BasePool, Run
+from ..backends.base import BasePool
+from ..backends.inputs import MAX_WORKERS
+from ..backends.run import Run
 from ..exceptions import CellSyntaxError, ParallelError, RunStopped
 from ..results import Result, format_workers
 from .display import LabelledOutput, Monitor

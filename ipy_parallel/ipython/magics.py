@@ -12,7 +12,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .. import bench
-from ..backends.base import MAX_WORKERS
+from ..backends.inputs import MAX_WORKERS
 from . import shell_commands
 from .autoparallel import AutoParallel
 from .background import stop_all

@@ -17,7 +17,7 @@ from collections.abc import Callable, MutableMapping
 
 from ..backends import NAMES as BACKENDS
 from ..backends import open_pool, pool_class
-from ..backends.base import cell_filename, check_workers
+from ..backends.inputs import cell_filename, check_workers
 from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell

@@ -20,7 +20,7 @@ import sys
 import time
 from subprocess import CalledProcessError
 
-from ..backends.base import deferred_interrupts
+from ..backends.signals import deferred_interrupts
 
 __all__ = ["install", "uninstall", "run_command"]
 

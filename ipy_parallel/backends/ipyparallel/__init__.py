@@ -15,7 +15,8 @@ import os
 import time
 
 from ...exceptions import ClusterError
-from ..base import BasePool, check_workers
+from ..base import BasePool
+from ..inputs import check_workers
 from .engine import ClusterEngine
 
 __all__ = ["ClusterPool"]

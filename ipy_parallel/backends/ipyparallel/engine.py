@@ -18,7 +18,7 @@ import types
 from ... import _wire
 from ..._wire import protocol
 from ...exceptions import ClusterError
-from ..base import deferred_interrupts
+from ..signals import deferred_interrupts
 from ..engine import EngineBase
 from . import remote
 

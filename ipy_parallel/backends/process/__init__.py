@@ -8,7 +8,8 @@ import warnings
 import weakref
 
 from ...results import format_workers
-from ..base import STOP_GRACE, BasePool
+from ..base import BasePool
+from ..run import STOP_GRACE
 from .engine import ProcessEngine
 
 __all__ = ["ProcessPool"]

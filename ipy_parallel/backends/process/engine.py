@@ -22,7 +22,7 @@ import warnings
 from ..._wire import protocol
 from ...exceptions import WorkerDied
 from ...procfs import cpu_seconds
-from ..base import deferred_interrupts
+from ..signals import deferred_interrupts
 from ..engine import EngineBase
 
 __all__ = ["ProcessEngine"]

@@ -1,0 +1,63 @@
+"""Locks and critical sections that a KeyboardInterrupt cannot break: the two the run lifecycle and the Python engines stand on."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+from .. import _engine  # LockHold only: no backend's transport
+
+__all__ = ["InterruptSafeLock", "deferred_interrupts"]
+
+
+class InterruptSafeLock:
+    """A lock for ``with lock.held():`` blocks that a KeyboardInterrupt cannot leave held.
+
+    CPython 3.14 calls a with statement's ``__enter__`` through an ordinary CALL, which runs
+    pending signal handlers after the call returns and before the block and its ``__exit__`` are
+    set up (CPython gh-148874): a Ctrl-C there leaves a plain lock acquired for good, and every
+    later run waits for it forever. 3.12 and 3.13's BEFORE_WITH runs none, so there ``held()`` is
+    the plain lock. On 3.14+ it is the engine's LockHold, made for that one with statement: its
+    acquire is noted in C, and interrupted in that window it is dropped as the exception unwinds
+    and releases the lock (native/lock_hold.h). Deferring SIGINT instead would swap its handler
+    twice a hold: two system calls, more than a run's own locking costs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def held(self):
+        """The object of one ``with`` statement that holds the lock."""
+        return self._lock if _WITH_ENTERS_ATOMICALLY else _engine.LockHold(self._lock)
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+_WITH_ENTERS_ATOMICALLY = sys.version_info < (3, 14)
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """For engines written in Python: a KeyboardInterrupt (SIGINT) that arrives inside the
+    block is raised when it ends, so that the block's stores happen all or not at all. Outside
+    the main thread, or where SIGINT is not Python's to handle, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+    except ValueError:
+        previous = None
+    if not callable(previous):  # SIG_IGN, SIG_DFL, or not installed from Python
+        yield
+        return
+    pending = []
+    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            previous(signal.SIGINT, None)
