@@ -213,6 +213,8 @@ def big_functions(n: int, calls: int = 20) -> None:
 
 
 def cold(args, cluster) -> None:
+    from ipy_parallel.ipython.session import Pools  # the extension's pools need IPython: only this section uses them
+
     for n in (2, 20):
         # Each runner measures itself, from nothing to the first result of every worker, and
         # leaves shutdown out; the fork-based one goes first, while no interpreter is alive.
@@ -221,7 +223,7 @@ def cold(args, cluster) -> None:
             "ipy_parallel Pool": lambda: bench.first_result_pool(n),
             "ipy_parallel Pool, from the reserve (a closed pool's workers)": lambda: bench.first_result_pool(n, False),
             "ipy_parallel Pool, grown from half as many (resize)": lambda: bench.first_result_resized(n),
-            "ipy_parallel, first cell 0.3 s after %load_ext (warm start)": lambda: bench.first_result_warmed(n),
+            "ipy_parallel, first cell 0.3 s after %load_ext (warm start)": lambda: bench.first_result_warmed(n, Pools),
             bench.stdlib_label(): lambda: bench.first_result_stdlib(n),
             "multiprocessing.Pool spawn": lambda: bench.first_result_processes(n, "spawn"),
         }
@@ -260,7 +262,7 @@ def transfer(args, cluster) -> None:
         mp = bench.measure(
             {
                 "multiprocessing in": (lambda: procs.map(len, [blob, blob], chunksize=1), ""),
-                "multiprocessing out": (lambda: len(procs.apply(bench._blob_of, (size,))), ""),
+                "multiprocessing out": (lambda: len(procs.apply(bench.blob_of, (size,))), ""),
             },
             args.repeat,
         )

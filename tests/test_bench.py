@@ -10,6 +10,7 @@ import pytest
 from conftest import bound
 
 from ipy_parallel import _engine, bench
+from ipy_parallel.bench import compare
 
 NS = [30_000, 20_000]
 
@@ -139,7 +140,7 @@ def test_native_bench_leaves_the_pools_of_this_process_alone(pool):
 def test_disagreement_is_an_error(monkeypatch):
     methods, skipped = bench.bench_methods(2)
     methods["C++ kernel, GIL released"] = (lambda ns: [0] * len(ns), "broken on purpose")
-    monkeypatch.setattr(bench, "bench_methods", lambda tasks: (methods, skipped))
+    monkeypatch.setattr(compare, "bench_methods", lambda tasks: (methods, skipped))
     with pytest.raises(bench.BenchmarkError, match="other values than serial: C\\+\\+ kernel"):
         bench.native_bench(2, 1000, 1)
 

@@ -313,7 +313,7 @@ def test_native_bench_stops_at_the_stop_button_with_one_line_and_leaves_the_work
 
     def descendants():  # the kernel's other tests may have left a process pool
         _, messages = execute(
-            kernel, "import os, ipy_parallel.bench as b\nprint(sorted(b._live_descendants(os.getpid())))"
+            kernel, "import os, ipy_parallel.procfs as p\nprint(sorted(p.live_descendants(os.getpid())))"
         )
         return "".join(m["content"]["text"] for _, m in messages if m["msg_type"] == "stream").strip()
 

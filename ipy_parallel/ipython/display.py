@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import TextIO
 from collections.abc import Callable, Sequence
 
+from ..bars import text_bar
+
 __all__ = [
     "Status",
     "Tracker",
@@ -35,7 +37,6 @@ __all__ = [
 
 SHOW_AFTER = 0.3  # seconds a run must last before a live display appears
 REFRESH = 0.2  # seconds between redraws (5 a second)
-_BLOCKS = " ▏▎▍▌▋▊▉█"
 _SPARKS = "▁▂▃▄▅▆▇█"
 _MAX_BARS = 8  # above this many workers, one sparkline character (HTML: a small square) each instead of a bar
 
@@ -147,12 +148,6 @@ _TEXT_STATE = {"done": "✓ done", "failed": "✗ raised", "stopped": "■ stopp
 _TEXT_MARK = {"done": "✓", "failed": "✗", "stopped": "■"}
 
 
-def _bar(fraction: float, width: int) -> str:
-    eighths = round(max(0.0, min(fraction, 1.0)) * width * 8)
-    full, part = divmod(eighths, 8)
-    return ("█" * full + (_BLOCKS[part] if part else "")).ljust(width, "·")
-
-
 def _spark(fraction: float) -> str:
     return _SPARKS[min(int(max(fraction, 0.0) * len(_SPARKS)), len(_SPARKS) - 1)]
 
@@ -183,13 +178,13 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
     lines = [_header(s)]
     if not s.per_worker:
         bar_width = max(10, min(40, width - 20))
-        lines.append(f"[all] {_bar(sum(s.recent) / s.cores, bar_width)} {s.recent_percent:4.0f}%")
+        lines.append(f"[all] {text_bar(sum(s.recent) / s.cores, bar_width)} {s.recent_percent:4.0f}%")
     elif s.n_workers <= _MAX_BARS:
         bar_width = max(10, min(30, width - 30))
         for i, (u, c) in enumerate(zip(s.recent, s.cpu)):
             state = s.state(i)
             if state == "running":
-                lines.append(f"[{s.worker_id(i)}] {_bar(u, bar_width)} {100 * u:3.0f}%  {c:7.2f} s CPU")
+                lines.append(f"[{s.worker_id(i)}] {text_bar(u, bar_width)} {100 * u:3.0f}%  {c:7.2f} s CPU")
             else:  # not a 0% bar: a finished worker must not look like a stuck one
                 lines.append(f"[{s.worker_id(i)}] {_TEXT_STATE[state].ljust(bar_width)}       {c:7.2f} s CPU")
     else:
