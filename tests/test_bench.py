@@ -3,6 +3,8 @@
 import itertools
 import multiprocessing
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -320,3 +322,18 @@ def test_in_a_notebook_the_magic_displays_the_report_rich(ip, monkeypatch):
     assert rich[0]["text/plain"] == report.table()
     assert bench.OURS_TINT in _html_rows(rich[0]["text/html"])[bench.OURS]
     assert "every method computed the same values" not in captured.stdout  # displayed, not printed too
+
+
+def test_the_benchmarks_and_the_engine_load_without_ipython():
+    # The arrows point down: bench/ and the backends never import the extension, or IPython.
+    code = (
+        "import pkgutil, sys, importlib, ipy_parallel, ipy_parallel.bench, ipy_parallel.backends\n"
+        "for pkg in (ipy_parallel.bench, ipy_parallel.backends):\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if not info.name.startswith('ipy_parallel.backends.ipyparallel') and not info.name.endswith('__main__'):\n"
+        "            importlib.import_module(info.name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('IPython', 'ipy_parallel.ipython'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
