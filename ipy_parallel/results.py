@@ -6,12 +6,31 @@ import marshal
 import pickle
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from collections.abc import Iterable, Sequence
 
 from ._wire import protocol
 
-__all__ = ["Result", "WorkerError", "rebuild", "format_workers", "group_errors"]
+__all__ = ["Result", "WorkerError", "Outcome", "rebuild", "format_workers", "group_errors"]
+
+
+class Outcome(StrEnum):
+    """How a run ended, as the displays say it (a str: it compares equal to its value)."""
+
+    OK = "ok"
+    FAILED = "failed"  # a worker raised, or the run itself did
+    STOPPED = "stopped"  # interrupted or timed out
+
+    @classmethod
+    def of(cls, error: BaseException | None, failed: bool = False) -> Outcome:
+        """The outcome of a run that raised ``error`` (None: it returned), ``failed`` if a worker raised."""
+        # Imported here: exceptions.py builds on this module.
+        from .exceptions import RunStopped
+
+        if isinstance(error, (RunStopped, KeyboardInterrupt)):
+            return cls.STOPPED
+        return cls.FAILED if failed or error is not None else cls.OK
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from ..exceptions import ParallelInterrupted
+from ..results import Outcome
 from ..procfs import process_tree_cpu
 from .helper import ContestantProcess
 from .report import OURS, BenchmarkError, BenchReport, MethodResult
@@ -83,15 +84,15 @@ def run_native_bench(tasks: int, size: int, repeat: int, monitor) -> BenchReport
     all IPython shows."""
     base = process_tree_cpu()
     start = time.perf_counter()
-    text, outcome = None, "ok"
+    text, outcome = None, Outcome.OK
     try:
         with monitor.live(lambda: [process_tree_cpu() - base]):
             return native_bench(tasks, size, repeat, monitor)
     except KeyboardInterrupt:
-        text, outcome = f"native_bench: interrupted after {time.perf_counter() - start:.1f} s", "stopped"
+        text, outcome = f"native_bench: interrupted after {time.perf_counter() - start:.1f} s", Outcome.STOPPED
         raise ParallelInterrupted("%native_bench was interrupted: nothing measured is shown") from None
     except BaseException:
-        outcome = "failed"
+        outcome = Outcome.FAILED
         raise
     finally:
         if text is None:

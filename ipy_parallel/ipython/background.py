@@ -19,6 +19,7 @@ import time
 from ..backends.run import STOP_GRACE, TICK
 from ..backends.signals import deferred_interrupts
 from ..exceptions import ParallelInterrupted, RunStopped
+from ..results import Outcome
 from .cell import CellRun
 
 __all__ = ["BackgroundRun", "stop_all"]
@@ -136,9 +137,7 @@ class BackgroundRun:
         if not self.done():
             return "stopping" if self._stop_asked.is_set() else "running"
         error = self._failure()
-        if error is None:
-            return "done"
-        return "stopped" if isinstance(error, (RunStopped, KeyboardInterrupt)) else "failed"
+        return "done" if error is None else Outcome.of(error).value
 
     def describe(self) -> str:
         """One line: which run, on what, and how it stands."""

@@ -17,8 +17,8 @@ from .._wire import protocol
 from ..backends.base import BasePool
 from ..backends.inputs import MAX_WORKERS
 from ..backends.run import Run
-from ..exceptions import CellSyntaxError, ParallelError, RunStopped
-from ..results import Result, format_workers
+from ..exceptions import CellSyntaxError, ParallelError
+from ..results import Outcome, Result, format_workers
 from .display import LabelledOutput, Monitor
 
 __all__ = [
@@ -201,11 +201,7 @@ class CellRun:
                 self._echo.feed(worker_id, stream, text)
         self._echo.flush()
         failed = tuple(i for i, r in enumerate(results or ()) if r.error is not None)
-        outcome = (
-            "stopped"
-            if isinstance(error, (RunStopped, KeyboardInterrupt))
-            else ("failed" if failed or error is not None else "ok")
-        )
+        outcome = Outcome.of(error, bool(failed))
         cpu = (
             self.run.cpu_times() if self.run is not None else [0.0] * len(self.options.targets or range(self.pool.size))
         )

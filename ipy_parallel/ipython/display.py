@@ -20,6 +20,7 @@ from typing import TextIO
 from collections.abc import Callable, Sequence
 
 from ..bars import text_bar
+from ..results import Outcome
 
 __all__ = [
     "Status",
@@ -54,7 +55,7 @@ class Status:
     label: str = "%%parallel"  # what is running
     per_worker: bool = True  # False: one reading for a whole process tree (benchmarks), not clipped
     busy: tuple[bool, ...] | None = None  # per worker: still running (None: not known)
-    outcome: str | None = None  # of a finished run: "ok", "failed", "stopped" (None: not said)
+    outcome: Outcome | None = None  # of a finished run (None: not said)
     failed: tuple[int, ...] = ()  # the workers that raised (positions, as in cpu)
     ids: tuple[int, ...] | None = None  # each position's worker id (a run on some targets); None: 0..n-1
 
@@ -466,10 +467,10 @@ class Monitor:
         out.flush()
 
     def close(
-        self, cpu: Sequence[float], text: str | None = None, outcome: str = "ok", failed: Sequence[int] = ()
+        self, cpu: Sequence[float], text: str | None = None, outcome: Outcome = Outcome.OK, failed: Sequence[int] = ()
     ) -> Status:
-        """End the display: it becomes ``text``, or the summary line (with ``outcome``: "ok",
-        "failed" with the ids of the workers that raised in ``failed``, or "stopped") of a run that
+        """End the display: it becomes ``text``, or the summary line (with ``outcome``, and for
+        FAILED the ids of the workers that raised in ``failed``) of a run that
         lasted at least SHOW_AFTER seconds or ran in the background (nothing for a shorter one)."""
         status = self.tracker.sample(cpu, done=True, busy=self._busy, outcome=outcome, failed=failed)
         show = text is not None or (self.summary and (self.background or status.elapsed >= SHOW_AFTER))
