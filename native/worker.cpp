@@ -1,6 +1,7 @@
 // One worker thread: creates its sub-interpreter, runs tasks in it, captures output and CPU time, ends it.
 #include "worker.h"
 
+#include "ref.h"
 #include "rendezvous.h"
 
 #include <marshal.h>
@@ -50,10 +51,9 @@ bool copy_text(PyObject* obj, std::string& out) {
   }
   if (!PyUnicode_Check(obj) || !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return false;
   PyErr_Clear();
-  PyObject* encoded = PyUnicode_AsEncodedString(obj, "utf-8", "backslashreplace");
-  if (encoded == nullptr) return false;
-  out.assign(PyBytes_AS_STRING(encoded), static_cast<size_t>(PyBytes_GET_SIZE(encoded)));
-  Py_DECREF(encoded);
+  const Ref encoded(PyUnicode_AsEncodedString(obj, "utf-8", "backslashreplace"));
+  if (!encoded) return false;
+  out.assign(PyBytes_AS_STRING(encoded.get()), static_cast<size_t>(PyBytes_GET_SIZE(encoded.get())));
   return true;
 }
 
@@ -117,19 +117,17 @@ PyMethodDef sleep_def = {"sleep", sleep_impl, METH_O,
 // Turns the raised exception into a TaskError; for failures outside the runtime's own handling.
 TaskError error_from_raised() {
   TaskError error;
-  PyObject* exc = PyErr_GetRaisedException();
-  if (exc == nullptr) {
+  const Ref exc(PyErr_GetRaisedException());
+  if (!exc) {
     error.type_name = "SystemError";
     error.message = "the worker runtime failed without an exception";
   } else {
-    error.type_name = Py_TYPE(exc)->tp_name;
-    PyObject* text = PyObject_Str(exc);
-    if (text == nullptr || !copy_text(text, error.message)) {
+    error.type_name = Py_TYPE(exc.get())->tp_name;
+    const Ref text(PyObject_Str(exc.get()));
+    if (!text || !copy_text(text.get(), error.message)) {
       PyErr_Clear();
       error.message = "<exception str() failed>";
     }
-    Py_XDECREF(text);
-    Py_DECREF(exc);
   }
   error.traceback = error.type_name + ": " + error.message + "\n";
   return error;
@@ -137,7 +135,7 @@ TaskError error_from_raised() {
 
 // Reads run()'s reply, the protocol's (value | None, error record | None, value_format). A RAW
 // value is not copied: `raw` gets a new reference to it.
-bool unpack_reply(PyObject* reply, TaskResult& result, PyObject*& raw) {
+bool unpack_reply(PyObject* reply, TaskResult& result, Ref& raw) {
   if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 3) {
     PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed reply");
     return false;
@@ -151,7 +149,7 @@ bool unpack_reply(PyObject* reply, TaskResult& result, PyObject*& raw) {
       PyErr_SetString(PyExc_SystemError, "worker runtime returned a RAW value that is not bytes");
       return false;
     }
-    raw = Py_NewRef(value);
+    raw.reset(Py_NewRef(value));
     result.raw_size = static_cast<size_t>(PyBytes_GET_SIZE(value));
   } else if (value != Py_None) {
     result.value.emplace();
@@ -181,25 +179,19 @@ PyObject* install_module(PyObject* name, PyObject* code) {
     PyErr_SetString(PyExc_TypeError, "the shipped modules must be (name, code object) pairs");
     return nullptr;
   }
-  PyObject* module = PyModule_NewObject(name);
-  if (module == nullptr) return nullptr;
-  PyObject* dict = PyModule_GetDict(module);  // borrowed
-  PyObject* filename = PyObject_GetAttrString(code, "co_filename");
+  Ref module(PyModule_NewObject(name));
+  if (!module) return nullptr;
+  PyObject* dict = PyModule_GetDict(module.get());  // borrowed
+  const Ref filename(PyObject_GetAttrString(code, "co_filename"));
   // Builtins of its own, copied now: a cell that patches the builtins module (builtins.list =
   // None) must not break the code that runs it (see ipy_parallel._wire.install).
-  PyObject* builtins = PyDict_Copy(PyEval_GetBuiltins());
-  bool ok = filename != nullptr && builtins != nullptr && PyDict_SetItemString(dict, "__file__", filename) == 0 &&
-            PyDict_SetItemString(dict, "__builtins__", builtins) == 0 &&
-            PyDict_SetItem(PyImport_GetModuleDict(), name, module) == 0;
-  Py_XDECREF(builtins);
-  Py_XDECREF(filename);
-  if (ok) {
-    PyObject* done = PyEval_EvalCode(code, dict, dict);
-    ok = done != nullptr;
-    Py_XDECREF(done);
-  }
-  if (!ok) Py_CLEAR(module);
-  return module;
+  const Ref builtins(PyDict_Copy(PyEval_GetBuiltins()));
+  if (!filename || !builtins || PyDict_SetItemString(dict, "__file__", filename.get()) != 0 ||
+      PyDict_SetItemString(dict, "__builtins__", builtins.get()) != 0 ||
+      PyDict_SetItem(PyImport_GetModuleDict(), name, module.get()) != 0)
+    return nullptr;
+  const Ref done(PyEval_EvalCode(code, dict, dict));
+  return done ? module.release() : nullptr;
 }
 
 }  // namespace
@@ -440,14 +432,13 @@ bool Worker::park() {
 }
 
 bool Worker::recycle() {
-  PyObject* done = PyObject_CallMethod(runtime_, "recycle", "d", kTeardownSeconds);
-  if (done == nullptr) {
+  const Ref done(PyObject_CallMethod(runtime_, "recycle", "d", kTeardownSeconds));
+  if (!done) {
     PyErr_Clear();
     return false;
   }
   threads_waited_for_ = true;  // whatever it found: ending the interpreter then need not wait again
-  const bool reset = PyObject_IsTrue(done) == 1;
-  Py_DECREF(done);
+  const bool reset = PyObject_IsTrue(done.get()) == 1;
   if (PyErr_Occurred()) PyErr_Clear();
   return reset && interp_->alone(50);
 }
@@ -456,10 +447,7 @@ void Worker::start_interpreter() {
   interp_ = std::make_unique<Interpreter>();  // attached on return
   if (!load_runtime() || !bind()) {
     std::string why = "cannot start the worker runtime: " + error_from_raised().message;
-    Py_CLEAR(runtime_);
-    Py_CLEAR(run_fn_);
-    Py_CLEAR(teardown_fn_);
-    Py_CLEAR(view_type_);
+    drop_runtime();
     interp_.reset();
     throw std::runtime_error(why);
   }
@@ -467,51 +455,48 @@ void Worker::start_interpreter() {
 }
 
 bool Worker::load_runtime() {
-  PyObject* modules = PyMarshal_ReadObjectFromString(modules_->data(), static_cast<Py_ssize_t>(modules_->size()));
-  if (modules == nullptr) return false;
-  PyObject* last = nullptr;
-  bool ok = false;
-  do {
-    if (!PyList_Check(modules) || PyList_GET_SIZE(modules) == 0) {
-      PyErr_SetString(PyExc_TypeError, "the shipped modules must be a non-empty list");
-      break;
+  const Ref modules(PyMarshal_ReadObjectFromString(modules_->data(), static_cast<Py_ssize_t>(modules_->size())));
+  if (!modules) return false;
+  if (!PyList_Check(modules.get()) || PyList_GET_SIZE(modules.get()) == 0) {
+    PyErr_SetString(PyExc_TypeError, "the shipped modules must be a non-empty list");
+    return false;
+  }
+  Ref last;
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules.get()); ++i) {
+    PyObject* entry = PyList_GET_ITEM(modules.get(), i);  // borrowed
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+      PyErr_SetString(PyExc_TypeError, "the shipped modules must be (name, code object) pairs");
+      return false;
     }
-    bool installed = true;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(modules) && installed; ++i) {
-      PyObject* entry = PyList_GET_ITEM(modules, i);  // borrowed
-      if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
-        PyErr_SetString(PyExc_TypeError, "the shipped modules must be (name, code object) pairs");
-        installed = false;
-        break;
-      }
-      Py_XDECREF(last);
-      last = install_module(PyTuple_GET_ITEM(entry, 0), PyTuple_GET_ITEM(entry, 1));
-      installed = last != nullptr;
-    }
-    if (!installed) break;
-    teardown_fn_ = PyObject_GetAttrString(last, "teardown");
-    if (teardown_fn_ == nullptr) break;
-    view_type_ = make_view_type();
-    if (view_type_ == nullptr) break;
-    runtime_ = Py_NewRef(last);
-    ok = true;
-  } while (false);
-  Py_XDECREF(last);
-  Py_DECREF(modules);
-  return ok;
+    last.reset(install_module(PyTuple_GET_ITEM(entry, 0), PyTuple_GET_ITEM(entry, 1)));
+    if (!last) return false;
+  }
+  // The members are released by start_interpreter() and end_interpreter(), attached.
+  teardown_fn_ = PyObject_GetAttrString(last.get(), "teardown");
+  if (teardown_fn_ == nullptr) return false;
+  view_type_ = make_view_type();
+  if (view_type_ == nullptr) return false;
+  runtime_ = last.release();
+  return true;
 }
 
 bool Worker::bind() {
-  PyObject* capsule = PyCapsule_New(this, kCapsuleName, nullptr);
-  PyObject* emit = capsule == nullptr ? nullptr : PyCFunction_New(&emit_def, capsule);
-  PyObject* sleep = emit == nullptr ? nullptr : PyCFunction_New(&sleep_def, capsule);
-  if (sleep != nullptr)
-    run_fn_ = PyObject_CallMethod(runtime_, "setup", "iiOOK", id_, n_workers_, emit, sleep,
-                                  static_cast<unsigned long long>(group_));
-  Py_XDECREF(sleep);
-  Py_XDECREF(emit);
-  Py_XDECREF(capsule);
+  const Ref capsule(PyCapsule_New(this, kCapsuleName, nullptr));
+  if (!capsule) return false;
+  const Ref emit(PyCFunction_New(&emit_def, capsule.get()));
+  if (!emit) return false;
+  const Ref sleep(PyCFunction_New(&sleep_def, capsule.get()));
+  if (!sleep) return false;
+  run_fn_ = PyObject_CallMethod(runtime_, "setup", "iiOOK", id_, n_workers_, emit.get(), sleep.get(),
+                                static_cast<unsigned long long>(group_));
   return run_fn_ != nullptr;
+}
+
+void Worker::drop_runtime() {
+  Py_CLEAR(runtime_);
+  Py_CLEAR(run_fn_);
+  Py_CLEAR(teardown_fn_);
+  Py_CLEAR(view_type_);
 }
 
 void Worker::end_interpreter() {
@@ -520,18 +505,17 @@ void Worker::end_interpreter() {
   // _thread.start_new_thread one included. So the runtime first gives them a moment to finish
   // (and says whether any is left), and an interpreter that still has threads is left to them.
   bool alone = false;
-  PyObject* done = PyObject_CallFunction(teardown_fn_, "d", threads_waited_for_ ? 0.0 : kTeardownSeconds);
-  if (done == nullptr) {
-    PyErr_Clear();
-  } else {
-    alone = PyObject_IsTrue(done) == 1;
-    Py_DECREF(done);
+  {
+    const Ref done(PyObject_CallFunction(teardown_fn_, "d", threads_waited_for_ ? 0.0 : kTeardownSeconds));
+    if (!done) {
+      PyErr_Clear();
+    } else {
+      alone = PyObject_IsTrue(done.get()) == 1;
+      if (PyErr_Occurred()) PyErr_Clear();
+    }
   }
   alone = alone && interp_->alone(50);
-  Py_CLEAR(runtime_);
-  Py_CLEAR(run_fn_);
-  Py_CLEAR(teardown_fn_);
-  Py_CLEAR(view_type_);
+  drop_runtime();
   if (alone) {
     interp_.reset();
     return;
@@ -601,17 +585,14 @@ bool Worker::sleep(double seconds) {
 }
 
 PyObject* Worker::lent_tuple(const Task& task) {
-  PyObject* objects = PyTuple_New(static_cast<Py_ssize_t>(task.lent.size()));
-  if (objects == nullptr) return nullptr;
+  Ref objects(PyTuple_New(static_cast<Py_ssize_t>(task.lent.size())));
+  if (!objects) return nullptr;
   for (size_t i = 0; i < task.lent.size(); ++i) {
     PyObject* object = Lent::receive(task.lent[i], view_type_);
-    if (object == nullptr) {
-      Py_DECREF(objects);
-      return nullptr;
-    }
-    PyTuple_SET_ITEM(objects, static_cast<Py_ssize_t>(i), object);
+    if (object == nullptr) return nullptr;
+    PyTuple_SET_ITEM(objects.get(), static_cast<Py_ssize_t>(i), object);  // steals it
   }
-  return objects;
+  return objects.release();
 }
 
 void Worker::hold(PyObject* value, std::uint64_t generation) {
@@ -654,31 +635,27 @@ TaskResult Worker::execute(const Task& task) {
   {
     Attached attached(*interp_);
     hold(nullptr, 0);  // the previous task's value: the main interpreter has copied it, or never will
-    PyObject* source = PyUnicode_FromStringAndSize(task.source->data(), static_cast<Py_ssize_t>(task.source->size()));
-    PyObject* filename =
-        PyUnicode_FromStringAndSize(task.filename->data(), static_cast<Py_ssize_t>(task.filename->size()));
-    PyObject* payload = task.payload ? PyBytes_FromStringAndSize(task.payload->data(),
-                                                                 static_cast<Py_ssize_t>(task.payload->size()))
-                                     : Py_NewRef(Py_None);
-    PyObject* lent = task.lent.empty() ? nullptr : lent_tuple(task);
-    PyObject* reply = nullptr;
-    PyObject* raw = nullptr;
-    if (source != nullptr && filename != nullptr && payload != nullptr && (task.lent.empty() || lent != nullptr)) {
-      PyObject* args[] = {source, filename, payload, lent};
-      reply = PyObject_Vectorcall(run_fn_, args, lent == nullptr ? 3 : 4, nullptr);
+    const Ref source(
+        PyUnicode_FromStringAndSize(task.source->data(), static_cast<Py_ssize_t>(task.source->size())));
+    const Ref filename(
+        PyUnicode_FromStringAndSize(task.filename->data(), static_cast<Py_ssize_t>(task.filename->size())));
+    const Ref payload(task.payload ? PyBytes_FromStringAndSize(task.payload->data(),
+                                                               static_cast<Py_ssize_t>(task.payload->size()))
+                                   : Py_NewRef(Py_None));
+    const Ref lent(task.lent.empty() ? nullptr : lent_tuple(task));
+    Ref reply;
+    Ref raw;
+    if (source && filename && payload && (task.lent.empty() || lent)) {
+      PyObject* args[] = {source.get(), filename.get(), payload.get(), lent.get()};
+      reply.reset(PyObject_Vectorcall(run_fn_, args, lent ? 4 : 3, nullptr));
     }
-    if (reply == nullptr || !unpack_reply(reply, result, raw)) {
-      Py_CLEAR(raw);
+    if (!reply || !unpack_reply(reply.get(), result, raw)) {
+      raw.reset();
       result.value.reset();
       result.raw_size = 0;
       result.error = error_from_raised();
     }
-    hold(raw, task.generation);
-    Py_XDECREF(reply);
-    Py_XDECREF(lent);
-    Py_XDECREF(payload);
-    Py_XDECREF(filename);
-    Py_XDECREF(source);
+    hold(raw.release(), task.generation);
   }
   // Our interrupt's mark, not an unhandled one of the program's; before the task counts as
   // finished, so that a close waiting for it (the exit's, which keeps the program's) comes after.

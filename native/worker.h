@@ -148,6 +148,7 @@ class Worker {
   bool park();               // attached on entry: true once adopted (and bound or failed), false to end
   bool recycle();            // attached: the runtime reset for another pool, and the interpreter alone
   void end_interpreter();    // attached on entry; ends it, or leaves it alive if other threads run there
+  void drop_runtime();       // attached: releases runtime_, run_fn_, teardown_fn_ and view_type_
   double thread_cpu() const;
   static int raise_interrupt(void* self);  // the pending call, in the worker's interpreter
   TaskResult execute(const Task& task);
@@ -202,6 +203,8 @@ class Worker {
   double cpu_mark_ = 0;  // this thread's CPU clock at the end of its last task (worker thread only)
   std::atomic<double> cpu_base_{0};  // its CPU clock when it joined its pool
   std::unique_ptr<Interpreter> interp_;  // created and destroyed on thread_
+  // Raw pointers, not Refs: they belong to interp_'s heap and are released on this worker's
+  // thread while it is attached (drop_runtime()), never by a destructor running elsewhere.
   PyObject* runtime_ = nullptr;          // the runtime module; owned by interp_'s heap: touch only while attached
   PyObject* run_fn_ = nullptr;           // likewise: setup()'s run, for the current pool
   PyObject* teardown_fn_ = nullptr;      // likewise

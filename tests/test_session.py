@@ -28,7 +28,9 @@ def test_process_backend_runs_numpy_with_the_same_syntax(ip, capsys):
     assert cell(ip, "2 --backend process --push offset", "print('hi', worker_id)\n" + NUMPY_CELL + " + offset") == [
         v + 1000 for v in NUMPY_VALUES
     ]
-    assert sorted(capsys.readouterr().out.splitlines()) == ["[0] hi 0", "[1] hi 1"]
+    # The summary line, if the run took long enough to get one (a loaded machine), is not the workers' output.
+    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("%%parallel")]
+    assert sorted(printed) == ["[0] hi 0", "[1] hi 1"]
     cell(ip, "2 -b process", "kept = worker_id")  # a warm pool: variables stay, like sub-interpreters'
     assert cell(ip, "2 -b process", "kept") == [0, 1]
 
