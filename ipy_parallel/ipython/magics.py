@@ -18,7 +18,7 @@ from .autoparallel import AutoParallel
 from .background import stop_all
 from .cell import CellOptions, CellUsageError, is_name, parse_names, parse_targets, parse_workers
 from .display import in_notebook, make_monitor
-from .session import BACKENDS, Config, Pools, run_on_backend
+from .session import BACKENDS, Cluster, Config, Pools, Turn, run_on_backend
 
 __all__ = ["ParallelMagics", "load", "unload"]
 
@@ -177,11 +177,8 @@ class ParallelMagics(Magics):
                 self.shell.user_ns,
                 monitor,
                 self._filename(source),
-                profile=args.profile or config.profile,
-                cluster_id=args.cluster_id or config.cluster_id,
-                background=args.bg,
-                wait=args.wait,
-                can_wait=what == "%%parallel",
+                cluster=Cluster(args.profile or config.profile, args.cluster_id or config.cluster_id),
+                turn=Turn(background=args.bg, wait=args.wait, can_wait=what == "%%parallel"),
             )
         except CellUsageError as exc:
             raise UsageError(f"{what}: {exc}") from None

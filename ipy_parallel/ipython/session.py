@@ -23,7 +23,7 @@ from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell
 from .display import Monitor
 
-__all__ = ["BACKENDS", "Config", "Pools", "run_on_backend", "not_isolated_modules", "fallback_note"]
+__all__ = ["BACKENDS", "Config", "Cluster", "Turn", "Pools", "run_on_backend", "not_isolated_modules", "fallback_note"]
 
 
 @dataclass
@@ -41,6 +41,45 @@ class Config:
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """Which ipyparallel cluster a pool connects to (None: ipyparallel's default)."""
+
+    profile: str | None = None
+    cluster_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """When a cell runs: now, or in the background (``background``); and, if a background run
+    holds its pool, whether it waits for it (``wait``) or is refused, offering --wait if the
+    caller takes it (``can_wait``)."""
+
+    background: bool = False
+    wait: bool = False
+    can_wait: bool = True
+
+
+@dataclass(frozen=True)
+class _Key:
+    """What a warm pool was made for: a cell that asks for the same gets it again."""
+
+    n: int | None
+    cluster: Cluster
+
+
+class _Start:
+    """A pool being started or grown in a thread of its own: then what it made, or raised."""
+
+    def __init__(self, key: _Key):
+        self.key = key
+        # Waited for by this event, not by Thread.join(): on 3.12 a Ctrl-C that interrupts
+        # join() can mark a thread that is still running as stopped (bpo-45274's handling).
+        self.done = threading.Event()
+        self.pool: Any = None
+        self.error: BaseException | None = None
+
+
 KEEP_ENDED = 20  # ended background runs a session keeps listing (and keeps the values of)
 
 
@@ -50,8 +89,8 @@ class Pools:
 
     def __init__(self):
         self._pools: dict[str, Any] = {}
-        self._keys: dict[str, tuple] = {}
-        self._warming: dict[str, tuple[dict, tuple]] = {}  # backend -> (the outcome of its start, key)
+        self._keys: dict[str, _Key] = {}
+        self._warming: dict[str, _Start] = {}  # by backend
         self.background: list[BackgroundRun] = []  # the runs going on and the latest ended ones, in order
         self._numbered = 0  # background runs so far
         self._numbered_before_cell = 0
@@ -115,63 +154,62 @@ class Pools:
         if backend in self._pools or backend in self._warming:
             return
 
+        key = _Key(n, Cluster())
+
         def start():
-            pool = _open(backend, n, None, None)
+            pool = _open(backend, n, key.cluster)
             # An empty run, so that what every worker's first cell loads (the compiler's _ast,
             # the main interpreter's sys.path) is loaded now too.
             pool.run("", filename="<ipy_parallel warm-up>", what="the warm-up")
             return pool
 
-        self._prepare(backend, (n, None, None), start, "warm")
+        self._prepare(backend, key, start, "warm")
 
-    def _prepare(self, backend: str, key: tuple, make: Callable[[], Any], why: str) -> dict[str, Any]:
+    def _prepare(self, backend: str, key: _Key, make: Callable[[], Any], why: str) -> _Start:
         """Start or grow the backend's pool (``make()`` returns it) in a thread of its own, so
         that whoever waits for it can stop waiting at once: creating interpreters cannot be
         interrupted, and making 64 of them takes a second or more. _take_warm() adopts the pool
-        under ``key``; returns the outcome, which gets "pool", or the "error" make() raised."""
-        # Waited for by this event, not by Thread.join(): on 3.12 a Ctrl-C that interrupts
-        # join() can mark a thread that is still running as stopped (bpo-45274's handling).
-        outcome: dict[str, Any] = {"done": threading.Event()}
+        under ``key``."""
+        started = _Start(key)
 
         def start():
             try:
-                outcome["pool"] = make()
+                started.pool = make()
             except BaseException as exc:  # nothing adopted: the next cell that needs the pool tries again
-                outcome["error"] = exc
+                started.error = exc
             finally:
-                outcome["done"].set()
+                started.done.set()
 
         # Not a daemon: the interpreter's exit waits for it (a bounded start) before it ends the pools.
-        self._warming[backend] = (outcome, key)
+        self._warming[backend] = started
         threading.Thread(target=start, name=f"ipy_parallel-{why}-{backend}").start()
-        return outcome
+        return started
 
     def _take_warm(self, backend: str | None = None) -> None:
         """Adopt the pools warmed in the background (of ``backend``, or all), waiting for them."""
         for name in [backend] if backend is not None else list(self._warming):
-            warming = self._warming.get(name)
-            if warming is None:
+            started = self._warming.get(name)
+            if started is None:
                 continue
-            outcome, key = warming
-            while not outcome["done"].wait(0.05):  # a Ctrl-C here leaves it to finish; a later call adopts it
+            while not started.done.wait(0.05):  # a Ctrl-C here leaves it to finish; a later call adopts it
                 pass
             # Adopted before it is forgotten, the key first (a pool is looked up, then its key):
             # a Ctrl-C between two of these stores leaves the next call to adopt it again.
-            if "pool" in outcome:
-                self._keys[name] = key
-                self._pools[name] = outcome["pool"]
+            if started.pool is not None:
+                self._keys[name] = started.key
+                self._pools[name] = started.pool
             del self._warming[name]
 
-    def get(self, backend: str, n: int | None, profile: str | None = None, cluster_id: str | None = None):
+    def get(self, backend: str, n: int | None, cluster: Cluster | None = None):
         """The pool for a cell; starts (blocking) or connects one when needed."""
         self._take_warm(backend)
-        key = (n, profile, cluster_id)
+        key = _Key(n, cluster or Cluster())
         pool = self._pools.get(backend)
         if pool is not None and not pool.closed and self._keys[backend] == key:
             return pool
         # Resized when idle; with workers still busy (stuck in C code, say) it is replaced at once,
         # closing abandoning what cannot stop, rather than waiting for them first.
-        resize = pool is not None and pool.state == "idle" and self._keys[backend][1:] == key[1:]
+        resize = pool is not None and pool.state == "idle" and self._keys[backend].cluster == key.cluster
 
         def make():
             if resize:
@@ -182,9 +220,9 @@ class Pools:
                     pass  # then a new pool (closing abandons workers that cannot be stopped)
             if pool is not None:
                 pool.close()
-            return _open(backend, n, profile, cluster_id)
+            return _open(backend, n, key.cluster)
 
-        outcome = self._prepare(backend, key, make, "start")
+        started = self._prepare(backend, key, make, "start")
         try:
             self._take_warm(backend)
         except KeyboardInterrupt:
@@ -192,20 +230,18 @@ class Pools:
                 f"interrupted while the {backend} pool was being {'resized' if resize else 'started'}"
                 "; that goes on in the background, and the next cell gets the pool"
             ) from None
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["pool"]
+        if started.error is not None:
+            raise started.error
+        return started.pool
 
-    def size_for(
-        self, backend: str, n: int | None, profile: str | None = None, cluster_id: str | None = None
-    ) -> int | None:
+    def size_for(self, backend: str, n: int | None, cluster: Cluster | None = None) -> int | None:
         """The workers get() would give a cell: n, else the backend's default (os.cpu_count());
         a cluster's default is its engines, known once connected (else None)."""
         if n is not None or backend != "ipyparallel":
             return check_workers(n, "n")
         self._take_warm(backend)
         pool = self._pools.get(backend)
-        same = pool is not None and not pool.closed and self._keys[backend] == (n, profile, cluster_id)
+        same = pool is not None and not pool.closed and self._keys[backend] == _Key(n, cluster or Cluster())
         return pool.size if same else None
 
     def of(self, backend: str):
@@ -261,13 +297,13 @@ class Pools:
         self._keys.clear()
 
 
-def _open(backend: str, n: int | None, profile: str | None, cluster_id: str | None):
+def _open(backend: str, n: int | None, cluster: Cluster):
     if backend not in BACKENDS:
         raise CellUsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend != "ipyparallel":
         return open_pool(backend, n)
     try:
-        return open_pool(backend, n, profile=profile, cluster_id=cluster_id)
+        return open_pool(backend, n, profile=cluster.profile, cluster_id=cluster.cluster_id)
     except (ClusterError, ValueError) as exc:  # no ipyparallel, no cluster, too few engines
         raise CellUsageError(str(exc)) from None
 
@@ -298,11 +334,8 @@ def run_on_backend(
     make_monitor: Callable[..., Monitor],
     filename: str | None = None,
     note: Callable[[str], None] = print,
-    profile: str | None = None,
-    cluster_id: str | None = None,
-    background: bool = False,
-    wait: bool = False,
-    can_wait: bool = True,
+    cluster: Cluster | None = None,
+    turn: Turn | None = None,
 ):
     """Run a cell on ``backend`` (its pool from ``pools``) as cell.run_cell does. With
     ``config.fallback``, a cell that failed on sub-interpreters only because modules cannot be
@@ -310,16 +343,18 @@ def run_on_backend(
 
     make_monitor(n_workers, label, background=False, ids=None) builds the cell's display. A pool busy
     with a background run is refused (CellUsageError), or waited for with ``wait``. Blocks
-    until the cell is done; with ``background``, returns its BackgroundRun at once instead.
+    until the cell is done; with ``turn.background``, returns its BackgroundRun at once instead.
+    ``cluster``: which one, for the ipyparallel backend.
     """
-    pools.check_free(backend, wait, can_wait=can_wait)
+    turn = turn or Turn()
+    pools.check_free(backend, turn.wait, can_wait=turn.can_wait)
     # Before the pool is started or resized: a refused cell changes nothing.
-    check_cell(source, options, user_ns, filename, pools.size_for(backend, options.n, profile, cluster_id))
-    pool = pools.get(backend, options.n, profile, cluster_id)
+    check_cell(source, options, user_ns, filename, pools.size_for(backend, options.n, cluster))
+    pool = pools.get(backend, options.n, cluster)
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
     options = replace(options, n=pool.size)
     shown = pool.size if options.targets is None else len(options.targets)
-    if background:
+    if turn.background:
         if pool.state == "busy":  # not a background run's: workers an earlier, stopped run left busy
             raise CellUsageError(
                 f"the {backend} pool's workers are still busy with an earlier run that was stopped "
@@ -342,7 +377,7 @@ def run_on_backend(
         if modules is None:
             raise
         failure = exc
-    pools.check_free("process", wait, what="the fallback to processes", can_wait=can_wait)
+    pools.check_free("process", turn.wait, what="the fallback to processes", can_wait=turn.can_wait)
     note(fallback_note(modules, pool.size, source, filename, failure))
     process_pool = pools.get("process", pool.size)
     return run_cell(
