@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from ipy_parallel import _engine
-from ipy_parallel._wire import marshalled, protocol
+from ipy_parallel._wire import marshalled, protocol, shipped_sources
 from ipy_parallel.results import rebuild
 
 
@@ -133,6 +133,16 @@ def test_the_protocol_imports_only_marshal_as_it_loads():
         for alias in node.names
     }
     assert imported == {"marshal"}
+
+
+def test_the_shipped_copy_builds_what_the_package_does():
+    # What remote.py and the process worker call: the protocol as shipped, without the package.
+    [(name, filename, source)] = [m for m in shipped_sources() if m[0] == "_ipy_parallel_protocol"]
+    shipped = {"__name__": name}
+    exec(compile(source, filename, "exec"), shipped)
+    assert shipped["interrupted_reply"]() == protocol.interrupted_reply()
+    assert shipped["frame"]((protocol.DONE, None)) == protocol.frame((protocol.DONE, None))
+    assert shipped["executor_answer"](1, 0, False, b"", "t") == protocol.executor_answer(1, 0, False, b"", "t")
 
 
 def test_the_cpp_engine_writes_the_protocols_records():
