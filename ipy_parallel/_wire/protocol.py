@@ -2,9 +2,10 @@
 
 Imported as ipy_parallel._wire.protocol in the main interpreter, and shipped into every worker
 (sub-interpreter, process, ipyparallel engine) as the module ``_ipy_parallel_protocol`` (see
-ipy_parallel._wire). It imports only marshal, a builtin, so a worker pays nothing for it. The
-C++ engine reads a reply and writes a result record in the same shapes (native/worker.cpp,
-native/bindings.cpp); tests/test_protocol.py holds all of them to this file.
+ipy_parallel._wire). It imports only marshal, a builtin, so a worker pays nothing for it (and
+pickle only to report an interrupt). The C++ engine reads a reply and writes a result record in
+the same shapes (native/worker.cpp, native/bindings.cpp); tests/test_protocol.py holds all of
+them to this file.
 
 task          (source, filename, payload)
   source      the cell's text, or an operation of the runtime (RESET, PULL, RESIZE): a string that begins
@@ -24,8 +25,10 @@ reply         (value, error, value_format): what the runtime's run() returns for
               (PICKLE) or, in a sub-interpreter, a bytes of LEND_MIN or more as it is (RAW: the
               engine copies it once into the main interpreter)
   error       None, or an error record
-error record  (type_name, message, traceback, pickled exception or None); its texts are valid UTF-8
-result record RESULT_FIELDS: what an engine's collect() gives for each worker
+error record  ERROR_FIELDS: (type_name, message, traceback, pickled exception or None); its texts
+              are valid UTF-8
+result record RESULT_FIELDS: (worker_id, value, stdout, stderr, error, wall_time, cpu_time,
+              value_format), what an engine's collect() gives for each worker
 
 The process backend's pipes (backends/process: engine.py in the parent, worker.py in each worker
 process) carry frames both ways: frame(message), a FRAME_HEADER-byte little-endian length, then
