@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import marshal
 import os
 import pickle
 import sys
@@ -18,18 +17,24 @@ import cloudpickle
 
 from . import _engine
 from ._wire import dumps
+from ._wire.protocol import (
+    EXECUTOR_END,
+    EXECUTOR_FUNCTIONS_KEPT,
+    EXECUTOR_SPIN,
+    executor_call,
+    read_executor_message,
+)
 from .backends.inputs import check_workers
 from .backends.signals import InterruptSafeLock
 from .backends.subinterpreter import Pool
 from .exceptions import BrokenSubinterpreterPool
+from .worker import serve_executor
 
 __all__ = ["SubinterpreterExecutor"]
 
 _names = itertools.count()
 _WAIT = 0.05  # seconds the collector waits per look at the results queue (GIL released)
 _ECHO_EVERY = 0.02  # seconds between looks at what the workers printed, while answers keep coming
-_FUNCTIONS_KEPT = 256  # pickled functions an executor remembers
-_SPIN = 50e-6  # seconds the collector yields before it blocks: an answer is often that close
 
 
 class SubinterpreterExecutor(Executor):
@@ -184,7 +189,7 @@ class SubinterpreterExecutor(Executor):
                 if replaced is not None:
                     self._retired.append(replaced[2])
                 self._functions[id(fn)] = (fn, fingerprint, function_id)
-                if len(self._functions) > _FUNCTIONS_KEPT:
+                if len(self._functions) > EXECUTOR_FUNCTIONS_KEPT:
                     self._retired.append(self._functions.pop(next(iter(self._functions)))[2])
         return function_id
 
@@ -192,9 +197,10 @@ class SubinterpreterExecutor(Executor):
         if self._pool is not None:
             return
         self._pool = Pool(self._max_workers)
+        # Named from the function itself: a rename fails here, not in every worker.
         source = (
-            f"from ipy_parallel import worker\n"
-            f"worker._serve({self._tasks!r}, {self._results!r}, {self._functions_at!r})\n"
+            f"from {serve_executor.__module__} import {serve_executor.__name__}\n"
+            f"{serve_executor.__name__}({self._tasks!r}, {self._results!r}, {self._functions_at!r})\n"
         )
         run = self._pool.submit(source, filename="<SubinterpreterExecutor>", stream=True)
         self._collector = threading.Thread(
@@ -209,7 +215,7 @@ class SubinterpreterExecutor(Executor):
             task_id, future, message = self._pending.popleft()
             if future.set_running_or_notify_cancel():
                 self._running[task_id] = future
-                _engine.queue_put(self._tasks, marshal.dumps((task_id, *message)))
+                _engine.queue_put(self._tasks, executor_call(task_id, *message))
         self._end_when_idle()
 
     def _end_when_idle(self) -> None:
@@ -220,18 +226,18 @@ class SubinterpreterExecutor(Executor):
         if self._shutdown and idle and not self._sentinels_sent and self._pool is not None:
             self._sentinels_sent = True
             for _ in range(self._max_workers):
-                _engine.queue_put(self._tasks, marshal.dumps(None))
+                _engine.queue_put(self._tasks, EXECUTOR_END)
 
     def _collect(self, run) -> None:
         try:
             echoed = time.monotonic()
             while True:
-                answer = _engine.queue_get(self._results, _WAIT, _SPIN)
+                answer = _engine.queue_get(self._results, _WAIT, EXECUTOR_SPIN)
                 if answer is None or time.monotonic() - echoed > _ECHO_EVERY:
                     self._echo(run)
                     echoed = time.monotonic()
                 if answer is not None:
-                    self._answer(*marshal.loads(answer))
+                    self._answer(*read_executor_message(answer))
                 elif run.done or (not self._sentinels_sent and len(run.busy_workers()) < self._max_workers):
                     break  # the workers ended, or one did on its own: the executor cannot go on
             self._echo(run)
@@ -259,7 +265,7 @@ class SubinterpreterExecutor(Executor):
             self._functions.clear()
 
     def _shared_name(self, function_id: int) -> str:
-        """Where a function's pickle is shared (worker._serve reads it there)."""
+        """Where a function's pickle is shared (worker.serve_executor reads it there)."""
         return f"{self._functions_at}{function_id}"
 
     def _unshare(self, function_ids: list[int]) -> None:

@@ -15,6 +15,9 @@ wake every 50 ms, so an interrupt (Ctrl-C, the stop button, --timeout) still sto
 This module loads in sub-interpreters (the engine's module is marked per-interpreter-GIL safe).
 On the process and ipyparallel backends rank() and size() work, but the workers share no memory:
 barrier() and Queue raise there.
+
+serve_executor() is not for cells: it is the loop a SubinterpreterExecutor starts in each of its
+workers.
 """
 
 from __future__ import annotations
@@ -28,9 +31,15 @@ from typing import Any
 
 from . import _engine
 from ._wire import dumps
-from ._wire.protocol import CONTEXT_MODULE
+from ._wire.protocol import (
+    CONTEXT_MODULE,
+    EXECUTOR_FUNCTIONS_KEPT,
+    EXECUTOR_SPIN,
+    executor_answer,
+    read_executor_message,
+)
 
-__all__ = ["rank", "size", "barrier", "Queue", "Empty", "in_worker"]
+__all__ = ["rank", "size", "barrier", "Queue", "Empty", "in_worker", "serve_executor"]
 
 _SLICE = 0.05  # seconds per wait with the GIL released; interrupts are seen between them
 
@@ -136,29 +145,27 @@ def _slice(deadline: float | None) -> float:
     return _SLICE if deadline is None else max(0.0, min(_SLICE, deadline - time.monotonic()))
 
 
-def _serve(tasks: str, results: str, functions_at: str) -> None:
-    """The loop a SubinterpreterExecutor runs in each of its workers: take a message from the
-    queue ``tasks`` (see ipy_parallel.executor), make its call or calls, send back (task id,
-    worker, ok, pickled value or exception, traceback) on ``results``, until the None that ends
-    it. A message names its function by id; the pickle is shared once under ``functions_at``
-    + id (whatever its size, a call costs the same) and unpickled once per worker. Every
+def serve_executor(tasks: str, results: str, functions_at: str) -> None:
+    """The loop a SubinterpreterExecutor runs in each of its workers, as its whole task there:
+    take a call from the queue ``tasks``, make it, send its answer on ``results``, until the end
+    message (the messages are ipy_parallel/_wire/protocol.py's). A call names its function by
+    id; the pickle is shared once under ``functions_at`` + id (whatever its size, a call costs
+    the same) and unpickled once per worker. Every
     message taken gets an answer, whatever the call or its exception does (an exception whose
     __str__ or pickling raises included), even when the pool's interrupt ends the loop, so that
     no future is left waiting; a KeyboardInterrupt the call raises itself is its answer, and the
     worker goes on."""
-    import marshal
-
     me = rank()
-    stopping = _context("_serve()").stop_requested
+    stopping = _context("serve_executor()").stop_requested
     get, put, loads = _engine.queue_get, _engine.queue_put, pickle.loads
     functions: dict[int, Any] = {}  # function id -> the function, newest last
     while True:
         # GIL released; back every _SLICE so that an interrupt is seen. The spin: calls come in
         # bursts, and a worker that yields a moment before it sleeps takes the next at once.
-        blob = get(tasks, _SLICE, _SPIN)
+        blob = get(tasks, _SLICE, EXECUTOR_SPIN)
         if blob is None:
             continue
-        message = marshal.loads(blob)
+        message = read_executor_message(blob)
         if message is None:
             return
         task_id, function_id, args_blob, many = message
@@ -171,7 +178,7 @@ def _serve(tasks: str, results: str, functions_at: str) -> None:
                     raise RuntimeError(f"the function of call {task_id} is no longer shared")
                 fn = functions[function_id] = loads(function_blob)
                 del function_blob
-                if len(functions) > _FUNCTIONS_KEPT:
+                if len(functions) > EXECUTOR_FUNCTIONS_KEPT:
                     del functions[next(iter(functions))]
             if many:
                 value = [fn(*args) for args in loads(args_blob)]
@@ -182,13 +189,9 @@ def _serve(tasks: str, results: str, functions_at: str) -> None:
         except BaseException as exc:  # the call's own error, SystemExit and KeyboardInterrupt included
             answer = _failure(task_id, me, exc)
             stop = isinstance(exc, KeyboardInterrupt) and stopping()
-        put(results, marshal.dumps(answer))
+        put(results, executor_answer(*answer))
         if stop:
             raise KeyboardInterrupt  # the executor is being stopped: this worker serves no more
-
-
-_FUNCTIONS_KEPT = 256
-_SPIN = 50e-6  # seconds a waiting worker yields before it blocks (about one VM wake-up)
 
 
 def _failure(task_id: int, me: int, exc: BaseException) -> tuple:

@@ -336,9 +336,9 @@ py::object bytes_or_none(const std::optional<std::string>& s) {
   return s ? py::object(py::bytes(*s)) : py::object(py::none());
 }
 
-// The protocol's result record (ipy_parallel/_wire/protocol.py): (worker_id, value, stdout,
-// stderr, error, wall_time, cpu_time, value_format), error None or (type_name, message,
-// traceback, pickled exception | None).
+// The protocol's result record (ipy_parallel/_wire/protocol.py's RESULT_FIELDS): (worker_id, value,
+// stdout, stderr, error, wall_time, cpu_time, value_format), error None or (type_name, message,
+// traceback, pickled exception | None) (its ERROR_FIELDS); tests/test_protocol.py holds the two to it.
 py::tuple PoolHandle::result_record(const ipp::TaskResult& r) {
   py::object error = py::none();
   if (r.error) {

@@ -32,7 +32,7 @@ struct Task {
 };
 
 // The protocol's RAW value format (ipy_parallel/_wire/protocol.py): the value is a bytes object,
-// handed over as it is. Exported as _engine.RAW_FORMAT, which tests/test_wire.py holds to the protocol.
+// handed over as it is. Exported as _engine.RAW_FORMAT, which tests/test_protocol.py holds to the protocol.
 constexpr int kRawFormat = 2;
 
 // An error record of the protocol: (type_name, message, traceback, pickled exception | None).

@@ -2,9 +2,10 @@
 
 Imported as ipy_parallel._wire.protocol in the main interpreter, and shipped into every worker
 (sub-interpreter, process, ipyparallel engine) as the module ``_ipy_parallel_protocol`` (see
-ipy_parallel._wire). It imports only marshal, a builtin, so a worker pays nothing for it. The
-C++ engine reads a reply and writes a result record in the same shapes (native/worker.cpp,
-native/bindings.cpp); tests/test_wire.py holds all of them to this file.
+ipy_parallel._wire). It imports only marshal, a builtin, so a worker pays nothing for it (and
+pickle only to report an interrupt). The C++ engine reads a reply and writes a result record in
+the same shapes (native/worker.cpp, native/bindings.cpp); tests/test_protocol.py holds all of
+them to this file.
 
 task          (source, filename, payload)
   source      the cell's text, or an operation of the runtime (RESET, PULL, RESIZE): a string that begins
@@ -24,14 +25,32 @@ reply         (value, error, value_format): what the runtime's run() returns for
               (PICKLE) or, in a sub-interpreter, a bytes of LEND_MIN or more as it is (RAW: the
               engine copies it once into the main interpreter)
   error       None, or an error record
-error record  (type_name, message, traceback, pickled exception or None); its texts are valid UTF-8
-result record (worker_id, value, stdout, stderr, error, wall_time, cpu_time, value_format): what
-              an engine's collect() gives for each worker
+error record  ERROR_FIELDS: (type_name, message, traceback, pickled exception or None); its texts
+              are valid UTF-8
+result record RESULT_FIELDS: (worker_id, value, stdout, stderr, error, wall_time, cpu_time,
+              value_format), what an engine's collect() gives for each worker
+
+The process backend's pipes (backends/process: engine.py in the parent, worker.py in each worker
+process) carry frames both ways: frame(message), a FRAME_HEADER-byte little-endian length, then
+the message marshalled.
+  parent -> worker  (worker_id, n_workers, sys.path, cwd) once, then (task, cwd) per run; end of
+                    file means "exit"
+  worker -> parent  (READY, pid) once ready; (OUTPUT, [(stream, utf-8 bytes), ...]) for output to
+                    stdout (1) and stderr (2) during a run; (DONE, reply, wall, cpu) at the end of
+                    a run, after all its output
+
+SubinterpreterExecutor's messages (ipy_parallel.executor, and ipy_parallel.worker.serve_executor in
+its workers) go through the engine's named queues, marshalled:
+  call              executor_call(task_id, function_id, pickled (args, kwargs) or list of args, many);
+                    EXECUTOR_END ends a worker's loop
+  answer            executor_answer(task_id, worker_id, ok, pickled value or exception, traceback)
 """
 
 from marshal import dumps as _marshal, loads as _unmarshal  # bound now: a cell may patch the module
 
 PICKLE, MARSHAL, RAW = 0, 1, 2
+RESULT_FIELDS = ("worker_id", "value", "stdout", "stderr", "error", "wall_time", "cpu_time", "value_format")
+ERROR_FIELDS = ("type_name", "message", "traceback", "exception")  # exception: pickled, or None
 
 # A bytes or str at least this long goes to a sub-interpreter, or comes back from one, by one
 # copy of its memory instead of pickling (smaller ones are cheaper to pickle with the rest).
@@ -86,6 +105,57 @@ def result_record(worker_id, reply, stdout, stderr, wall_time, cpu_time):
     """The record an engine gives for one worker, from the runtime's reply and what the engine measured."""
     value, error, value_format = reply
     return (worker_id, value, stdout, stderr, error, wall_time, cpu_time, value_format)
+
+
+def interrupted_error(message=""):
+    """The error record of a task an interrupt stopped outside the cell, in the code that runs it:
+    shown as a bare KeyboardInterrupt, as if the cell had raised it (the run was being stopped anyway)."""
+    import pickle  # only here: a worker that is never interrupted this way never imports it
+
+    return error_record("KeyboardInterrupt", message, "KeyboardInterrupt\n", pickle.dumps(KeyboardInterrupt()))
+
+
+def interrupted_reply():
+    return reply(None, interrupted_error())
+
+
+FRAME_HEADER = 8
+READY, OUTPUT, DONE = 0, 1, 2
+
+
+def frame(message):
+    data = _marshal(message)
+    return len(data).to_bytes(FRAME_HEADER, "little") + data
+
+
+def frame_size(header):
+    """The length of the marshal blob that follows a frame's FRAME_HEADER bytes."""
+    return int.from_bytes(header, "little")
+
+
+def unframe(blob):
+    return _unmarshal(blob)
+
+
+# Functions an executor keeps pickled and shared with its workers, and each worker keeps unpickled.
+EXECUTOR_FUNCTIONS_KEPT = 256
+# Seconds a reader of the executor's queues (a worker, the collector) yields before it blocks: calls
+# and answers come in bursts, the next often about one VM wake-up away.
+EXECUTOR_SPIN = 50e-6
+EXECUTOR_END = _marshal(None)
+
+
+def executor_call(task_id, function_id, arguments, many):
+    return _marshal((task_id, function_id, arguments, many))
+
+
+def executor_answer(task_id, worker_id, ok, blob, traceback):
+    return _marshal((task_id, worker_id, ok, blob, traceback))
+
+
+def read_executor_message(blob):
+    """A call, an answer, or None for EXECUTOR_END, as the tuple it was made from."""
+    return _unmarshal(blob)
 
 
 def _utf8(text):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import pickle
 import re
 import time
 import types
@@ -233,7 +232,7 @@ def _engine_error(exc: BaseException) -> tuple:
     type_name = getattr(exc, "ename", None) or type(exc).__name__
     message = exc.evalue if hasattr(exc, "evalue") else str(exc)
     if type_name == "KeyboardInterrupt":
-        return protocol.error_record(type_name, message, "KeyboardInterrupt\n", pickle.dumps(KeyboardInterrupt()))
+        return protocol.interrupted_error(message)
     lines = getattr(exc, "traceback", None)
     text = _ANSI.sub("", "\n".join(lines) if isinstance(lines, list) else (lines or ""))
     if not text.strip():

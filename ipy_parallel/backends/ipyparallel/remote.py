@@ -92,8 +92,8 @@ def task(source, filename, payload):
             _running = False
             sys.stdout, sys.stderr = streams  # in case the interrupt came as the runtime swapped them
     except KeyboardInterrupt:  # it came in the runtime's own code, before or after the cell
-        protocol = sys.modules["_ipy_parallel_protocol"]
-        reply = protocol.reply(None, protocol.error_record("KeyboardInterrupt", "", "KeyboardInterrupt\n"))
+        # The shipped protocol: ipy_parallel may not be installed on an engine.
+        reply = sys.modules["_ipy_parallel_protocol"].interrupted_reply()
     _publisher.end()
     _streams[:] = [None, None]
     return reply, time.perf_counter() - start, time.process_time() - start_cpu

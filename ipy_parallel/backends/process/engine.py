@@ -9,7 +9,6 @@ pipe or waits for a process while holding it.
 
 from __future__ import annotations
 
-import marshal
 import os
 import pickle
 import signal
@@ -33,7 +32,6 @@ _WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worke
 #: must go on); workers ignore SIGINT. SIGURG's default action is to ignore it, so one that
 #: reaches a worker still starting up is harmless (as the ipyparallel backend's is).
 INTERRUPT = signal.SIGURG
-_HEADER = 8
 _START_TIMEOUT = 60.0  # seconds for a worker process to start before the pool gives up
 _STOP_GRACE = 1.0  # seconds running workers get to stop, then idle ones to exit, before SIGKILL
 
@@ -72,7 +70,7 @@ class _Worker:
                 os.close(fd)
         self.pid = self.proc.pid
         # A pipe buffers 64 KiB: the start message never blocks on a process that is starting.
-        self.send(_frame((worker_id, n_workers, path, os.getcwd())))
+        self.send(protocol.frame((worker_id, n_workers, path, os.getcwd())))
 
     def close_pipes(self) -> None:
         """Close the parent's ends of the command pipe and the lifeline (end of file for the
@@ -157,9 +155,9 @@ class ProcessEngine(EngineBase):
         self._replace_dead()
         cwd = os.getcwd()
         if len(payloads) == self.size and self.size > 1:
-            frames = [_frame(((source, filename, p), cwd)) for p in payloads]
+            frames = [protocol.frame(((source, filename, p), cwd)) for p in payloads]
         else:
-            frames = [_frame(((source, filename, payloads[0] if payloads else None), cwd))] * self.size
+            frames = [protocol.frame(((source, filename, payloads[0] if payloads else None), cwd))] * self.size
         n = self.size
         with deferred_interrupts():
             with self._cond:
@@ -333,6 +331,7 @@ class ProcessEngine(EngineBase):
         """The reader thread of one worker: its frames, then, at end of file, its death."""
         buf = bytearray()
         fd = w.reply_r
+        header = protocol.FRAME_HEADER
         while True:
             try:
                 chunk = os.read(fd, 1 << 20)
@@ -342,12 +341,12 @@ class ProcessEngine(EngineBase):
                 break
             buf += chunk
             try:
-                while len(buf) >= _HEADER:
-                    size = int.from_bytes(buf[:_HEADER], "little")
-                    if len(buf) < _HEADER + size:
+                while len(buf) >= header:
+                    size = protocol.frame_size(buf[:header])
+                    if len(buf) < header + size:
                         break
-                    message = marshal.loads(buf[_HEADER : _HEADER + size])
-                    del buf[: _HEADER + size]
+                    message = protocol.unframe(buf[header : header + size])
+                    del buf[: header + size]
                     self._handle(w, message)
                     del message  # not kept while this thread waits for the next frame: a value may be big
             except Exception:  # a garbled stream: this process can no longer be trusted
@@ -363,13 +362,13 @@ class ProcessEngine(EngineBase):
 
     def _handle(self, w: _Worker, message: tuple) -> None:
         kind = message[0]
-        if kind == 0:
+        if kind == protocol.READY:
             w.ready.set()
             return
         with self._cond:
             if not self._busy(w):
                 return  # a stray frame after close() gave up on the run
-            if kind == 1:
+            if kind == protocol.OUTPUT:
                 queue = self._queue[w.id]
                 for stream, data in message[1]:
                     text = data.decode("utf-8")
@@ -379,7 +378,7 @@ class ProcessEngine(EngineBase):
                             queue[-1][1] += text
                         else:
                             queue.append([stream, text])
-            else:
+            else:  # DONE: a garbled kind fails this unpacking, and the reader ends the process
                 _, reply, wall, cpu = message
                 self._finish(w, reply, wall, cpu)
 
@@ -407,11 +406,6 @@ class ProcessEngine(EngineBase):
         self._pending -= 1
         if self._pending == 0:
             self._cond.notify_all()
-
-
-def _frame(message) -> bytes:
-    data = marshal.dumps(message)
-    return len(data).to_bytes(_HEADER, "little") + data
 
 
 def _widen(fd: int) -> None:

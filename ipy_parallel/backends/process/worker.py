@@ -1,14 +1,8 @@
 """One worker process of ProcessPool: the runtime every worker runs (ipy_parallel._wire), over pipes.
 
 Started by the parent as ``python -P worker.py CMD_FD REPLY_FD LIFELINE_FD INTERRUPT``: run by path, so
-that the package's modules load only as the runtime needs them. Frames both ways are an 8-byte
-little-endian length and a marshal blob:
-
-  parent -> worker: (worker_id, n_workers, sys.path, cwd) once, then (task, cwd) per run, the task
-                    as ipy_parallel/_wire/protocol.py defines it; end of file means "exit".
-  worker -> parent: (0, pid) once ready; (1, [(stream, utf-8 bytes), ...]) for output to stdout (1)
-                    and stderr (2) during a run, gathered up to 20 ms; (2, reply, wall, cpu) at the
-                    end of a run, after all its output.
+that the package's modules load only as the runtime needs them. The frames both ways are the
+protocol's (ipy_parallel/_wire/protocol.py); output is gathered for up to 20 ms per frame.
 """
 
 import _thread
@@ -17,15 +11,14 @@ import os
 import signal
 import sys
 import time
-from marshal import dumps as _marshal, loads as _unmarshal
 from os import _exit, read as _read, write as _write
 
 # Builtins of its own, and the functions it needs bound above, both before anything is defined:
 # the cells run in this process, and one that patches builtins, marshal or os (builtins.len =
-# None, os.write = ...) must not break the loop that runs them and talks to the parent.
+# None, os.write = ...) must not break the loop that runs them and talks to the parent (its
+# frames are the shipped protocol's, which has builtins of its own and binds marshal as it loads).
 __builtins__ = dict(builtins.__dict__)
 
-_HEADER = 8
 _FLUSH_DELAY = 0.02  # seconds output may wait to be sent with the writes that follow it
 _FLUSH_SIZE = 1 << 16  # characters of output that are sent at once
 
@@ -36,6 +29,20 @@ _interrupted = False  # this task was interrupted: it sleeps no more (as in a su
 _reply_fd = -1
 _MAIN = _thread.get_ident()
 _real_sleep = time.sleep  # the runtime replaces time.sleep with _sleep, which may raise
+
+
+def _own_protocol():
+    """This package's protocol.py, loaded by path: the start message must be read before sys.path
+    can find the package. Only until install() ships the protocol in: a cell may patch the builtins
+    this copy shares, never the shipped copy's own."""
+    path = os.path.abspath(os.path.join(__file__, "..", "..", "..", "_wire", "protocol.py"))
+    module = type(sys)("_ipy_parallel_protocol")
+    with open(path, encoding="utf-8") as f:
+        exec(compile(f.read(), path, "exec"), module.__dict__)
+    return module
+
+
+_protocol = _own_protocol()
 
 # Output is gathered for up to _FLUSH_DELAY and sent by the flusher thread: a frame (and a wake-up
 # of the parent's reader) per write made print-heavy cells ten times slower. Lock order:
@@ -74,8 +81,7 @@ def _sleep(seconds):
 
 
 def _write_frame(message):
-    data = _marshal(message)
-    view = memoryview(len(data).to_bytes(_HEADER, "little") + data)
+    view = memoryview(_protocol.frame(message))
     try:
         while view:
             view = view[_write(_reply_fd, view) :]
@@ -97,7 +103,8 @@ def _flush_locked():
         else:
             joined.append((stream, [text]))
     # As the sub-interpreters' output: UTF-8, a lone surrogate shown as its escape.
-    _write_frame((1, [(stream, "".join(texts).encode("utf-8", "backslashreplace")) for stream, texts in joined]))
+    encoded = [(stream, "".join(texts).encode("utf-8", "backslashreplace")) for stream, texts in joined]
+    _write_frame((_protocol.OUTPUT, encoded))
 
 
 def _send(final=None):
@@ -155,12 +162,12 @@ def _read_exact(fd, n):
 
 
 def _receive(fd):
-    header = _read_exact(fd, _HEADER)
+    header = _read_exact(fd, _protocol.FRAME_HEADER)
     if header is None:
         return None
-    size = int.from_bytes(header, "little")
+    size = _protocol.frame_size(header)
     body = _read_exact(fd, size) if size else b""
-    return None if body is None else _unmarshal(body)
+    return None if body is None else _protocol.unframe(body)
 
 
 def _watch_parent(fd):
@@ -172,16 +179,8 @@ def _watch_parent(fd):
         _exit(0)
 
 
-def _interrupted_reply(protocol):
-    import pickle
-
-    return protocol.reply(
-        None, protocol.error_record("KeyboardInterrupt", "", "KeyboardInterrupt\n", pickle.dumps(KeyboardInterrupt()))
-    )
-
-
 def main():
-    global _reply_fd, _running, _pending, _interrupted
+    global _reply_fd, _running, _pending, _interrupted, _protocol
     cmd_fd, _reply_fd, lifeline_fd, interrupt = (int(a) for a in sys.argv[1:5])
     # The parent interrupts a task with its own signal (INTERRUPT); SIGINT comes to the whole
     # process group (a terminal's Ctrl-C, the notebook's stop button), meant for the kernel. A
@@ -221,13 +220,13 @@ def main():
     from ipy_parallel._wire import install, shipped_sources  # after sys.path: found where the parent found it
 
     runtime = install(shipped_sources())
-    protocol = sys.modules["_ipy_parallel_protocol"]
+    _protocol = sys.modules["_ipy_parallel_protocol"]
     # flush: sys.stdout.flush() (print(..., flush=True)) sends the output at once, not within
     # 20 ms, so that what a cell flushed reaches the parent even if its process then dies.
     # hide: this file's frames (the interrupt handler, the sleep that raised) are not the cell's.
     run = runtime.setup(worker_id, n_workers, _emit, _sleep, backend="process", hide=(__file__,), flush=_send)
     saved_streams = sys.stdout, sys.stderr
-    _send((0, os.getpid()))
+    _send((_protocol.READY, os.getpid()))
 
     while True:
         task = _receive(cmd_fd)
@@ -254,8 +253,8 @@ def main():
             # outside the cell's try. The run was being stopped anyway.
             _running = False
             sys.stdout, sys.stderr = saved_streams
-            reply = _interrupted_reply(protocol)
-        _send((2, reply, time.perf_counter() - wall, time.process_time() - cpu))
+            reply = _protocol.interrupted_reply()
+        _send((_protocol.DONE, reply, time.perf_counter() - wall, time.process_time() - cpu))
 
 
 if __name__ == "__main__":
