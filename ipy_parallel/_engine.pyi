@@ -4,8 +4,8 @@ The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one th
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CondvarFloor', 'LockHold', 'POOL_SPIN_MICROS', 'Pool', 'RAW_FORMAT', 'SEED_KERNEL_MAX_N', 'barrier_abort', 'barrier_arrive', 'barrier_excuse', 'barrier_wait', 'clear_reserve', 'close_all_pools', 'interpreters_alive', 'queue_clear', 'queue_get', 'queue_put', 'queue_size', 'reserve_limit', 'reserve_size', 'seed_kernel', 'set_reserve_limit', 'set_stuck_exit_status', 'shared_drop', 'shared_get', 'shared_put']
-class Pool:
+__all__: list[str] = ['CondvarFloor', 'Engine', 'LockHold', 'POOL_SPIN_MICROS', 'RAW_FORMAT', 'SEED_KERNEL_MAX_N', 'barrier_abort', 'barrier_arrive', 'barrier_excuse', 'barrier_wait', 'clear_reserve', 'close_all_pools', 'interpreters_alive', 'queue_clear', 'queue_get', 'queue_put', 'queue_size', 'reserve_limit', 'reserve_size', 'seed_kernel', 'set_reserve_limit', 'set_stuck_exit_status', 'shared_drop', 'shared_get', 'shared_put']
+class Engine:
     def __init__(self, n_workers: typing.SupportsInt | typing.SupportsIndex, modules: str, fresh: bool = False) -> None:
         """
         Start n_workers workers (all in parallel), each a thread with one isolated sub-interpreter that installs the shipped modules (a marshalled list of (name, code object)) and calls setup(worker_id, n_workers, emit, sleep, group) of the last one. Workers kept in the reserve are taken first, unless fresh. Blocks until all are ready; releases the GIL meanwhile.

@@ -22,7 +22,7 @@
 #include "lent.h"
 #include "lock_hold.h"
 #include "native_kernel.h"
-#include "pool.h"
+#include "engine.h"
 #include "rendezvous.h"
 #include "reserve.h"
 
@@ -34,9 +34,9 @@ namespace {
 // finalizes: finalizing with live sub-interpreters aborts on 3.12, and on 3.13 a worker that
 // needs the main GIL to end its interpreter would hang once finalization has begun.
 std::mutex g_live_mutex;
-std::vector<ipp::Pool*> g_live;
+std::vector<ipp::Engine*> g_live;
 bool g_exiting = false;             // at_exit() has begun: no new pools (g_live_mutex)
-std::vector<ipp::Pool*> g_forked;   // pools the fork hook closed, which may start again (g_live_mutex)
+std::vector<ipp::Engine*> g_forked;   // pools the fork hook closed, which may start again (g_live_mutex)
 int g_creating = 0;                 // pools whose workers are being created, not yet in g_live (g_live_mutex)
 std::condition_variable g_created;  // g_creating went down
 // From the before-fork hook until the fork is over (the after hooks, in parent and child): no
@@ -86,7 +86,7 @@ py::list abandoned_list(const std::vector<ipp::Abandoned>& given_up) {
 
 // Closes with the default bounds, GIL released (the workers take the main GIL to end their
 // interpreters); for atexit, fork and a handle that is garbage collected.
-void close_released(ipp::Pool& pool) {
+void close_released(ipp::Engine& pool) {
   without_gil([&] { pool.close(); });
 }
 
@@ -101,17 +101,17 @@ void wait_for_creations(double seconds) {
 }
 
 void close_all_pools() {
-  std::vector<ipp::Pool*> live;
+  std::vector<ipp::Engine*> live;
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
     live = g_live;
   }
-  for (ipp::Pool* pool : live) close_released(*pool);
+  for (ipp::Engine* pool : live) close_released(*pool);
 }
 
 // os.register_at_fork(before=): a child forked while sub-interpreters are alive crashes in
 // PyOS_AfterFork_Child on 3.12-3.14 (gh-101437, gh-139759), so every pool ends first; these may
-// start again after (Pool does, saying so).
+// start again after (Engine does, saying so).
 void close_for_fork() {
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
@@ -120,7 +120,7 @@ void close_for_fork() {
   wait_for_creations(5.0);
   {
     std::lock_guard<std::mutex> lock(g_live_mutex);
-    for (ipp::Pool* pool : g_live)
+    for (ipp::Engine* pool : g_live)
       if (!pool->closed()) g_forked.push_back(pool);
   }
   close_all_pools();
@@ -184,9 +184,9 @@ void at_exit() {
   _exit(status);
 }
 
-class PoolHandle {
+class EngineHandle {
  public:
-  PoolHandle(int n_workers, std::string modules, bool fresh) {
+  EngineHandle(int n_workers, std::string modules, bool fresh) {
     // GIL released while a fork is under way: the forking thread's hooks need no GIL, but a
     // thread of ours holding it would keep the other Python threads from running meanwhile.
     const bool exiting = without_gil([] {
@@ -199,7 +199,7 @@ class PoolHandle {
     try {
       if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
       // Workers take the main GIL while they create their interpreters.
-      pool_ = without_gil([&] { return std::make_unique<ipp::Pool>(n_workers, std::move(modules), fresh); });
+      engine_ = without_gil([&] { return std::make_unique<ipp::Engine>(n_workers, std::move(modules), fresh); });
     } catch (...) {
       created();
       throw;
@@ -207,17 +207,17 @@ class PoolHandle {
     created();
   }
 
-  ~PoolHandle() {
+  ~EngineHandle() {
     {
       std::lock_guard<std::mutex> lock(g_live_mutex);
-      g_live.erase(std::remove(g_live.begin(), g_live.end(), pool_.get()), g_live.end());
-      g_forked.erase(std::remove(g_forked.begin(), g_forked.end(), pool_.get()), g_forked.end());
+      g_live.erase(std::remove(g_live.begin(), g_live.end(), engine_.get()), g_live.end());
+      g_forked.erase(std::remove(g_forked.begin(), g_forked.end(), engine_.get()), g_forked.end());
     }
     collected_ = py::object();
-    close_released(*pool_);
+    close_released(*engine_);
   }
 
-  ipp::Pool& pool() { return *pool_; }
+  ipp::Engine& engine() { return *engine_; }
 
  private:
   // The creation is over: the pool (if any) joins g_live, for the atexit and fork hooks, in the
@@ -225,7 +225,7 @@ class PoolHandle {
   void created() {
     {
       std::lock_guard<std::mutex> lock(g_live_mutex);
-      if (pool_) g_live.push_back(pool_.get());
+      if (engine_) g_live.push_back(engine_.get());
       --g_creating;
     }
     g_created.notify_all();
@@ -234,13 +234,13 @@ class PoolHandle {
  public:
 
   void start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
-             ipp::Pool::LentInputs lent, bool stream) {
+             ipp::Engine::LentInputs lent, bool stream) {
     {
       ipp::compat::StateLock::Held held(state_lock_);
       collected_ = py::object();  // the previous run's records belong to its Run object from now on
     }
     ipp::release_lent();
-    pool_->start(source, filename, std::move(payloads), std::move(lent), stream);
+    engine_->start(source, filename, std::move(payloads), std::move(lent), stream);
   }
 
   // The finished run's result records, the same list each time until the next start(): a
@@ -252,12 +252,12 @@ class PoolHandle {
     if (!collected_) {
       py::list out;
       bool raw = false;
-      for (const auto& r : pool_->take_results()) {
+      for (const auto& r : engine_->take_results()) {
         raw = raw || r.value_format == ipp::kRawFormat;
         out.append(result_record(r));
       }
       collected_ = std::move(out);
-      if (raw) pool_->drop_raw();
+      if (raw) engine_->drop_raw();
     }
     return collected_;
   }
@@ -268,18 +268,18 @@ class PoolHandle {
   py::list close(double timeout) {
     using clock = std::chrono::steady_clock;
     const auto deadline = clock::now() + std::chrono::duration<double>(std::max(timeout, 0.0));
-    without_gil([&] { pool_->begin_close(); });
+    without_gil([&] { engine_->begin_close(); });
     bool interrupted = false;
     for (;;) {
       const double left = std::chrono::duration<double>(deadline - clock::now()).count();
-      const bool ended = without_gil([&] { return pool_->wait_closed(std::min(0.02, std::max(left, 0.0))); });
+      const bool ended = without_gil([&] { return engine_->wait_closed(std::min(0.02, std::max(left, 0.0))); });
       if (ended || left <= 0) break;
       if (PyErr_CheckSignals() != 0) {
         interrupted = true;
         break;
       }
     }
-    const std::vector<ipp::Abandoned> given_up = without_gil([&] { return pool_->abandon(); });
+    const std::vector<ipp::Abandoned> given_up = without_gil([&] { return engine_->abandon(); });
     keep_abandoned(given_up);
     if (interrupted) throw py::error_already_set();
     return abandoned_list(given_up);
@@ -305,14 +305,14 @@ class PoolHandle {
       ipp::compat::StateLock::Held held(state_lock_);
       collected_ = py::object();
     }
-    const auto given_up = without_gil([&] { return pool_->resize(n_workers); });
+    const auto given_up = without_gil([&] { return engine_->resize(n_workers); });
     keep_abandoned(given_up);
     return abandoned_list(given_up);
   }
 
   bool closed_for_fork() const {
     std::lock_guard<std::mutex> lock(g_live_mutex);
-    return std::find(g_forked.begin(), g_forked.end(), pool_.get()) != g_forked.end();
+    return std::find(g_forked.begin(), g_forked.end(), engine_.get()) != g_forked.end();
   }
 
  private:
@@ -323,7 +323,7 @@ class PoolHandle {
     abandoned_.insert(abandoned_.end(), given_up.begin(), given_up.end());
   }
 
-  std::unique_ptr<ipp::Pool> pool_;
+  std::unique_ptr<ipp::Engine> engine_;
   // Python threads may call one handle at once (the display's thread reads it during a run); on a
   // free-threaded build nothing else keeps them apart, so these two fields are read and written
   // under state_lock_ (see compat.h). The pool itself has locks of its own.
@@ -339,7 +339,7 @@ py::object bytes_or_none(const std::optional<std::string>& s) {
 // The protocol's result record (ipy_parallel/_wire/protocol.py's RESULT_FIELDS): (worker_id, value,
 // stdout, stderr, error, wall_time, cpu_time, value_format), error None or (type_name, message,
 // traceback, pickled exception | None) (its ERROR_FIELDS); tests/test_protocol.py holds the two to it.
-py::tuple PoolHandle::result_record(const ipp::TaskResult& r) {
+py::tuple EngineHandle::result_record(const ipp::TaskResult& r) {
   py::object error = py::none();
   if (r.error) {
     error = py::make_tuple(py::str(r.error->type_name), py::str(r.error->message), py::str(r.error->traceback),
@@ -347,7 +347,7 @@ py::tuple PoolHandle::result_record(const ipp::TaskResult& r) {
   }
   py::object value = bytes_or_none(r.value);
   if (r.value_format == ipp::kRawFormat) {
-    const bool read = pool_->read_raw(r, [&](const char* data, size_t size) { value = py::bytes(data, size); });
+    const bool read = engine_->read_raw(r, [&](const char* data, size_t size) { value = py::bytes(data, size); });
     if (!read) {
       const char* why = "the worker dropped its result before it was collected";
       error = py::make_tuple(py::str("RuntimeError"), py::str(why), py::str(std::string("RuntimeError: ") + why + "\n"),
@@ -422,39 +422,39 @@ void def_rendezvous(py::module_& m) {
 //
 // py::mod_gil_not_used(): on a free-threaded build, a module that does not say so turns the GIL
 // on for the whole process when it is imported. The engine's shared state is guarded by its own
-// locks (g_live_mutex, the pools', the rendezvous', PoolHandle's state_lock_), never by the GIL.
+// locks (g_live_mutex, the pools', the rendezvous', EngineHandle's state_lock_), never by the GIL.
 PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::per_interpreter_gil()) {
   m.doc() = "The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one thread each.";
   def_rendezvous(m);
   if (PyInterpreterState_Get() != PyInterpreterState_Main()) return;
 
-  py::class_<PoolHandle>(m, "Pool")
+  py::class_<EngineHandle>(m, "Engine")
       .def(py::init<int, std::string, bool>(), py::arg("n_workers"), py::arg("modules"), py::arg("fresh") = false,
            "Start n_workers workers (all in parallel), each a thread with one isolated sub-interpreter "
            "that installs the shipped modules (a marshalled list of (name, code object)) and calls "
            "setup(worker_id, n_workers, emit, sleep, group) of the last one. Workers kept in the "
            "reserve are taken first, unless fresh. Blocks until all are ready; releases the GIL meanwhile.")
-      .def_property_readonly("size", [](PoolHandle& h) { return h.pool().size(); })
-      .def_property_readonly("group", [](PoolHandle& h) { return h.pool().group(); },
+      .def_property_readonly("size", [](EngineHandle& h) { return h.engine().size(); })
+      .def_property_readonly("group", [](EngineHandle& h) { return h.engine().group(); },
                              "This pool's id in the process: its workers' barrier")
-      .def_property_readonly("closed", [](PoolHandle& h) { return h.pool().closed(); })
-      .def_property_readonly("busy", [](PoolHandle& h) { return h.pool().busy(); },
+      .def_property_readonly("closed", [](EngineHandle& h) { return h.engine().closed(); })
+      .def_property_readonly("busy", [](EngineHandle& h) { return h.engine().busy(); },
                              "A run was started and has not finished.")
-      .def_property_readonly("runs", [](PoolHandle& h) { return h.pool().runs(); })
-      .def_property_readonly("resizable", [](PoolHandle&) { return true; },
+      .def_property_readonly("runs", [](EngineHandle& h) { return h.engine().runs(); })
+      .def_property_readonly("resizable", [](EngineHandle&) { return true; },
                              "resize() works (the Engine protocol, ipy_parallel/backends/engine.py).")
-      .def_property_readonly("abandoned", &PoolHandle::abandoned,
+      .def_property_readonly("abandoned", &EngineHandle::abandoned,
                              "(worker_id, why) of every worker close() gave up on.")
-      .def_property_readonly("closed_for_fork", &PoolHandle::closed_for_fork,
+      .def_property_readonly("closed_for_fork", &EngineHandle::closed_for_fork,
                              "Closed by the hook that runs before os.fork(), not by close(): it may start again.")
       .def(
           "start",
-          [](PoolHandle& h, const std::string& source, const std::string& filename, const py::list& payloads,
+          [](EngineHandle& h, const std::string& source, const std::string& filename, const py::list& payloads,
              bool stream, double wait, const py::list& lent) {
             std::vector<std::string> copies;
             copies.reserve(payloads.size());
             for (const auto& p : payloads) copies.push_back(p.cast<py::bytes>().cast<std::string>());
-            ipp::Pool::LentInputs inputs;
+            ipp::Engine::LentInputs inputs;
             for (const auto& group : lent) {
               auto& objects = inputs.emplace_back();
               for (const auto& object : group.cast<py::list>()) {
@@ -465,7 +465,7 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
             }
             h.start(source, filename, std::move(copies), std::move(inputs), stream);
             if (wait <= 0) return false;
-            return without_gil([&] { return h.pool().wait(wait); });
+            return without_gil([&] { return h.engine().wait(wait); });
           },
           py::arg("source"), py::arg("filename"), py::arg("payloads"), py::arg("stream") = false,
           py::arg("wait") = 0.0, py::arg("lent") = py::list(),
@@ -479,37 +479,37 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
           "not contiguous. Starting and waiting in one call spares a short run a GIL round trip.")
       .def(
           "wait",
-          [](PoolHandle& h, double timeout) { return without_gil([&] { return h.pool().wait(timeout); }); },
+          [](EngineHandle& h, double timeout) { return without_gil([&] { return h.engine().wait(timeout); }); },
           py::arg("timeout"), "Block up to timeout seconds, GIL released; True once every worker is done.")
-      .def("collect", &PoolHandle::collect,
+      .def("collect", &EngineHandle::collect,
            "The finished run's result records (ipy_parallel/_wire/protocol.py), one per worker: the "
            "same list every time until the next start().")
-      .def("release", &PoolHandle::release,
+      .def("release", &EngineHandle::release,
            "The caller has kept the finished run's records: drop the engine's (collect() then gives no "
            "more until the next start()).")
-      .def("close", &PoolHandle::close, py::arg("timeout"),
+      .def("close", &EngineHandle::close, py::arg("timeout"),
            "Interrupt running tasks and end every worker within about `timeout` seconds, GIL "
            "released; workers that have not ended by then (blocked in C code, swallowing "
            "KeyboardInterrupt, or with threads of their own still running) are abandoned: left "
            "running, never joined. Returns them as (worker_id, why). A KeyboardInterrupt meanwhile "
            "abandons at once and propagates. Harmless twice.")
-      .def("resize", &PoolHandle::resize, py::arg("n_workers"),
+      .def("resize", &EngineHandle::resize, py::arg("n_workers"),
            "Between runs, grow to n_workers (the new ones start at once, GIL released) or shrink (the last "
            "ones end; any that cannot is abandoned and returned as (worker_id, why)). The workers that stay "
            "keep their interpreters and do not know the new size until told (the runtime's RESIZE). "
            "Raises RuntimeError if the pool is closed or a run has not finished.")
-      .def("interrupt", [](PoolHandle& h) { return h.pool().interrupt(); },
+      .def("interrupt", [](EngineHandle& h) { return h.engine().interrupt(); },
            "Raise KeyboardInterrupt in every worker still running: at its next bytecode, or at once "
            "in time.sleep. Returns their ids. A worker blocked in other C code stops when it returns.")
-      .def("busy_workers", [](PoolHandle& h) { return h.pool().busy_workers(); },
+      .def("busy_workers", [](EngineHandle& h) { return h.engine().busy_workers(); },
            "The ids of the workers still running the current run.")
-      .def("cpu_times", [](PoolHandle& h) { return h.pool().cpu_times(); },
+      .def("cpu_times", [](EngineHandle& h) { return h.engine().cpu_times(); },
            "CPU seconds used so far by each worker's thread (read without stopping them).")
       .def(
           "drain_output",
-          [](PoolHandle& h) {
+          [](EngineHandle& h) {
             py::list out;
-            for (const auto& c : h.pool().drain_output()) out.append(py::make_tuple(c.worker_id, c.stream, py::str(c.text)));
+            for (const auto& c : h.engine().drain_output()) out.append(py::make_tuple(c.worker_id, c.stream, py::str(c.text)));
             return out;
           },
           "Output written since the last call, as (worker_id, stream, text); stream 1 is stdout, 2 stderr.");
@@ -546,7 +546,7 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
       "The seed workload in C++: for each n, k = k * i % 1000000007 over i = n..2, each on its own "
       "std::thread, all at once, with the GIL released.");
   m.attr("SEED_KERNEL_MAX_N") = ipp::kMaxSeedN;
-  m.attr("POOL_SPIN_MICROS") = ipp::Pool::kSpinMicros;
+  m.attr("POOL_SPIN_MICROS") = ipp::Engine::kSpinMicros;
   m.attr("RAW_FORMAT") = ipp::kRawFormat;
   m.def("close_all_pools", &close_all_pools, "Close every open pool.");
   m.def("reserve_size", [] { return ipp::Reserve::instance().size(); },

@@ -12,14 +12,14 @@
 
 namespace ipp {
 
-// N threads that sleep on condition variables, woken and awaited exactly as Pool::start and
-// Pool::wait wake and await workers; the difference between the two is what the engine itself
+// N threads that sleep on condition variables, woken and awaited exactly as Engine::start and
+// Engine::wait wake and await workers; the difference between the two is what the engine itself
 // costs. Kept alive between calls so that a benchmark can interleave it with the pool it is
 // compared to. Takes no GIL.
 class CondvarFloor {
  public:
   // spin_micros: 0 for a waiter that blocks at once (the bare floor), or the pool's
-  // Pool::kSpinMicros to give the floor the same yield-then-block wait as the pool.
+  // Engine::kSpinMicros to give the floor the same yield-then-block wait as the pool.
   CondvarFloor(int n_threads, int spin_micros);
   ~CondvarFloor();
   CondvarFloor(const CondvarFloor&) = delete;

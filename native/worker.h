@@ -180,7 +180,7 @@ class Worker {
   // interrupt_pending_ raises; a call that fires after its task ended does nothing), and from
   // then on every time.sleep of that task returns at once: the task was asked to stop. A
   // KeyboardInterrupt can be swallowed by C code that clears errors, so callers that must stop
-  // a task interrupt it again until it ends (Pool's close, Run.stop).
+  // a task interrupt it again until it ends (Engine's close, Run.stop).
   mutable std::mutex task_mutex_;
   std::condition_variable task_cv_;  // wakes sleep() on interrupt
   std::uint64_t posted_generation_ = 0;     // of the last task posted

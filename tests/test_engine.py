@@ -15,7 +15,7 @@ from ipy_parallel._wire import marshalled, protocol
 
 @pytest.fixture
 def engine():
-    pool = _engine.Pool(2, marshalled())
+    pool = _engine.Engine(2, marshalled())
     yield pool
     assert pool.close(5.0) == []
 
@@ -122,13 +122,13 @@ def test_close_wakes_a_waiter_and_the_run_is_lost(engine):
 def test_bad_shipped_modules_fail_cleanly():
     alive = _engine.interpreters_alive()
     with pytest.raises(RuntimeError, match="cannot start the worker runtime: bad marshal data"):
-        _engine.Pool(2, b"not marshal data")
+        _engine.Engine(2, b"not marshal data")
     with pytest.raises(RuntimeError, match="must be a non-empty list"):
-        _engine.Pool(2, marshal.dumps("a string"))
+        _engine.Engine(2, marshal.dumps("a string"))
     with pytest.raises(RuntimeError, match="must be .name, code object. pairs"):
-        _engine.Pool(2, marshal.dumps([("m", "not code")]))
+        _engine.Engine(2, marshal.dumps([("m", "not code")]))
     with pytest.raises(RuntimeError, match="has no attribute 'teardown'"):
-        _engine.Pool(1, marshal.dumps([("m", compile("x = 1", "<x>", "exec"))]))
+        _engine.Engine(1, marshal.dumps([("m", compile("x = 1", "<x>", "exec"))]))
     assert _engine.interpreters_alive() == alive  # every interpreter of a failed start was ended
 
 
@@ -136,20 +136,20 @@ def test_a_transient_creation_failure_is_retried():
     # CPython's concurrent-creation flake ("Failed to import encodings module") happens about once
     # in 450 pool starts here; the engine's test hook makes the next creations fail that way.
     _engine._fail_next_creations(1)
-    pool = _engine.Pool(2, marshalled(), fresh=True)  # created, not taken from the reserve
+    pool = _engine.Engine(2, marshalled(), fresh=True)  # created, not taken from the reserve
     try:
         assert run(pool, "worker_id")[1][1] is not None
     finally:
         pool.close(5.0)
     _engine._fail_next_creations(2)  # twice in a row for one worker: not transient, the start fails
     with pytest.raises(RuntimeError, match="worker 0: cannot create an isolated sub-interpreter: Failed to import"):
-        _engine.Pool(1, marshalled(), fresh=True)
+        _engine.Engine(1, marshalled(), fresh=True)
     _engine._fail_next_creations(0)
 
 
 def test_zero_workers_rejected():
     with pytest.raises(ValueError, match="at least one worker"):
-        _engine.Pool(0, marshalled())
+        _engine.Engine(0, marshalled())
 
 
 def test_condvar_floor_measures_round_trips():

@@ -146,7 +146,7 @@ def test_the_shipped_copy_builds_what_the_package_does():
 
 
 def test_the_cpp_engine_writes_the_protocols_records():
-    engine = _engine.Pool(1, marshalled())
+    engine = _engine.Engine(1, marshalled())
     try:
         engine.start("print('o')\n[worker_id, 'v']", "<wire>", [])
         assert engine.wait(10)
@@ -172,7 +172,7 @@ def test_the_cpp_engine_writes_the_protocols_records():
 
 def test_the_cpp_engine_and_the_protocol_agree_on_raw_values():
     assert _engine.RAW_FORMAT == protocol.RAW
-    engine = _engine.Pool(1, marshalled())
+    engine = _engine.Engine(1, marshalled())
     try:
         engine.start(f"b'x' * {protocol.LEND_MIN}", "<wire>", [])
         assert engine.wait(10)

@@ -80,12 +80,12 @@ class Pool(BasePool):
         return True
 
     def _open_engine(self, n: int):
-        if not hasattr(_engine, "Pool"):  # a worker's own _engine: queues and barriers only
+        if not hasattr(_engine, "Engine"):  # a worker's own _engine: queues and barriers only
             raise RuntimeError(
                 "a Pool cannot be started inside a worker: workers do not nest; "
                 "split the work among the workers you have (worker_id, n_workers)"
             )
-        return _engine.Pool(n, _MODULES, self._fresh)
+        return _engine.Engine(n, _MODULES, self._fresh)
 
     def _before_run(self) -> None:
         """The engine ends every pool before os.fork() (a child forked with live sub-interpreters
@@ -94,7 +94,7 @@ class Pool(BasePool):
             return
         if not self._engine.closed_for_fork:  # by the engine's atexit hook: the interpreter is exiting
             raise RuntimeError("this Pool was closed as the interpreter exits: it runs nothing more")
-        self._engine = _engine.Pool(self._engine.size, _MODULES, self._fresh)
+        self._engine = _engine.Engine(self._engine.size, _MODULES, self._fresh)
         self._sent_path = None
         warnings.warn(
             "ipy_parallel: this process forked (os.fork or multiprocessing's 'fork' start method), so "

@@ -1,4 +1,4 @@
-// N workers, each with its own sub-interpreter: broadcast or scatter a task, wait, collect results, close.
+// The engine of a sub-interpreter Pool (ipy_parallel.Pool's Engine): N workers, each with its own sub-interpreter; broadcast or scatter a task, wait, collect results, close.
 #pragma once
 
 #include <sys/types.h>
@@ -26,7 +26,7 @@ struct Abandoned {
 // Threading contract: every method is called from main-interpreter threads. The constructor,
 // wait() and the closing methods block on the workers, who need the main interpreter's GIL to
 // create and destroy their interpreters: the caller must have released it (bindings.cpp does).
-class Pool final : public Completion {
+class Engine final : public Completion {
  public:
   // How long the first wait of a run yields before it blocks (see countdown.h): about one VM
   // wake-up, so a short run is caught without a sleep, and a long one costs 50 us of polling.
@@ -40,10 +40,10 @@ class Pool final : public Completion {
   // Starts all workers at once (taking parked ones from the Reserve first, unless `fresh`: then
   // every interpreter it ever has is a new one); throws if one fails. Its workers retire to the
   // Reserve as it closes or shrinks, where they can.
-  Pool(int n_workers, std::string modules, bool fresh = false);
-  ~Pool();                                   // close() with the default bounds
-  Pool(const Pool&) = delete;
-  Pool& operator=(const Pool&) = delete;
+  Engine(int n_workers, std::string modules, bool fresh = false);
+  ~Engine();                                   // close() with the default bounds
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
   int size() const { return size_.load(); }
   std::uint64_t group() const { return group_; }

@@ -1,5 +1,5 @@
-// The pool: owns N workers, hands each run to all of them, gathers their results, ends them (or gives up on them).
-#include "pool.h"
+// The engine of a sub-interpreter Pool: owns N workers, hands each run to all of them, gathers their results, ends them (or gives up on them).
+#include "engine.h"
 
 #include <unistd.h>
 
@@ -29,7 +29,7 @@ std::vector<std::unique_ptr<Worker>>& abandoned_workers() {
 
 }  // namespace
 
-Pool::Pool(int n_workers, std::string modules, bool fresh)
+Engine::Engine(int n_workers, std::string modules, bool fresh)
     : size_(n_workers),
       modules_(std::make_shared<const std::string>(std::move(modules))),
       fresh_(fresh),
@@ -39,7 +39,7 @@ Pool::Pool(int n_workers, std::string modules, bool fresh)
   workers_ = start_workers(0, n_workers);
 }
 
-std::vector<std::unique_ptr<Worker>> Pool::start_workers(int first, int n_workers) {
+std::vector<std::unique_ptr<Worker>> Engine::start_workers(int first, int n_workers) {
   const auto count = static_cast<size_t>(n_workers - first);
   std::vector<std::unique_ptr<Worker>> started;
   if (!fresh_) started = Reserve::instance().take(*modules_, count);
@@ -62,7 +62,7 @@ std::vector<std::unique_ptr<Worker>> Pool::start_workers(int first, int n_worker
   return started;
 }
 
-std::vector<Abandoned> Pool::resize(int n_workers) {
+std::vector<Abandoned> Engine::resize(int n_workers) {
   if (n_workers < 1) throw std::invalid_argument("a pool needs at least one worker");
   std::vector<std::unique_ptr<Worker>> leaving;
   int now = 0;
@@ -111,25 +111,25 @@ std::vector<Abandoned> Pool::resize(int n_workers) {
   return given_up;
 }
 
-Pool::~Pool() { close(); }
+Engine::~Engine() { close(); }
 
-bool Pool::closed() const {
+bool Engine::closed() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return closed_;
 }
 
-bool Pool::busy() const { return pending_.remaining() != 0; }
+bool Engine::busy() const { return pending_.remaining() != 0; }
 
-std::uint64_t Pool::runs() const {
+std::uint64_t Engine::runs() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return runs_;
 }
 
-void Pool::check_open() const {
+void Engine::check_open() const {
   if (closed_) throw std::runtime_error("this pool is closed: create a new Pool to run more work");
 }
 
-void Pool::start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
+void Engine::start(const std::string& source, const std::string& filename, std::vector<std::string> payloads,
                  LentInputs lent, bool stream) {
   const auto n = static_cast<size_t>(size_.load());  // resize() runs between runs, from the same caller
   if (payloads.size() > 1 && payloads.size() != n)
@@ -161,20 +161,20 @@ void Pool::start(const std::string& source, const std::string& filename, std::ve
   }
 }
 
-void Pool::task_done(TaskResult&& result) {
+void Engine::task_done(TaskResult&& result) {
   std::lock_guard<std::mutex> lock(mutex_);  // lock order: pool, then the countdown
   if (stopping_) return;  // the run was given up with the pool (its count released): nobody will collect it
   results_[static_cast<size_t>(result.worker_id)] = std::move(result);
   pending_.arrive();
 }
 
-bool Pool::wait(double timeout_seconds) {
+bool Engine::wait(double timeout_seconds) {
   if (pending_.remaining() == 0) return true;
   const auto spin = std::chrono::microseconds(spin_next_wait_.exchange(false) ? kSpinMicros : 0);
   return pending_.wait_for(std::chrono::duration<double>(timeout_seconds < 0 ? 0 : timeout_seconds), spin);
 }
 
-std::vector<TaskResult> Pool::take_results() {
+std::vector<TaskResult> Engine::take_results() {
   std::lock_guard<std::mutex> lock(mutex_);
   check_open();
   if (runs_ == 0) throw std::runtime_error("no run to collect: call start() first");
@@ -182,12 +182,12 @@ std::vector<TaskResult> Pool::take_results() {
   return std::move(results_);
 }
 
-void Pool::drop_raw() {
+void Engine::drop_raw() {
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto& worker : workers_) worker->drop_held();
 }
 
-void Pool::begin_close() {
+void Engine::begin_close() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return;
@@ -206,7 +206,7 @@ void Pool::begin_close() {
   for (auto& worker : workers_) worker->request_retire();  // each parks or ends once its task has stopped
 }
 
-bool Pool::wait_closed(double timeout_seconds) {
+bool Engine::wait_closed(double timeout_seconds) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(
                                            std::chrono::duration<double>(std::max(timeout_seconds, 0.0)));
@@ -230,7 +230,7 @@ bool Pool::wait_closed(double timeout_seconds) {
   return true;
 }
 
-std::vector<Abandoned> Pool::abandon() {
+std::vector<Abandoned> Engine::abandon() {
   std::lock_guard<std::mutex> closing(closing_mutex_);
   std::vector<std::unique_ptr<Worker>> workers;
   {
@@ -270,14 +270,14 @@ std::vector<Abandoned> Pool::abandon() {
   return given_up;
 }
 
-std::vector<Abandoned> Pool::close() {
+std::vector<Abandoned> Engine::close() {
   begin_close();
   wait_closed(kStopSeconds + kEndSeconds);
   return abandon();
 }
 
 template <typename Predicate>
-std::vector<int> Pool::workers_where(Predicate predicate) const {
+std::vector<int> Engine::workers_where(Predicate predicate) const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<int> ids;
   for (size_t i = 0; i < workers_.size(); ++i)
@@ -285,15 +285,15 @@ std::vector<int> Pool::workers_where(Predicate predicate) const {
   return ids;
 }
 
-std::vector<int> Pool::interrupt() {
+std::vector<int> Engine::interrupt() {
   return workers_where([](Worker& worker) { return worker.interrupt(); });
 }
 
-std::vector<int> Pool::busy_workers() const {
+std::vector<int> Engine::busy_workers() const {
   return workers_where([](Worker& worker) { return worker.running(); });
 }
 
-std::vector<double> Pool::cpu_times() const {
+std::vector<double> Engine::cpu_times() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<double> times;
   times.reserve(workers_.size());
@@ -301,7 +301,7 @@ std::vector<double> Pool::cpu_times() const {
   return times;
 }
 
-std::vector<OutputChunk> Pool::drain_output() {
+std::vector<OutputChunk> Engine::drain_output() {
   std::lock_guard<std::mutex> lock(mutex_);  // lock order: pool, then a worker's output
   std::vector<OutputChunk> chunks;
   for (auto& worker : workers_) worker->drain_output(chunks);
