@@ -146,7 +146,7 @@ def cluster(tmp_path_factory):
         assert not alive, f"cluster processes left running after ipcluster stop: {alive}"
 
 
-BACKENDS = ["subinterpreter", "process", "ipyparallel"]
+BACKENDS = ["subinterpreter", "process", "ipyparallel", "threads"]
 
 
 def open_backend(backend: str, request):

@@ -17,6 +17,11 @@ def values(results):
     return [r.value for r in results]
 
 
+# Backends whose workers share the caller's interpreter: values come back as the objects
+# themselves, so a value that pickle refuses (or whose pickling raises) is no failure there.
+BY_REFERENCE = {"threads"}
+
+
 # -- values and inputs --------------------------------------------------------------------
 
 
@@ -117,6 +122,9 @@ def test_base_exceptions_raised_by_a_cell_stay_in_the_worker(any_pool, source, t
 
 def test_an_unpicklable_result_fails_for_that_worker_only(any_pool):
     results = any_pool.run("(i for i in range(3)) if worker_id == 0 else worker_id")
+    if any_pool.backend in BY_REFERENCE:
+        assert list(results[0].value) == [0, 1, 2] and results[1].value == 1
+        return
     assert results[0].error.type_name == "PicklingError" and "of type generator" in results[0].error.message
     assert results[1].ok and results[1].value == 1
 
@@ -135,6 +143,9 @@ def test_a_base_exception_while_a_result_is_rebuilt_fails_that_result_only(any_p
         "Bomb() if worker_id == 0 else 'fine'"
     )
     [bomb, fine] = any_pool.run(source)
+    if any_pool.backend in BY_REFERENCE:  # nothing is rebuilt: the object itself
+        assert type(bomb.value).__name__ == "Bomb" and fine.value == "fine"
+        return
     assert "cannot be rebuilt in the main interpreter" in bomb.error.message
     assert bomb.error.type_name == raised.split("(")[0]
     assert fine.value == "fine"
@@ -231,6 +242,7 @@ def test_ctrl_c_in_the_main_thread_stops_the_workers(any_pool):
 STUCK = {
     "subinterpreter": "import select\nselect.select([], [], [], {seconds})\n'late'",
 }
+STUCK["threads"] = STUCK["subinterpreter"]  # an async exception waits for the C call to return
 STUCK["process"] = STUCK["ipyparallel"] = (  # both interrupt with SIGURG
     "import signal, time\nsignal.signal(signal.SIGURG, signal.SIG_IGN)\ntime.sleep({seconds})\n'late'"
 )
@@ -325,6 +337,9 @@ def test_pull_names_what_is_missing_and_what_cannot_travel(any_pool):
     assert any_pool.pull("a") == {"a": [0, 1]}
     with pytest.raises(NameError, match="worker 0 has no variable 'b'"):
         any_pool.pull("a", "b")
+    if any_pool.backend in BY_REFERENCE:
+        assert [list(g) for g in any_pool.pull("gen")["gen"]] == [[0, 1, 2]] * 2
+        return
     with pytest.raises(Exception, match="the variable 'gen', of type generator, cannot be sent back"):
         any_pool.pull("a", "gen")
 

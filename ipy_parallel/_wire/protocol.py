@@ -19,11 +19,13 @@ task          (source, filename, payload)
 lent          the objects a sub-interpreter's parts name, in their order, handed over by the C++
               engine without pickling: a bytes or str of LEND_MIN or more is copied once into
               the worker; any other contiguous buffer (memoryview, bytearray, array.array, mmap)
-              arrives as a read-only memoryview of the main interpreter's memory (no copy)
+              arrives as a read-only memoryview of the main interpreter's memory (no copy); a worker
+              thread of the main interpreter (the threads backend) is lent every input, as it is
 reply         (value, error, value_format): what the runtime's run() returns for a task
   value       None, or the value of the cell's last expression, marshalled (MARSHAL), pickled
               (PICKLE) or, in a sub-interpreter, a bytes of LEND_MIN or more as it is (RAW: the
-              engine copies it once into the main interpreter)
+              engine copies it once into the main interpreter); from a worker thread of the main
+              interpreter (the threads backend), any value as it is (RAW: the object itself)
   error       None, or an error record
 error record  ERROR_FIELDS: (type_name, message, traceback, pickled exception or None); its texts
               are valid UTF-8

@@ -26,9 +26,22 @@ _PROTOCOL = 5
 _FunctionType = type(lambda: None)
 _OWN_FILES = {__file__, protocol.__file__}  # frames of these files never show in a cell's traceback
 _fresh = None  # (builtins, __main__, its dict, recursion limit) before any cell ran: what recycle() restores
+thread_contexts = {}  # thread id -> context, for workers that share an interpreter (setup()'s namespace)
 
 
-def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter", hide=(), keep=None, flush=None):
+def setup(
+    worker_id,
+    n_workers,
+    emit,
+    sleep,
+    group=None,
+    backend="subinterpreter",
+    hide=(),
+    keep=None,
+    flush=None,
+    namespace=None,
+    route=None,
+):
     """Prepare this worker's namespace (its __main__) and return its run(source, filename, payload).
 
     ``emit(stream, text)`` receives the cell's output (1 stdout, 2 stderr). ``sleep`` replaces
@@ -38,14 +51,23 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
     more files whose frames tracebacks leave out; ``keep(name)``: true for more names a reset
     keeps; ``flush()``: called when a cell flushes sys.stdout or sys.stderr. ipy_parallel.worker
     reads who this worker is from the module registered here.
+
+    ``namespace`` (a dict): the worker is one of several threads of an interpreter it shares
+    (the threads backend: the kernel's own). It then works in that dict instead of __main__,
+    and leaves alone what belongs to the whole interpreter: time.sleep and sys.stdout/stderr
+    (the engine dispatches them by thread; ``route(stdout, stderr)`` gives it this worker's
+    streams for the task, ``route(None, None)`` takes them back), the builtins module (a reset
+    does not restore it) and the context module (kept in ``thread_contexts`` under the thread's
+    id instead). Values and pulled variables come back as they are (RAW), never pickled.
     """
     global _fresh
     import __main__
     import time
 
-    if _fresh is None:
+    shared = namespace is not None
+    if _fresh is None and not shared:
         _fresh = dict(builtins.__dict__), __main__, dict(__main__.__dict__), sys.getrecursionlimit()
-    if sleep is not None:
+    if sleep is not None and not shared:
         time.sleep = sleep
     if backend == "subinterpreter":
         _warn_on_chdir()
@@ -73,10 +95,14 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
         return False
 
     context.stop_requested = stop_requested
-    sys.modules[protocol.CONTEXT_MODULE] = context
+    if shared:
+        import _thread
 
-    namespace = __main__.__dict__
-    pristine_builtins = _fresh[0]
+        thread_contexts[_thread.get_ident()] = context
+    else:
+        sys.modules[protocol.CONTEXT_MODULE] = context
+        namespace = __main__.__dict__
+    pristine_builtins = None if shared else _fresh[0]
     streams = [_Stream(emit, 1, "<stdout>", flush), _Stream(emit, 2, "<stderr>", flush)]
     compiled = _CompiledCells()
 
@@ -91,6 +117,19 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
 
     raw = backend == "subinterpreter"  # the C++ engine copies a RAW value straight from this worker's memory
 
+    def redirect(stdout, stderr):
+        """Make the task's output this worker's; returns what undoes it."""
+        if shared:
+            route(stdout, stderr)
+            return lambda: route(None, None)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = stdout, stderr
+
+        def restore():
+            sys.stdout, sys.stderr = saved
+
+        return restore
+
     def run(source, filename, payload, lent=()):
         try:
             return run_task(source, filename, payload, lent)
@@ -100,8 +139,7 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
     def run_task(source, filename, payload, lent):
         repair()
         stdout, stderr = streams
-        saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = stdout, stderr
+        restore = redirect(stdout, stderr)
         try:
             try:
                 operation = source.startswith("\0")
@@ -127,8 +165,10 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
                 stdout.finish()
                 stderr.finish()
         finally:
-            sys.stdout, sys.stderr = saved
+            restore()
             repair()  # also after: on an ipyparallel engine the namespace is IPython's as well
+        if shared:
+            return protocol.reply(value, None, protocol.RAW)  # the same interpreter: the object itself
         if raw and type(value) is bytes and len(value) >= protocol.LEND_MIN:
             return protocol.reply(value, None, protocol.RAW)
         return _value_reply(value)
@@ -142,15 +182,18 @@ def setup(worker_id, n_workers, emit, sleep, group=None, backend="subinterpreter
             for name in list(namespace):
                 if name not in protocol.KEPT_NAMES and not (keep is not None and keep(name)):
                     del namespace[name]
-            for name in list(builtins.__dict__):  # what cells added to, or changed in, builtins goes too
-                if name not in pristine_builtins:
-                    del builtins.__dict__[name]
-            builtins.__dict__.update(pristine_builtins)
+            if not shared:  # shared, the builtins are the kernel's too: IPython adds to them
+                for name in list(builtins.__dict__):  # what cells added to, or changed in, builtins goes too
+                    if name not in pristine_builtins:
+                        del builtins.__dict__[name]
+                builtins.__dict__.update(pristine_builtins)
             repair()
             return protocol.reply()
         if op == protocol.PULL:
             names = inputs["names"]
             found = {name: namespace[name] for name in names if name in namespace}
+            if shared:
+                return protocol.reply(found, None, protocol.RAW)
             reply = _value_reply(found)
             if reply[1] is not None:  # name the variable that cannot travel
                 for name, value in found.items():

@@ -3,6 +3,7 @@
 subinterpreter  threads of this process, each with its own interpreter and GIL (the default)
 process         a warm pool of worker processes, for modules that cannot load in a sub-interpreter
 ipyparallel     the engines of a running ipyparallel cluster, possibly on other machines
+threads         threads of this interpreter, sharing its memory (in parallel on a free-threaded CPython)
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import importlib
 
 __all__ = ["NAMES", "pool_class", "open_pool"]
 
-NAMES = ("subinterpreter", "process", "ipyparallel")
+NAMES = ("subinterpreter", "process", "ipyparallel", "threads")
 _CLASSES = {
     "subinterpreter": (".subinterpreter", "Pool"),
     "process": (".process", "ProcessPool"),
     "ipyparallel": (".ipyparallel", "ClusterPool"),
+    "threads": (".threads", "ThreadPool"),
 }
 
 

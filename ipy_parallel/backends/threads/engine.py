@@ -1,0 +1,437 @@
+"""The threads backend's Engine: each worker a thread of this (the kernel's) interpreter, with a namespace of its own.
+
+Design (issue 21, first step). On a free-threaded CPython (3.14t) these threads run Python in
+parallel; on a GIL build the same code works, but the workers take turns on the one GIL.
+
+- One runtime, N workers. The shipped runtime (ipy_parallel/_wire/runtime.py) is installed once
+  in this interpreter; each worker thread calls its setup() with ``namespace=`` (a dict of its
+  own, which lasts across cells) and ``route=``. Given a namespace, the runtime leaves what
+  belongs to the whole interpreter alone: it does not replace time.sleep, sys.stdout/stderr,
+  __main__ or the context module, a reset does not restore builtins (they are the kernel's), and
+  values come back as they are (protocol RAW: the object itself, never pickled).
+- Output. While a pool is open, sys.stdout and sys.stderr are _Router objects: a write from a
+  worker thread goes to that worker's stream (the runtime's, bounded to OUTPUT_LIMIT a task),
+  any other thread's to the stream the router replaced (the kernel's). They are put in at the
+  start of every run if something replaced them (IPython capturing a cell, say), and taken out
+  when the last pool closes, if still there. A cell that assigns sys.stdout itself replaces it
+  for the whole process: the worker puts the router back after its task.
+- Interrupts. PyThreadState_SetAsyncExc raises KeyboardInterrupt in a worker's thread at its
+  next bytecode, but not inside a C call. time.sleep is therefore, while a pool is open, a
+  function that dispatches by thread: a worker's sleep waits on an event interrupt() sets (so it
+  ends within ms), every other thread's is the sleep it replaced. A worker blocked in other C
+  code (select, a lock, I/O) stops when that returns; close() waits a bounded time and abandons
+  it (a daemon thread, never joined).
+- Inputs by reference: the pool lends every input (BasePool._lendable), so pack() pickles
+  nothing and the runtime binds the objects themselves; an object pushed to 8 workers is one
+  object, shared (mutations are seen by all: as with threads, that is the user's to order).
+- CPU per worker: the thread's CPU clock (pthread_getcpuclockid), read from any thread.
+- Barrier and Queue (ipy_parallel.worker): not yet; the runtime keeps each worker's context in
+  its ``thread_contexts`` for that.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import sys
+import threading
+import time
+import warnings
+
+from ..._wire import RUNTIME, install, protocol, shipped_sources
+from ..engine import EngineBase
+
+__all__ = ["ThreadEngine"]
+
+_START_TIMEOUT = 10.0  # seconds for the worker threads to be ready
+_STOP_GRACE = 1.0  # seconds interrupted workers get to stop before close() lets them go
+
+# Raises an exception in another thread at its next bytecode (NULL: cancels a pending one).
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
+_set_async_exc.restype = ctypes.c_int
+
+
+def _raise_in(ident: int) -> None:
+    _set_async_exc(ident, id(KeyboardInterrupt))  # the class: immortal, no reference to keep
+
+
+def _cancel_in(ident: int) -> None:
+    _set_async_exc(ident, None)
+
+
+# -- what the open pools share in this interpreter -------------------------------------------------
+
+_shared_lock = threading.Lock()
+_open_engines = 0
+_routes: dict[int, tuple] = {}  # worker thread id -> (stdout, stderr) of its current task
+_sleeps: dict[int, object] = {}  # worker thread id -> its interruptible sleep
+_routers: list = []  # [stdout router, stderr router] once made
+_replaced_sleep = None  # time.sleep before the first pool opened
+
+
+class _Router:
+    """sys.stdout or sys.stderr while a ThreadPool is open: a worker thread's writes go to its
+    own stream, every other thread's to the stream this replaced (the kernel's)."""
+
+    def __init__(self, index: int, fallback):
+        self._index = index
+        self.fallback = fallback
+
+    def _target(self):
+        streams = _routes.get(threading.get_ident())
+        return self.fallback if streams is None else streams[self._index]
+
+    def write(self, text):
+        return self._target().write(text)
+
+    def flush(self):
+        return self._target().flush()
+
+    def __getattr__(self, name):  # fileno, encoding, close, isatty, ...: the thread's own stream
+        return getattr(self._target(), name)
+
+
+def _dispatching_sleep(seconds):
+    """time.sleep while a ThreadPool is open: a worker's own, else the one it replaced."""
+    own = _sleeps.get(threading.get_ident())
+    return (own or _replaced_sleep)(seconds)
+
+
+def _put_routers() -> None:
+    """Make sys.stdout/stderr the routers again, around what replaced them since."""
+    for index, name in enumerate(("stdout", "stderr")):
+        current = getattr(sys, name)
+        if current is _routers[index]:
+            continue
+        if type(current) is not _Router:
+            _routers[index].fallback = current
+        setattr(sys, name, _routers[index])
+
+
+def _acquire() -> None:
+    global _open_engines, _replaced_sleep
+    with _shared_lock:
+        _open_engines += 1
+        if _open_engines > 1:
+            return
+        if not _routers:
+            _routers.extend((_Router(0, sys.stdout), _Router(1, sys.stderr)))
+        _put_routers()
+        if time.sleep is not _dispatching_sleep:
+            _replaced_sleep = time.sleep
+            time.sleep = _dispatching_sleep
+
+
+def _release() -> None:
+    global _open_engines
+    with _shared_lock:
+        _open_engines -= 1
+        if _open_engines:
+            return
+        for index, name in enumerate(("stdout", "stderr")):
+            if getattr(sys, name) is _routers[index]:
+                setattr(sys, name, _routers[index].fallback)
+        if time.sleep is _dispatching_sleep:
+            time.sleep = _replaced_sleep
+
+
+def _runtime():
+    """The shipped runtime, installed once in this interpreter."""
+    with _shared_lock:
+        module = sys.modules.get(RUNTIME)
+        return module if module is not None else install(shipped_sources())
+
+
+def _gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else check()
+
+
+# -- the engine ----------------------------------------------------------------------------------
+
+
+class _Worker:
+    """One worker thread, its namespace, and its handshake with the engine (under its condition)."""
+
+    def __init__(self, worker_id: int):
+        self.id = worker_id
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.task: tuple | None = None  # handed over, not yet taken
+        self.running = False  # a task of the current run is in progress: interrupt() may raise in it
+        self.stopping = False  # interrupted: its sleeps end at once
+        self.wake = threading.Event()  # set by interrupt(): ends its sleep
+        self.exit = False
+        self.ready = threading.Event()
+        self.ident = 0
+        self.cpu_last = 0.0
+        self.thread: threading.Thread | None = None
+
+    def cpu_time(self) -> float:
+        """CPU seconds of its thread, read from any thread; the last reading once it has ended."""
+        try:
+            self.cpu_last = time.clock_gettime(time.pthread_getcpuclockid(self.ident))
+        except (OSError, AttributeError, OverflowError):
+            pass
+        return self.cpu_last
+
+
+class ThreadEngine(EngineBase):
+    """The Engine (see backends/engine.py) over n threads of this interpreter."""
+
+    _kind = "ThreadPool"
+
+    def __init__(self, n: int):
+        super().__init__(n)
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._task_start = 0.0
+        self._streaming = False
+        self._records: list = []
+        self._outputs: list[tuple[list[str], list[str]]] = []
+        self._queue: list[list[list]] = []
+        self._abandoned: list[tuple[int, str]] = []
+        self._gil_said = _gil_enabled()  # nothing to say if it was on from the start
+        self._modules_before: set[str] = set()
+        runtime = _runtime()
+        _acquire()
+        self._workers = [_Worker(i) for i in range(n)]
+        try:
+            for w in self._workers:
+                w.thread = threading.Thread(
+                    target=self._serve, args=(w, runtime), daemon=True, name=f"ipy_parallel thread worker {w.id}"
+                )
+                w.thread.start()
+            deadline = time.monotonic() + _START_TIMEOUT
+            for w in self._workers:
+                while not w.ready.wait(0.05):  # in slices, so that Ctrl-C is seen
+                    if time.monotonic() > deadline or not w.thread.is_alive():
+                        raise RuntimeError(f"worker thread {w.id} did not start")
+        except BaseException:
+            self.close(0.0)
+            raise
+
+    # -- the Engine ------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    @property
+    def abandoned(self) -> list[tuple[int, str]]:
+        return list(self._abandoned)
+
+    def start(self, source, filename, payloads, stream=False, wait=0.0, lent=()) -> bool:
+        """Hand the task to every worker thread, then wait up to ``wait`` seconds; True when done."""
+        if payloads and len(payloads) not in (1, self.size):
+            raise ValueError(f"expected 0, 1 or {self.size} payloads, got {len(payloads)}")
+        n = self.size
+        each = len(payloads) == n and n > 1
+        with _shared_lock:
+            _put_routers()  # IPython may have replaced them since the last run
+        self._modules_before = set(sys.modules)
+        with self._cond:
+            self._check_startable()
+            self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
+            self._queue = [[] for _ in range(n)]
+            self._pending, self._task_start, self._streaming = n, time.perf_counter(), bool(stream)
+            for w in self._workers:
+                k = w.id if each else 0
+                payload = payloads[k] if payloads else None
+                w.task = (source, filename, payload, lent[k] if lent else ())
+                w.stopping = False
+                w.wake.clear()
+            self._started()
+            self._cond.notify_all()
+        return self.wait(wait) if wait > 0 else False
+
+    def wait(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0 or self._closed, max(timeout, 0.0))
+
+    def collect(self) -> list[tuple]:
+        with self._cond:
+            self._check_collectable(lambda: not self._pending)
+            records = list(self._records)
+        self._say_if_the_gil_came_back()
+        return records
+
+    def release(self) -> None:
+        with self._cond:
+            if not self._pending:
+                self._records = [None] * len(self._records)
+
+    def interrupt(self) -> list[int]:
+        """KeyboardInterrupt into every worker thread still running the current run."""
+        with self._cond:
+            ids = []
+            for w in self._workers:
+                if w.running:
+                    w.stopping = True
+                    w.wake.set()
+                    _raise_in(w.ident)
+                    ids.append(w.id)
+            return ids
+
+    def busy_workers(self) -> list[int]:
+        with self._cond:
+            return [w.id for w in self._workers if self._busy(w)]
+
+    def cpu_times(self) -> list[float]:
+        return [w.cpu_time() for w in self._workers]
+
+    def drain_output(self) -> list[tuple[int, int, str]]:
+        with self._cond:
+            queue, self._queue = self._queue, [[] for _ in self._queue]
+        return [(i, stream, text) for i, chunks in enumerate(queue) for stream, text in chunks]
+
+    def close(self, timeout: float) -> list[tuple[int, str]]:
+        """Interrupt running tasks, tell every thread to end, and wait up to ``timeout`` seconds;
+        threads still running then (blocked in C, swallowing KeyboardInterrupt) are abandoned:
+        daemon threads, left running, never joined."""
+        with self._cond:
+            if not self._mark_closed():
+                return self.abandoned
+            for w in self._workers:
+                w.exit = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        grace = time.monotonic() + min(_STOP_GRACE, timeout)
+        try:
+            for w in self._workers:
+                while w.thread is not None and w.thread.is_alive():
+                    if time.monotonic() >= deadline:
+                        self._abandoned.append(
+                            (w.id, "its thread did not stop: blocked in C code, or ignoring KeyboardInterrupt")
+                        )
+                        break
+                    if time.monotonic() < grace:
+                        self.interrupt()
+                    w.thread.join(0.05)
+        finally:
+            with self._cond:
+                self._pending = 0
+                self._cond.notify_all()
+            _release()
+        return self.abandoned
+
+    # -- the worker threads ---------------------------------------------------------------
+
+    def _serve(self, w: _Worker, runtime) -> None:
+        w.ident = threading.get_ident()
+
+        def emit(stream, text):
+            self._emit(w, stream, text)
+
+        def route(stdout, stderr):
+            if stdout is None:
+                _routes.pop(w.ident, None)
+            else:
+                _routes[w.ident] = (stdout, stderr)
+
+        _sleeps[w.ident] = lambda seconds: self._sleep(w, seconds)
+        try:
+            run = runtime.setup(
+                w.id,
+                self.size,
+                emit,
+                _sleeps[w.ident],
+                backend="threads",
+                hide=(__file__,),
+                namespace=w.namespace,
+                route=route,
+            )
+            w.ready.set()
+            while True:
+                try:
+                    task = self._next_task(w)
+                    if task is None:
+                        return
+                    self._execute(w, run, task)
+                except KeyboardInterrupt:  # a late interrupt, outside any task: nothing to stop
+                    continue
+        finally:
+            _sleeps.pop(w.ident, None)
+            _routes.pop(w.ident, None)
+            runtime.thread_contexts.pop(w.ident, None)
+
+    def _next_task(self, w: _Worker):
+        with self._cond:
+            while w.task is None and not w.exit:
+                self._cond.wait()
+            if w.task is None:
+                return None
+            task, w.task = w.task, None
+            w.running = True
+            return task
+
+    def _execute(self, w: _Worker, run, task) -> None:
+        source, filename, payload, lent = task
+        wall, cpu = time.perf_counter(), time.thread_time()
+        reply = None
+        try:
+            reply = run(source, filename, payload, lent)
+        except KeyboardInterrupt:  # landed in the runtime's own code, after the cell's try
+            pass
+        while True:  # until the record is in: an interrupt may still land here, once
+            try:
+                if reply is None:
+                    reply = protocol.interrupted_reply()
+                self._finish(w, reply, time.perf_counter() - wall, time.thread_time() - cpu)
+                break
+            except KeyboardInterrupt:
+                continue
+
+    def _finish(self, w: _Worker, reply, wall: float, cpu: float) -> None:
+        with self._cond:
+            w.running = False
+            _cancel_in(w.ident)  # no interrupt comes after this: interrupt() sees running False
+            if self._records and self._records[w.id] is None and self._pending:
+                out, err = self._outputs[w.id]
+                self._records[w.id] = protocol.result_record(w.id, reply, "".join(out), "".join(err), wall, cpu)
+                self._pending -= 1
+                if self._pending == 0:
+                    self._cond.notify_all()
+        with _shared_lock:
+            _put_routers()  # a cell may have assigned sys.stdout or sys.stderr: it was the whole process's
+
+    def _sleep(self, w: _Worker, seconds) -> None:
+        """time.sleep in a worker: ends at once when the task is interrupted, and raises
+        KeyboardInterrupt again if the cell caught it and sleeps on."""
+        if not isinstance(seconds, (int, float)) or not seconds >= 0:
+            _replaced_sleep(seconds)  # raises as time.sleep does (a bad type, a negative or NaN)
+        if w.stopping:
+            raise KeyboardInterrupt
+        w.wake.wait(seconds)
+        if w.stopping:
+            raise KeyboardInterrupt
+
+    def _emit(self, w: _Worker, stream: int, text: str) -> None:
+        with self._cond:
+            if not self._busy(w):
+                return
+            self._outputs[w.id][stream - 1].append(text)
+            if self._streaming:
+                queue = self._queue[w.id]
+                if queue and queue[-1][0] == stream:
+                    queue[-1][1] += text
+                else:
+                    queue.append([stream, text])
+
+    def _busy(self, w: _Worker) -> bool:
+        return self._pending > 0 and self._records[w.id] is None
+
+    def _say_if_the_gil_came_back(self) -> None:
+        """On a free-threaded build, once: an extension a cell imported turned the GIL on."""
+        if self._gil_said or not _gil_enabled():
+            return
+        self._gil_said = True
+        new = sorted(set(sys.modules) - self._modules_before)
+        extensions = [m for m in new if str(getattr(sys.modules.get(m), "__file__", "")).endswith((".so", ".pyd"))]
+        named = ", ".join(extensions) if extensions else "an extension module imported meanwhile"
+        warnings.warn(
+            f"ipy_parallel: the GIL is enabled again since this run ({named}): the ThreadPool's workers "
+            "now take turns instead of running in parallel",
+            RuntimeWarning,
+            stacklevel=4,
+        )
