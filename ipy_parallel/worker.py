@@ -30,7 +30,7 @@ from queue import Empty
 from typing import Any
 
 from . import _engine
-from ._wire import dumps
+from ._wire import RUNTIME, dumps
 from ._wire.protocol import (
     CONTEXT_MODULE,
     EXECUTOR_FUNCTIONS_KEPT,
@@ -46,11 +46,22 @@ _SLICE = 0.05  # seconds per wait with the GIL released; interrupts are seen bet
 
 def in_worker() -> bool:
     """True when called in an ipy_parallel worker (of any backend)."""
-    return CONTEXT_MODULE in sys.modules
+    return _current() is not None
+
+
+def _current():
+    """This worker's context: its interpreter's, or, in a worker thread of an interpreter it
+    shares (the threads backend), its thread's."""
+    context = sys.modules.get(CONTEXT_MODULE)
+    if context is None:
+        runtime = sys.modules.get(RUNTIME)
+        if runtime is not None:
+            context = runtime.thread_contexts.get(threading.get_ident())
+    return context
 
 
 def _context(what: str):
-    context = sys.modules.get(CONTEXT_MODULE)
+    context = _current()
     if context is None:
         raise RuntimeError(
             f"ipy_parallel.worker.{what}: this is not an ipy_parallel worker; call it in "
@@ -78,6 +89,8 @@ def barrier(timeout: float | None = None) -> None:
     seconds: a barrier never hangs a run. The GIL is released while waiting.
     """
     context = _context("barrier()")
+    if context.backend == "threads":
+        raise NotImplementedError("ipy_parallel.worker.barrier() does not work on the threads backend yet")
     if context.group is None:
         raise RuntimeError(
             f"ipy_parallel.worker.barrier() needs workers in one process; the {context.backend} "
@@ -103,8 +116,8 @@ class Queue:
     def __init__(self, name: str):
         if not isinstance(name, str) or not name:
             raise TypeError(f"Queue(name): name must be a non-empty str, not {name!r}")
-        context = sys.modules.get(CONTEXT_MODULE)
-        if context is not None and context.group is None:
+        context = _current()
+        if context is not None and context.group is None and context.backend != "threads":  # threads: one process
             raise RuntimeError(
                 f"ipy_parallel.worker.Queue is shared memory; the {context.backend} backend's "
                 "workers are separate processes: use the default sub-interpreter backend"

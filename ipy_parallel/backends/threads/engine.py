@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import builtins
 import ctypes
+import os
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ from ..engine import EngineBase
 
 __all__ = ["ThreadEngine"]
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _START_TIMEOUT = 10.0  # seconds for the worker threads to be ready
 _STOP_GRACE = 1.0  # seconds interrupted workers get to stop before close() lets them go
 
@@ -433,5 +435,5 @@ class ThreadEngine(EngineBase):
             f"ipy_parallel: the GIL is enabled again since this run ({named}): the ThreadPool's workers "
             "now take turns instead of running in parallel",
             RuntimeWarning,
-            stacklevel=4,
+            skip_file_prefixes=(_PACKAGE,),  # the caller of run(), however deep the lifecycle
         )
