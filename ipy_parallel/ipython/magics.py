@@ -47,7 +47,8 @@ class ParallelMagics(Magics):
         default=None,
         help="where to run: subinterpreter (default: threads of this process, a GIL each), process "
         "(worker processes: numpy and other modules that cannot load in a sub-interpreter), "
-        "ipyparallel (the engines of a running ipyparallel cluster)",
+        "ipyparallel (the engines of a running ipyparallel cluster), threads (threads of this "
+        "interpreter sharing its objects: in parallel on a free-threaded CPython, in turns with a GIL)",
     )
     @argument(
         "--profile", help="ipyparallel: the cluster's IPython profile (default: %%parallel_config's, else 'default')"

@@ -11,10 +11,11 @@ parallel; on a GIL build the same code works, but the workers take turns on the 
   values come back as they are (protocol RAW: the object itself, never pickled).
 - Output. While a pool is open, sys.stdout and sys.stderr are _Router objects: a write from a
   worker thread goes to that worker's stream (the runtime's, bounded to OUTPUT_LIMIT a task),
-  any other thread's to the stream the router replaced (the kernel's). They are put in at the
-  start of every run if something replaced them (IPython capturing a cell, say), and taken out
-  when the last pool closes, if still there. A cell that assigns sys.stdout itself replaces it
-  for the whole process: the worker puts the router back after its task.
+  any other thread's to the stream the router replaced (the kernel's). A run's start wraps a
+  stream that replaced the router since (IPython capturing a cell's output, say) in a router of
+  its own, leaving the old one intact for whoever saved it; the last pool to close unwraps them.
+  A cell that assigns sys.stdout itself replaces it for the whole process: the worker puts the
+  router back after its task.
 - Interrupts. PyThreadState_SetAsyncExc raises KeyboardInterrupt in a worker's thread at its
   next bytecode, but not inside a C call. time.sleep is therefore, while a pool is open, a
   function that dispatches by thread: a worker's sleep waits on an event interrupt() sets (so it
@@ -68,7 +69,7 @@ _shared_lock = threading.Lock()
 _open_engines = 0
 _routes: dict[int, tuple] = {}  # worker thread id -> (stdout, stderr) of its current task
 _sleeps: dict[int, object] = {}  # worker thread id -> its interruptible sleep
-_routers: list = []  # [stdout router, stderr router] once made
+_routers: list = [None, None]  # the stdout and stderr routers put in last
 _replaced_sleep = None  # time.sleep before the first pool opened
 
 
@@ -100,15 +101,20 @@ def _dispatching_sleep(seconds):
     return (own or _replaced_sleep)(seconds)
 
 
-def _put_routers() -> None:
-    """Make sys.stdout/stderr the routers again, around what replaced them since."""
+def _put_routers(after_task: bool = False) -> None:
+    """Route sys.stdout/stderr by thread again. At a run's start, a stream that replaced the
+    router (IPython capturing a cell's output, say) gets a router of its own around it: the one
+    it replaced is left as it is, for whoever saved it to put back. After a task, what replaced
+    it was likely the cell (a worker's sys.stdout is the process's): the last router goes back."""
     for index, name in enumerate(("stdout", "stderr")):
         current = getattr(sys, name)
-        if current is _routers[index]:
+        if type(current) is _Router:
             continue
-        if type(current) is not _Router:
-            _routers[index].fallback = current
-        setattr(sys, name, _routers[index])
+        if after_task and _routers[index] is not None:
+            setattr(sys, name, _routers[index])
+        else:
+            _routers[index] = _Router(index, current)
+            setattr(sys, name, _routers[index])
 
 
 def _acquire() -> None:
@@ -117,8 +123,6 @@ def _acquire() -> None:
         _open_engines += 1
         if _open_engines > 1:
             return
-        if not _routers:
-            _routers.extend((_Router(0, sys.stdout), _Router(1, sys.stderr)))
         _put_routers()
         if time.sleep is not _dispatching_sleep:
             _replaced_sleep = time.sleep
@@ -131,9 +135,11 @@ def _release() -> None:
         _open_engines -= 1
         if _open_engines:
             return
-        for index, name in enumerate(("stdout", "stderr")):
-            if getattr(sys, name) is _routers[index]:
-                setattr(sys, name, _routers[index].fallback)
+        for name in ("stdout", "stderr"):
+            current = getattr(sys, name)
+            while type(current) is _Router:
+                current = current.fallback
+            setattr(sys, name, current)
         if time.sleep is _dispatching_sleep:
             time.sleep = _replaced_sleep
 
@@ -395,7 +401,7 @@ class ThreadEngine(EngineBase):
                 if self._pending == 0:
                     self._cond.notify_all()
         with _shared_lock:
-            _put_routers()  # a cell may have assigned sys.stdout or sys.stderr: it was the whole process's
+            _put_routers(after_task=True)  # a cell may have assigned sys.stdout or sys.stderr: the process's
 
     def _sleep(self, w: _Worker, seconds) -> None:
         """time.sleep in a worker: ends at once when the task is interrupted, and raises

@@ -1,0 +1,85 @@
+"""The threads backend beyond the contract: inputs by reference, output routed by thread, the kernel's streams and time.sleep left whole."""
+
+import io
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+
+from ipy_parallel.backends import open_pool
+
+
+@pytest.fixture
+def pool():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the GIL build's note
+        pool = open_pool("threads", 2)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_inputs_and_values_are_the_objects_themselves(pool):
+    data = [1, 2, 3]
+    results = pool.run("data.append(worker_id)\ndata", {"data": data})
+    assert all(r.value is data for r in results) and sorted(data[3:]) == [0, 1]
+
+
+def test_the_callers_own_output_is_not_a_workers(pool, capsys):
+    run = pool.submit("import time\nprint('worker', worker_id)\ntime.sleep(0.3)")
+    time.sleep(0.1)
+    print("from the caller")  # while the workers run: to the caller's stream
+    results = run.results()
+    assert [r.stdout for r in results] == ["worker 0\n", "worker 1\n"]
+    assert "from the caller" in capsys.readouterr().out
+
+
+def test_a_stream_that_replaced_the_router_is_wrapped_and_kept(pool):
+    saved = sys.stdout
+    captured = io.StringIO()
+    sys.stdout = captured  # as IPython's capture_output does
+    try:
+        results = pool.run("print('w')")
+        print("captured")
+    finally:
+        sys.stdout = saved
+    assert [r.stdout for r in results] == ["w\n", "w\n"] and captured.getvalue() == "captured\n"
+
+
+def test_a_cell_that_closes_or_replaces_stdout_leaves_the_process_whole(pool):
+    pool.run("0")
+    before = sys.stdout  # routed by thread now
+    pool.run("import sys, io\nsys.stdout.close()\nsys.stdout = io.StringIO()")
+    assert sys.stdout is before and not sys.stdout.closed
+    assert [r.stdout for r in pool.run("print('again')")] == ["again\n", "again\n"]
+
+
+def test_sleep_is_routed_by_thread_and_restored_at_close():
+    original = time.sleep
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pool = open_pool("threads", 1)
+    try:
+        assert time.sleep is not original
+        time.sleep(0.01)  # the caller's sleep still sleeps
+        other = threading.Thread(target=time.sleep, args=(0.01,))
+        other.start()
+        other.join()
+        assert pool.run("import time\ntime.sleep(-1)")[0].error.type_name == "ValueError"  # as time.sleep
+    finally:
+        pool.close()
+    assert time.sleep is original and type(sys.stdout).__name__ != "_Router"
+
+
+def test_stops_within_ms_in_sleep_and_loops(pool):
+    for source in ("import time\ntime.sleep(100)", "while True:\n    pass"):
+        run = pool.submit(source)
+        time.sleep(0.1)
+        start = time.perf_counter()
+        assert pool.interrupt() == [0, 1]
+        assert run.wait(2.0)
+        assert time.perf_counter() - start < 0.5
+        assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
