@@ -84,7 +84,7 @@ def test_config_monitor_off_silences_the_summary(ip, capsys):
     "line, message",
     [
         ("-n 0", "an integer from 1 to 256"),
-        ("--backend threads", "invalid choice: 'threads'"),
+        ("--backend fibers", "invalid choice: 'fibers'"),  # threads is a backend now
         ("--fallback maybe", "invalid choice: 'maybe'"),
     ],
 )
