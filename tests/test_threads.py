@@ -83,3 +83,26 @@ def test_stops_within_ms_in_sleep_and_loops(pool):
         assert run.wait(2.0)
         assert time.perf_counter() - start < 0.5
         assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
+
+
+# Cells that end at once, sleep, print, loop, or catch the interrupt and sleep on.
+RACED = [
+    "sum(range(2000))",
+    "import time\ntime.sleep(0.001)",
+    "print(worker_id)",
+    "try:\n    while True: pass\nexcept KeyboardInterrupt:\n    import time\n    time.sleep(10)",
+]
+
+
+def test_interrupts_at_random_instants_lose_no_task_and_leave_no_lock_held(pool):
+    # An interrupt lands anywhere in a worker thread: before its cell began, inside the engine's
+    # own locks, after its record was in. Every run must still end, and the pool stay whole.
+    deadline, runs = time.monotonic() + 3.0, 0
+    while time.monotonic() < deadline:
+        run = pool.submit(RACED[runs % len(RACED)])
+        time.sleep((runs % 7) * 0.0003)
+        pool.interrupt()
+        assert run.wait(5.0), f"run {runs} never ended: workers {run.busy_workers()} are stuck"
+        run.results()
+        runs += 1
+    assert [r.value for r in pool.run("worker_id")] == [0, 1]

@@ -24,8 +24,9 @@ class InterruptSafeLock:
     and releases the lock (native/lock_hold.h). Deferring SIGINT instead would swap its handler
     twice a hold: two system calls, more than a run's own locking costs."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
+    def __init__(self, lock: threading.Lock | None = None):
+        # ``lock``: one a threading.Condition is also built on (held through held() only).
+        self._lock = threading.Lock() if lock is None else lock
 
     def held(self):
         """The object of one ``with`` statement that holds the lock."""

@@ -32,6 +32,7 @@ parallel; on a GIL build the same code works, but the workers take turns on the 
 
 from __future__ import annotations
 
+import _thread
 import builtins
 import ctypes
 import os
@@ -42,6 +43,7 @@ import warnings
 
 from ..._wire import RUNTIME, install, protocol, shipped_sources
 from ..engine import EngineBase
+from ..signals import InterruptSafeLock
 
 __all__ = ["ThreadEngine"]
 
@@ -55,6 +57,13 @@ _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
 _set_async_exc.restype = ctypes.c_int
 
 
+def _open(gate) -> None:
+    try:
+        gate.release()
+    except RuntimeError:  # open already
+        pass
+
+
 def _raise_in(ident: int) -> None:
     _set_async_exc(ident, id(KeyboardInterrupt))  # the class: immortal, no reference to keep
 
@@ -65,7 +74,7 @@ def _cancel_in(ident: int) -> None:
 
 # -- what the open pools share in this interpreter -------------------------------------------------
 
-_shared_lock = threading.Lock()
+_shared = InterruptSafeLock()  # guards what follows; worker threads take it too
 _open_engines = 0
 _routes: dict[int, tuple] = {}  # worker thread id -> (stdout, stderr) of its current task
 _sleeps: dict[int, object] = {}  # worker thread id -> its interruptible sleep
@@ -119,7 +128,7 @@ def _put_routers(after_task: bool = False) -> None:
 
 def _acquire() -> None:
     global _open_engines, _replaced_sleep
-    with _shared_lock:
+    with _shared.held():
         _open_engines += 1
         if _open_engines > 1:
             return
@@ -131,7 +140,7 @@ def _acquire() -> None:
 
 def _release() -> None:
     global _open_engines
-    with _shared_lock:
+    with _shared.held():
         _open_engines -= 1
         if _open_engines:
             return
@@ -146,7 +155,7 @@ def _release() -> None:
 
 def _runtime():
     """The shipped runtime, installed once in this interpreter."""
-    with _shared_lock:
+    with _shared.held():
         module = sys.modules.get(RUNTIME)
         return module if module is not None else install(shipped_sources())
 
@@ -168,7 +177,9 @@ class _Worker:
         self.task: tuple | None = None  # handed over, not yet taken
         self.running = False  # a task of the current run is in progress: interrupt() may raise in it
         self.stopping = False  # interrupted: its sleeps end at once
-        self.wake = threading.Event()  # set by interrupt(): ends its sleep
+        # Locked while its sleeps may sleep; interrupt() unlocks it. A bare lock, not an Event:
+        # an interrupt landing inside Event.wait's Python code could leave the Event's lock held.
+        self.gate = _thread.allocate_lock()
         self.exit = False
         self.ready = threading.Event()
         self.ident = 0
@@ -191,7 +202,12 @@ class ThreadEngine(EngineBase):
 
     def __init__(self, n: int):
         super().__init__(n)
-        self._cond = threading.Condition()
+        # The worker threads take this lock too, and a KeyboardInterrupt this engine raises in one
+        # may land between a with statement's __enter__ and its block (3.14, gh-148874): held
+        # through InterruptSafeLock, it is never left held.
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._guard = InterruptSafeLock(lock)
         self._pending = 0
         self._task_start = 0.0
         self._streaming = False
@@ -235,10 +251,10 @@ class ThreadEngine(EngineBase):
             raise ValueError(f"expected 0, 1 or {self.size} payloads, got {len(payloads)}")
         n = self.size
         each = len(payloads) == n and n > 1
-        with _shared_lock:
+        with _shared.held():
             _put_routers()  # IPython may have replaced them since the last run
         self._modules_before = set(sys.modules)
-        with self._cond:
+        with self._guard.held():
             self._check_startable()
             self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
             self._queue = [[] for _ in range(n)]
@@ -248,48 +264,49 @@ class ThreadEngine(EngineBase):
                 payload = payloads[k] if payloads else None
                 w.task = (source, filename, payload, lent[k] if lent else ())
                 w.stopping = False
-                w.wake.clear()
+                w.gate.acquire(False)  # closed (it may be already)
             self._started()
             self._cond.notify_all()
         return self.wait(wait) if wait > 0 else False
 
     def wait(self, timeout: float) -> bool:
-        with self._cond:
+        with self._guard.held():
             return self._cond.wait_for(lambda: self._pending == 0 or self._closed, max(timeout, 0.0))
 
     def collect(self) -> list[tuple]:
-        with self._cond:
+        with self._guard.held():
             self._check_collectable(lambda: not self._pending)
             records = list(self._records)
         self._say_if_the_gil_came_back()
         return records
 
     def release(self) -> None:
-        with self._cond:
+        with self._guard.held():
             if not self._pending:
                 self._records = [None] * len(self._records)
 
     def interrupt(self) -> list[int]:
         """KeyboardInterrupt into every worker thread still running the current run."""
-        with self._cond:
+        with self._guard.held():
             ids = []
             for w in self._workers:
-                if w.running:
+                if self._busy(w):  # one that has not begun its task yet will not begin it
                     w.stopping = True
-                    w.wake.set()
-                    _raise_in(w.ident)
+                    _open(w.gate)
+                    if w.running:
+                        _raise_in(w.ident)
                     ids.append(w.id)
             return ids
 
     def busy_workers(self) -> list[int]:
-        with self._cond:
+        with self._guard.held():
             return [w.id for w in self._workers if self._busy(w)]
 
     def cpu_times(self) -> list[float]:
         return [w.cpu_time() for w in self._workers]
 
     def drain_output(self) -> list[tuple[int, int, str]]:
-        with self._cond:
+        with self._guard.held():
             queue, self._queue = self._queue, [[] for _ in self._queue]
         return [(i, stream, text) for i, chunks in enumerate(queue) for stream, text in chunks]
 
@@ -297,7 +314,7 @@ class ThreadEngine(EngineBase):
         """Interrupt running tasks, tell every thread to end, and wait up to ``timeout`` seconds;
         threads still running then (blocked in C, swallowing KeyboardInterrupt) are abandoned:
         daemon threads, left running, never joined."""
-        with self._cond:
+        with self._guard.held():
             if not self._mark_closed():
                 return self.abandoned
             for w in self._workers:
@@ -317,7 +334,7 @@ class ThreadEngine(EngineBase):
                         self.interrupt()
                     w.thread.join(0.05)
         finally:
-            with self._cond:
+            with self._guard.held():
                 self._pending = 0
                 self._cond.notify_all()
             _release()
@@ -356,7 +373,9 @@ class ThreadEngine(EngineBase):
                     if task is None:
                         return
                     self._execute(w, run, task)
-                except KeyboardInterrupt:  # a late interrupt, outside any task: nothing to stop
+                except KeyboardInterrupt:
+                    # Landed outside the cell: before it ran (the task is still w's, and ends
+                    # as interrupted on the next turn), or after its record was in.
                     continue
         finally:
             _sleeps.pop(w.ident, None)
@@ -364,22 +383,24 @@ class ThreadEngine(EngineBase):
             runtime.thread_contexts.pop(w.ident, None)
 
     def _next_task(self, w: _Worker):
-        with self._cond:
+        """w's task of the current run; it stays w's until _finish() has its record, so that an
+        interrupt landing between here and the cell loses no task."""
+        with self._guard.held():
             while w.task is None and not w.exit:
                 self._cond.wait()
             if w.task is None:
                 return None
-            task, w.task = w.task, None
             w.running = True
-            return task
+            return w.task
 
     def _execute(self, w: _Worker, run, task) -> None:
         source, filename, payload, lent = task
         wall, cpu = time.perf_counter(), time.thread_time()
         reply = None
         try:
-            reply = run(source, filename, payload, lent)
-        except KeyboardInterrupt:  # landed in the runtime's own code, after the cell's try
+            if not w.stopping:  # else interrupted before it began: it does not begin
+                reply = run(source, filename, payload, lent)
+        except KeyboardInterrupt:  # landed in the runtime's own code, outside the cell's try
             pass
         while True:  # until the record is in: an interrupt may still land here, once
             try:
@@ -391,8 +412,8 @@ class ThreadEngine(EngineBase):
                 continue
 
     def _finish(self, w: _Worker, reply, wall: float, cpu: float) -> None:
-        with self._cond:
-            w.running = False
+        with self._guard.held():
+            w.running, w.task = False, None
             _cancel_in(w.ident)  # no interrupt comes after this: interrupt() sees running False
             if self._records and self._records[w.id] is None and self._pending:
                 out, err = self._outputs[w.id]
@@ -400,7 +421,7 @@ class ThreadEngine(EngineBase):
                 self._pending -= 1
                 if self._pending == 0:
                     self._cond.notify_all()
-        with _shared_lock:
+        with _shared.held():
             _put_routers(after_task=True)  # a cell may have assigned sys.stdout or sys.stderr: the process's
 
     def _sleep(self, w: _Worker, seconds) -> None:
@@ -410,12 +431,13 @@ class ThreadEngine(EngineBase):
             _replaced_sleep(seconds)  # raises as time.sleep does (a bad type, a negative or NaN)
         if w.stopping:
             raise KeyboardInterrupt
-        w.wake.wait(seconds)
+        if w.gate.acquire(True, min(seconds, threading.TIMEOUT_MAX)):  # opened by interrupt()
+            _open(w.gate)  # for the worker's next sleep too
         if w.stopping:
             raise KeyboardInterrupt
 
     def _emit(self, w: _Worker, stream: int, text: str) -> None:
-        with self._cond:
+        with self._guard.held():
             if not self._busy(w):
                 return
             self._outputs[w.id][stream - 1].append(text)
