@@ -18,10 +18,15 @@ parallel; on a GIL build the same code works, but the workers take turns on the 
   router back after its task.
 - Interrupts. PyThreadState_SetAsyncExc raises KeyboardInterrupt in a worker's thread at its
   next bytecode, but not inside a C call. time.sleep is therefore, while a pool is open, a
-  function that dispatches by thread: a worker's sleep waits on an event interrupt() sets (so it
-  ends within ms), every other thread's is the sleep it replaced. A worker blocked in other C
+  function that dispatches by thread: a worker's sleep waits on a lock interrupt() releases (so
+  it ends within ms), every other thread's is the sleep it replaced. A worker blocked in other C
   code (select, a lock, I/O) stops when that returns; close() waits a bounded time and abandons
-  it (a daemon thread, never joined).
+  it (a daemon thread, never joined). The exception can land anywhere in the worker's thread,
+  the engine's own code included: a task stays the worker's until its record is in, the
+  worker cancels a pending one (under the lock interrupt() takes) once its task ended, and its
+  locks are held through InterruptSafeLock (on 3.14 it can land between a with statement's
+  __enter__ and its block, gh-148874). The same goes for a cell's own `with lock:`.
+- Results: the object itself (RAW); an error's exception is still pickled, as on every backend.
 - Inputs by reference: the pool lends every input (BasePool._lendable), so pack() pickles
   nothing and the runtime binds the objects themselves; an object pushed to 8 workers is one
   object, shared (mutations are seen by all: as with threads, that is the user's to order).
