@@ -179,7 +179,7 @@ class _Worker:
     def __init__(self, worker_id: int):
         self.id = worker_id
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
-        self.task: tuple | None = None  # handed over, not yet taken
+        self.task: tuple | None = None  # the current run's, until its record is in
         self.running = False  # a task of the current run is in progress: interrupt() may raise in it
         self.stopping = False  # interrupted: its sleeps end at once
         # Locked while its sleeps may sleep; interrupt() unlocks it. A bare lock, not an Event:
@@ -192,7 +192,10 @@ class _Worker:
         self.thread: threading.Thread | None = None
 
     def cpu_time(self) -> float:
-        """CPU seconds of its thread, read from any thread; the last reading once it has ended."""
+        """CPU seconds of its thread, read from any thread; the last reading once it has ended
+        (a joined thread's pthread_t is gone: its clock id must not be asked for)."""
+        if self.thread is None or not self.thread.is_alive():
+            return self.cpu_last
         try:
             self.cpu_last = time.clock_gettime(time.pthread_getcpuclockid(self.ident))
         except (OSError, AttributeError, OverflowError):
@@ -214,7 +217,6 @@ class ThreadEngine(EngineBase):
         self._cond = threading.Condition(lock)
         self._guard = InterruptSafeLock(lock)
         self._pending = 0
-        self._task_start = 0.0
         self._streaming = False
         self._records: list = []
         self._outputs: list[tuple[list[str], list[str]]] = []
@@ -222,9 +224,9 @@ class ThreadEngine(EngineBase):
         self._abandoned: list[tuple[int, str]] = []
         self._gil_said = _gil_enabled()  # nothing to say if it was on from the start
         self._modules_before: set[str] = set()
-        runtime = _runtime()
-        _acquire()
         self._workers = [_Worker(i) for i in range(n)]
+        runtime = _runtime()
+        _acquire()  # close() releases it, from here on
         try:
             for w in self._workers:
                 w.thread = threading.Thread(
@@ -263,7 +265,7 @@ class ThreadEngine(EngineBase):
             self._check_startable()
             self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
             self._queue = [[] for _ in range(n)]
-            self._pending, self._task_start, self._streaming = n, time.perf_counter(), bool(stream)
+            self._pending, self._streaming = n, bool(stream)
             for w in self._workers:
                 k = w.id if each else 0
                 payload = payloads[k] if payloads else None
