@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import bound, ctrl_c_after
+from helpers import bound, ctrl_c_after
 
 from ipy_parallel import ParallelInterrupted, ParallelTimeout
 from ipy_parallel.backends import open_pool

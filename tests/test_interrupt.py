@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import bound
+from helpers import bound
 
 BUSY = {  # beyond the contract's (a Python loop, time.sleep)
     "an empty loop": "while True:\n    pass",

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import bound, ctrl_c_after, soak
+from helpers import bound, ctrl_c_after, soak
 
 from ipy_parallel import ClusterError, ClusterPool, ParallelError, ParallelInterrupted
 from ipy_parallel.ipython import cell

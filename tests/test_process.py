@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from conftest import all_gone, bound, children, ctrl_c_after, gone
+from helpers import all_gone, bound, children, ctrl_c_after, gone
 
 from ipy_parallel import ParallelError, ParallelInterrupted, ParallelTimeout, ProcessPool, WorkerDied
 from ipy_parallel.ipython.cell import CellOptions, run_cell

@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from conftest import CURRENT_INTERPRETER, bound, main_interpreter
+from helpers import CURRENT_INTERPRETER, bound, main_interpreter
 
 import ipy_parallel
 from ipy_parallel import Pool
@@ -538,7 +538,7 @@ def test_a_running_worker_never_takes_the_main_interpreters_gil(pool, cell):
 
 
 def test_resize_keeps_the_workers_that_stay_and_starts_only_new_ones():
-    from conftest import outside_reserve as interpreters
+    from helpers import outside_reserve as interpreters
 
     pool = Pool(2, fresh=True)  # grows with new interpreters, not kept ones
     before = [r.value for r in pool.run(CURRENT_INTERPRETER)]
@@ -648,7 +648,7 @@ def test_a_pool_starts_from_the_reserve_in_milliseconds():
 
 
 def test_a_start_that_fails_ends_the_workers_it_took_from_the_reserve():
-    from conftest import interpreters
+    from helpers import interpreters
     from ipy_parallel import _engine
 
     Pool.reserve(clear=True)
@@ -689,7 +689,7 @@ def test_a_worker_whose_cell_left_a_thread_running_is_not_kept(run_script):
 
 
 def test_the_reserve_keeps_up_to_its_limit_and_clears_on_request():
-    from conftest import interpreters
+    from helpers import interpreters
 
     Pool.reserve(clear=True)
     base = interpreters()
