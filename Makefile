@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-NATIVE := $(wildcard native/*.h native/*.c native/*.cpp) CMakeLists.txt pyproject.toml
+NATIVE := $(wildcard native/*.h native/*.h.in native/*.c native/*.cpp) ipy_parallel/_wire/protocol.py CMakeLists.txt pyproject.toml
 
 # A GIL per interpreter needs CPython 3.12+. Every suitable CPython, one per minor version and
 # build, the preferred first (3.13, then 3.12, then newer ones, each free-threaded build, "3.14t",
