@@ -1,5 +1,6 @@
 """Shared fixtures: real pools of every backend (a real ipyparallel cluster too), shells, kernels (plain helpers: helpers.py)."""
 
+import fcntl
 import json
 import os
 import signal
@@ -125,6 +126,27 @@ def any_pool(request):
         yield pool
     finally:
         pool.close()
+
+
+# -- sharing the machine ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _machine(request, tmp_path_factory):
+    """Under pytest-xdist, a test marked ``alone`` (it measures CPU time or speed, or needs every
+    core) runs with no other test beside it: every test holds a lock on one file shared by the
+    xdist workers, the others a shared one, it an exclusive one. Taken before the test's other
+    fixtures start anything (autouse fixtures come first)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield
+        return
+    path = tmp_path_factory.getbasetemp().parent / "machine.lock"  # the workers' common parent
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # -- interrupts -------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def test_numpy_imports_and_computes_in_the_workers(shared):
     assert [r.value.tolist()[0] for r in back] == [[1.0, 0.0, 0.0], [2.0, 1.0, 1.0]]
 
 
+@pytest.mark.alone  # CPU seconds of busy workers: a test beside them takes its share
 def test_cpu_times_of_the_pool_and_of_a_run(ppool):
     before = ppool.cpu_times()
     run = ppool.submit("import time\nend = time.monotonic() + 0.5\nwhile time.monotonic() < end:\n    pass")
