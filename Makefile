@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-NATIVE := $(wildcard native/*.h native/*.c native/*.cpp) CMakeLists.txt pyproject.toml
+NATIVE := $(wildcard native/*.h native/*.h.in native/*.c native/*.cpp) ipy_parallel/_wire/protocol.py CMakeLists.txt pyproject.toml
 
 # A GIL per interpreter needs CPython 3.12+. Every suitable CPython, one per minor version and
 # build, the preferred first (3.13, then 3.12, then newer ones, each free-threaded build, "3.14t",
@@ -28,6 +28,11 @@ PYTHON ?= $(firstword $(shell $(find_pythons)))
 demo: $(VENV)/.built
 	$(PY) -m ipy_parallel --notebook notebooks/quickstart.ipynb
 
+# Half of a test's time is spent waiting (kernels starting, cells sleeping, children exiting):
+# two tests at a time on two cores, a file's tests together (they share its kernel), with
+# pytest-xdist. A test marked `alone` (it measures CPU time or speed) runs with nothing beside it.
+PARALLEL_TESTS := -n auto --maxprocesses 4 --dist loadfile
+
 # The browser test drives Debian's chromium (no browser download): installed here when we are root
 # and it is missing; if that fails, tests/test_jupyterlab.py skips and says why.
 test: $(VENV)/.built
@@ -37,7 +42,7 @@ test: $(VENV)/.built
 	fi
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PARALLEL_TESTS)
 
 # The engine's type stub, ipy_parallel/_engine.pyi, made anew from the built engine (tests/test_engine.py
 # fails while it is stale).
@@ -61,8 +66,9 @@ lab: $(VENV)/.built
 build: $(VENV)/.built
 
 # The engine built with AddressSanitizer + UndefinedBehaviorSanitizer, in a venv of its own, and
-# the whole test suite run on it. CPython itself is not instrumented: the runtimes are preloaded,
-# and leak checking is off (an interpreter keeps memory until exit by design).
+# the whole test suite run on it but the packaging tests (they build a wheel of their own, not
+# instrumented). CPython itself is not instrumented: the runtimes are preloaded, and leak checking
+# is off (an interpreter keeps memory until exit by design).
 SAN_VENV := .venv-sanitize
 SAN_RUNTIMES = $$(g++ -print-file-name=libasan.so):$$(g++ -print-file-name=libubsan.so)
 sanitize: $(VENV)/.deps
@@ -72,7 +78,7 @@ sanitize: $(VENV)/.deps
 	  -Ccmake.define.IPP_SANITIZE=ON -Ccmake.define.IPP_WERROR=ON -Ccmake.build-type=RelWithDebInfo \
 	  -Cbuild-dir=build/sanitize .
 	cd tests && IPP_TIME_SCALE=3 LD_PRELOAD=$(SAN_RUNTIMES) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:quarantine_size_mb=0:thread_local_quarantine_size_kb=0 \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CURDIR)/$(SAN_VENV)/bin/python -m pytest -p no:cacheprovider .
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CURDIR)/$(SAN_VENV)/bin/python -m pytest -p no:cacheprovider $(PARALLEL_TESTS) --ignore=test_packaging.py .
 
 $(VENV)/.deps: pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from ._wire import protocol
 
-__all__ = ["Result", "WorkerError", "Outcome", "rebuild", "format_workers", "group_errors"]
+__all__ = ["Result", "WorkerError", "Outcome", "rebuild", "rebuild_all", "format_workers", "group_errors"]
 
 
 class Outcome(StrEnum):
@@ -72,8 +72,25 @@ def rebuild(record: tuple) -> Result:
     """The Result of one protocol result record. Never raises, whatever unpickling does (a
     value's __reduce__ may raise anything, SystemExit and KeyboardInterrupt included, and a
     Ctrl-C may land here): that worker's Result then carries the error instead."""
+    return _rebuild(record)[0]
+
+
+def rebuild_all(records: Iterable[tuple]) -> tuple[list[Result], bool]:
+    """The Results of a run's records, and whether a KeyboardInterrupt (a Ctrl-C) landed while
+    they were rebuilt: every record is rebuilt all the same, the interrupted ones carrying it as
+    their error, so that the caller can raise ParallelInterrupted with every result in it."""
+    results, interrupted = [], False
+    for record in records:
+        result, stopped = _rebuild(record)
+        results.append(result)
+        interrupted = interrupted or stopped
+    return results, interrupted
+
+
+def _rebuild(record: tuple) -> tuple[Result, bool]:
     worker_id, value_blob, stdout, stderr, error, wall, cpu, value_format = record
     value = err = None
+    interrupted = False
     try:
         if error is not None:
             err = _worker_error(*error)
@@ -83,14 +100,15 @@ def rebuild(record: tuple) -> Result:
             value = (marshal.loads if value_format == protocol.MARSHAL else pickle.loads)(value_blob)
     except BaseException as exc:
         value = None
+        interrupted = isinstance(exc, KeyboardInterrupt)
         why = (
             "it was interrupted (KeyboardInterrupt) while it was rebuilt"
-            if isinstance(exc, KeyboardInterrupt)
+            if interrupted
             else f"{type(exc).__name__} was raised while it was rebuilt: {exc!r}"
         )
         message = f"the result of worker {worker_id} cannot be rebuilt in the main interpreter: {why}"
         err = WorkerError(type(exc).__name__, message, f"{type(exc).__name__}: {message}\n", None)
-    return Result(worker_id, value, stdout, stderr, err, wall, cpu)
+    return Result(worker_id, value, stdout, stderr, err, wall, cpu), interrupted
 
 
 def _worker_error(type_name, message, text, exc_blob) -> WorkerError:

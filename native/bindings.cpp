@@ -340,6 +340,8 @@ py::object bytes_or_none(const std::optional<std::string>& s) {
 // stdout, stderr, error, wall_time, cpu_time, value_format), error None or (type_name, message,
 // traceback, pickled exception | None) (its ERROR_FIELDS); tests/test_protocol.py holds the two to it.
 py::tuple EngineHandle::result_record(const ipp::TaskResult& r) {
+  static_assert(ipp::kErrorFields == 4 && ipp::kResultFields == 8,
+                "protocol.py's records changed: build them here to its ERROR_FIELDS and RESULT_FIELDS");
   py::object error = py::none();
   if (r.error) {
     error = py::make_tuple(py::str(r.error->type_name), py::str(r.error->message), py::str(r.error->traceback),

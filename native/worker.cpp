@@ -136,7 +136,7 @@ TaskError error_from_raised() {
 // Reads run()'s reply, the protocol's (value | None, error record | None, value_format). A RAW
 // value is not copied: `raw` gets a new reference to it.
 bool unpack_reply(PyObject* reply, TaskResult& result, Ref& raw) {
-  if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != 3) {
+  if (!PyTuple_Check(reply) || PyTuple_GET_SIZE(reply) != kReplyFields) {
     PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed reply");
     return false;
   }
@@ -156,7 +156,7 @@ bool unpack_reply(PyObject* reply, TaskResult& result, Ref& raw) {
     if (!copy_text(value, *result.value)) return false;
   }
   if (error == Py_None) return true;
-  if (!PyTuple_Check(error) || PyTuple_GET_SIZE(error) != 4) {
+  if (!PyTuple_Check(error) || PyTuple_GET_SIZE(error) != kErrorFields) {
     PyErr_SetString(PyExc_SystemError, "worker runtime returned a malformed error");
     return false;
   }

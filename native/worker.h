@@ -16,6 +16,7 @@
 
 #include "interpreter.h"
 #include "lent.h"
+#include "wire_formats.h"  // generated from ipy_parallel/_wire/protocol.py
 
 namespace ipp {
 
@@ -31,9 +32,6 @@ struct Task {
   std::uint64_t generation = 0;                 // set by Worker::post
 };
 
-// The protocol's RAW value format (ipy_parallel/_wire/protocol.py): the value is a bytes object,
-// handed over as it is. Exported as _engine.RAW_FORMAT, which tests/test_protocol.py holds to the protocol.
-constexpr int kRawFormat = 2;
 
 // An error record of the protocol: (type_name, message, traceback, pickled exception | None).
 struct TaskError {

@@ -1,49 +1,19 @@
-"""Shared fixtures and helpers: real pools of every backend (a real ipyparallel cluster too), real child processes and kernels."""
+"""Shared fixtures: real pools of every backend (a real ipyparallel cluster too), shells, kernels (plain helpers: helpers.py)."""
 
-import contextlib
-import contextvars
+import fcntl
 import json
 import os
-import random
-import re
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
-import warnings
 import time
 import uuid
-from pathlib import Path
+import warnings
 
 import pytest
 
 import ipy_parallel
-from ipy_parallel import _engine
-from ipy_parallel.backends import open_pool
-
-REPO = Path(__file__).resolve().parents[1]
-
-#: Wall-clock bounds in tests are multiplied by this: a loaded or instrumented machine (make
-#: sanitize sets 3) is slower, and a bound must fail only when something is really wrong.
-TIME_SCALE = float(os.environ.get("IPP_TIME_SCALE", "1"))
-
-
-def bound(seconds: float) -> float:
-    """A wall-clock bound for a test, scaled for the machine it runs on."""
-    return seconds * TIME_SCALE
-
-
-#: How much of their full length the soak tests run (thousands of cells or interrupts). 1 unless
-#: IPP_SOAK_SCALE says otherwise: CI runs them in full on the preferred CPython and shorter on the
-#: others and on the sanitizer build (.ci/run), where a whole run costs minutes more each time.
-SOAK_SCALE = float(os.environ.get("IPP_SOAK_SCALE", "1"))
-
-
-def soak(count: int) -> int:
-    """A soak test's count of cells or interrupts, scaled by IPP_SOAK_SCALE (at least 1)."""
-    return max(1, round(count * SOAK_SCALE))
-
+from helpers import bound, open_backend, python, start_kernel
 
 # -- pools ------------------------------------------------------------------------------------
 
@@ -56,12 +26,6 @@ def pool():
 
 
 CLUSTER_PROFILE = "ipp_test"
-
-
-def _ipcluster(*args, env, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "ipyparallel.cluster", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _cluster_processes(security_dir, cluster_id):
@@ -115,7 +79,9 @@ def cluster(tmp_path_factory):
     # the session had a controller with no engines. The engines' log level stays at warnings, so
     # that a failure here shows why.
     (profile_dir / "ipengine_config.py").write_text(f"c.IPEngine.timeout = {bound(60)}\n")
-    started = _ipcluster(
+    started = python(
+        "-m",
+        "ipyparallel.cluster",
         "start",
         "-n",
         "2",
@@ -135,7 +101,9 @@ def cluster(tmp_path_factory):
     finally:
         if (security / f"cluster-{cluster_id}.json").exists():
             procs = procs or _cluster_processes(security, cluster_id)
-        _ipcluster("stop", f"--profile={CLUSTER_PROFILE}", f"--cluster-id={cluster_id}", env=env)
+        python(
+            "-m", "ipyparallel.cluster", "stop", f"--profile={CLUSTER_PROFILE}", f"--cluster-id={cluster_id}", env=env
+        )
         gone, alive = psutil.wait_procs(procs, timeout=15)
         for proc in alive:  # only the processes of the cluster started above
             proc.kill()
@@ -149,16 +117,6 @@ def cluster(tmp_path_factory):
 BACKENDS = ["subinterpreter", "process", "ipyparallel", "threads"]
 
 
-def open_backend(backend: str, request):
-    """A fresh 2-worker pool of a backend (the ipyparallel one on the session's cluster, reset)."""
-    if backend == "ipyparallel":
-        where = request.getfixturevalue("cluster")
-        pool = ipy_parallel.ClusterPool(profile=where["profile"], cluster_id=where["cluster_id"])
-        pool.reset()
-        return pool
-    return open_pool(backend, 2)
-
-
 @pytest.fixture(params=BACKENDS)
 def any_pool(request):
     """A fresh 2-worker pool of each backend in turn, closed after the test."""
@@ -168,6 +126,27 @@ def any_pool(request):
         yield pool
     finally:
         pool.close()
+
+
+# -- sharing the machine ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _machine(request, tmp_path_factory):
+    """Under pytest-xdist, a test marked ``alone`` (it measures CPU time or speed, or needs every
+    core) runs with no other test beside it: every test holds a lock on one file shared by the
+    xdist workers, the others a shared one, it an exclusive one. Taken before the test's other
+    fixtures start anything (autouse fixtures come first)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield
+        return
+    path = tmp_path_factory.getbasetemp().parent / "machine.lock"  # the workers' common parent
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # -- interrupts -------------------------------------------------------------------------------
@@ -196,72 +175,6 @@ def _put_back_sigint(who: str) -> None:
         )
 
 
-def ctrl_c_after(seconds: float) -> threading.Timer:
-    """Send SIGINT to this (the main) thread after `seconds`, as Ctrl-C would."""
-    timer = threading.Timer(seconds, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
-    timer.start()
-    return timer
-
-
-# Where a Ctrl-C would only print "Exception ignored" (CPython's weakref callbacks, run wherever
-# the collector happens to free a thread or a set's member) or break pytest's report of that.
-_BOOKKEEPING = ("_weakrefset.py", "unraisableexception.py")
-
-
-def _in_bookkeeping(frame) -> bool:
-    while frame is not None:
-        if frame.f_code.co_filename.endswith(_BOOKKEEPING):
-            return True
-        frame = frame.f_back
-    return False
-
-
-class RandomInterrupts:
-    """Ctrl-C at random instants, 2-20 ms apart, each landing wherever the main thread is while
-    it runs an operation (between any two bytecodes of it, ours included). A SIGINT that arrives
-    between operations is ignored, so that the test's own loop is not what it hits."""
-
-    def __init__(self, seed: int):
-        self.rng = random.Random(seed)
-        self.inside = False
-        self.sent = self.landed = 0
-        self._stop = threading.Event()
-        self._main = threading.get_ident()
-
-    def _handler(self, signum, frame):
-        if self.inside and not _in_bookkeeping(frame):
-            self.landed += 1
-            raise KeyboardInterrupt
-
-    def _fire(self):
-        while not self._stop.wait(self.rng.uniform(0.002, 0.020)):
-            signal.pthread_kill(self._main, signal.SIGINT)
-            self.sent += 1
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handler)
-        self._thread = threading.Thread(target=self._fire, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        time.sleep(0.05)  # a signal still in flight lands here, outside any operation
-        signal.signal(signal.SIGINT, self._previous)
-
-    def call(self, fn):
-        """fn(), under fire; returns what it returned, or the KeyboardInterrupt it raised."""
-        try:
-            self.inside = True
-            try:
-                return fn()
-            finally:
-                self.inside = False
-        except KeyboardInterrupt as exc:
-            return exc
-
-
 # -- child processes ----------------------------------------------------------------------------
 
 
@@ -274,68 +187,10 @@ def run_script(tmp_path):
         script = tmp_path / "script.py"
         script.write_text(textwrap.dedent(source), encoding="utf-8")
         start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=timeout
-        )
+        proc = python(str(script), cwd=tmp_path, timeout=timeout)
         return proc, time.perf_counter() - start
 
     return run
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie left to a non-reaping init counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
-    except FileNotFoundError:
-        return True
-
-
-def all_gone(pids, seconds: float) -> bool:
-    """Whether every one of these processes has ended (or is a zombie) within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not all(gone(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def children() -> set[int]:
-    """The live child processes of this process."""
-    found = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(p) for p in f.read().split())
-    return {pid for pid in found if not gone(pid)}
-
-
-def threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
-# CPython's private interpreters module: _interpreters on 3.13, _xxsubinterpreters on 3.12 (whose
-# get_current() gives an id object rather than a tuple).
-INTERPRETERS = "_interpreters" if sys.version_info >= (3, 13) else "_xxsubinterpreters"
-#: Source a worker can end a cell with: the id of its interpreter, as an int.
-CURRENT_INTERPRETER = f"import {INTERPRETERS}\n" + (
-    "_interpreters.get_current()[0]" if sys.version_info >= (3, 13) else "int(_xxsubinterpreters.get_current())"
-)
-
-
-def interpreters() -> int:
-    """Sub-interpreters alive in this process (the main one included)."""
-    return len(__import__(INTERPRETERS).list_all())
-
-
-def outside_reserve() -> int:
-    """interpreters(), less those parked in the engine's reserve for the next pool."""
-    return interpreters() - _engine.reserve_size()
-
-
-def main_interpreter() -> int:
-    main = __import__(INTERPRETERS).get_main()
-    return main[0] if isinstance(main, tuple) else int(main)
 
 
 # -- IPython ----------------------------------------------------------------------------------
@@ -356,69 +211,6 @@ def ip():
         del shell.user_ns[name]
 
 
-@contextlib.contextmanager
-def terminal_ipython():
-    """Terminal IPython (prompt_toolkit) in a pseudo-terminal, as a user has it, at its first
-    prompt; exited (and closed) at the end. What it showed is terminal_text(child). Lines are
-    sent with "\\r", as Enter sends them."""
-    import io
-
-    import pexpect
-
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "IPython", "--no-banner", "--colors=NoColor"],
-        encoding="utf-8",
-        timeout=bound(60),
-        dimensions=(40, 200),
-    )
-    child.logfile_read = io.StringIO()
-    try:
-        child.expect(r"In \[1\]:")
-        yield child
-        child.send("exit\r")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-
-
-def terminal_text(child) -> str:
-    return strip_ansi(child.logfile_read.getvalue())
-
-
-def strip_ansi(text: str) -> str:
-    """A terminal's text without its escape sequences and carriage returns."""
-    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b\][^\x07]*\x07|\r", "", text)
-
-
-def cell(ip, line, body):
-    """A %%parallel cell in an in-process shell: its value (exceptions raised, as a magic's are)."""
-    return ip.run_cell_magic("parallel", line, body)
-
-
-def magics_of(ip):
-    """The extension's magics object of this shell (its pools, its defaults)."""
-    from ipy_parallel.ipython.magics import ParallelMagics
-
-    return ip.magics_manager.registry[ParallelMagics.__name__]
-
-
-def start_kernel():
-    """A real "Python 3 (ipy_parallel)" kernel from the repository's kernelspec, through jupyter_client;
-    returns (manager, client)."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    specs = KernelSpecManager(kernel_dirs=[str(REPO / "kernel")])
-    km = KernelManager(kernel_name="ipy_parallel", kernel_spec_manager=specs)
-    km.start_kernel(cwd=str(REPO / "tests"))
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    kc.manager = km  # for interrupt_kernel
-    return km, kc
-
-
 @pytest.fixture(scope="module")
 def kernel():
     """A real kernel shared by a module's tests."""
@@ -426,44 +218,3 @@ def kernel():
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=False)
-
-
-_thread_context = threading.local()
-_interrupting_contexts: list[contextvars.Context] = []
-
-
-def interrupt_kernel(client_or_manager) -> None:
-    """What the notebook's stop button does, from any thread. jupyter_client's blocking API keeps
-    its event loop in a context variable, and on a free-threaded 3.14 a new thread inherits the
-    context of the thread that started it (sys.flags.thread_inherit_context), so a timer thread
-    would find the main thread's loop, running ("This event loop is already running"). Each
-    thread calls it in a context of its own, as a thread gets with a GIL."""
-    manager = getattr(client_or_manager, "manager", client_or_manager)
-    context = getattr(_thread_context, "context", None)
-    if context is None:
-        context = _thread_context.context = contextvars.Context()
-        # Kept, with the event loop jupyter_client makes in it, for the session: dropped with its
-        # thread, a free-threaded build may free it later on the main thread, and the loop's
-        # __del__ would then run wherever the main thread is (inside a random-interrupt test).
-        _interrupting_contexts.append(context)
-    context.run(manager.interrupt_kernel)
-
-
-def execute(kc, code: str, timeout: float = 60, stop_on_error: bool = True):
-    """Run code in the kernel; return (execute_reply content, [(seconds since sent, iopub msg)]).
-    With stop_on_error (a notebook's Run All), ipykernel aborts requests that arrive right after
-    a failed cell."""
-    start = time.monotonic()
-    msg_id = kc.execute(code, stop_on_error=stop_on_error)
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append((time.monotonic() - start, msg))
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    return reply["content"], messages

@@ -6,7 +6,7 @@ import re
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import terminal_ipython, terminal_text
+from helpers import terminal_ipython, terminal_text
 
 
 def test_every_cell_runs_in_the_workers_while_on(ip, capsys):

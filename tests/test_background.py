@@ -6,7 +6,7 @@ import time
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import bound, ctrl_c_after, execute, interrupt_kernel, magics_of, terminal_ipython, terminal_text
+from helpers import bound, ctrl_c_after, execute, interrupt_kernel, magics_of, terminal_ipython, terminal_text
 
 from ipy_parallel.exceptions import ParallelError, ParallelInterrupted, ParallelTimeout
 
@@ -252,7 +252,7 @@ def test_ctrl_c_at_random_instants_while_background_cells_start(ip):
     """However a Ctrl-C lands in a --bg cell's start (or in a stop), no run is left going that
     nothing follows: once the runs listed are stopped, the pool is idle, and the next cell runs.
     The runs would go on for long, so one left behind shows."""
-    from conftest import RandomInterrupts, soak
+    from helpers import RandomInterrupts, soak
 
     pools = magics_of(ip).pools
     interrupted = starts = 0

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bound
+from helpers import bound
 
 from ipy_parallel import _engine, bench
 from ipy_parallel.bench import compare

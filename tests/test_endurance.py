@@ -6,7 +6,7 @@ import random
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
-from conftest import interpreters, soak, threads
+from helpers import interpreters, soak, threads
 
 from ipy_parallel import Pool, bench
 

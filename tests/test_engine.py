@@ -2,12 +2,10 @@
 
 import marshal
 import pickle
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import REPO
+from helpers import REPO, python
 
 from ipy_parallel import _engine
 from ipy_parallel._wire import marshalled, protocol
@@ -163,12 +161,7 @@ def test_condvar_floor_measures_round_trips():
 
 def test_the_type_stub_is_what_pybind11_stubgen_makes_of_the_engine(tmp_path):
     # ipy_parallel/_engine.pyi is generated (`make stubs`): a stale one fails here.
-    made = subprocess.run(
-        [sys.executable, "-m", "pybind11_stubgen", "ipy_parallel._engine", "-o", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    made = python("-m", "pybind11_stubgen", "ipy_parallel._engine", "-o", str(tmp_path), timeout=120)
     assert made.returncode == 0, made.stderr
     generated = (tmp_path / "ipy_parallel" / "_engine.pyi").read_text(encoding="utf-8")
     assert (REPO / "ipy_parallel" / "_engine.pyi").read_text(encoding="utf-8") == generated, (

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import helper_tasks
-from conftest import bound
+from helpers import bound
 from ipy_parallel import BrokenSubinterpreterPool, SubinterpreterExecutor
 
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import bound
+from helpers import bound
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import bound, ctrl_c_after, soak
+from helpers import bound, ctrl_c_after, soak
 
 from ipy_parallel import ClusterError, ClusterPool, ParallelError, ParallelInterrupted
 from ipy_parallel.ipython import cell
@@ -25,18 +25,6 @@ def test_first_engines_by_position(cluster):
     with ClusterPool(1, profile=cluster["profile"], cluster_id=cluster["cluster_id"]) as one:
         assert one.size == 1
         assert [r.value for r in one.run("worker_id, n_workers")] == [(0, 1)]
-
-
-def test_variables_persist_and_reset_clears_them(cpool):
-    cpool.run("counter = worker_id + 100\nimport math")
-    assert [r.value for r in cpool.run("counter * 2")] == [200, 202]
-    cpool.reset()
-    results = cpool.run("'counter' in globals(), worker_id, n_workers, math.pi > 3")
-    assert [r.error.type_name for r in results] == ["NameError", "NameError"]  # math gone, the module stays imported
-    assert [r.value for r in cpool.run("'counter' in globals(), worker_id, n_workers")] == [
-        (False, 0, 2),
-        (False, 1, 2),
-    ]
 
 
 def test_errors_are_grouped_with_the_cells_traceback(cpool):
@@ -75,22 +63,6 @@ def test_ctrl_c_during_run_cell_stops_the_engines(cpool):
     assert time.perf_counter() - start < 3
     assert [r.error.type_name for r in info.value.results] == ["KeyboardInterrupt"] * 2
     assert [r.value for r in cpool.run("worker_id")] == [0, 1]
-
-
-def test_run_cell_end_to_end_with_a_monitor(cpool):
-    out = io.StringIO()
-    monitor = Monitor(Tracker(2), stdout=out, stderr=out)
-    user_ns = {"data": list(range(10)), "scale": 3}
-    opts = cell.CellOptions(n=2, push=["scale"], scatter="data", pull=["part"])
-    source = (
-        "import time\npart = [v * scale for v in data]\nprint('chunk', data[0], data[-1])\ntime.sleep(0.5)\nsum(part)"
-    )
-    values = cell.run_cell(cpool, source, opts, user_ns, monitor)
-    assert values == [sum(range(5)) * 3, sum(range(5, 10)) * 3]
-    assert user_ns["part"] == [[0, 3, 6, 9, 12], [15, 18, 21, 24, 27]]
-    text = out.getvalue()
-    assert "[0] chunk 0 4\n" in text and "[1] chunk 5 9\n" in text
-    assert "2 workers" in text  # the summary line of a run longer than 0.3 s
 
 
 def test_close_keeps_the_cluster_and_its_variables(cluster):

@@ -17,7 +17,7 @@ from pathlib import Path
 # Missing packages are a failure, not a skip: `make test` installs them.
 import jupyterlab  # noqa: F401
 import pytest
-from conftest import REPO
+from helpers import REPO
 from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
 CHROMIUM = Path(os.environ.get("IPP_CHROMIUM", "/usr/bin/chromium"))

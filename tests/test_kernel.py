@@ -8,13 +8,18 @@ import time
 
 import pytest
 
-from conftest import REPO, bound, execute, interrupt_kernel, soak, start_kernel
+from helpers import (
+    REPO,
+    assert_output_streams_while_the_cell_runs,
+    bound,
+    execute,
+    interrupt_kernel,
+    python,
+    soak,
+    start_kernel,
+)
 
 from ipy_parallel.kernel import kernel_spec
-
-
-def streams(messages):
-    return [(t, m["content"]["name"], m["content"]["text"]) for t, m in messages if m["msg_type"] == "stream"]
 
 
 def test_kernelspec_file_matches_the_installer():
@@ -22,15 +27,9 @@ def test_kernelspec_file_matches_the_installer():
 
 
 def test_install_writes_a_spec_for_this_python(tmp_path):
-    import subprocess
     import sys
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "ipy_parallel.kernel", "install", "--prefix", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = python("-m", "ipy_parallel.kernel", "install", "--prefix", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "Installed kernelspec 'ipy_parallel'" in proc.stdout
     spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "ipy_parallel" / "kernel.json").read_text())
@@ -45,19 +44,7 @@ def test_parallel_works_without_load_ext(kernel):
 
 
 def test_worker_output_streams_while_the_cell_runs(kernel):
-    code = (
-        "%%parallel 2 --no-monitor\nimport time, sys\nprint('early', worker_id, flush=True)\n"
-        "print('warn', worker_id, file=sys.stderr)\ntime.sleep(1.5)\nprint('late', worker_id)"
-    )
-    reply, messages = execute(kernel, code)
-    assert reply["status"] == "ok"
-    got = streams(messages)
-    text = {name: "".join(t for _, n, t in got if n == name) for name in ("stdout", "stderr")}
-    assert sorted(text["stdout"].splitlines()) == ["[0] early 0", "[0] late 0", "[1] early 1", "[1] late 1"]
-    assert sorted(text["stderr"].splitlines()) == ["[0] warn 0", "[1] warn 1"]
-    early = min(t for t, n, s in got if "early" in s)
-    late = min(t for t, n, s in got if "late" in s)
-    assert late - early > 1.0, "early output must reach the notebook while the workers still run"
+    assert_output_streams_while_the_cell_runs(kernel)
 
 
 def test_failing_cell_has_error_status(kernel):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import RandomInterrupts, bound, children, ctrl_c_after, open_backend, soak
+from helpers import RandomInterrupts, bound, children, ctrl_c_after, open_backend, soak
 
 import ipy_parallel
 from ipy_parallel import ParallelInterrupted, ParallelTimeout, parallel

@@ -7,7 +7,7 @@ import time
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import bound, cell, magics_of
+from helpers import bound, cell, magics_of
 from ipy_parallel.exceptions import CellSyntaxError, ParallelError
 from ipy_parallel import Pool
 
@@ -54,7 +54,7 @@ def test_namespace_persists_and_pool_is_reused(ip):
 
 
 def test_pool_resized_when_n_changes_keeping_its_interpreters(ip):
-    from conftest import CURRENT_INTERPRETER
+    from helpers import CURRENT_INTERPRETER
 
     first = cell(ip, "2", CURRENT_INTERPRETER)
     cell(ip, "2", "a = 1")
@@ -236,7 +236,7 @@ def test_parallel_status_and_reset(ip, capsys):
 
 
 def test_parallel_reset_fresh_gives_new_interpreters_which_import_anew(ip, capsys):
-    from conftest import CURRENT_INTERPRETER
+    from helpers import CURRENT_INTERPRETER
 
     before = set(cell(ip, "2", "import colorsys\n" + CURRENT_INTERPRETER))
     ip.run_line_magic("parallel_reset", "")  # variables only: the same interpreters, colorsys still imported

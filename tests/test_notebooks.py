@@ -2,7 +2,7 @@
 
 import nbformat
 import pytest
-from conftest import REPO
+from helpers import REPO
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

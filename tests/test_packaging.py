@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 import ipy_parallel
 

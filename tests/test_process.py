@@ -4,15 +4,14 @@ import io
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
 
 import pytest
 
-from conftest import all_gone, bound, children, ctrl_c_after, gone
+from helpers import all_gone, bound, children, ctrl_c_after, gone, interrupt_busy
 
-from ipy_parallel import ParallelError, ParallelInterrupted, ParallelTimeout, ProcessPool, WorkerDied
+from ipy_parallel import ParallelInterrupted, ParallelTimeout, ProcessPool, WorkerDied
 from ipy_parallel.ipython.cell import CellOptions, run_cell
 from ipy_parallel.ipython.display import Monitor, Tracker
 
@@ -60,15 +59,7 @@ def test_numpy_imports_and_computes_in_the_workers(shared):
     assert [r.value.tolist()[0] for r in back] == [[1.0, 0.0, 0.0], [2.0, 1.0, 1.0]]
 
 
-def test_unpicklable_input_is_named_before_anything_runs(shared):
-    shared.run("touched = False")
-    with pytest.raises(TypeError, match="'lock'"):
-        shared.submit("touched = True", inputs={"lock": threading.Lock()})
-    assert [r.value for r in shared.run("touched")] == [False, False]
-    with pytest.raises(ValueError, match="worker_inputs has 1 entries"):
-        shared.run("0", worker_inputs=[{}])
-
-
+@pytest.mark.alone  # CPU seconds of busy workers: a test beside them takes its share
 def test_cpu_times_of_the_pool_and_of_a_run(ppool):
     before = ppool.cpu_times()
     run = ppool.submit("import time\nend = time.monotonic() + 0.5\nwhile time.monotonic() < end:\n    pass")
@@ -87,13 +78,7 @@ def test_interrupt_stops_workers_in_numpy(shared):
     shared.run("keep = worker_id + 5")
     run = shared.submit(source)
     time.sleep(0.3)
-    start = time.perf_counter()
-    assert shared.interrupt() == [0, 1]
-    assert run.wait(2), "the workers did not stop"
-    latency = time.perf_counter() - start
-    print(f"interrupt latency ({source.splitlines()[-1].strip()}): {latency * 1e3:.1f} ms")
-    assert latency < 1.0
-    assert [r.error.type_name for r in run.results()] == ["KeyboardInterrupt"] * 2
+    assert interrupt_busy(shared, run, 2, f"interrupt latency ({source.splitlines()[-1].strip()})") < 1.0
     assert [r.value for r in shared.run("keep")] == [5, 6]  # same processes, variables kept
 
 
@@ -231,41 +216,6 @@ def test_bad_sizes_rejected():
         ProcessPool(0)
     with pytest.raises(TypeError):
         ProcessPool(2.0)
-
-
-def test_run_cell_end_to_end_with_a_monitor(shared):
-    out = io.StringIO()
-    monitor = Monitor(Tracker(2, cores=2), stdout=out, stderr=out)
-    source = (
-        "import numpy as np, time\nprint('sum', int(np.arange(n).sum()) + worker_id)\ntime.sleep(0.5)\nworker_id * 2"
-    )
-    values = run_cell(shared, source, CellOptions(n=2, push=["n"]), {"n": 10}, monitor)
-    assert values == [0, 2]
-    text = out.getvalue()
-    assert "[0] sum 45" in text and "[1] sum 46" in text
-    assert "2 workers" in text  # the summary line of a run longer than 0.3 s
-
-    ns = {"data": list(range(10))}
-    run_cell(
-        shared,
-        "total = sum(data)",
-        CellOptions(n=2, scatter="data", pull=["total"]),
-        ns,
-        Monitor(Tracker(2), summary=False, stdout=io.StringIO()),
-    )
-    assert ns["total"] == [10, 35]
-
-    with pytest.raises(ParallelError) as info:
-        run_cell(
-            shared,
-            "if worker_id:\n    1 / 0\n'ok'",
-            CellOptions(n=2),
-            {},
-            Monitor(Tracker(2), summary=False, stdout=io.StringIO()),
-        )
-    [(workers, error)] = info.value.groups
-    assert workers == [1] and error.type_name == "ZeroDivisionError"
-    assert info.value.results[0].value == "ok"
 
 
 def test_run_cell_timeout_and_interrupt(shared):

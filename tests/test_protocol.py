@@ -32,6 +32,12 @@ def test_error_records_hold_only_valid_utf8():
 
 
 def test_records_have_the_fields_the_protocol_names():
+    reply = protocol.reply(b"v", None, protocol.MARSHAL)
+    assert dict(zip(protocol.REPLY_FIELDS, reply, strict=True)) == {
+        "value": b"v",
+        "error": None,
+        "value_format": protocol.MARSHAL,
+    }
     record = protocol.result_record(3, protocol.reply(b"v", None, protocol.MARSHAL), "out", "err", 0.5, 0.25)
     assert dict(zip(protocol.RESULT_FIELDS, record, strict=True)) == {
         "worker_id": 3,

@@ -5,7 +5,7 @@ import os
 import pytest
 from IPython.core.error import UsageError
 
-from conftest import cell
+from helpers import cell
 from ipy_parallel.ipython.session import Config, not_isolated_modules
 from ipy_parallel.exceptions import ParallelError
 
@@ -126,7 +126,7 @@ def test_config_describes_itself():
 
 
 def test_load_ext_warms_the_default_pool_and_the_first_cell_uses_it(ip):
-    from conftest import magics_of
+    from helpers import magics_of
 
     pools = magics_of(ip).pools
     warmed = pools.of("subinterpreter")  # waits for the background start, if still going

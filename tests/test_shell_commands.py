@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import all_gone, bound, cell, children, ctrl_c_after, execute, interrupt_kernel, magics_of
+from helpers import all_gone, bound, cell, children, ctrl_c_after, execute, interrupt_kernel, magics_of
 from ipy_parallel.ipython import shell_commands
 
 

@@ -5,15 +5,12 @@ import time
 
 import pytest
 
+from helpers import values
+
 import ipy_parallel
 from ipy_parallel import worker
 
 IMPORT = "from ipy_parallel import worker\n"
-
-
-def values(results):
-    assert [r.error for r in results] == [None] * len(results)
-    return [r.value for r in results]
 
 
 def errors(results):

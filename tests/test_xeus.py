@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.tags import sys_tags
 
-from conftest import execute
+from helpers import assert_output_streams_while_the_cell_runs, execute, start_kernel
 
 KERNELS = Path(sys.prefix) / "share" / "jupyter" / "kernels"  # where the wheel puts "xpython"
 
@@ -56,27 +56,12 @@ def _xeus_installed():
         pytest.fail(f"{_MISSING} (a wheel exists for this Python)", pytrace=False)
 
 
-def _start(kernel_dirs=(str(KERNELS),), name="xpython", log=None):
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=list(kernel_dirs)))
-    # xeus prints a banner on stdout/stderr; a log file keeps it out of the test output and lets a test read it.
-    streams = {"stdout": log, "stderr": log} if log is not None else {}
-    km.start_kernel(cwd=str(Path(__file__).parent), **streams)
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    return km, kc
-
-
 @pytest.fixture(scope="module")
 def xkernel(tmp_path_factory):
     log = open(tmp_path_factory.mktemp("xeus") / "kernel.log", "w")
-    km, kc = _start(log=log)
+    km, kc = start_kernel("xpython", [KERNELS], log)
     reply, _ = execute(kc, "%load_ext ipy_parallel")
     assert reply["status"] == "ok", reply
-    kc.manager = km
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=False)
@@ -118,19 +103,7 @@ def test_workers_output_ids_and_results(xkernel):
 
 
 def test_worker_output_streams_while_the_cell_runs(xkernel):
-    code = (
-        "%%parallel 2 --no-monitor\nimport time, sys\nprint('early', worker_id, flush=True)\n"
-        "print('warn', worker_id, file=sys.stderr)\ntime.sleep(1.5)\nprint('late', worker_id)"
-    )
-    reply, messages = execute(xkernel, code)
-    assert reply["status"] == "ok"
-    text = _streams(messages)
-    assert sorted(text["stdout"].splitlines()) == ["[0] early 0", "[0] late 0", "[1] early 1", "[1] late 1"]
-    assert sorted(text["stderr"].splitlines()) == ["[0] warn 0", "[1] warn 1"]
-    stamps = [(t, m["content"]["text"]) for t, m in messages if m["msg_type"] == "stream"]
-    early = min(t for t, s in stamps if "early" in s)
-    late = min(t for t, s in stamps if "late" in s)
-    assert late - early > 1.0, "early output must reach the notebook while the workers still run"
+    assert_output_streams_while_the_cell_runs(xkernel)
 
 
 def test_push_and_pull(xkernel):
@@ -199,7 +172,7 @@ def test_interrupt_kills_the_kernel(what, tmp_path):
     # running: the cell gets no reply, the kernel process ends with status 0, the notebook restarts it
     # and every variable is lost. Our pool is not involved; the plain-Python case proves it.
     with open(tmp_path / "kernel.log", "w+") as log:
-        km, kc = _start(log=log)
+        km, kc = start_kernel("xpython", [KERNELS], log)
         try:
             if what == "%%parallel":
                 assert execute(kc, BUSY[what])[0]["status"] == "ok"
@@ -245,7 +218,7 @@ def test_message_mode_interrupt_is_ignored(tmp_path):
     (tmp_path / "xpython-message").mkdir()
     (tmp_path / "xpython-message" / "kernel.json").write_text(json.dumps(spec))
     with open(tmp_path / "kernel.log", "w") as log:
-        km, kc = _start(kernel_dirs=[str(tmp_path)], name="xpython-message", log=log)
+        km, kc = start_kernel("xpython-message", [tmp_path], log)
     try:
         assert km.kernel_spec.interrupt_mode == "message"
         assert execute(kc, "%load_ext ipy_parallel")[0]["status"] == "ok"
@@ -272,7 +245,7 @@ def test_shutdown_is_clean(busy, tmp_path):
     # shutdown_kernel(now=False) asks politely and kills only after 5 s; a quick exit with status 0 and no
     # fatal error in the log means the kernel ended by itself with the pool alive (or still running).
     with open(tmp_path / "kernel.log", "w+") as log:
-        km, kc = _start(log=log)
+        km, kc = start_kernel("xpython", [KERNELS], log)
         assert execute(kc, "%load_ext ipy_parallel")[0]["status"] == "ok"
         reply, messages = execute(kc, "%%parallel 2\nworker_id")
         assert _results(messages) == ["[0, 1]"]

@@ -50,7 +50,10 @@ its workers) go through the engine's named queues, marshalled:
 
 from marshal import dumps as _marshal, loads as _unmarshal  # bound now: a cell may patch the module
 
+# The C++ engine's numbers for these formats are generated from this file when it is built
+# (CMakeLists.txt writes wire_formats.h): change them here, and the engine follows.
 PICKLE, MARSHAL, RAW = 0, 1, 2
+REPLY_FIELDS = ("value", "error", "value_format")
 RESULT_FIELDS = ("worker_id", "value", "stdout", "stderr", "error", "wall_time", "cpu_time", "value_format")
 ERROR_FIELDS = ("type_name", "message", "traceback", "exception")  # exception: pickled, or None
 

@@ -3,7 +3,7 @@
 A backend's engine says only how its workers start, are reached, are interrupted and end (its
 transport). Which calls are allowed when (one run at a time, nothing once closed, collect only
 a finished run) is EngineBase's, with the same errors for every backend; the C++ engine keeps
-the same rules itself (native/pool.cpp).
+the same rules itself (native/engine.cpp).
 """
 
 from __future__ import annotations

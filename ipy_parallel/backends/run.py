@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..exceptions import ParallelInterrupted, ParallelTimeout, RunStopped
-from ..results import Result, rebuild
+from ..results import Result, rebuild_all
 from .engine import Engine
 from .inputs import check_timeout
 
@@ -43,6 +43,7 @@ class Run:
         self._late_output: list[tuple[int, int, str]] = []  # drained for it when the pool moved on
         self._finished_seen = False
         self._stopping = False  # stopped (or given up): the next run says so if it must wait
+        self._interrupted_in_rebuild = False  # a Ctrl-C landed while its results were rebuilt
 
     @property
     def done(self) -> bool:
@@ -116,7 +117,11 @@ class Run:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise self._stopped(ParallelTimeout, f"{what} did not finish within {shown:g} s")
-            return self._rebuild()
+            results = self._rebuild()
+            if self._interrupted_in_rebuild:  # said once; the results stay the run's
+                self._interrupted_in_rebuild = False
+                raise ParallelInterrupted(f"{what} was interrupted while its results were rebuilt", results=results)
+            return results
         except KeyboardInterrupt as exc:
             if isinstance(exc, RunStopped):
                 raise
@@ -193,7 +198,7 @@ class Run:
     def _rebuild(self) -> list[Result]:
         records = self._pool._collect(self)
         if self._results is None:
-            results = [rebuild(record) for record in records]
+            results, self._interrupted_in_rebuild = rebuild_all(records)
             if self._targets is not None:
                 by_id = {r.worker_id: r for r in results}
                 results = [by_id[w] for w in self._targets]

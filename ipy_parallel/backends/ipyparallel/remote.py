@@ -46,7 +46,6 @@ def install(worker_id, n_workers):
     _run = runtime.setup(worker_id, n_workers, _emit, None, backend="ipyparallel", hide=(__file__,), keep=_kept)
     if _publisher is None:
         _publisher = _Publisher()
-    signal.signal(_SIGNUM, _on_signal)
     return sys.version_info[:3]
 
 
@@ -84,7 +83,9 @@ def task(source, filename, payload):
         try:
             _streams[:] = streams
             _publisher.begin(start_cpu)
-            signal.signal(_SIGNUM, _on_signal)  # again: an earlier cell may have replaced it
+            # Before each task, not once: an earlier cell may have replaced it. Until the first,
+            # SIGURG's default action ignores it.
+            signal.signal(_SIGNUM, _on_signal)
             _running = True
             reply = _run(source, filename, payload)  # raises only an interrupt
         finally:
