@@ -89,8 +89,9 @@ def barrier(timeout: float | None = None) -> None:
     seconds: a barrier never hangs a run. The GIL is released while waiting.
     """
     context = _context("barrier()")
-    if context.backend == "threads":
-        raise NotImplementedError("ipy_parallel.worker.barrier() does not work on the threads backend yet")
+    if context.barrier is not None:  # worker threads of one interpreter (the threads backend)
+        context.barrier.wait(context.rank, context.parties, timeout)
+        return
     if context.group is None:
         raise RuntimeError(
             f"ipy_parallel.worker.barrier() needs workers in one process; the {context.backend} "

@@ -1,7 +1,8 @@
-"""ipy_parallel.worker inside real sub-interpreters: rank and size, the barrier of a run, shared queues."""
+"""ipy_parallel.worker inside real sub-interpreters (and worker threads): rank and size, the barrier of a run, shared queues."""
 
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -9,8 +10,26 @@ from helpers import values
 
 import ipy_parallel
 from ipy_parallel import worker
+from ipy_parallel.backends import open_pool
 
 IMPORT = "from ipy_parallel import worker\n"
+
+
+@pytest.fixture(params=["subinterpreter", "threads"])
+def open_workers(request):
+    """open_workers(n): a pool of n workers of each backend whose workers share one process (and
+    so a barrier), closed after the test."""
+    opened = []
+
+    def open_(n):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # threads on a GIL build take turns: said once
+            opened.append(open_pool(request.param, n))
+        return opened[-1]
+
+    yield open_
+    for pool in opened:
+        pool.close()
 
 
 def errors(results):
@@ -44,53 +63,56 @@ def test_outside_a_worker_rank_says_where_to_call_it():
         worker.rank()
 
 
-def test_barrier_holds_everyone_until_the_last_arrives():
-    with ipy_parallel.Pool(3) as p:
-        # Worker k arrives after k * 0.2 s; all must leave after the last one arrived.
-        source = IMPORT + "import time\ntime.sleep(0.2 * worker_id)\nworker.barrier()\ntime.monotonic()"
-        start = time.monotonic()
-        left = values(p.run(source))
-        assert min(left) - start >= 0.39
-        assert max(left) - min(left) < 0.1
+def test_barrier_holds_everyone_until_the_last_arrives(open_workers):
+    p = open_workers(3)
+    # Worker k arrives after k * 0.2 s; all must leave after the last one arrived.
+    source = IMPORT + "import time\ntime.sleep(0.2 * worker_id)\nworker.barrier()\ntime.monotonic()"
+    start = time.monotonic()
+    left = values(p.run(source))
+    assert min(left) - start >= 0.39
+    assert max(left) - min(left) < 0.1
 
 
-def test_barrier_can_be_passed_many_times_in_a_run(pool):
+def test_barrier_can_be_passed_many_times_in_a_run(open_workers):
+    pool = open_workers(2)
     source = IMPORT + "seen = []\nfor step in range(50):\n    seen.append(step)\n    worker.barrier()\nlen(seen)"
     assert values(pool.run(source)) == [50, 50]
     assert values(pool.run(source)) == [50, 50]  # and again in the next run
 
 
-def test_a_worker_that_raises_breaks_the_barrier_for_the_others():
-    with ipy_parallel.Pool(3) as p:
-        got = errors(p.run(IMPORT + "if worker_id == 1:\n    1 / 0\nworker.barrier()"))
+def test_a_worker_that_raises_breaks_the_barrier_for_the_others(open_workers):
+    got = errors(open_workers(3).run(IMPORT + "if worker_id == 1:\n    1 / 0\nworker.barrier()"))
     assert got[1] == "ZeroDivisionError: division by zero"
     assert got[0] == got[2] == "threading.BrokenBarrierError: worker 1 raised ZeroDivisionError: division by zero"
 
 
-def test_a_worker_that_skips_the_barrier_breaks_it(pool):
+def test_a_worker_that_skips_the_barrier_breaks_it(open_workers):
+    pool = open_workers(2)
     got = errors(pool.run(IMPORT + "import time\nif worker_id:\n    time.sleep(0.1)\n    worker.barrier()"))
     assert got == [None, "threading.BrokenBarrierError: worker 0 finished its task without reaching the barrier"]
     assert values(pool.run(IMPORT + "worker.barrier()\n'after'")) == ["after", "after"]  # a new run, a new barrier
 
 
-def test_the_barrier_of_a_run_with_targets_is_the_targets_alone():
-    with ipy_parallel.Pool(4) as p:
-        for _ in range(3):  # the other workers end at once, every run: never a party
-            got = p.run(IMPORT + "import time\ntime.sleep(0.05)\nworker.barrier()\nworker_id", targets=[0, 2])
-            assert values(got) == [0, 2]
-        assert values(p.run(IMPORT + "worker.barrier()\nworker_id")) == [0, 1, 2, 3]  # all four again
-        got = errors(p.run(IMPORT + "if worker_id == 2:\n    worker.barrier()", targets=[2, 3]))
-        assert got == ["threading.BrokenBarrierError: worker 3 finished its task without reaching the barrier", None]
+def test_the_barrier_of_a_run_with_targets_is_the_targets_alone(open_workers):
+    p = open_workers(4)
+    for _ in range(3):  # the other workers end at once, every run: never a party
+        got = p.run(IMPORT + "import time\ntime.sleep(0.05)\nworker.barrier()\nworker_id", targets=[0, 2])
+        assert values(got) == [0, 2]
+    assert values(p.run(IMPORT + "worker.barrier()\nworker_id")) == [0, 1, 2, 3]  # all four again
+    got = errors(p.run(IMPORT + "if worker_id == 2:\n    worker.barrier()", targets=[2, 3]))
+    assert got == ["threading.BrokenBarrierError: worker 3 finished its task without reaching the barrier", None]
 
 
-def test_barrier_timeout_breaks_it(pool):
+def test_barrier_timeout_breaks_it(open_workers):
+    pool = open_workers(2)
     got = errors(
         pool.run(IMPORT + "import time\nif worker_id:\n    worker.barrier(timeout=0.2)\nelse:\n    time.sleep(2)")
     )
     assert got == [None, "threading.BrokenBarrierError: worker 1 waited 0.2 s at the barrier"]
 
 
-def test_interrupt_stops_workers_waiting_at_the_barrier(pool):
+def test_interrupt_stops_workers_waiting_at_the_barrier(open_workers):
+    pool = open_workers(2)
     run = pool.submit(IMPORT + "if worker_id:\n    worker.barrier()\nelse:\n    while True: pass")
     time.sleep(0.3)
     start = time.monotonic()

@@ -41,6 +41,7 @@ def setup(
     flush=None,
     namespace=None,
     route=None,
+    barrier=None,
 ):
     """Prepare this worker's namespace (its __main__) and return its run(source, filename, payload).
 
@@ -59,6 +60,8 @@ def setup(
     streams for the task, ``route(None, None)`` takes them back), the builtins module (a reset
     does not restore it) and the context module (kept in ``thread_contexts`` under the thread's
     id instead). Values and pulled variables come back as they are (RAW), never pickled.
+    ``barrier``: the run's barrier among such threads (wait(rank, parties, timeout) and
+    excuse(rank)), where no ``group`` gives the C++ one.
     """
     global _fresh
     import __main__
@@ -75,6 +78,7 @@ def setup(
     context = type(sys)(protocol.CONTEXT_MODULE)
     context.rank, context.size, context.group, context.backend = worker_id, n_workers, group, backend
     context.parties = n_workers  # the current run's workers: its barrier's parties
+    context.barrier = barrier
 
     def excuse():
         """Not one of the run's targets: no party to the barrier its workers share."""
@@ -82,6 +86,8 @@ def setup(
             from ipy_parallel import _engine
 
             _engine.barrier_excuse(group, worker_id)
+        elif barrier is not None:
+            barrier.excuse(worker_id)
 
     def stop_requested():
         """True once the pool asked this worker's current task to stop (an interrupt, a close),

@@ -31,8 +31,9 @@ parallel; on a GIL build the same code works, but the workers take turns on the 
   nothing and the runtime binds the objects themselves; an object pushed to 8 workers is one
   object, shared (mutations are seen by all: as with threads, that is the user's to order).
 - CPU per worker: the thread's CPU clock (pthread_getcpuclockid), read from any thread.
-- Barrier and Queue (ipy_parallel.worker): not yet; the runtime keeps each worker's context in
-  its ``thread_contexts`` for that.
+- worker.barrier(): a _Barrier per engine, with the C++ rendezvous's rules (a run's barrier breaks
+  for all when a worker raised, finished without arriving, or waited past its timeout). Queue
+  is the C++ one (one process). The runtime keeps each worker's context in ``thread_contexts``.
 """
 
 from __future__ import annotations
@@ -172,6 +173,83 @@ def _gil_enabled() -> bool:
 
 # -- the engine ----------------------------------------------------------------------------------
 
+_SLICE = 0.05  # seconds a barrier's waiter blocks before it looks at its deadline again
+
+
+class _Barrier:
+    """worker.barrier() among the threads of one run, by the C++ rendezvous's rules for workers
+    with interpreters of their own: every party arrives, or the barrier breaks for all, saying
+    why (a worker raised, finished its task without arriving, or waited past its timeout). A
+    waiter blocks on a bare lock of its own, never a Condition: an interrupt may land anywhere in
+    a worker thread (see _Worker.gate), and interrupt() opens the gates so that it lands at once."""
+
+    def __init__(self, guard: InterruptSafeLock):
+        self._guard = guard  # the engine's lock
+        self.reset()
+
+    def reset(self) -> None:
+        """(The engine's lock held.) A new run: nobody has arrived, nothing broke."""
+        self._generation = self._arrived = 0
+        self._left: str | None = None  # why a party will never arrive
+        self._broken: str | None = None
+        self._excused: set[int] = set()
+        self._gates: list = []
+
+    def wake(self) -> None:
+        """(The engine's lock held.) Let every waiter look again (an interrupt, a close)."""
+        for gate in self._gates:
+            _open(gate)
+
+    def abort(self, why: str) -> None:
+        """(The engine's lock held.)"""
+        if self._broken is None:
+            self._broken = why
+        self.wake()
+
+    def leave(self, rank: int, raised: str | None) -> None:
+        """(The engine's lock held.) Worker ``rank`` ended its task."""
+        if rank in self._excused or self._left is not None:
+            return
+        ended = f"raised {raised}" if raised else "finished its task without reaching the barrier"
+        self._left = f"worker {rank} {ended}"
+        if self._arrived:  # someone waits for it: in vain
+            self.abort(self._left)
+
+    def excuse(self, rank: int) -> None:
+        with self._guard.held():
+            self._excused.add(rank)
+
+    def wait(self, rank: int, parties: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        gate = _thread.allocate_lock()
+        gate.acquire()
+        with self._guard.held():
+            if self._broken is None and self._left is not None:  # that worker will never arrive
+                self._broken = self._left
+            if self._broken is not None:
+                raise threading.BrokenBarrierError(self._broken)
+            ticket = self._generation
+            self._arrived += 1
+            if self._arrived >= parties:
+                self._arrived = 0
+                self._generation += 1
+                self.wake()
+                self._gates = []
+                return
+            self._gates.append(gate)
+        while True:
+            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            gate.acquire(True, max(left, 0.0))
+            with self._guard.held():
+                if self._generation > ticket:
+                    return
+                if self._broken is not None:
+                    raise threading.BrokenBarrierError(self._broken)
+                if deadline is not None and time.monotonic() >= deadline:
+                    why = f"worker {rank} waited {timeout:g} s at the barrier"
+                    self.abort(why)
+                    raise threading.BrokenBarrierError(why)
+
 
 class _Worker:
     """One worker thread, its namespace, and its handshake with the engine (under its condition)."""
@@ -216,6 +294,7 @@ class ThreadEngine(EngineBase):
         lock = threading.Lock()
         self._cond = threading.Condition(lock)
         self._guard = InterruptSafeLock(lock)
+        self._barrier = _Barrier(self._guard)
         self._pending = 0
         self._streaming = False
         self._records: list = []
@@ -266,6 +345,7 @@ class ThreadEngine(EngineBase):
             self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
             self._queue = [[] for _ in range(n)]
             self._pending, self._streaming = n, bool(stream)
+            self._barrier.reset()
             for w in self._workers:
                 k = w.id if each else 0
                 payload = payloads[k] if payloads else None
@@ -303,6 +383,7 @@ class ThreadEngine(EngineBase):
                     if w.running:
                         _raise_in(w.ident)
                     ids.append(w.id)
+            self._barrier.wake()  # a waiter there takes its interrupt now
             return ids
 
     def busy_workers(self) -> list[int]:
@@ -326,6 +407,7 @@ class ThreadEngine(EngineBase):
                 return self.abandoned
             for w in self._workers:
                 w.exit = True
+            self._barrier.abort("the pool was closed")
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
         grace = time.monotonic() + min(_STOP_GRACE, timeout)
@@ -372,6 +454,7 @@ class ThreadEngine(EngineBase):
                 hide=(__file__,),
                 namespace=w.namespace,
                 route=route,
+                barrier=self._barrier,
             )
             w.ready.set()
             while True:
@@ -423,6 +506,9 @@ class ThreadEngine(EngineBase):
             w.running, w.task = False, None
             _cancel_in(w.ident)  # no interrupt comes after this: interrupt() sees running False
             if self._records and self._records[w.id] is None and self._pending:
+                error = reply[1]  # (type name, message, ...): said as a WorkerError says it
+                raised = None if error is None else (f"{error[0]}: {error[1]}" if error[1] else error[0])
+                self._barrier.leave(w.id, raised)
                 out, err = self._outputs[w.id]
                 self._records[w.id] = protocol.result_record(w.id, reply, "".join(out), "".join(err), wall, cpu)
                 self._pending -= 1
