@@ -8,7 +8,10 @@ import warnings
 
 import pytest
 
+from helpers import cell
+
 from ipy_parallel.backends import open_pool
+from ipy_parallel.backends.threads import TAKING_TURNS, takes_turns
 
 
 @pytest.fixture
@@ -106,3 +109,17 @@ def test_interrupts_at_random_instants_lose_no_task_and_leave_no_lock_held(pool)
         run.results()
         runs += 1
     assert [r.value for r in pool.run("worker_id")] == [0, 1]
+
+
+def test_the_display_and_status_say_whether_the_threads_take_turns(ip, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the GIL build's note, said once per process
+        assert cell(ip, "2 --backend threads", "import time\ntime.sleep(0.4)\nworker_id") == [0, 1]
+    summary = capsys.readouterr().out
+    ip.run_line_magic("parallel_status", "")
+    status = capsys.readouterr().out
+    assert "threads pool: 2 workers, idle" in status
+    if takes_turns():  # a GIL build (or 3.14t with the GIL turned back on): said, not hidden
+        assert f"%%parallel [threads · {TAKING_TURNS}]: 2 workers," in summary and TAKING_TURNS in status
+    else:
+        assert "%%parallel [threads]: 2 workers," in summary and TAKING_TURNS not in status

@@ -13,6 +13,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .. import bench
 from ..backends.inputs import MAX_WORKERS
+from ..backends.threads import TAKING_TURNS, takes_turns
 from . import shell_commands
 from .autoparallel import AutoParallel
 from .background import stop_all
@@ -393,6 +394,8 @@ class ParallelMagics(Magics):
                 f"{sum(cpu):.2f} s CPU in all"
             )
             print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
+            if backend == "threads" and takes_turns():
+                print(f"ipy_parallel threads pool: {TAKING_TURNS} (a free-threaded CPython, 3.14t, runs them at once)")
         for job in self.pools.background:
             print(f"ipy_parallel: {job.describe()}")
         if self.auto.on:

@@ -18,6 +18,7 @@ from collections.abc import Callable, MutableMapping
 from ..backends import NAMES as BACKENDS
 from ..backends import open_pool, pool_class
 from ..backends.inputs import cell_filename, check_workers
+from ..backends.threads import TAKING_TURNS, takes_turns
 from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell
@@ -352,6 +353,8 @@ def run_on_backend(
     check_cell(source, options, user_ns, filename, pools.size_for(backend, options.n, cluster))
     pool = pools.get(backend, options.n, cluster)
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
+    if backend == "threads" and takes_turns():  # say so, rather than show one core busy as if that were all
+        label = f"%%parallel [threads · {TAKING_TURNS}]"
     options = replace(options, n=pool.size)
     shown = pool.size if options.targets is None else len(options.targets)
     if turn.background:

@@ -8,15 +8,17 @@ made. On a CPython with a GIL the workers take turns: it works, but only a free-
 
 from __future__ import annotations
 
-import sys
 import warnings
 import weakref
 
 from ..base import BasePool
 from ..run import STOP_GRACE
-from .engine import ThreadEngine
+from .engine import ThreadEngine, gil_enabled
 
-__all__ = ["ThreadPool"]
+__all__ = ["ThreadPool", "TAKING_TURNS", "takes_turns"]
+
+#: What the displays and %parallel_status say of a ThreadPool while the GIL is on.
+TAKING_TURNS = "GIL enabled: threads take turns"
 
 _said_gil = False  # the GIL build's note is given once per process
 
@@ -37,8 +39,7 @@ class ThreadPool(BasePool):
 
     def _open_engine(self, n: int) -> ThreadEngine:
         global _said_gil
-        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-        if gil and n > 1 and not _said_gil:
+        if takes_turns() and n > 1 and not _said_gil:
             _said_gil = True
             warnings.warn(
                 "ipy_parallel: this CPython runs with a GIL, so the ThreadPool's workers take turns "
@@ -57,3 +58,9 @@ class ThreadPool(BasePool):
 
     def __repr__(self) -> str:
         return f"<ipy_parallel.ThreadPool {self.size} worker threads, {self.state}, {self.runs} runs>"
+
+
+def takes_turns() -> bool:
+    """True while the workers of a ThreadPool run one at a time: this CPython has the GIL on
+    (a build with one, or 3.14t once an extension module turned it on)."""
+    return gil_enabled()

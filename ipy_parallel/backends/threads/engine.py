@@ -51,7 +51,7 @@ from ..._wire import RUNTIME, install, protocol, shipped_sources
 from ..engine import EngineBase
 from ..signals import InterruptSafeLock
 
-__all__ = ["ThreadEngine"]
+__all__ = ["ThreadEngine", "gil_enabled"]
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _START_TIMEOUT = 10.0  # seconds for the worker threads to be ready
@@ -166,7 +166,8 @@ def _runtime():
         return module if module is not None else install(shipped_sources())
 
 
-def _gil_enabled() -> bool:
+def gil_enabled() -> bool:
+    """Whether this CPython runs with the GIL now (a build with one; 3.14t once an extension turned it on)."""
     check = getattr(sys, "_is_gil_enabled", None)
     return True if check is None else check()
 
@@ -301,7 +302,7 @@ class ThreadEngine(EngineBase):
         self._outputs: list[tuple[list[str], list[str]]] = []
         self._queue: list[list[list]] = []
         self._abandoned: list[tuple[int, str]] = []
-        self._gil_said = _gil_enabled()  # nothing to say if it was on from the start
+        self._gil_said = gil_enabled()  # nothing to say if it was on from the start
         self._modules_before: set[str] = set()
         self._workers = [_Worker(i) for i in range(n)]
         runtime = _runtime()
@@ -546,7 +547,7 @@ class ThreadEngine(EngineBase):
 
     def _say_if_the_gil_came_back(self) -> None:
         """On a free-threaded build, once: an extension a cell imported turned the GIL on."""
-        if self._gil_said or not _gil_enabled():
+        if self._gil_said or not gil_enabled():
             return
         self._gil_said = True
         new = sorted(set(sys.modules) - self._modules_before)
