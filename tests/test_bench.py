@@ -45,8 +45,9 @@ def test_runners_agree(runner):
 
 
 def test_pool_and_stdlib_runners_agree():
-    with bench.warm_pool(2) as pool:
-        assert bench.pool_seed(pool, NS) == expected()
+    for backend in ("subinterpreter", "threads"):
+        with bench.warm_pool(2, backend) as pool:
+            assert bench.pool_seed(pool, NS) == expected()
     stdlib = bench.StdlibInterpreters(2)
     try:
         assert stdlib.seed(NS) == expected()
@@ -86,6 +87,7 @@ def test_native_bench_report():
         "multiprocessing fork",
         "multiprocessing spawn",
         "sub-interpreters (ipy_parallel)",
+        "threads backend (ipy_parallel)",
         "C++ kernel, GIL released",
     ]
     assert report.agree and all(r.values == [bench.seed_task(20_000)] * 2 for r in report.rows)
@@ -96,9 +98,9 @@ def test_native_bench_report():
     assert table.startswith("native_bench: 2 tasks of n=20,000") and "median of 3 rounds, methods interleaved" in table
     assert "every method computed the same values" in table
     if bench.free_threaded():  # 3.14t: the threads row is the free-threaded one, nothing is skipped
-        assert "free-threaded: no GIL" in table and "not run" not in table
+        assert "free-threaded: no GIL" in table and "not run" not in table and "warm pool, no GIL" in table
     else:
-        assert "free threads: not run" in table
+        assert "free threads: not run" in table and "warm pool, one GIL: turns" in table
     assert repr(report) == table
 
 

@@ -33,7 +33,7 @@ from .latency import (
 )
 from .memory import pss_bytes, rss_bytes
 from .render import BAR_WIDTH, OURS_TINT
-from .report import OURS, BenchmarkError, BenchReport, MethodResult
+from .report import OURS, OURS_THREADS, BenchmarkError, BenchReport, MethodResult
 from .runners import (
     DEFAULT_SIZE,
     SEED_KERNEL_MAX_N,

@@ -10,17 +10,18 @@ from ..exceptions import ParallelInterrupted
 from ..results import Outcome
 from ..procfs import process_tree_cpu
 from .helper import ContestantProcess
-from .report import OURS, BenchmarkError, BenchReport, MethodResult
+from .report import OURS, OURS_THREADS, BenchmarkError, BenchReport, MethodResult
 from .runners import free_threaded, native, pool_seed, serial, threads, warm_pool
 
 ROUNDS = 5  # %native_bench's default: a median and a spread need several rounds
+OUR_POOLS = {OURS: "subinterpreter", OURS_THREADS: "threads"}  # the backend of each row of ours
 IN_HELPER = "in a helper process"  # a runner that ContestantProcess runs
 
 
 def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], list] | str | None, str]], dict[str, str]]:
     """name -> (runner, note), in the order of each round, and name -> why not, for methods this
-    interpreter cannot run. A runner None is our pool (warm when timed); IN_HELPER, a method
-    that runs in a helper process (see ContestantProcess)."""
+    interpreter cannot run. A runner None is a pool of ours (warm when timed), of the backend
+    OUR_POOLS names; IN_HELPER, a method that runs in a helper process (see ContestantProcess)."""
     methods: dict[str, tuple[Callable[[list[int]], list] | str | None, str]] = {
         # Notes short enough for the text table's lines to stay near 110 characters.
         "serial": (serial, "one after another"),
@@ -28,6 +29,7 @@ def bench_methods(tasks: int) -> tuple[dict[str, tuple[Callable[[list[int]], lis
         "multiprocessing fork": (IN_HELPER, "starts its processes"),  # from the helper, see ContestantProcess
         "multiprocessing spawn": (IN_HELPER, "starts its processes"),
         OURS: (None, "warm pool, a GIL each"),
+        OURS_THREADS: (None, "warm pool, no GIL" if free_threaded() else "warm pool, one GIL: turns"),
         "C++ kernel, GIL released": (native, "compiled: no ceiling"),
     }
     skipped = {}
@@ -46,13 +48,13 @@ def native_bench(tasks: int, size: int, repeat: int = ROUNDS, monitor=None) -> B
     methods, skipped = bench_methods(tasks)
     rows = [MethodResult(name, note) for name, (_, note) in methods.items()]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    pool = helper = None
+    pools, helper = [], None
     try:
         runners = []
         for name, (runner, _) in methods.items():
             if runner is None:
-                pool = warm_pool(tasks)
-                runner = lambda ns, pool=pool: pool_seed(pool, ns)  # noqa: E731
+                pools.append(warm_pool(tasks, OUR_POOLS[name]))
+                runner = lambda ns, pool=pools[-1]: pool_seed(pool, ns)  # noqa: E731
             elif runner == IN_HELPER:
                 helper = helper or ContestantProcess()
                 runner = lambda ns, name=name, helper=helper: helper.run(name, ns)  # noqa: E731
@@ -66,7 +68,7 @@ def native_bench(tasks: int, size: int, repeat: int = ROUNDS, monitor=None) -> B
                 row.times.append(time.perf_counter() - t0)
                 row.cpu.append(process_tree_cpu() - cpu0)
     finally:
-        if pool is not None:
+        for pool in pools:
             pool.close()
         if helper is not None:
             helper.close()

@@ -13,6 +13,7 @@ SLACK = 1.05  # a speedup above the core ceiling by more than this factor cannot
 BUSY = 0.85  # serial below this fraction of one core: something else had the CPU
 NOISE_FLOOR = 0.005  # seconds: rounds closer than this are not called noisy, whatever their ratio
 OURS = "sub-interpreters (ipy_parallel)"  # the method this project is: its row is highlighted
+OURS_THREADS = "threads backend (ipy_parallel)"  # our pool of threads: free-threaded CPython's answer
 COMPILED = frozenset({"C++ kernel, GIL released"})  # not the same code as serial: no ceiling applies
 
 

@@ -11,12 +11,14 @@ import multiprocessing
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import _engine
-from ..backends.subinterpreter import Pool
+from ..backends import open_pool
+from ..backends.base import BasePool
 
 SEED_KERNEL_MAX_N = _engine.SEED_KERNEL_MAX_N
 DEFAULT_SIZE = 3_000_000  # per task: ~0.2 s of pure Python here, so the defaults take ~10 s on 2 cores
@@ -102,7 +104,7 @@ def multiprocessing_pool(ns: list[int], start_method: str) -> list[int]:
     return values
 
 
-def pool_seed(pool: Pool, ns: list[int]) -> list[int]:
+def pool_seed(pool: BasePool, ns: list[int]) -> list[int]:
     """Our pool, warm: one task per worker (the pool has len(ns) workers, seed_task defined)."""
     results = pool.run("seed_task(n)", worker_inputs=[{"n": n} for n in ns])
     for r in results:
@@ -111,8 +113,10 @@ def pool_seed(pool: Pool, ns: list[int]) -> list[int]:
     return [r.value for r in results]
 
 
-def warm_pool(n_workers: int) -> Pool:
-    """A pool with seed_task defined and its result path used once (as the stdlib's is)."""
-    pool = Pool(n_workers)
+def warm_pool(n_workers: int, backend: str = "subinterpreter") -> BasePool:
+    """A pool of ``backend`` with seed_task defined and its result path used once (as the stdlib's is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # threads on a GIL build: the report's note says it
+        pool = open_pool(backend, n_workers)
     pool.run(SEED_SOURCE + "seed_task(10)")
     return pool
