@@ -9,7 +9,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["native_bench.ipynb", "quickstart.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["free_threading.ipynb", "native_bench.ipynb", "quickstart.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -43,6 +43,14 @@ def test_notebook_executes(path):
             for outs in outputs.values()
             for o in outs
         ), "--plot drew no chart"
+    if path.name == "free_threading.ipynb":
+        # numpy in worker threads, and an array pushed by reference: the kernel sees their writes.
+        assert "[0] worker 0 of 2: " in text and "[1] worker 1 of 2: " in text, text
+        assert "the kernel sees: [1. 2.] at the same address: True" in text, text
+        gil_on = "GIL enabled: True" in text
+        assert gil_on != ("GIL enabled: False" in text)
+        assert ("threads pool: GIL enabled: threads take turns" in text) == gil_on, text  # 3.14t: they do not
+        assert "RuntimeWarning" not in text  # the display says it, not a warning
     if path.name == "quickstart.ipynb":
         assert "same answers: True" in text and "sum of squares: 333332833333500000 True" in text, text
         assert "[3] worker 3 of 4: 250000 numbers from 750000" in text

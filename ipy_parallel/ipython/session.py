@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any
 from collections.abc import Callable, MutableMapping
@@ -301,6 +302,10 @@ class Pools:
 def _open(backend: str, n: int | None, cluster: Cluster):
     if backend not in BACKENDS:
         raise CellUsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "threads":
+        with warnings.catch_warnings():  # a GIL build's ThreadPool warns: the cells' display says it instead
+            warnings.filterwarnings("ignore", "ipy_parallel: this CPython runs with a GIL", RuntimeWarning)
+            return open_pool(backend, n)
     if backend != "ipyparallel":
         return open_pool(backend, n)
     try:
