@@ -130,6 +130,15 @@ def any_pool(request):
 
 # -- sharing the machine ------------------------------------------------------------------------
 
+#: The files that take a minute or more, longest first. They start first (make test hands whole
+#: files to two pytest-xdist workers in collection order), so that both workers end together.
+LONG_FILES = ("test_kernel.py", "test_lifecycle.py", "test_contract.py", "test_packaging.py", "test_background.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: the others keep their order
+
 
 @pytest.fixture(autouse=True)
 def _machine(request, tmp_path_factory):
