@@ -144,8 +144,10 @@ def pytest_collection_modifyitems(items):
 def _machine(request, tmp_path_factory):
     """Under pytest-xdist, a test marked ``alone`` (it measures CPU time or speed, or needs every
     core) runs with no other test beside it: every test holds a lock on one file shared by the
-    xdist workers, the others a shared one, it an exclusive one. Taken before the test's other
-    fixtures start anything (autouse fixtures come first)."""
+    xdist workers, the others a shared one, it an exclusive one. Taken before the test's own
+    fixtures start anything (autouse fixtures come first), but not before the fixtures another
+    file's tests share (a module's kernel, the wheel test_packaging builds): a test marked alone
+    must still hold when something else takes a core, and only gets the machine quieter."""
     if os.environ.get("PYTEST_XDIST_WORKER") is None:
         yield
         return
