@@ -30,8 +30,9 @@ demo: $(VENV)/.built
 
 # Half of a test's time is spent waiting (kernels starting, cells sleeping, children exiting):
 # two tests at a time on two cores, a file's tests together (they share its kernel), with
-# pytest-xdist. A test marked `alone` (it measures CPU time or speed) runs with nothing beside it.
-PARALLEL_TESTS := -n auto --maxprocesses 4 --dist loadfile
+# pytest-xdist, the longest files first (tests/conftest.py orders them). A test marked `alone`
+# (it measures CPU time or speed) runs with nothing beside it.
+PARALLEL_TESTS := -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # The browser test drives Debian's chromium (no browser download): installed here when we are root
 # and it is missing; if that fails, tests/test_jupyterlab.py skips and says why.

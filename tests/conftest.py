@@ -130,13 +130,24 @@ def any_pool(request):
 
 # -- sharing the machine ------------------------------------------------------------------------
 
+#: The files that take a minute or more, longest first. They start first (make test hands whole
+#: files to two pytest-xdist workers in collection order), so that both workers end together.
+LONG_FILES = ("test_kernel.py", "test_lifecycle.py", "test_contract.py", "test_packaging.py", "test_background.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: the others keep their order
+
 
 @pytest.fixture(autouse=True)
 def _machine(request, tmp_path_factory):
     """Under pytest-xdist, a test marked ``alone`` (it measures CPU time or speed, or needs every
     core) runs with no other test beside it: every test holds a lock on one file shared by the
-    xdist workers, the others a shared one, it an exclusive one. Taken before the test's other
-    fixtures start anything (autouse fixtures come first)."""
+    xdist workers, the others a shared one, it an exclusive one. Taken before the test's own
+    fixtures start anything (autouse fixtures come first), but not before the fixtures another
+    file's tests share (a module's kernel, the wheel test_packaging builds): a test marked alone
+    must still hold when something else takes a core, and only gets the machine quieter."""
     if os.environ.get("PYTEST_XDIST_WORKER") is None:
         yield
         return
