@@ -21,7 +21,7 @@ import warnings
 from ..._wire import protocol
 from ...exceptions import WorkerDied
 from ...procfs import cpu_seconds
-from ..signals import deferred_interrupts
+from ..signals import deferred_interrupts, wait_for
 from ..engine import EngineBase
 
 __all__ = ["ProcessEngine"]
@@ -177,8 +177,7 @@ class ProcessEngine(EngineBase):
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds (an interruptible wait); True once every worker is done."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._pending == 0 or self._closed, max(timeout, 0.0))
+        return wait_for(self._cond, lambda: self._pending == 0 or self._closed, timeout)
 
     def collect(self) -> list[tuple]:
         """The finished run's result records, the same ones until the next start()."""
