@@ -39,14 +39,16 @@ class InterruptSafeLock:
 _WITH_ENTERS_ATOMICALLY = sys.version_info < (3, 14)
 
 
-def wait_for(cond: threading.Condition, predicate, timeout: float) -> bool:
-    """``with cond: return cond.wait_for(predicate, timeout)``, in the thread Ctrl-C lands in.
+def wait_for(cond: threading.Condition, predicate, timeout: float, hold=None) -> bool:
+    """``with cond: return cond.wait_for(predicate, timeout)``, in the thread Ctrl-C lands in
+    (``hold``: what the with statement holds instead, an InterruptSafeLock's held() over the
+    condition's lock).
     Condition.wait releases the lock, then enters the try that takes it back: a KeyboardInterrupt
     between the two leaves the lock free, and the with statement's exit then raises RuntimeError
     ("cannot release un-acquired lock") in place of the interrupt (seen on 3.14t). The lock is
     free, as it should be after the block: the interrupt is what the caller gets."""
     try:
-        with cond:
+        with cond if hold is None else hold:
             return cond.wait_for(predicate, max(timeout, 0.0))
     except RuntimeError as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):

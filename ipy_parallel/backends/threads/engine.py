@@ -49,7 +49,7 @@ import warnings
 
 from ..._wire import RUNTIME, install, protocol, shipped_sources
 from ..engine import EngineBase
-from ..signals import InterruptSafeLock
+from ..signals import InterruptSafeLock, wait_for
 
 __all__ = ["ThreadEngine", "gil_enabled"]
 
@@ -358,8 +358,7 @@ class ThreadEngine(EngineBase):
         return self.wait(wait) if wait > 0 else False
 
     def wait(self, timeout: float) -> bool:
-        with self._guard.held():
-            return self._cond.wait_for(lambda: self._pending == 0 or self._closed, max(timeout, 0.0))
+        return wait_for(self._cond, lambda: self._pending == 0 or self._closed, timeout, self._guard.held())
 
     def collect(self) -> list[tuple]:
         with self._guard.held():
