@@ -5,7 +5,7 @@ import os
 import pytest
 from IPython.core.error import UsageError
 
-from helpers import cell
+from helpers import bound, cell
 from ipy_parallel.ipython.session import Config, not_isolated_modules
 from ipy_parallel.exceptions import ParallelError
 
@@ -176,3 +176,27 @@ def test_fallback_note_says_earlier_statements_ran_only_when_some_did(ip, capsys
     assert "Statements before the import ran" not in capsys.readouterr().out
     assert cell(ip, "2", "ran_first = worker_id\n" + NUMPY_CELL) == NUMPY_VALUES
     assert "Statements before the import ran in the sub-interpreters too." in capsys.readouterr().out
+
+
+def test_a_ctrl_c_inside_the_start_of_a_pools_thread_leaves_no_cell_waiting_for_it(ip, monkeypatch):
+    # A Ctrl-C can land inside Thread.start() before the thread exists: the pool that thread was
+    # to start or grow then never comes, and the next cell must not wait for it forever.
+    import threading
+
+    assert cell(ip, "2", "worker_id") == [0, 1]
+    real_start = threading.Thread.start
+
+    def interrupted_start(thread):
+        if thread.name.startswith("ipy_parallel-"):
+            raise KeyboardInterrupt
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        ip.run_cell_magic("parallel", "3", "worker_id")  # grows the pool in a thread of its own
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    done = []
+    runner = threading.Thread(target=lambda: done.append(cell(ip, "3", "worker_id")), daemon=True)
+    real_start(runner)
+    runner.join(bound(30))
+    assert done == [[0, 1, 2]], "the next cell waited for a start that never began"

@@ -78,8 +78,14 @@ class _Start:
         # Waited for by this event, not by Thread.join(): on 3.12 a Ctrl-C that interrupts
         # join() can mark a thread that is still running as stopped (bpo-45274's handling).
         self.done = threading.Event()
+        self.thread: threading.Thread | None = None
         self.pool: Any = None
         self.error: BaseException | None = None
+
+    def lost(self) -> bool:
+        """Its thread will never set ``done``: a Ctrl-C landed inside Thread.start() before the
+        thread was made (its registration comes first, so that a started pool is never lost)."""
+        return self.thread is not None and not self.thread.is_alive() and not self.done.is_set()
 
 
 KEEP_ENDED = 20  # ended background runs a session keeps listing (and keeps the values of)
@@ -183,8 +189,9 @@ class Pools:
                 started.done.set()
 
         # Not a daemon: the interpreter's exit waits for it (a bounded start) before it ends the pools.
+        started.thread = threading.Thread(target=start, name=f"ipy_parallel-{why}-{backend}")
         self._warming[backend] = started
-        threading.Thread(target=start, name=f"ipy_parallel-{why}-{backend}").start()
+        started.thread.start()
         return started
 
     def _take_warm(self, backend: str | None = None) -> None:
@@ -194,7 +201,8 @@ class Pools:
             if started is None:
                 continue
             while not started.done.wait(0.05):  # a Ctrl-C here leaves it to finish; a later call adopts it
-                pass
+                if started.lost():  # nothing to adopt: the caller starts the pool itself
+                    break
             # Adopted before it is forgotten, the key first (a pool is looked up, then its key):
             # a Ctrl-C between two of these stores leaves the next call to adopt it again.
             if started.pool is not None:
