@@ -9,7 +9,7 @@ import threading
 
 from .. import _engine  # LockHold only: no backend's transport
 
-__all__ = ["InterruptSafeLock", "wait_for", "deferred_interrupts"]
+__all__ = ["InterruptSafeLock", "wait_for", "interrupts_as_raised", "deferred_interrupts"]
 
 
 class InterruptSafeLock:
@@ -39,21 +39,29 @@ class InterruptSafeLock:
 _WITH_ENTERS_ATOMICALLY = sys.version_info < (3, 14)
 
 
-def wait_for(cond: threading.Condition, predicate, timeout: float, hold=None) -> bool:
-    """``with cond: return cond.wait_for(predicate, timeout)``, in the thread Ctrl-C lands in
-    (``hold``: what the with statement holds instead, an InterruptSafeLock's held() over the
-    condition's lock).
-    Condition.wait releases the lock, then enters the try that takes it back: a KeyboardInterrupt
-    between the two leaves the lock free, and the with statement's exit then raises RuntimeError
-    ("cannot release un-acquired lock") in place of the interrupt (seen on 3.14t). The lock is
-    free, as it should be after the block: the interrupt is what the caller gets."""
+@contextlib.contextmanager
+def interrupts_as_raised():
+    """Around Condition.wait and Event.wait in the thread Ctrl-C lands in. Condition.wait
+    releases its lock, then takes it back in a finally: a KeyboardInterrupt between the release
+    and the try, or at the start of the taking back, leaves the lock free, and the with
+    statement's exit then raises RuntimeError ("cannot release un-acquired lock", "release
+    unlocked lock") in place of the interrupt (seen on 3.14t). The lock is free, as it should be
+    after the block: the interrupt is what the caller gets."""
     try:
-        with cond if hold is None else hold:
-            return cond.wait_for(predicate, max(timeout, 0.0))
+        yield
     except RuntimeError as exc:
         if isinstance(exc.__context__, KeyboardInterrupt):
             raise exc.__context__ from None
         raise
+
+
+def wait_for(cond: threading.Condition, predicate, timeout: float, hold=None) -> bool:
+    """``with cond: return cond.wait_for(predicate, timeout)``, in the thread Ctrl-C lands in
+    (``hold``: what the with statement holds instead, an InterruptSafeLock's held() over the
+    condition's lock); see interrupts_as_raised()."""
+    with interrupts_as_raised():
+        with cond if hold is None else hold:
+            return cond.wait_for(predicate, max(timeout, 0.0))
 
 
 @contextlib.contextmanager

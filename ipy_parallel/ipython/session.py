@@ -19,6 +19,7 @@ from collections.abc import Callable, MutableMapping
 from ..backends import NAMES as BACKENDS
 from ..backends import open_pool, pool_class
 from ..backends.inputs import cell_filename, check_workers
+from ..backends.signals import interrupts_as_raised
 from ..backends.threads import TAKING_TURNS, takes_turns
 from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
@@ -200,7 +201,10 @@ class Pools:
             started = self._warming.get(name)
             if started is None:
                 continue
-            while not started.done.wait(0.05):  # a Ctrl-C here leaves it to finish; a later call adopts it
+            while True:  # a Ctrl-C here leaves it to finish; a later call adopts it
+                with interrupts_as_raised():
+                    if started.done.wait(0.05):
+                        break
                 if started.lost():  # nothing to adopt: the caller starts the pool itself
                     break
             # Adopted before it is forgotten, the key first (a pool is looked up, then its key):
