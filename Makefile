@@ -67,9 +67,14 @@ lab: $(VENV)/.built
 build: $(VENV)/.built
 
 # The engine built with AddressSanitizer + UndefinedBehaviorSanitizer, in a venv of its own, and
-# the whole test suite run on it but the packaging tests (they build a wheel of their own, not
-# instrumented). CPython itself is not instrumented: the runtimes are preloaded, and leak checking
-# is off (an interpreter keeps memory until exit by design).
+# the tests that drive it run on it (SAN_TESTS: the engine, the contract of every backend, the
+# lifecycle under Ctrl-C, the magics, a real kernel; not the browser, notebooks, packaging or
+# display tests, which add no C++ path and most of the time). CPython itself is not
+# instrumented: the runtimes are preloaded, and leak checking is off (an interpreter keeps
+# memory until exit by design).
+SAN_TESTS := test_engine.py test_engine_base.py test_contract.py test_lifecycle.py test_subinterpreter.py \
+  test_executor.py test_worker.py test_wire.py test_interrupt.py test_free_threading.py test_endurance.py \
+  test_legacy.py test_bad_cells.py test_magics.py test_kernel.py
 SAN_VENV := .venv-sanitize
 SAN_RUNTIMES = $$(g++ -print-file-name=libasan.so):$$(g++ -print-file-name=libubsan.so)
 sanitize: $(VENV)/.deps
@@ -79,7 +84,7 @@ sanitize: $(VENV)/.deps
 	  -Ccmake.define.IPP_SANITIZE=ON -Ccmake.define.IPP_WERROR=ON -Ccmake.build-type=RelWithDebInfo \
 	  -Cbuild-dir=build/sanitize .
 	cd tests && IPP_TIME_SCALE=3 LD_PRELOAD=$(SAN_RUNTIMES) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:quarantine_size_mb=0:thread_local_quarantine_size_kb=0 \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CURDIR)/$(SAN_VENV)/bin/python -m pytest -p no:cacheprovider $(PARALLEL_TESTS) --ignore=test_packaging.py .
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(CURDIR)/$(SAN_VENV)/bin/python -m pytest -p no:cacheprovider $(PARALLEL_TESTS) $(SAN_TESTS)
 
 $(VENV)/.deps: pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
