@@ -18,6 +18,7 @@ _HOMES = {
     "Pool": "backends.subinterpreter",
     "ProcessPool": "backends.process",
     "ClusterPool": "backends.ipyparallel",
+    "ThreadPool": "backends.threads",
     "Run": "backends.run",
     "MAX_WORKERS": "backends.inputs",
     "Result": "results",

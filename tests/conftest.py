@@ -15,6 +15,12 @@ import pytest
 import ipy_parallel
 from helpers import bound, open_backend, python, start_kernel
 
+# The magics' tests describe the sub-interpreter backend, which is the default only with a GIL: on
+# a free-threaded CPython without it the default is threads. Every shell and kernel of the suite
+# (and their children) starts on sub-interpreters; tests of the default itself unset this.
+# IPY_PARALLEL_BACKEND=threads make test runs the suite with the threads default instead.
+os.environ.setdefault("IPY_PARALLEL_BACKEND", "subinterpreter")
+
 # -- pools ------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Cells that misbehave: each gives a clear message, the kernel survives, and the pool is usable after."""
 
+import sysconfig
 import threading
 
 import pytest
@@ -44,6 +45,8 @@ def test_numpy_import_says_why_and_what_to_do(ip, capsys):
         "numpy._core._multiarray_umath does not support isolated sub-interpreters"
     ) in out
     assert "%%parallel --backend process" in out and "troubleshooting" not in out
+    # On a free-threaded CPython the threads backend runs numpy in parallel: it is offered first.
+    assert ("%%parallel --backend threads" in out) == bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def test_threads_inside_a_worker(pool):

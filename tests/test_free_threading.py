@@ -1,5 +1,6 @@
 """On a free-threaded CPython (3.14t): the extension keeps the GIL off, and its workers run beside threads that run in parallel too."""
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -18,11 +19,13 @@ def _in_a_fresh_process(code: str) -> str:
     """Runs code in a new interpreter of this venv (the GIL state is per process, and this pytest
     process has imported much already); RuntimeWarning is an error there, as CPython says with
     one that an extension module turned the GIL on."""
+    env = {k: v for k, v in os.environ.items() if k != "IPY_PARALLEL_BACKEND"}  # a user's default backend
     proc = subprocess.run(
         [sys.executable, "-W", "error::RuntimeWarning", "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=bound(120),
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -40,9 +43,14 @@ def test_import_load_ext_and_cells_leave_the_gil_off():
         ip = InteractiveShell.instance()
         ip.run_line_magic("load_ext", "ipy_parallel")
         print("GIL after load_ext:", sys._is_gil_enabled())
+        print("default backend:", ip.find_magic("parallel").__self__.defaults.backend)
         ip.user_ns["data"] = list(range(10))
         values = ip.run_cell_magic("parallel", "2 --no-monitor --push data", "sum(data) + worker_id")
         assert values == [45, 46], values
+        values = ip.run_cell_magic("parallel", "2 --no-monitor", "import numpy as np\\nint(np.arange(4).sum()) + worker_id")
+        assert values == [6, 7], values
+        values = ip.run_cell_magic("parallel", "2 --no-monitor --backend subinterpreter --push data", "sum(data) - worker_id")
+        assert values == [45, 44], values
         handle = ip.run_cell_magic("parallel", "2 --bg --no-monitor -o late", "worker_id * 2")
         ip.run_line_magic("parallel_wait", "")
         assert ip.user_ns["late"] == [0, 2], ip.user_ns.get("late")
@@ -51,8 +59,13 @@ def test_import_load_ext_and_cells_leave_the_gil_off():
         print("GIL after cells:", sys._is_gil_enabled())
         ip.run_line_magic("unload_ext", "ipy_parallel")
     """)
-    said = [line for line in out.splitlines() if line.startswith("GIL after")]
-    assert said == ["GIL after import: False", "GIL after load_ext: False", "GIL after cells: False"], out
+    said = [line for line in out.splitlines() if line.startswith(("GIL after", "default backend"))]
+    assert said == [
+        "GIL after import: False",
+        "GIL after load_ext: False",
+        "default backend: threads",
+        "GIL after cells: False",
+    ], out
 
 
 def test_threads_sharing_one_pool_each_get_their_own_runs_results(pool):

@@ -44,6 +44,34 @@ def test_parallel_works_without_load_ext(kernel):
     assert results == ["[0, 7]"]
 
 
+def test_numpy_in_a_cell_without_backend_runs_on_threads_where_the_gil_is_off(monkeypatch):
+    """What a notebook user gets from `%%parallel 2` alone: on a free-threaded CPython without the
+    GIL, threads of the kernel (numpy works); with a GIL, sub-interpreters (numpy cannot load:
+    the error says what to use)."""
+    monkeypatch.delenv("IPY_PARALLEL_BACKEND")  # the suite's choice (conftest.py), not a user's
+    km, kc = start_kernel()
+    try:
+        gil_off = execute(kc, "import sys\nprint(not getattr(sys, '_is_gil_enabled', lambda: True)())")[1]
+        gil_off = "".join(m["content"]["text"] for _, m in gil_off if m["msg_type"] == "stream").strip() == "True"
+        cell = "%%parallel 2\nimport numpy as np\nint(np.arange(10).sum()) + worker_id"
+        reply, messages = execute(kc, cell, stop_on_error=False)
+        shown = "".join(
+            m["content"].get("text", "") + m["content"].get("data", {}).get("text/plain", "") for _, m in messages
+        )
+        status = execute(kc, "%parallel_status")[1]
+        status = "".join(m["content"]["text"] for _, m in status if m["msg_type"] == "stream")
+        if gil_off:
+            assert reply["status"] == "ok" and "[45, 46]" in shown, shown
+            assert "ipy_parallel threads pool: 2 workers" in status and "take turns" not in status, status
+        else:
+            assert reply["status"] == "error", shown
+            assert "numpy cannot be imported in a sub-interpreter" in strip_ansi("\n".join(reply["traceback"]))
+            assert "ipy_parallel subinterpreter pool: 2 workers" in status, status
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_worker_output_streams_while_the_cell_runs(kernel):
     assert_output_streams_while_the_cell_runs(kernel)
 

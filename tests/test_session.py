@@ -1,6 +1,7 @@
 """Backends from the magics: --backend process, %parallel_config defaults, the fallback to processes, status of every pool."""
 
 import os
+import sys
 
 import pytest
 from IPython.core.error import UsageError
@@ -71,6 +72,25 @@ def test_config_sets_defaults_and_shows_them(ip, capsys):
     assert cell(ip, "2 --backend subinterpreter", "n_workers") == [2, 2]  # a cell's options win
     config(ip, "--reset")
     assert "backend='subinterpreter', n=None, monitor=True, fallback=False" in capsys.readouterr().out
+
+
+def test_the_default_backend_fits_this_cpython_and_the_environment_can_name_another(monkeypatch):
+    import sysconfig
+    import warnings
+
+    monkeypatch.delenv("IPY_PARALLEL_BACKEND")  # the suite's own choice (conftest.py)
+    gil_off = bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and not sys._is_gil_enabled()
+    assert Config().backend == ("threads" if gil_off else "subinterpreter")
+    monkeypatch.setenv("IPY_PARALLEL_BACKEND", " process ")
+    assert Config().backend == "process"
+    monkeypatch.setenv("IPY_PARALLEL_BACKEND", "fibers")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert Config().backend == ("threads" if gil_off else "subinterpreter")
+    assert [str(w.message) for w in said] == [
+        "ipy_parallel: IPY_PARALLEL_BACKEND='fibers' names no backend (choose one of subinterpreter, process, "
+        f"ipyparallel, threads); cells run on {'threads' if gil_off else 'subinterpreter'}"
+    ]
 
 
 def test_config_monitor_off_silences_the_summary(ip, capsys):

@@ -242,6 +242,7 @@ def test_public_api_is_small():
         "Pool",
         "ProcessPool",
         "ClusterPool",
+        "ThreadPool",
         "Run",
         "Result",
         "WorkerError",

@@ -581,11 +581,22 @@ def _explain_not_isolated(exc, module, filename):
     top = _imported_package(exc.__traceback__, filename) or module.split(".")[0]
     own = top == module.split(".")[0]
     what = f"its extension module {module}" if own else f"the extension module it loads, {module},"
+    import sysconfig
+
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # free-threaded: plain threads run it in parallel
+        instead = (
+            "on threads of the main interpreter instead, which this free-threaded CPython runs in parallel: "
+            "%%parallel --backend threads (or ipy_parallel.ThreadPool outside IPython), or on worker "
+            "processes: %%parallel --backend process"
+        )
+    else:
+        instead = (
+            "on worker processes instead: %%parallel --backend process (or %parallel_config --fallback on, "
+            "to do that by itself), or ipy_parallel.ProcessPool outside IPython"
+        )
     message = (
         f"{top} cannot be imported in a sub-interpreter: {what} does not support isolated "
-        "sub-interpreters (it uses single-phase initialization, or declares itself unsafe there). Run the "
-        "cell on worker processes instead: %%parallel --backend process (or %parallel_config --fallback on, "
-        "to do that by itself), or ipy_parallel.ProcessPool outside IPython."
+        f"sub-interpreters (it uses single-phase initialization, or declares itself unsafe there). Run the cell {instead}."
     )
     frames = traceback.extract_tb(_user_traceback(exc.__traceback__), limit=1)  # the cell's line
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + f"ImportError: {message}\n"

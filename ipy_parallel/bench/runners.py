@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import _engine
-from ..backends import open_pool
+from ..backends import gil_enabled, open_pool
 from ..backends.base import BasePool
 
 SEED_KERNEL_MAX_N = _engine.SEED_KERNEL_MAX_N
@@ -80,7 +79,7 @@ def native(ns: list[int]) -> list[int]:
 
 def free_threaded() -> bool:
     """True on a free-threaded CPython running with the GIL off, where plain threads run in parallel."""
-    return getattr(sys, "_is_gil_enabled", lambda: True)() is False
+    return not gil_enabled()
 
 
 def process_pool_executor(ns: list[int], start_method: str = "spawn") -> list[int]:

@@ -46,10 +46,11 @@ class ParallelMagics(Magics):
         "--backend",
         choices=BACKENDS,
         default=None,
-        help="where to run: subinterpreter (default: threads of this process, a GIL each), process "
-        "(worker processes: numpy and other modules that cannot load in a sub-interpreter), "
+        help="where to run: subinterpreter (threads of this process, a GIL each: the default with a GIL), "
+        "process (worker processes: numpy and other modules that cannot load in a sub-interpreter), "
         "ipyparallel (the engines of a running ipyparallel cluster), threads (threads of this "
-        "interpreter sharing its objects: in parallel on a free-threaded CPython, in turns with a GIL)",
+        "interpreter sharing its objects: the default on a free-threaded CPython, where they run in "
+        "parallel; in turns with a GIL)",
     )
     @argument(
         "--profile", help="ipyparallel: the cluster's IPython profile (default: %%parallel_config's, else 'default')"
@@ -90,7 +91,9 @@ class ParallelMagics(Magics):
     @line_cell_magic
     def parallel(self, line, cell=None):
         """Run the cell in N sub-interpreters at once, each with its own GIL (true parallelism), or
-        on another backend (--backend process, --backend ipyparallel) with the same syntax.
+        on another backend (--backend process, --backend ipyparallel) with the same syntax. On a
+        free-threaded CPython (3.14t) running without the GIL the default is N threads of this
+        interpreter (--backend threads): they share its objects and every module, numpy included.
 
         As a line magic, ``%parallel STATEMENT`` runs that one line (no options) in every worker
         of the default pool (%parallel_config) and returns the list of values.
@@ -254,7 +257,13 @@ class ParallelMagics(Magics):
             print(f"ipy_parallel: {job.describe()}")
 
     @magic_arguments()
-    @argument("-b", "--backend", choices=BACKENDS, help="the backend cells run on without --backend")
+    @argument(
+        "-b",
+        "--backend",
+        choices=BACKENDS,
+        help="the backend cells run on without --backend (at first: $IPY_PARALLEL_BACKEND, else threads "
+        "on a free-threaded CPython without the GIL, else subinterpreter)",
+    )
     @argument(
         "-n",
         "--workers",
@@ -484,7 +493,7 @@ def load(shell) -> None:
     shell.events.register("pre_run_cell", magics.pools.cell_starts)
     shell.events.register("post_run_cell", magics.pools.cell_ended)
     # The first %%parallel cell finds its workers ready: they start now, in the background.
-    if magics.defaults.backend == "subinterpreter":
+    if magics.defaults.backend in ("subinterpreter", "threads"):
         magics.pools.warm(magics.defaults.backend, magics.defaults.n)
 
 

@@ -7,17 +7,18 @@ cell.run_cell runs the cell on it, the same way on every backend.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from collections.abc import Callable, MutableMapping
 
 from ..backends import NAMES as BACKENDS
-from ..backends import open_pool, pool_class
+from ..backends import default_backend, open_pool, pool_class
 from ..backends.inputs import cell_filename, check_workers
 from ..backends.signals import interrupts_as_raised
 from ..backends.threads import TAKING_TURNS, takes_turns
@@ -26,14 +27,43 @@ from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell
 from .display import Monitor
 
-__all__ = ["BACKENDS", "Config", "Cluster", "Turn", "Pools", "run_on_backend", "not_isolated_modules", "fallback_note"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_VARIABLE",
+    "Config",
+    "Cluster",
+    "Turn",
+    "Pools",
+    "configured_backend",
+    "run_on_backend",
+    "not_isolated_modules",
+    "fallback_note",
+]
+
+#: The environment variable that names the backend cells run on without --backend.
+BACKEND_VARIABLE = "IPY_PARALLEL_BACKEND"
+
+
+def configured_backend() -> str:
+    """The backend cells run on without --backend when a session starts: $IPY_PARALLEL_BACKEND if
+    it names one, else default_backend() (threads on a free-threaded CPython running without the
+    GIL, subinterpreter elsewhere). A name that is no backend is said once, and ignored."""
+    name = os.environ.get(BACKEND_VARIABLE, "").strip()
+    if name and name not in BACKENDS:
+        warnings.warn(
+            f"ipy_parallel: {BACKEND_VARIABLE}={name!r} names no backend (choose one of {', '.join(BACKENDS)}); "
+            f"cells run on {default_backend()}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return name if name in BACKENDS else default_backend()
 
 
 @dataclass
 class Config:
     """A shell's defaults for %%parallel, set with %parallel_config."""
 
-    backend: str = "subinterpreter"
+    backend: str = field(default_factory=configured_backend)
     n: int | None = None  # None: os.cpu_count(), or every engine of the cluster
     monitor: bool = True
     fallback: bool = False  # re-run on the process backend a cell whose modules cannot load in sub-interpreters

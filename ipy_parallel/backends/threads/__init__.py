@@ -11,9 +11,10 @@ from __future__ import annotations
 import warnings
 import weakref
 
+from .. import gil_enabled
 from ..base import BasePool
 from ..run import STOP_GRACE
-from .engine import ThreadEngine, gil_enabled
+from .engine import ThreadEngine
 
 __all__ = ["ThreadPool", "TAKING_TURNS", "takes_turns"]
 

@@ -48,10 +48,11 @@ import time
 import warnings
 
 from ..._wire import RUNTIME, install, protocol, shipped_sources
+from .. import gil_enabled
 from ..engine import EngineBase
 from ..signals import InterruptSafeLock, wait_for
 
-__all__ = ["ThreadEngine", "gil_enabled"]
+__all__ = ["ThreadEngine"]
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _START_TIMEOUT = 10.0  # seconds for the worker threads to be ready
@@ -164,12 +165,6 @@ def _runtime():
     with _shared.held():
         module = sys.modules.get(RUNTIME)
         return module if module is not None else install(shipped_sources())
-
-
-def gil_enabled() -> bool:
-    """Whether this CPython runs with the GIL now (a build with one; 3.14t once an extension turned it on)."""
-    check = getattr(sys, "_is_gil_enabled", None)
-    return True if check is None else check()
 
 
 # -- the engine ----------------------------------------------------------------------------------
