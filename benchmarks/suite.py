@@ -399,10 +399,6 @@ def pythons(args, cluster) -> None:
         rows,
     )
 
-    def median_of(runs: list[dict], key: str) -> float:
-        values = [run[key] for run in runs]
-        return statistics.median([v for many in values for v in many] if isinstance(values[0], list) else values)
-
     rows = []
     for name, runs in samples.items():
         serial = median_of(runs, "serial")
@@ -427,6 +423,56 @@ def pythons(args, cluster) -> None:
         "round trip (median), the seed workload with 2 tasks, a pool of 20 new interpreters to its first "
         "result, and an executor's calls on 2 workers (median per call) / InterpreterPoolExecutor's (3.14)",
         ["CPython", "CPython's own", "2 workers", "20 workers", "2 tasks", "cold 20", "map", "submit().result()"],
+        rows,
+    )
+    threads_backend_table(samples)
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    """The median of a probe figure over runs (of every timing, where a run has many)."""
+    values = [run[key] for run in runs]
+    return statistics.median([v for many in values for v in many] if isinstance(values[0], list) else values)
+
+
+def threads_backend_table(samples: dict[str, list[dict]]) -> None:
+    """The threads backend beside its alternatives, per Python (probe.py's threads_backend())."""
+    rows = []
+    for name, runs in samples.items():
+        seed = median_of(runs, "serial")
+        row = [name + ("" if runs[-1]["gil_enabled_after"] else " (GIL off)")]
+        row.append(
+            " / ".join(
+                f"{seed / median_of(runs, key):.2f}x"
+                for key in ("seed_threads_backend", "pool", "seed_process", "seed_executor")
+            )
+        )
+        trip, cxx, python = (median_of(runs, k) for k in ("threads_round_trip", "cxx_floor", "python_floor"))
+        row.append(
+            f"{trip * 1e6:.0f} us: {trip / cxx:.1f}x C++ ({cxx * 1e6:.0f} us), {trip / python:.2f}x Python ({python * 1e6:.0f} us)"
+        )
+        if "numpy_serial" in runs[0]:
+            numpy = median_of(runs, "numpy_serial")
+            row.append(
+                " / ".join(
+                    f"{numpy / median_of(runs, key):.2f}x"
+                    for key in ("numpy_threads_backend", "numpy_process", "numpy_executor")
+                )
+            )
+            same = all(run["push_threads_same_array"] for run in runs)
+            row.append(
+                f"{median_of(runs, 'push_threads_backend') * 1e3:.1f} ms ({'the array itself' if same else 'COPIED'})"
+                f" / {median_of(runs, 'push_process') * 1e3:.0f} ms"
+            )
+        else:
+            row += ["(no numpy)", "(no numpy)"]
+        rows.append(row)
+    table(
+        "The threads backend, per Python, in the same runs: the seed workload with 2 tasks (speedup over "
+        "serial: ThreadPool / sub-interpreter Pool / process backend / ThreadPoolExecutor); an empty run's "
+        "round trip to 2 workers (median) against 2 bare threads on condition variables, C++ and Python; "
+        "a loop of small numpy.linalg.solve calls as 2 tasks (ThreadPool / process backend / "
+        "ThreadPoolExecutor); a 100 MiB numpy array pushed to 2 workers (ThreadPool / process backend)",
+        ["CPython", "seed, 2 tasks", "empty run, 2 workers", "numpy loop, 2 tasks", "100 MiB array push"],
         rows,
     )
 

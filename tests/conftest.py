@@ -21,6 +21,24 @@ from helpers import bound, open_backend, python, start_kernel
 # IPY_PARALLEL_BACKEND=threads make test runs the suite with the threads default instead.
 os.environ.setdefault("IPY_PARALLEL_BACKEND", "subinterpreter")
 
+
+def _format_a_traceback_now():
+    """IPython imports stack_data and pygments' lexers the first time it shows a traceback. A
+    random-interrupt test's Ctrl-C that lands inside those imports leaves them half made for the
+    rest of the process, and every later traceback fails to show ("module 'stack_data' has no
+    attribute 'core'", CI run 10): IPython's lazy import, not ours. They are imported first."""
+    import sys
+
+    from IPython.core.ultratb import VerboseTB
+
+    try:
+        raise ValueError("a traceback shown once, before any test")
+    except ValueError:
+        VerboseTB().structured_traceback(*sys.exc_info())
+
+
+_format_a_traceback_now()
+
 # -- pools ------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from .cold_start import (
 from .compare import ROUNDS, bench_methods, native_bench, run_native_bench
 from .helper import ContestantProcess
 from .latency import (
+    ThreadsFloor,
     big_function_calls,
     blob_of,
     executor_calls,
@@ -38,12 +39,14 @@ from .runners import (
     DEFAULT_SIZE,
     SEED_KERNEL_MAX_N,
     SEED_SOURCE,
+    NUMPY_SOURCE,
     SEED_WORKLOAD,
     Measurement,
     free_threaded,
     measure,
     multiprocessing_pool,
     native,
+    numpy_task,
     pool_seed,
     process_pool_executor,
     seed_task,

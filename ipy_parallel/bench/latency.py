@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -106,6 +107,52 @@ def pool_round_trip(pool: Pool) -> Callable[[int], list[float]]:
 def floor_round_trip(floor: _engine.CondvarFloor) -> Callable[[int], list[float]]:
     """A contestant: a bare C++ condition-variable round trip to sleeping threads, the floor."""
     return floor.round_trips
+
+
+class ThreadsFloor:
+    """The floor of the threads backend's round trip: n bare Python threads that a
+    threading.Condition wakes, and that wake the caller when the last is done; nothing else.
+    round_trips(k) is a contestant; close() ends the threads."""
+
+    def __init__(self, n: int):
+        self._cond = threading.Condition()
+        self._round = 0
+        self._left = 0
+        self._closing = False
+        self._threads = [threading.Thread(target=self._serve, daemon=True) for _ in range(n)]
+        for thread in self._threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        seen = 0
+        with self._cond:
+            while True:
+                while self._round == seen and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                seen = self._round
+                self._left -= 1
+                if self._left == 0:
+                    self._cond.notify_all()
+
+    def _once(self) -> None:
+        with self._cond:
+            self._left = len(self._threads)
+            self._round += 1
+            self._cond.notify_all()
+            while self._left:
+                self._cond.wait()
+
+    def round_trips(self, k: int) -> list[float]:
+        return round_trips(self._once, k)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
 
 
 def blob_of(size: int) -> bytes:

@@ -36,6 +36,22 @@ def seed_task(n: int) -> int:
 SEED_SOURCE = inspect.getsource(seed_task)
 
 
+def numpy_task(seed: int, count: int) -> float:
+    """Many small numpy calls in a Python loop: the GIL is held between them, so threads with a
+    GIL cannot overlap this work; free threads and processes can. Needs numpy."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((32, 32)) + 32 * np.eye(32)
+    total = 0.0
+    for _ in range(count):
+        total += float(np.linalg.solve(a, rng.standard_normal(32))[0])
+    return total
+
+
+NUMPY_SOURCE = inspect.getsource(numpy_task)
+
+
 @dataclass
 class Measurement:
     method: str

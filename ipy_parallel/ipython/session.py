@@ -266,8 +266,9 @@ class Pools:
                 pool.close()
             return _open(backend, n, key.cluster)
 
-        started = self._prepare(backend, key, make, "start")
-        try:
+        try:  # a Ctrl-C as the thread starts (Thread.start() waits for it) lands here too
+            with interrupts_as_raised():
+                started = self._prepare(backend, key, make, "start")
             self._take_warm(backend)
         except KeyboardInterrupt:
             raise ParallelInterrupted(
