@@ -1,14 +1,16 @@
 """The threads backend beyond the contract: inputs by reference, output routed by thread, the kernel's streams and time.sleep left whole."""
 
 import io
+import subprocess
 import sys
+import sysconfig
 import threading
 import time
 import warnings
 
 import pytest
 
-from helpers import cell
+from helpers import bound, cell, python
 
 from ipy_parallel.backends import open_pool
 from ipy_parallel.backends.threads import TAKING_TURNS, takes_turns
@@ -123,3 +125,41 @@ def test_the_display_and_status_say_whether_the_threads_take_turns(ip, capsys):
         assert f"%%parallel [threads · {TAKING_TURNS}]: 2 workers," in summary and TAKING_TURNS in status
     else:
         assert "%%parallel [threads]: 2 workers," in summary and TAKING_TURNS not in status
+
+
+@pytest.mark.skipif(not sysconfig.get_config_var("Py_GIL_DISABLED"), reason="a CPython with a GIL: no GIL to turn on")
+def test_an_extension_that_turns_the_gil_on_in_a_cell_is_named_once(tmp_path):
+    # A single-phase extension module without Py_mod_gil, built here: importing it turns the GIL
+    # on for the whole process (so in a process of its own). The pool says so once, naming it.
+    source = tmp_path / "needs_the_gil.c"
+    source.write_text(
+        "#include <Python.h>\n"
+        'static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "needs_the_gil", NULL, -1, NULL};\n'
+        "PyMODINIT_FUNC PyInit_needs_the_gil(void) { return PyModule_Create(&def); }\n"
+    )
+    built = tmp_path / ("needs_the_gil" + sysconfig.get_config_var("EXT_SUFFIX"))
+    include = sysconfig.get_paths()["include"]
+    subprocess.run(["cc", "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(built)], check=True)
+    code = f"""
+import sys, warnings
+sys.path.insert(0, {str(tmp_path)!r})
+warnings.simplefilter("always")
+from ipy_parallel import ThreadPool
+with ThreadPool(2) as pool, warnings.catch_warnings(record=True) as said:
+    pool.run("1")
+    print("GIL before:", sys._is_gil_enabled())
+    pool.run("import needs_the_gil")
+    pool.run("2")
+    pool.run("3")
+print("GIL after:", sys._is_gil_enabled())
+for w in said:
+    if "ipy_parallel" in str(w.message):
+        print("said:", w.message)
+"""
+    out = python("-c", code, timeout=bound(60)).stdout
+    assert "GIL before: False" in out and "GIL after: True" in out, out
+    said = [line for line in out.splitlines() if line.startswith("said:")]
+    assert said == [
+        "said: ipy_parallel: the GIL is enabled again since this run (needs_the_gil): the ThreadPool's "
+        "workers now take turns instead of running in parallel"
+    ], out

@@ -298,7 +298,7 @@ class ThreadEngine(EngineBase):
         self._queue: list[list[list]] = []
         self._abandoned: list[tuple[int, str]] = []
         self._gil_said = gil_enabled()  # nothing to say if it was on from the start
-        self._modules_before: set[str] = set()
+        self._modules_before = 0  # len(sys.modules) at the run's start
         self._workers = [_Worker(i) for i in range(n)]
         runtime = _runtime()
         _acquire()  # close() releases it, from here on
@@ -335,7 +335,8 @@ class ThreadEngine(EngineBase):
         each = len(payloads) == n and n > 1
         with _shared.held():
             _put_routers()  # IPython may have replaced them since the last run
-        self._modules_before = set(sys.modules)
+        if not self._gil_said:  # a count, not a copy: new modules come last (a dict keeps its order)
+            self._modules_before = len(sys.modules)
         with self._guard.held():
             self._check_startable()
             self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
@@ -544,7 +545,7 @@ class ThreadEngine(EngineBase):
         if self._gil_said or not gil_enabled():
             return
         self._gil_said = True
-        new = sorted(set(sys.modules) - self._modules_before)
+        new = sorted(list(sys.modules)[self._modules_before :])
         extensions = [m for m in new if str(getattr(sys.modules.get(m), "__file__", "")).endswith((".so", ".pyd"))]
         named = ", ".join(extensions) if extensions else "an extension module imported meanwhile"
         warnings.warn(
