@@ -264,6 +264,17 @@ def magics_of(ip):
 # -- kernels ----------------------------------------------------------------------------------
 
 
+_FORMAT_A_TRACEBACK = """\
+import sys
+from IPython.core.ultratb import VerboseTB
+try:
+    raise ValueError("a traceback formatted once, before any test")
+except ValueError:
+    VerboseTB().structured_traceback(*sys.exc_info())
+del VerboseTB
+"""
+
+
 def start_kernel(name: str = "ipy_parallel", kernel_dirs=(REPO / "kernel",), log=None):
     """A real kernel through jupyter_client, by default "Python 3 (ipy_parallel)" from the
     repository's kernelspec, started in tests/ (its stdout and stderr to `log` if given); returns
@@ -277,6 +288,11 @@ def start_kernel(name: str = "ipy_parallel", kernel_dirs=(REPO / "kernel",), log
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
+    # IPython imports stack_data and pygments' lexers the first time it shows a traceback; a test's
+    # random Ctrl-C inside those imports would leave them half made for the kernel's life (see
+    # conftest.py), and every later traceback would fail to show. So one is formatted now.
+    if name == "ipy_parallel":
+        execute(kc, _FORMAT_A_TRACEBACK)
     kc.manager = km  # for interrupt_kernel
     return km, kc
 

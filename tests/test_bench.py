@@ -339,3 +339,24 @@ def test_the_benchmarks_and_the_engine_load_without_ipython():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_ctrl_c_that_threading_turned_into_runtime_error_stops_native_bench_with_one_line(monkeypatch):
+    # A Ctrl-C between Condition.wait's release and its try leaves the lock free, and the with
+    # statement's exit raises RuntimeError with the interrupt as its context (CI run 11, under the
+    # sanitizer): %native_bench must still end as a stop, with its one line.
+    import threading
+
+    from ipy_parallel.exceptions import ParallelInterrupted
+    from ipy_parallel.ipython.display import make_monitor
+
+    def interrupted(*args, **kwargs):
+        lock = threading.Lock()
+        try:
+            raise KeyboardInterrupt
+        finally:
+            lock.release()  # RuntimeError: release unlocked lock, its context the interrupt
+
+    monkeypatch.setattr(compare, "native_bench", interrupted)
+    with pytest.raises(ParallelInterrupted, match="nothing measured is shown"):
+        compare.run_native_bench(2, 1000, 1, make_monitor(1, enabled=False, label="native_bench", per_worker=False))

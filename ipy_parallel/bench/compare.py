@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 
+from ..backends.signals import interrupts_as_raised
 from ..exceptions import ParallelInterrupted
 from ..results import Outcome
 from ..procfs import process_tree_cpu
@@ -88,7 +89,9 @@ def run_native_bench(tasks: int, size: int, repeat: int, monitor) -> BenchReport
     start = time.perf_counter()
     text, outcome = None, Outcome.OK
     try:
-        with monitor.live(lambda: [process_tree_cpu() - base]):
+        # interrupts_as_raised: a Ctrl-C inside a Condition.wait of the pools' start can surface as
+        # RuntimeError ("release unlocked lock"); it is the interrupt (CI run 11, sanitizer build).
+        with monitor.live(lambda: [process_tree_cpu() - base]), interrupts_as_raised():
             return native_bench(tasks, size, repeat, monitor)
     except KeyboardInterrupt:
         text, outcome = f"native_bench: interrupted after {time.perf_counter() - start:.1f} s", Outcome.STOPPED
