@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 import ipy_parallel
-from helpers import bound, open_backend, python, start_kernel
+from helpers import FORMAT_A_TRACEBACK, bound, open_backend, python, start_kernel
 
 # The magics' tests describe the sub-interpreter backend, which is the default only with a GIL: on
 # a free-threaded CPython without it the default is threads. Every shell and kernel of the suite
@@ -22,22 +22,8 @@ from helpers import bound, open_backend, python, start_kernel
 os.environ.setdefault("IPY_PARALLEL_BACKEND", "subinterpreter")
 
 
-def _format_a_traceback_now():
-    """IPython imports stack_data and pygments' lexers the first time it shows a traceback. A
-    random-interrupt test's Ctrl-C that lands inside those imports leaves them half made for the
-    rest of the process, and every later traceback fails to show ("module 'stack_data' has no
-    attribute 'core'", CI run 10): IPython's lazy import, not ours. They are imported first."""
-    import sys
+exec(FORMAT_A_TRACEBACK, {})  # before any test: see helpers.FORMAT_A_TRACEBACK
 
-    from IPython.core.ultratb import VerboseTB
-
-    try:
-        raise ValueError("a traceback shown once, before any test")
-    except ValueError:
-        VerboseTB().structured_traceback(*sys.exc_info())
-
-
-_format_a_traceback_now()
 
 # -- pools ------------------------------------------------------------------------------------
 

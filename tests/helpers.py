@@ -264,14 +264,22 @@ def magics_of(ip):
 # -- kernels ----------------------------------------------------------------------------------
 
 
-_FORMAT_A_TRACEBACK = """\
-import sys
-from IPython.core.ultratb import VerboseTB
-try:
-    raise ValueError("a traceback formatted once, before any test")
-except ValueError:
-    VerboseTB().structured_traceback(*sys.exc_info())
-del VerboseTB
+#: Source that formats one traceback with IPython, as it shows one. IPython imports stack_data and
+#: pygments' lexers the first time it shows a traceback; a random-interrupt test's Ctrl-C that
+#: lands inside those imports leaves them half made for the rest of the process, and every later
+#: traceback fails to show ("module 'stack_data' has no attribute 'core'", CI run 10). That is
+#: IPython's lazy import, not ours: the test process (conftest.py) and every ipy_parallel kernel
+#: the tests start run this first. It leaves no name behind.
+FORMAT_A_TRACEBACK = """\
+def _format_a_traceback():
+    import sys
+    from IPython.core.ultratb import VerboseTB
+    try:
+        raise ValueError("a traceback formatted once, before any test")
+    except ValueError:
+        VerboseTB().structured_traceback(*sys.exc_info())
+_format_a_traceback()
+del _format_a_traceback
 """
 
 
@@ -288,11 +296,8 @@ def start_kernel(name: str = "ipy_parallel", kernel_dirs=(REPO / "kernel",), log
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
-    # IPython imports stack_data and pygments' lexers the first time it shows a traceback; a test's
-    # random Ctrl-C inside those imports would leave them half made for the kernel's life (see
-    # conftest.py), and every later traceback would fail to show. So one is formatted now.
     if name == "ipy_parallel":
-        execute(kc, _FORMAT_A_TRACEBACK)
+        execute(kc, FORMAT_A_TRACEBACK)
     kc.manager = km  # for interrupt_kernel
     return km, kc
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from helpers import (
+    FORMAT_A_TRACEBACK,
     REPO,
     assert_output_streams_while_the_cell_runs,
     bound,
@@ -294,6 +295,7 @@ def test_a_thousand_cells_under_random_interrupts_leave_no_stuck_pool():
         kc = km.client()
         kc.start_channels()
         kc.wait_for_ready(timeout=60)
+        execute(kc, FORMAT_A_TRACEBACK)  # as start_kernel() does
         execute(kc, "data = list(range(100))")
 
     cells = [

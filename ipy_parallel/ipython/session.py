@@ -49,14 +49,17 @@ def configured_backend() -> str:
     it names one, else default_backend() (threads on a free-threaded CPython running without the
     GIL, subinterpreter elsewhere). A name that is no backend is said once, and ignored."""
     name = os.environ.get(BACKEND_VARIABLE, "").strip()
-    if name and name not in BACKENDS:
+    if name in BACKENDS:
+        return name
+    default = default_backend()
+    if name:
         warnings.warn(
             f"ipy_parallel: {BACKEND_VARIABLE}={name!r} names no backend (choose one of {', '.join(BACKENDS)}); "
-            f"cells run on {default_backend()}",
+            f"cells run on {default}",
             RuntimeWarning,
             stacklevel=2,
         )
-    return name if name in BACKENDS else default_backend()
+    return default
 
 
 @dataclass
