@@ -2,7 +2,8 @@
 
 A warm pool of isolated sub-interpreters, each with its own GIL (PEP 684), driven by a C++
 engine. Usable on its own (``Pool``, ``parallel``, ``SubinterpreterExecutor``; ``ProcessPool``
-and ``ClusterPool`` run the same code on worker processes and on an ipyparallel cluster) or
+and ``ClusterPool`` run the same code on worker processes and on an ipyparallel cluster,
+``ThreadPool`` and ``ThreadsExecutor`` on threads, in parallel on a free-threaded CPython) or
 from IPython (``%load_ext ipy_parallel``, then ``%%parallel N`` on a cell). IPython is imported
 only when the extension is loaded.
 
@@ -25,6 +26,7 @@ _HOMES = {
     "WorkerError": "results",
     "parallel": "legacy",
     "SubinterpreterExecutor": "executor",
+    "ThreadsExecutor": "threads_executor",
     "Queue": "worker",
     "ParallelError": "exceptions",
     "CellSyntaxError": "exceptions",

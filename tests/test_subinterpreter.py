@@ -249,6 +249,7 @@ def test_public_api_is_small():
         "parallel",
         "MAX_WORKERS",
         "SubinterpreterExecutor",
+        "ThreadsExecutor",
         "Queue",
         "load_ipython_extension",
         "unload_ipython_extension",

@@ -1,0 +1,154 @@
+"""ThreadsExecutor: the concurrent.futures contract on a ThreadPool's real threads, and its stop."""
+
+import concurrent.futures
+import math
+import threading
+import time
+import warnings
+from concurrent.futures.thread import BrokenThreadPool
+
+import pytest
+
+import helper_tasks
+from helpers import bound, ctrl_c_after
+from ipy_parallel import ThreadsExecutor
+
+
+@pytest.fixture
+def executor():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "take turns", on a CPython with a GIL
+        with ThreadsExecutor(2) as ex:
+            yield ex
+
+
+def test_is_an_executor_and_maps_in_order(executor):
+    assert isinstance(executor, concurrent.futures.Executor)
+    ns = [30_000, 10_000, 20_000, 5_000, 1]
+    assert list(executor.map(helper_tasks.seed, ns)) == [helper_tasks.seed(n) for n in ns]
+    assert list(executor.map(math.factorial, range(50))) == [math.factorial(i) for i in range(50)]
+
+
+def test_calls_run_at_the_same_time_in_two_threads_on_the_callers_objects(executor):
+    # Each call waits for the other at a barrier: this can only finish if both run at once.
+    barrier, shared = threading.Barrier(2, timeout=bound(10)), []
+
+    def meet(me):
+        barrier.wait()
+        shared.append(me)
+        return threading.get_ident(), shared
+
+    a, b = executor.submit(meet, "a"), executor.submit(meet, "b")
+    (thread_a, list_a), (thread_b, list_b) = a.result(timeout=bound(20)), b.result(timeout=bound(20))
+    assert thread_a != thread_b != threading.get_ident()
+    assert list_a is list_b is shared and sorted(shared) == ["a", "b"]  # nothing copied, either way
+
+
+def test_results_and_exceptions_are_the_objects_themselves(executor):
+    unpicklable = threading.Lock()
+    assert executor.submit(lambda: unpicklable).result(timeout=bound(10)) is unpicklable
+    error = ValueError("mine")
+
+    def fail():
+        raise error
+
+    with pytest.raises(ValueError) as raised:
+        executor.submit(fail).result(timeout=bound(10))
+    assert raised.value is error
+
+
+def test_workers_output_reaches_stdout(capfd):
+    with ThreadsExecutor(2) as ex:
+        ex.submit(print, "from a worker thread").result(timeout=bound(10))
+    assert "from a worker thread" in capfd.readouterr().out
+
+
+def test_shutdown_cancel_futures_cancels_what_has_not_started():
+    ex = ThreadsExecutor(1)
+    started = threading.Event()
+    first = ex.submit(lambda: (started.set(), time.sleep(0.3)))
+    rest = [ex.submit(math.factorial, 10) for _ in range(20)]
+    assert started.wait(bound(10))
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert first.result() is not None
+    assert all(f.cancelled() for f in rest)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(math.factorial, 3)
+
+
+def test_shutdown_without_wait_finishes_the_calls_in_the_background():
+    ex = ThreadsExecutor(2)
+    futures = [ex.submit(time.sleep, 0.05) for _ in range(6)]
+    ex.shutdown(wait=False)
+    concurrent.futures.wait(futures, timeout=bound(10))
+    assert all(f.done() and f.exception() is None for f in futures)
+
+
+def test_a_call_that_raises_keyboard_interrupt_fails_only_its_future(executor):
+    def interrupted():
+        raise KeyboardInterrupt("mine")
+
+    with pytest.raises(KeyboardInterrupt, match="mine"):
+        executor.submit(interrupted).result(timeout=bound(10))
+    assert executor.submit(math.factorial, 5).result(timeout=bound(10)) == 120
+
+
+@pytest.mark.parametrize("call", ["a Python loop", "time.sleep"])
+def test_a_ctrl_c_in_its_with_block_stops_the_running_calls_and_cancels_the_rest(call):
+    """ThreadPoolExecutor's with block waits for every call it has, after a Ctrl-C too; this one
+    stops them within the stop's bound."""
+
+    def loop():
+        while True:
+            pass
+
+    long_call = loop if call == "a Python loop" else (lambda: time.sleep(600))
+    started = threading.Barrier(3, timeout=bound(10))
+    futures = []
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with ThreadsExecutor(2) as ex:
+            futures = [ex.submit(lambda: (started.wait(), long_call())) for _ in range(2)]
+            futures += [ex.submit(math.factorial, 10) for _ in range(10)]
+            started.wait()
+            ctrl_c_after(0.05)
+            time.sleep(bound(10))
+    assert time.monotonic() - t0 < bound(5)
+    running, pending = futures[:2], futures[2:]
+    for future in running:
+        assert isinstance(future.exception(timeout=0), KeyboardInterrupt)
+    assert all(f.cancelled() for f in pending)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(math.factorial, 3)
+
+
+@pytest.mark.filterwarnings("ignore:.*was abandoned while closing:RuntimeWarning")
+def test_a_call_that_cannot_be_stopped_is_left_to_end_and_its_future_says_so():
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocked_in_c():
+        started.set()
+        release.wait()  # a lock wait in C: KeyboardInterrupt lands only once it returns
+        return "ended"
+
+    with pytest.raises(KeyboardInterrupt):
+        with ThreadsExecutor(1) as ex:
+            future = ex.submit(blocked_in_c)
+            assert started.wait(bound(10))
+            ctrl_c_after(0.05)
+            time.sleep(bound(10))
+    with pytest.raises(BrokenThreadPool, match="could not be stopped"):
+        future.result(timeout=0)
+    release.set()  # the abandoned worker ends; its late answer does not break anything
+    with pytest.raises(BrokenThreadPool):
+        ex.submit(math.factorial, 3)
+
+
+def test_bad_max_workers_and_not_callable():
+    with pytest.raises(ValueError, match="between 1 and"):
+        ThreadsExecutor(0)
+    with pytest.raises(TypeError, match="int number of workers"):
+        ThreadsExecutor(2.5)
+    with ThreadsExecutor(1) as ex, pytest.raises(TypeError, match="must be callable"):
+        ex.submit(42)
