@@ -415,6 +415,39 @@ def test_cpu_times_of_a_busy_run(any_pool):
     assert all(c >= r.cpu_time * 0.9 for c, r in zip(run.cpu_times(), results))
 
 
+@pytest.mark.alone
+def test_a_runs_timeline_shows_the_worker_that_finished_early_idle(any_pool):
+    # Worker 0 works 0.2 CPU seconds, worker 1 0.6: a run where one worker got most of the work.
+    run = any_pool.submit(
+        "import time\nend = time.thread_time() + (0.2 if worker_id == 0 else 0.6)\nwhile time.thread_time() < end: pass"
+    )
+    assert run.timeline is None  # not before its results
+    results = run.results()
+    timeline = run.timeline
+    assert any_pool.last_timeline is timeline
+    assert timeline.workers == (0, 1) and timeline.states == ("ok", "ok")
+    assert timeline.ends[0] < timeline.ends[1] <= timeline.wall
+    assert [round(e, 6) for e in timeline.ends] == [round(r.wall_time, 6) for r in results]
+    assert all(total >= r.cpu_time * 0.9 for total, r in zip(timeline.cpu[-1], results))
+    # Not a bound on efficiency: whatever else runs on the machine lowers it.
+    assert timeline.efficiency == pytest.approx(timeline.cpu_time / (timeline.wall * min(2, timeline.cores)))
+    assert 0.0 < timeline.efficiency <= 1.05, timeline
+    first, second = timeline.busy(4)
+    assert first[-1] == 0.0 and second[-1] > 0.02, timeline  # the last quarter: 0 idle, 1 busy
+    rows = str(timeline).splitlines()
+    assert rows[1].startswith("  [0]") and "done at" in rows[1] and rows[1].split()[1].endswith("·" * 5), timeline
+
+
+def test_a_stopped_runs_timeline_says_which_workers_were_stopped(any_pool):
+    run = any_pool.submit("import time\nif worker_id == 1:\n    time.sleep(60)")
+    deadline = time.monotonic() + bound(30)
+    while run.busy_workers() != [1] and time.monotonic() < deadline:  # worker 0 has finished
+        time.sleep(0.01)
+    stuck, results = run.stop()
+    assert not stuck and run.timeline.states == ("ok", "stopped")
+    assert "stopped at" in str(run.timeline)
+
+
 # -- %%parallel's runner ----------------------------------------------------------------------
 
 

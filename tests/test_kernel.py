@@ -113,6 +113,16 @@ def test_live_display_updates_during_a_two_second_cell(kernel):
     assert "text/html" in updates[-1][1]["content"]["data"]
 
 
+def test_a_runs_timeline_reaches_the_notebook_as_inline_svg(kernel):
+    reply, _ = execute(kernel, "%%parallel 2 --no-monitor\nimport time\ntime.sleep(0.1 if worker_id == 0 else 0.5)")
+    assert reply["status"] == "ok"
+    reply, messages = execute(kernel, "%parallel_status --timeline")
+    assert reply["status"] == "ok"
+    (shown,) = [m["content"]["data"] for _, m in messages if m["msg_type"] == "display_data"]
+    assert shown["text/plain"].startswith("timeline: 2 workers") and "efficiency" in shown["text/plain"]
+    assert shown["text/html"].startswith("<svg") and "worker 1: ok at 0.5" in shown["text/html"]
+
+
 @pytest.mark.parametrize("backend", ["subinterpreter", "process"])
 def test_kernel_interrupt_stops_the_workers_once(kernel, backend):
     import threading

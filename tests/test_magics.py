@@ -235,6 +235,20 @@ def test_parallel_status_and_reset(ip, capsys):
     assert cell(ip, "2", "'kept' in globals(), worker_id") == [(False, 0), (False, 1)]
 
 
+def test_parallel_status_timeline_shows_the_last_run_of_each_pool(ip, capsys):
+    cell(
+        ip,
+        "2 --no-monitor",
+        "import time\nend = time.thread_time() + (0.05 if worker_id == 0 else 0.3)\nwhile time.thread_time() < end: pass",
+    )
+    ip.run_line_magic("parallel_status", "--timeline")
+    out = capsys.readouterr().out
+    assert "subinterpreter pool, its last run:" in out and "timeline: 2 workers" in out and "efficiency" in out
+    assert re.search(r"\[0\] \S+  done at [\d.]+ s, [\d.]+ s CPU", out) and "[1]" in out
+    with pytest.raises(UsageError):
+        ip.run_line_magic("parallel_status", "--timelines")
+
+
 def test_parallel_reset_fresh_gives_new_interpreters_which_import_anew(ip, capsys):
     from helpers import CURRENT_INTERPRETER
 

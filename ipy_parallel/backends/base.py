@@ -35,6 +35,7 @@ from typing import Any
 from .._wire import protocol
 from ..exceptions import ParallelError, ParallelInterrupted, ParallelTimeout, RunStopped
 from ..results import Result, format_workers
+from ..timeline import RunTimeline
 from .engine import Engine
 from .inputs import cell_filename, check_targets, check_timeout, check_workers, pack
 from .run import TICK, WAIT_SLICE, Run
@@ -68,6 +69,7 @@ class BasePool:
         self._current: Run | None = None  # the last run registered
         self._closed = False
         self._sent_path: list[str] | None = None
+        self._last_timeline: RunTimeline | None = None
         self._engine = self._open_engine(n)
 
     # -- what a backend provides ------------------------------------------------------------
@@ -116,6 +118,11 @@ class BasePool:
     def cpu_times(self) -> list[float]:
         """CPU seconds each worker has used since it started (read without stopping it)."""
         return self._engine.cpu_times()
+
+    @property
+    def last_timeline(self) -> RunTimeline | None:
+        """The timeline of the last run whose results were taken (Run.timeline), or None."""
+        return self._last_timeline
 
     def run(
         self,
@@ -394,6 +401,7 @@ class BasePool:
         keeps a reference to them, so that a value the user drops is freed now rather than at
         the next run."""
         with self._lock.held():
+            self._last_timeline = run.timeline
             if self._current is run:
                 self._current = None
                 if run._engine is self._engine and not self._engine.closed and self._engine.runs == run._number:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import ParallelInterrupted, ParallelTimeout, RunStopped
 from ..results import Result, rebuild_all
+from ..timeline import MAX_SAMPLES, RunTimeline
 from .engine import Engine
 from .inputs import check_timeout
 
@@ -44,6 +45,12 @@ class Run:
         self._finished_seen = False
         self._stopping = False  # stopped (or given up): the next run says so if it must wait
         self._interrupted_in_rebuild = False  # a Ctrl-C landed while its results were rebuilt
+        # Its timeline: (seconds since it started, CPU seconds per worker), read at every tick of
+        # a wait for its results and at its end.
+        self._t0 = time.monotonic()
+        self._samples: list[tuple[float, tuple[float, ...]]] = [(0.0, (0.0,) * len(self.workers))]
+        self._finished_at: float | None = None
+        self._timeline: RunTimeline | None = None
 
     @property
     def done(self) -> bool:
@@ -80,6 +87,12 @@ class Run:
         used = [a - b for a, b in zip(now, self._cpu_base)]
         return used if self._targets is None else [used[w] for w in self._targets]
 
+    @property
+    def timeline(self) -> RunTimeline | None:
+        """Where the run's time went, worker by worker (see RunTimeline), once its results are in;
+        None before."""
+        return self._timeline
+
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt in the workers still running this run (from any thread);
         nothing once the pool has moved on to another run. Returns at once."""
@@ -111,6 +124,8 @@ class Run:
             while True:
                 left = TICK if deadline is None else min(TICK, deadline - time.monotonic())
                 finished = self.wait(max(left, 0.0))
+                if not finished:
+                    self._sample()
                 if on_tick is not None:
                     on_tick(self)
                 if finished:
@@ -175,6 +190,7 @@ class Run:
             return True
         if self._engine.wait(timeout):
             self._finished_seen = True
+            self._finished_at = time.monotonic()
         return self._finished_seen
 
     def _settle(self) -> bool:
@@ -204,8 +220,41 @@ class Run:
                 results = [by_id[w] for w in self._targets]
             self._results = results
             self._records = None
+            try:
+                self._timeline = self._make_timeline(results)
+            except Exception:  # the timeline is an extra: it never costs the results
+                self._timeline = None
             self._pool._forget(self)
         return self._results
+
+    def _sample(self) -> None:
+        try:
+            self._samples.append((time.monotonic() - self._t0, tuple(self.cpu_times())))
+        except Exception:  # an engine closed meanwhile (by another thread): a sample less, never a run lost
+            return
+        if len(self._samples) > MAX_SAMPLES:  # every other one; the first and the last stay
+            kept = self._samples[::2]
+            if kept[-1] is not self._samples[-1]:
+                kept.append(self._samples[-1])
+            self._samples = kept
+
+    def _make_timeline(self, results: list[Result]) -> RunTimeline:
+        """(Its records in.) The samples up to its end: the moment it was seen to finish, or,
+        when nobody looked then, just after its last worker finished (its CPU stopped there)."""
+        ends = [r.wall_time for r in results]
+        end = (self._finished_at or time.monotonic()) - self._t0
+        if ends:
+            end = min(end, max(ends) + TICK)
+        samples = [s for s in self._samples if s[0] < end] + [(end, tuple(self.cpu_times()))]
+        states = [
+            "ok"
+            if r.error is None
+            else "stopped"
+            if self._stopping and r.error.type_name == "KeyboardInterrupt"
+            else "failed"
+            for r in results
+        ]
+        return RunTimeline.of(self.workers, samples, ends, states)
 
     def _interrupt(self) -> None:
         if self._live() and not self._engine.closed:

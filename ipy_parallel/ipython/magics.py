@@ -10,6 +10,7 @@ import os
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
 
 from .. import bench
 from ..backends.inputs import MAX_WORKERS
@@ -390,9 +391,18 @@ class ParallelMagics(Magics):
         if args.out:
             self.shell.user_ns[args.out] = report
 
+    @magic_arguments()
+    @argument(
+        "--timeline",
+        action="store_true",
+        help="also show where the last run of each pool spent its time: a row per worker, busy or "
+        "idle over time, when it finished, and the run's efficiency (CPU time / (wall time x "
+        "min(workers, cores))); in Python, Run.timeline and pool.last_timeline",
+    )
     @line_magic
     def parallel_status(self, line=""):
         """Show the warm pools, one per backend used: workers, state, runs, CPU time per worker."""
+        args = parse_argstring(self.parallel_status, line)
         pools = self.pools.open()
         if not pools:
             print("ipy_parallel: no pool yet; the first %%parallel cell starts one")
@@ -405,10 +415,19 @@ class ParallelMagics(Magics):
             print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
             if backend == "threads" and takes_turns():
                 print(f"ipy_parallel threads pool: {TAKING_TURNS} (a free-threaded CPython, 3.14t, runs them at once)")
+            if args.timeline:
+                self._show_timeline(backend, pool.last_timeline)
         for job in self.pools.background:
             print(f"ipy_parallel: {job.describe()}")
         if self.auto.on:
             print("ipy_parallel: autoparallel is on (%autoparallel off ends it)")
+
+    def _show_timeline(self, backend: str, timeline) -> None:
+        if timeline is None:
+            print(f"ipy_parallel {backend} pool: no run has ended on it yet, so there is no timeline")
+            return
+        print(f"ipy_parallel {backend} pool, its last run:")
+        display(timeline)
 
     @magic_arguments()
     @argument(
