@@ -45,6 +45,7 @@ class ThreadsExecutor(Executor):
         self._max_workers = check_workers(max_workers, "max_workers")
         self._lock = InterruptSafeLock()
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: set[int] = set()  # the workers' thread idents (each adds its own)
         self._futures: set[Future] = set()  # not yet done; a done callback drops each
         self._shutdown = False
         self._stopping = False  # a with block ended on KeyboardInterrupt: interrupt the running calls
@@ -87,6 +88,11 @@ class ThreadsExecutor(Executor):
                     self._calls.put(_STOP)
             collector = self._collector
         if wait and collector is not None:
+            if threading.get_ident() in self._threads:
+                raise RuntimeError(
+                    "shutdown(wait=True) in one of the executor's own calls would wait for that call "
+                    "itself: call shutdown(wait=False) there"
+                )
             collector.join()
 
     def __exit__(self, exc_type, exc, tb):
@@ -107,8 +113,11 @@ class ThreadsExecutor(Executor):
             return
         self._pool = ThreadPool(self._max_workers)
         # Named from the function itself: a rename fails here, not in every worker.
-        source = f"from {serve_calls.__module__} import {serve_calls.__name__}\n{serve_calls.__name__}(calls)\n"
-        run = self._pool.submit(source, {"calls": self._calls}, filename="<ThreadsExecutor>", stream=True)
+        source = (
+            f"from {serve_calls.__module__} import {serve_calls.__name__}\n{serve_calls.__name__}(calls, threads)\n"
+        )
+        inputs = {"calls": self._calls, "threads": self._threads}
+        run = self._pool.submit(source, inputs, filename="<ThreadsExecutor>", stream=True)
         self._collector = threading.Thread(target=self._collect, args=(run,), name="ThreadsExecutor", daemon=True)
         self._collector.start()
 
@@ -160,10 +169,11 @@ class ThreadsExecutor(Executor):
         self._pool.close()
 
 
-def serve_calls(calls: queue.SimpleQueue) -> None:
+def serve_calls(calls: queue.SimpleQueue, threads: set[int]) -> None:
     """A worker's loop (it runs as the worker's task): take a call, run it, answer its Future,
     until the executor says stop. A call's exception, KeyboardInterrupt from a stop included,
-    is its Future's."""
+    is its Future's. ``threads`` gets this worker's thread ident."""
+    threads.add(threading.get_ident())
     while True:
         call = calls.get()
         if call is _STOP:

@@ -39,6 +39,7 @@ class RunTimeline:
     cpu: tuple[tuple[float, ...], ...]
     ends: tuple[float | None, ...]
     states: tuple[str, ...]
+    started: float = 0.0  # when the run started (time.time())
 
     @classmethod
     def of(
@@ -48,6 +49,7 @@ class RunTimeline:
         ends: Sequence[float | None],
         states: Sequence[str],
         cores: int | None = None,
+        started: float = 0.0,
     ) -> RunTimeline:
         """From (instant, CPU seconds per worker) samples, the first at the run's start."""
         times = tuple(t for t, _ in samples)
@@ -59,6 +61,7 @@ class RunTimeline:
             tuple(tuple(c) for _, c in samples),
             tuple(ends),
             tuple(states),
+            started,
         )
 
     @property

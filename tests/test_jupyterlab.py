@@ -207,6 +207,77 @@ def jupyterlab_server(tmp_path, monkeypatch):
         log.close()
 
 
+@contextlib.contextmanager
+def _browser(chromium: Path):
+    args = ["--disable-dev-shm-usage", "--disable-gpu"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
+    with sync_playwright() as p:
+        # Not LD_PRELOAD: under `make sanitize` it holds the ASan runtime, which breaks chromium's
+        # launcher script; the browser is not what that run checks.
+        browser_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=args, env=browser_env)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _open_and_run_all(page, lab, notebook: str, n_code: int) -> float:
+    """Open the notebook in Lab, check its kernel started on its own with no cell run yet, start
+    recording the monitors, and Run All Cells; returns the monotonic time of the click."""
+    page.set_default_timeout(UI_TIMEOUT)
+    page.goto(f"{lab['base']}/lab/tree/{notebook}?reset&token={lab['token']}", timeout=UI_TIMEOUT)
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell").first.wait_for()
+    # The kernel must have started on its own; a kernel picker (or any dialog) would block
+    # Run All, so if we wait in vain, the dialog's text is the better error.
+    try:
+        page.locator(".jp-NotebookPanel-toolbar .jp-KernelName", has_text="Python 3 (ipykernel)").wait_for()
+        page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for()
+    finally:
+        assert page.locator(".jp-Dialog").count() == 0, page.locator(".jp-Dialog").inner_text()
+    # Lab attaches a long notebook's cells a few at a time after the first render.
+    try:
+        page.wait_for_function(f"() => ({CELLS})().length === {n_code}", timeout=UI_TIMEOUT)
+    except PlaywrightTimeout:
+        pass  # the assertion below says how many there were
+    code_cells = page.evaluate(CELLS)
+    assert len(code_cells) == n_code
+    assert all(c["prompt"].strip() == "[ ]:" and not c["outputs"] for c in code_cells), code_cells
+
+    page.evaluate(RECORD_MONITOR)
+    page.evaluate(RECORD_TIMELINE)
+    # Run > Run All Cells. The command is disabled (and a click on it does nothing) until
+    # the notebook is Lab's current widget, which can lag its first render: click into the
+    # notebook first and click the menu item only once it is enabled.
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-MarkdownCell").first.click()
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    run_all = page.locator(
+        ".lm-Menu-item:not(.lm-mod-disabled)",
+        has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")),
+    )
+    run_all.wait_for()
+    start = time.monotonic()
+    run_all.click()
+    # Lab marks queued cells [*] at once, before the kernel sees anything.
+    page.wait_for_function(f"() => ({CELLS})()[0].prompt.trim() !== '[ ]:'", timeout=60_000)
+    return start
+
+
+def _wait_until_all_ran(page) -> None:
+    """Until every code cell shows an execution count and the kernel is idle again."""
+    page.wait_for_function(
+        f"() => ({CELLS})().every(c => /^\\[\\d+\\]:$/.test(c.prompt.trim())) && "
+        "document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]') !== null",
+        timeout=RUN_TIMEOUT,
+    )
+
+
+def _failure_screenshot(page, path: Path) -> None:
+    path.parent.mkdir(exist_ok=True)
+    with contextlib.suppress(Exception):  # the test's own error matters more
+        page.screenshot(path=str(path))
+        print(f"screenshot of the failure: {path}")
+
+
 def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium first: a skip starts no server
     lab = jupyterlab_server
     nb = json.loads((lab["root"] / "quickstart.ipynb").read_text(encoding="utf-8"))
@@ -224,51 +295,10 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     # Artifacts describe the last run only.
     for artifact in (SCREENSHOT, FAILURE_SCREENSHOT, BACKGROUND_SCREENSHOT):
         artifact.unlink(missing_ok=True)
-    args = ["--disable-dev-shm-usage", "--disable-gpu"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
-    with sync_playwright() as p:
-        # Not LD_PRELOAD: under `make sanitize` it holds the ASan runtime, which breaks chromium's
-        # launcher script; the browser is not what that run checks.
-        browser_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=args, env=browser_env)
-        # Tall enough for the whole notebook, outputs included, in the screenshot.
-        page = browser.new_page(viewport={"width": 1280, "height": 2600})
+    with _browser(chromium) as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 2600})  # the whole notebook, outputs included
         try:
-            page.set_default_timeout(UI_TIMEOUT)
-            page.goto(f"{lab['base']}/lab/tree/quickstart.ipynb?reset&token={lab['token']}", timeout=UI_TIMEOUT)
-            page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell").first.wait_for()
-            # The kernel must have started on its own; a kernel picker (or any dialog) would block
-            # Run All, so if we wait in vain, the dialog's text is the better error.
-            try:
-                page.locator(".jp-NotebookPanel-toolbar .jp-KernelName", has_text="Python 3 (ipykernel)").wait_for()
-                page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for()
-            finally:
-                assert page.locator(".jp-Dialog").count() == 0, page.locator(".jp-Dialog").inner_text()
-            # Lab attaches a long notebook's cells a few at a time after the first render.
-            try:
-                page.wait_for_function(f"() => ({CELLS})().length === {len(code)}", timeout=UI_TIMEOUT)
-            except PlaywrightTimeout:
-                pass  # the assertion below says how many there were
-            code_cells = page.evaluate(CELLS)
-            assert len(code_cells) == len(code)
-            assert all(c["prompt"].strip() == "[ ]:" and not c["outputs"] for c in code_cells), code_cells
-
-            page.evaluate(RECORD_MONITOR)
-            page.evaluate(RECORD_TIMELINE)
-            # Run > Run All Cells. The command is disabled (and a click on it does nothing) until
-            # the notebook is Lab's current widget, which can lag its first render: click into the
-            # notebook first and click the menu item only once it is enabled.
-            page.locator(".jp-NotebookPanel .jp-Notebook .jp-MarkdownCell").first.click()
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            run_all = page.locator(
-                ".lm-Menu-item:not(.lm-mod-disabled)",
-                has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")),
-            )
-            run_all.wait_for()
-            start = time.monotonic()
-            run_all.click()
-            # Lab marks queued cells [*] at once, before the kernel sees anything.
-            page.wait_for_function(f"() => ({CELLS})()[0].prompt.trim() !== '[ ]:'", timeout=60_000)
-
+            start = _open_and_run_all(page, lab, "quickstart.ipynb", len(code))
             # The live display appears, then changes while the cell still runs (both frames are
             # live headers, which exist only until the summary replaces them).
             page.wait_for_function(f"() => window.__ippSeen.some(t => {LIVE}.test(t))", timeout=RUN_TIMEOUT)
@@ -288,12 +318,7 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             page.screenshot(path=str(BACKGROUND_SCREENSHOT))
             print(f"screenshot of the background cell at work: {BACKGROUND_SCREENSHOT}")
 
-            # Done when every code cell shows an execution count and the kernel is idle again.
-            page.wait_for_function(
-                f"() => ({CELLS})().every(c => /^\\[\\d+\\]:$/.test(c.prompt.trim())) && "
-                "document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]') !== null",
-                timeout=RUN_TIMEOUT,
-            )
+            _wait_until_all_ran(page)
             print(f"all cells ran in {time.monotonic() - start:.1f} s")
             cells = page.evaluate(CELLS)
             timeline = page.evaluate("() => window.__ippTimeline")
@@ -304,13 +329,8 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             print(f"screenshot: {SCREENSHOT}")
             assert page.locator(".jp-Dialog").count() == 0, page.locator(".jp-Dialog").inner_text()
         except BaseException:
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            with contextlib.suppress(Exception):  # the test's own error matters more
-                page.screenshot(path=str(FAILURE_SCREENSHOT))
-                print(f"screenshot of the failure: {FAILURE_SCREENSHOT}")
+            _failure_screenshot(page, FAILURE_SCREENSHOT)
             raise
-        finally:
-            browser.close()
 
     assert re.search(r"\[0\] .*%\s+\d+\.\d\d s CPU", live[0]), live[0]  # a bar per worker
     counts = [int(re.search(r"\d+", c["prompt"]).group()) for c in cells]
@@ -347,3 +367,47 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     assert not any(
         re.search(BACKGROUND_LIVE, o["text"]) for i, c in enumerate(cells) if i != background for o in c["outputs"]
     ), "the background display leaked into another cell"
+
+
+FREE_THREADING_SCREENSHOT = SCREENSHOT.with_name("jupyterlab-free-threading.png")
+FREE_THREADING_LIVE_SCREENSHOT = SCREENSHOT.with_name("jupyterlab-free-threading-live.png")
+
+
+def test_free_threading_notebook_runs_in_jupyterlab(chromium, jupyterlab_server):
+    """numpy in parallel on the threads backend, its live display, and the run's timeline, in a
+    browser. On 3.14t the threads run at once; with a GIL the display says they take turns. The
+    README's screenshot is this test's, on 3.14t."""
+    lab = jupyterlab_server
+    nb = json.loads((lab["root"] / "free_threading.ipynb").read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    FREE_THREADING_SCREENSHOT.unlink(missing_ok=True)
+    FREE_THREADING_LIVE_SCREENSHOT.unlink(missing_ok=True)
+    failure = FREE_THREADING_SCREENSHOT.with_name("jupyterlab-free-threading-failure.png")
+    threads_live = r"/^%%parallel \[threads[^\]]*\] · 2 workers · /"
+    with _browser(chromium) as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 1500})
+        try:
+            _open_and_run_all(page, lab, "free_threading.ipynb", len(code))
+            page.wait_for_function(
+                f"() => window.__ippSeen.filter(t => {threads_live}.test(t)).length >= 2", timeout=RUN_TIMEOUT
+            )
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(FREE_THREADING_LIVE_SCREENSHOT))  # the numpy cell at work, most likely
+            _wait_until_all_ran(page)
+            page.locator("svg.ipy-parallel-timeline").wait_for()  # one: the last run's
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(FREE_THREADING_SCREENSHOT))
+            print(f"\nscreenshot: {FREE_THREADING_SCREENSHOT}")
+            cells = page.evaluate(CELLS)
+            live = [t for t in page.evaluate("() => window.__ippSeen") if re.match(threads_live[2:-1], t)]
+        except BaseException:
+            _failure_screenshot(page, failure)
+            raise
+    text = "\n".join(o["text"] for c in cells for o in c["outputs"])
+    gil = "GIL enabled: True" in text
+    assert re.search(r"\[0\] .*%\s+\d+\.\d\d s CPU", live[0]), live[0]  # a bar per worker
+    assert ("take turns" in live[0]) == gil, live[0]
+    assert "[0] worker 0 of 2: " in text and "[1] worker 1 of 2: " in text, text
+    assert re.search(r"timeline: 2 workers, [\d.]+ s wall, [\d.]+ s CPU: efficiency \d+% of \d cores?", text), text
+    assert "the kernel sees: [1. 2.] at the same address: True" in text, text
+    assert not any(o["mime"] == "application/vnd.jupyter.stderr" for c in cells for o in c["outputs"]), text

@@ -243,7 +243,7 @@ def test_parallel_status_timeline_shows_the_last_run_of_each_pool(ip, capsys):
     )
     ip.run_line_magic("parallel_status", "--timeline")
     out = capsys.readouterr().out
-    assert "subinterpreter pool, its last run:" in out and "timeline: 2 workers" in out and "efficiency" in out
+    assert "the last run, on the subinterpreter pool:" in out and "timeline: 2 workers" in out and "efficiency" in out
     assert re.search(r"\[0\] \S+  done at [\d.]+ s, [\d.]+ s CPU", out) and "[1]" in out
     with pytest.raises(UsageError):
         ip.run_line_magic("parallel_status", "--timelines")

@@ -145,6 +145,20 @@ def test_a_call_that_cannot_be_stopped_is_left_to_end_and_its_future_says_so():
         ex.submit(math.factorial, 3)
 
 
+def test_shutdown_inside_a_call_never_waits_for_that_call_itself():
+    for wait in (True, False):
+        ex = ThreadsExecutor(2)
+        call = ex.submit(lambda: ex.shutdown(wait=wait))
+        if wait:  # it would wait for itself: refused, as ThreadPoolExecutor's join of its own thread is
+            with pytest.raises(RuntimeError, match="would wait for that call itself"):
+                call.result(timeout=bound(10))
+        else:
+            assert call.result(timeout=bound(10)) is None
+        with pytest.raises(RuntimeError, match="after shutdown"):  # shut down all the same
+            ex.submit(math.factorial, 3)
+        ex.shutdown(wait=True)
+
+
 def test_bad_max_workers_and_not_callable():
     with pytest.raises(ValueError, match="between 1 and"):
         ThreadsExecutor(0)

@@ -47,7 +47,7 @@ class Run:
         self._interrupted_in_rebuild = False  # a Ctrl-C landed while its results were rebuilt
         # Its timeline: (seconds since it started, CPU seconds per worker), read at every tick of
         # a wait for its results and at its end.
-        self._t0 = time.monotonic()
+        self._t0, self._started_at = time.monotonic(), time.time()
         self._samples: list[tuple[float, tuple[float, ...]]] = [(0.0, (0.0,) * len(self.workers))]
         self._finished_at: float | None = None
         self._timeline: RunTimeline | None = None
@@ -254,7 +254,7 @@ class Run:
             else "failed"
             for r in results
         ]
-        return RunTimeline.of(self.workers, samples, ends, states)
+        return RunTimeline.of(self.workers, samples, ends, states, started=self._started_at)
 
     def _interrupt(self) -> None:
         if self._live() and not self._engine.closed:

@@ -395,9 +395,9 @@ class ParallelMagics(Magics):
     @argument(
         "--timeline",
         action="store_true",
-        help="also show where the last run of each pool spent its time: a row per worker, busy or "
-        "idle over time, when it finished, and the run's efficiency (CPU time / (wall time x "
-        "min(workers, cores))); in Python, Run.timeline and pool.last_timeline",
+        help="also show where the last run spent its time: a row per worker, busy or idle over "
+        "time, when each finished, and the run's efficiency (CPU time / (wall time x min(workers, "
+        "cores))); in Python, Run.timeline and pool.last_timeline",
     )
     @line_magic
     def parallel_status(self, line=""):
@@ -415,18 +415,21 @@ class ParallelMagics(Magics):
             print("CPU per worker (s): " + " ".join(f"[{i}] {c:.2f}" for i, c in enumerate(cpu)))
             if backend == "threads" and takes_turns():
                 print(f"ipy_parallel threads pool: {TAKING_TURNS} (a free-threaded CPython, 3.14t, runs them at once)")
-            if args.timeline:
-                self._show_timeline(backend, pool.last_timeline)
+        if args.timeline:
+            self._show_last_timeline(pools)
         for job in self.pools.background:
             print(f"ipy_parallel: {job.describe()}")
         if self.auto.on:
             print("ipy_parallel: autoparallel is on (%autoparallel off ends it)")
 
-    def _show_timeline(self, backend: str, timeline) -> None:
+    def _show_last_timeline(self, pools) -> None:
+        """The timeline of the last cell's run (not of a pool's warm-up)."""
+        backend = self.pools.last_backend
+        timeline = pools[backend].last_timeline if backend in pools else None
         if timeline is None:
-            print(f"ipy_parallel {backend} pool: no run has ended on it yet, so there is no timeline")
+            print("ipy_parallel: no cell has run on the pools there are, so there is no timeline yet")
             return
-        print(f"ipy_parallel {backend} pool, its last run:")
+        print(f"ipy_parallel: the last run, on the {backend} pool:")
         display(timeline)
 
     @magic_arguments()

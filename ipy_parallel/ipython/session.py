@@ -136,6 +136,7 @@ class Pools:
         self.background: list[BackgroundRun] = []  # the runs going on and the latest ended ones, in order
         self._numbered = 0  # background runs so far
         self._numbered_before_cell = 0
+        self.last_backend: str | None = None  # where the last cell ran (its timeline: that pool's last_timeline)
 
     def add_background(self, make: Callable[[int], BackgroundRun]) -> BackgroundRun:
         """Number, keep and return a new background run (``make(number)`` builds it). Ended runs
@@ -403,6 +404,7 @@ def run_on_backend(
     # Before the pool is started or resized: a refused cell changes nothing.
     check_cell(source, options, user_ns, filename, pools.size_for(backend, options.n, cluster))
     pool = pools.get(backend, options.n, cluster)
+    pools.last_backend = backend
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
     if backend == "threads" and takes_turns():  # say so, rather than show one core busy as if that were all
         label = f"%%parallel [threads · {TAKING_TURNS}]"
@@ -434,6 +436,7 @@ def run_on_backend(
     pools.check_free("process", turn.wait, what="the fallback to processes", can_wait=turn.can_wait)
     note(fallback_note(modules, pool.size, source, filename, failure))
     process_pool = pools.get("process", pool.size)
+    pools.last_backend = "process"
     return run_cell(
         process_pool,
         source,
