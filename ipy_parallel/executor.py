@@ -115,7 +115,9 @@ class SubinterpreterExecutor(Executor):
             self._shutdown = True
             if cancel_futures:
                 while self._pending:
-                    self._pending.popleft()[1].cancel()
+                    future = self._pending.popleft()[1]
+                    if future.cancel():  # cancel() alone leaves wait() and as_completed() waiting for it
+                        future.set_running_or_notify_cancel()
             self._end_when_idle()
             collector = self._collector
         if wait and collector is not None:

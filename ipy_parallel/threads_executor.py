@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import queue
 import sys
 import threading
+import time
+from collections import deque
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.thread import BrokenThreadPool
 
@@ -14,7 +17,7 @@ from .backends.threads import ThreadPool
 
 __all__ = ["ThreadsExecutor"]
 
-_ECHO_EVERY = 0.02  # seconds between looks at what the workers printed
+_WAIT = 0.02  # seconds the collector waits per look at the answers (it echoes output between looks)
 _STOP = None  # what a worker takes from the calls' queue as "no more calls"
 
 
@@ -24,29 +27,37 @@ class ThreadsExecutor(Executor):
     CPython with a GIL they take turns (a RuntimeWarning says so once).
 
     The shape of ThreadPoolExecutor, and of SubinterpreterExecutor: ``max_workers`` threads
-    (default os.cpu_count()) start on the first submit() and stay until shutdown(); each takes
-    the next call as soon as it is free. Nothing is pickled: a call gets the caller's own
-    objects and its Future the very object it returned (what a call does to a shared object,
-    every worker and the caller see: ordering that is yours, as with any threads). What the calls
-    print goes to this process's stdout/stderr.
+    (default os.cpu_count()) start on the first submit() and stay until shutdown(); each free
+    worker takes the next call, and a Future can be cancelled until one does. Nothing is pickled:
+    a call gets the caller's own objects and its Future the very object it returned or raised
+    (what a call does to a shared object, every worker and the caller see: ordering that is
+    yours, as with any threads). What the calls print goes to this process's stdout/stderr (at
+    most 8 Mi characters per worker over the executor's life: its calls are one ThreadPool task).
 
-    Beyond ThreadPoolExecutor: the workers are a ThreadPool's, so a ``with`` block that a
-    Ctrl-C (a notebook's stop button) ends does not wait for the calls. The calls not started
-    are cancelled, the running ones are interrupted (within milliseconds in Python code and in
-    time.sleep; a call blocked in other C code is left to end in the background) and their
-    Futures get the KeyboardInterrupt.
+    Beyond ThreadPoolExecutor: a ``with`` block that a Ctrl-C (a notebook's stop button) ends,
+    in its body or as it waits for the calls at its end, does not wait for them. The calls not
+    started are cancelled, the running ones are interrupted (within milliseconds in Python code
+    and in time.sleep, looked up as the call runs: ``submit(time.sleep, 9)`` before the first
+    submit started the workers passes the plain C sleep) and their Futures get a
+    KeyboardInterrupt. A call blocked in other C code
+    is left to end in the background (the block's end waits about 4 s for it); its Future fails
+    with BrokenThreadPool, as every unfinished one does if the workers end otherwise.
 
-    Blocking and the GIL: submit() never blocks; Future.result() and shutdown(wait=True) block
-    the calling thread. A background thread echoes what the workers print and fails the Futures
-    of calls that can no longer run (BrokenThreadPool) if the workers end early.
+    Blocking and the GIL: submit() returns at once (the first one after the worker threads have
+    started); Future.result() and shutdown(wait=True) block the calling thread. A background
+    thread resolves the Futures (the workers never touch them, so an interrupt of a stop cannot
+    land inside a Future's own lock) and echoes what the workers print.
     """
 
     def __init__(self, max_workers: int | None = None):
         self._max_workers = check_workers(max_workers, "max_workers")
         self._lock = InterruptSafeLock()
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: set[int] = set()  # the workers' thread idents (each adds its own)
-        self._futures: set[Future] = set()  # not yet done; a done callback drops each
+        self._pending: deque[tuple[int, Future, tuple]] = deque()  # not yet handed to a worker
+        self._running: dict[int, Future] = {}  # handed to a worker, not answered
+        self._ids = itertools.count()
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()  # to the workers: (id, fn, args, kwargs) or _STOP
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()  # from them: (id, ok, value)
+        self._threads: set[int] = set()  # the thread idents of the workers serving calls
         self._shutdown = False
         self._stopping = False  # a with block ended on KeyboardInterrupt: interrupt the running calls
         self._stops_sent = False
@@ -69,23 +80,20 @@ class ThreadsExecutor(Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._start()
-            self._futures.add(future)
-            future.add_done_callback(self._futures.discard)
-            self._calls.put((future, fn, args, kwargs))
+            self._pending.append((next(self._ids), future, (fn, args, kwargs)))
+            self._feed()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submits. With ``cancel_futures`` the calls not yet started are cancelled;
-        the others finish. With ``wait`` return when they have and the workers are gone (blocks);
-        without it they end in the background."""
+        the others finish. With ``wait`` return when they have and the workers are gone (blocks;
+        refused in one of the executor's own calls, which would wait for itself); without it
+        they end in the background."""
         with self._lock.held():
             self._shutdown = True
             if cancel_futures:
                 self._cancel_pending()
-            if self._pool is not None and not self._stops_sent:
-                self._stops_sent = True
-                for _ in range(self._max_workers):
-                    self._calls.put(_STOP)
+            self._end_when_idle()
             collector = self._collector
         if wait and collector is not None:
             if threading.get_ident() in self._threads:
@@ -99,102 +107,174 @@ class ThreadsExecutor(Executor):
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self._stop()
             return False
-        return super().__exit__(exc_type, exc, tb)
+        try:
+            self.shutdown(wait=True)
+        except KeyboardInterrupt:  # pressed while the block's end waits for the calls
+            self._stop()
+            raise
+        return False
 
     def __repr__(self) -> str:
         state = "broken" if self._broken else "shut down" if self._shutdown else "running"
         return f"<ipy_parallel.ThreadsExecutor {self._max_workers} workers, {state}>"
 
-    # -- internals ------------------------------------------------------------------------
+    # -- internals: what touches _pending, _running and the flags holds self._lock ----------
 
     def _start(self) -> None:
-        """(Lock held.) The workers, on the first submit."""
+        """(Lock held.) The workers and the collector, on the first submit: both or neither."""
         if self._pool is not None:
             return
-        self._pool = ThreadPool(self._max_workers)
-        # Named from the function itself: a rename fails here, not in every worker.
-        source = (
-            f"from {serve_calls.__module__} import {serve_calls.__name__}\n{serve_calls.__name__}(calls, threads)\n"
-        )
-        inputs = {"calls": self._calls, "threads": self._threads}
-        run = self._pool.submit(source, inputs, filename="<ThreadsExecutor>", stream=True)
-        self._collector = threading.Thread(target=self._collect, args=(run,), name="ThreadsExecutor", daemon=True)
-        self._collector.start()
+        pool = ThreadPool(self._max_workers)
+        try:
+            # Named from the function itself: a rename fails here, not in every worker.
+            source = f"from {serve_calls.__module__} import {serve_calls.__name__}\n{serve_calls.__name__}(calls, answers, threads)\n"
+            inputs = {"calls": self._calls, "answers": self._answers, "threads": self._threads}
+            run = pool.submit(source, inputs, filename="<ThreadsExecutor>", stream=True)
+            collector = threading.Thread(target=self._collect, args=(pool, run), name="ThreadsExecutor", daemon=True)
+            collector.start()
+        except BaseException:  # a Ctrl-C: workers that began serving end on a stop of their own queue
+            calls, self._calls = self._calls, queue.SimpleQueue()
+            for _ in range(self._max_workers):
+                calls.put(_STOP)
+            pool.close()
+            raise
+        self._pool, self._collector = pool, collector
+
+    def _feed(self) -> None:
+        """(Lock held.) Hand pending calls to the workers, one per free worker: a call not yet
+        handed over can still be cancelled."""
+        while self._pending and len(self._running) < self._max_workers:
+            task_id, future, call = self._pending.popleft()
+            if future.set_running_or_notify_cancel():
+                self._running[task_id] = future
+                self._calls.put((task_id, *call))
+        self._end_when_idle()
 
     def _cancel_pending(self) -> None:
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            if call is not _STOP:
-                call[0].cancel()
+        """(Lock held.) Cancelled, and said so to whoever waits (concurrent.futures.wait, as_completed)."""
+        while self._pending:
+            _cancel(self._pending.popleft()[1])
+
+    def _end_when_idle(self) -> None:
+        """(Lock held.) Once shut down with nothing left to run, or stopping: the workers end."""
+        idle = not self._pending and not self._running
+        if self._shutdown and (idle or self._stopping) and not self._stops_sent and self._pool is not None:
+            self._stops_sent = True
+            for _ in range(self._max_workers):
+                self._calls.put(_STOP)
 
     def _stop(self) -> None:
         """Cancel what has not started, interrupt what runs, wait for the workers a bounded time."""
-        self.shutdown(wait=False, cancel_futures=True)
         with self._lock.held():
-            self._stopping = True
+            self._shutdown = self._stopping = True
+            self._cancel_pending()
+            self._end_when_idle()
             collector = self._collector
-        if collector is not None:
+        if collector is not None and threading.get_ident() not in self._threads:
             collector.join()
 
-    def _collect(self, run) -> None:
-        why = None
+    def _collect(self, pool: ThreadPool, run) -> None:
+        why, stopped = None, False
         try:
-            while not run.wait(_ECHO_EVERY):
-                _echo(run)
+            echoed = time.monotonic()
+            while True:
+                try:
+                    answer = self._answers.get(timeout=_WAIT)
+                except queue.Empty:
+                    answer = None
+                if answer is not None:
+                    self._answer(*answer)
+                if answer is None or time.monotonic() - echoed > _WAIT:
+                    _echo(run)
+                    echoed = time.monotonic()
+                if answer is not None:
+                    continue
+                if run.done:
+                    break
+                if not self._stops_sent and len(run.busy_workers()) < self._max_workers:
+                    why = "a worker of the executor ended on its own"  # the others would wait for calls forever
+                    run.stop()
+                    break
                 if self._stopping:
                     stuck, _ = run.stop()
                     if stuck:  # their calls end in the background; their Futures are failed below
-                        why = f"workers {stuck} could not be stopped (blocked in C code)"
+                        why = f"worker{'s' if len(stuck) > 1 else ''} {stuck} could not be stopped (blocked in C code)"
                         break
             _echo(run)
             if why is None:
+                stopped = self._stopping
                 results = run.results()
                 why = next((f"worker {r.worker_id} stopped: {r.error}" for r in results if r.error), None)
         except BaseException as exc:  # the collector must end by failing what is left, never silently
-            why = f"the executor's collector failed: {exc!r}"
+            why, stopped = f"the executor's collector failed: {exc!r}", False
+        while True:  # the answers of calls that ended as the workers did
+            try:
+                self._answer(*self._answers.get_nowait())
+            except queue.Empty:
+                break
         with self._lock.held():
             self._shutdown = True
             self._cancel_pending()
-            left = [future for future in list(self._futures) if not future.done()]
-            if left:
+            left = list(self._running.values())
+            self._running.clear()
+            if left and not stopped:
                 self._broken = why or "the executor's workers ended with calls unfinished"
+            self._stopping = True  # a worker left running in C takes a _STOP once it is back
+            self._end_when_idle()
         for future in left:
+            # Stopped: the stop's interrupt, sent again until the worker ends, can land in the
+            # worker's own code around the call, before it answered; the call was stopped all the same.
+            error = (
+                KeyboardInterrupt("stopped: the executor's with block ended on KeyboardInterrupt")
+                if stopped
+                else BrokenThreadPool(self._broken)
+            )
             try:
-                future.set_exception(BrokenThreadPool(self._broken))
+                future.set_exception(error)
             except InvalidStateError:  # done meanwhile
                 pass
-        self._pool.close()
+        pool.close()
 
-
-def serve_calls(calls: queue.SimpleQueue, threads: set[int]) -> None:
-    """A worker's loop (it runs as the worker's task): take a call, run it, answer its Future,
-    until the executor says stop. A call's exception, KeyboardInterrupt from a stop included,
-    is its Future's. ``threads`` gets this worker's thread ident."""
-    threads.add(threading.get_ident())
-    while True:
-        call = calls.get()
-        if call is _STOP:
+    def _answer(self, task_id: int, ok: bool, value) -> None:
+        with self._lock.held():
+            future = self._running.pop(task_id, None)
+            self._feed()
+        if future is None:  # failed already (its worker could not be stopped)
             return
-        _answer(*call)
-        del call  # the worker holds no call's objects while it waits for the next
+        try:
+            future.set_result(value) if ok else future.set_exception(value)
+        except InvalidStateError:
+            pass
 
 
-def _answer(future: Future, fn, args, kwargs) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
+def serve_calls(calls: queue.SimpleQueue, answers: queue.SimpleQueue, threads: set[int]) -> None:
+    """A worker's loop (it runs as the worker's task): take a call, run it, put its answer,
+    until the executor says stop. ``threads`` holds this thread's ident meanwhile."""
+    me = threading.get_ident()
+    threads.add(me)
     try:
-        result = fn(*args, **kwargs)
-    except BaseException as exc:
-        outcome, value = future.set_exception, exc
-    else:
-        outcome, value = future.set_result, result
+        while True:
+            call = calls.get()
+            if call is _STOP:
+                return
+            answers.put(_call(*call))
+            del call  # the worker holds no call's objects while it waits for the next
+    finally:
+        threads.discard(me)
+
+
+def _call(task_id: int, fn, args, kwargs) -> tuple:
     try:
-        outcome(value)
-    except InvalidStateError:  # failed by the collector meanwhile (its worker could not be stopped)
-        pass
+        return task_id, True, fn(*args, **kwargs)
+    except BaseException as exc:  # KeyboardInterrupt from a stop too: the call's answer
+        del fn, args, kwargs  # the exception's traceback keeps this frame: not the call's objects
+        return task_id, False, exc
+
+
+def _cancel(future: Future) -> None:
+    """Future.cancel() alone leaves wait() and as_completed() waiting for it: an executor tells them."""
+    if future.cancel():
+        future.set_running_or_notify_cancel()
 
 
 def _echo(run) -> None:

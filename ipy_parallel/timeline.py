@@ -8,7 +8,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from collections.abc import Sequence
 
-__all__ = ["RunTimeline", "MAX_SAMPLES"]
+__all__ = ["RunTimeline", "MAX_SAMPLES", "usable_cores"]
 
 #: Samples a run keeps: past this, every other one is dropped. The CPU readings are cumulative,
 #: so dropping one loses no CPU time, only detail (an hour-long run keeps a sample every ~2 s).
@@ -33,7 +33,7 @@ class RunTimeline:
     """
 
     workers: tuple[int, ...]
-    cores: int
+    cores: int | None  # this machine's that the run could use; None: each worker had one (a cluster's engines)
     wall: float
     times: tuple[float, ...]
     cpu: tuple[tuple[float, ...], ...]
@@ -55,7 +55,7 @@ class RunTimeline:
         times = tuple(t for t, _ in samples)
         return cls(
             tuple(workers),
-            cores or os.cpu_count() or 1,
+            cores,
             times[-1] if times else 0.0,
             times,
             tuple(tuple(c) for _, c in samples),
@@ -70,10 +70,14 @@ class RunTimeline:
         return sum(self.cpu[-1]) if self.cpu else 0.0
 
     @property
+    def usable(self) -> int:
+        """min(workers, cores): how many cores the run could keep busy."""
+        return len(self.workers) if self.cores is None else min(len(self.workers), self.cores)
+
+    @property
     def efficiency(self) -> float:
         """CPU time / (wall time x min(workers, cores)): 1.0 when every core it could use was busy throughout."""
-        usable = min(len(self.workers), self.cores)
-        return self.cpu_time / (self.wall * usable) if self.wall > 0 and usable else 0.0
+        return self.cpu_time / (self.wall * self.usable) if self.wall > 0 and self.usable else 0.0
 
     def busy(self, columns: int) -> list[list[float]]:
         """Per worker, its CPU use (0..1 of a core) in each of ``columns`` equal slices of the run."""
@@ -112,10 +116,11 @@ class RunTimeline:
         return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
 
     def summary(self) -> str:
-        n = len(self.workers)
+        n, usable = len(self.workers), self.usable
+        of = f"{usable} core{'s' if usable != 1 else ''}" + ("" if self.cores is not None else ", one per worker")
         return (
             f"{n} worker{'s' if n != 1 else ''}, {self.wall:.2f} s wall, {self.cpu_time:.2f} s CPU: "
-            f"efficiency {self.efficiency:.0%} of {min(n, self.cores)} core{'s' if min(n, self.cores) != 1 else ''}"
+            f"efficiency {self.efficiency:.0%} of {of}"
         )
 
     def format_text(self, width: int = 40) -> str:
@@ -200,6 +205,12 @@ class RunTimeline:
 
     def _totals(self) -> tuple[float, ...]:
         return self.cpu[-1] if self.cpu else (0.0,) * len(self.workers)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not every core of the machine."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()  # 3.13+: affinity-aware
+    return count or 1
 
 
 def _runs(row: Sequence[float], steps: int = 32) -> list[tuple[int, int, float]]:

@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import signal
+import subprocess
 import textwrap
 import threading
 import time
@@ -67,24 +68,28 @@ def _engines_missing(profile_dir, cluster_id, n, timeout) -> str:
     """Nothing once n engines have registered with the cluster; else how many did, and its logs."""
     import ipyparallel
 
-    client = ipyparallel.Client(profile_dir=str(profile_dir), cluster_id=cluster_id, timeout=timeout)
+    client = None
     try:
+        client = ipyparallel.Client(profile_dir=str(profile_dir), cluster_id=cluster_id, timeout=timeout)
         client.wait_for_engines(n, timeout=timeout, interactive=False)
         return ""
-    except TimeoutError:
+    except TimeoutError as exc:  # the hub did not answer, or too few engines registered
         logs = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in sorted(profile_dir.glob("log/*.log")))
-        return f"the test cluster had {len(client.ids)} of {n} engines after {timeout:.0f} s\n{logs}"
+        registered = "no" if client is None else len(client.ids)
+        return f"the test cluster had {registered} of {n} engines after {timeout:.0f} s ({exc})\n{logs}"
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def _stop_cluster(profile_dir, cluster_id, procs, env):
     """Stop the cluster as a user would, then kill what is left of it; return what was left."""
     import psutil
 
-    python("-m", "ipyparallel.cluster", "stop", f"--profile={CLUSTER_PROFILE}", f"--cluster-id={cluster_id}", env=env)
-    if not procs and (profile_dir / "security" / f"cluster-{cluster_id}.json").exists():
+    state = profile_dir / "security" / f"cluster-{cluster_id}.json"
+    if not procs and state.exists():  # before the stop, which removes that file
         procs = _cluster_processes(profile_dir / "security", cluster_id)
+    python("-m", "ipyparallel.cluster", "stop", f"--profile={CLUSTER_PROFILE}", f"--cluster-id={cluster_id}", env=env)
     gone, alive = psutil.wait_procs(procs, timeout=15)
     for proc in alive:  # only the processes of this cluster
         proc.kill()
@@ -98,39 +103,45 @@ def cluster(tmp_path_factory):
 
     A cluster whose engines do not all register is stopped and started once more, and the first
     one's logs are shown as a warning: that is ipyparallel's start-up on a loaded machine, not ours;
-    a second failure fails the tests that use it, with the logs. Both tries fit in pytest's timeout."""
+    a second failure fails the tests that use it, with the logs. Both tries share one deadline,
+    within pytest's timeout, so that the failure is ours to explain."""
     ipython_dir = tmp_path_factory.mktemp("ipython")
     saved = os.environ.get("IPYTHONDIR")
     os.environ["IPYTHONDIR"] = str(ipython_dir)  # where ClusterPool (through IPython.paths) looks
     env = {name: value for name, value in os.environ.items() if name not in _SANITIZER_VARIABLES}
     profile_dir = ipython_dir / f"profile_{CLUSTER_PROFILE}"
     profile_dir.mkdir()
+    deadline = time.monotonic() + 240  # pytest's timeout is 300 s; stopping a cluster takes up to 75
     # An engine gives up 5 s after asking the controller to register it (ipyparallel's default):
     # on a loaded CI machine the controller once answered later than that, and the session had a
     # controller with no engines. The engines' log level stays at warnings, so that a failure here
     # shows why.
-    wait = min(bound(60), 100)
-    (profile_dir / "ipengine_config.py").write_text(f"c.IPEngine.timeout = {wait}\n")
+    (profile_dir / "ipengine_config.py").write_text(f"c.IPEngine.timeout = {min(bound(60), 100)}\n")
     cluster_id, procs = None, []
     try:
         for attempt in (1, 2):
+            left = deadline - time.monotonic()
+            attempt_ends = time.monotonic() + (left / 2 if attempt == 1 else left)  # room for a second try
             cluster_id = f"t{uuid.uuid4().hex[:8]}"
-            started = python(
-                "-m",
-                "ipyparallel.cluster",
-                "start",
-                "-n",
-                "2",
-                "--daemonize",
-                f"--profile={CLUSTER_PROFILE}",
-                f"--cluster-id={cluster_id}",
-                "--log-level=30",
-                env=env,
-                timeout=wait,
-            )
-            assert started.returncode == 0, started.stderr
-            procs = _cluster_processes(profile_dir / "security", cluster_id)
-            missing = _engines_missing(profile_dir, cluster_id, 2, wait)
+            try:
+                started = python(
+                    "-m",
+                    "ipyparallel.cluster",
+                    "start",
+                    "-n",
+                    "2",
+                    "--daemonize",
+                    f"--profile={CLUSTER_PROFILE}",
+                    f"--cluster-id={cluster_id}",
+                    "--log-level=30",
+                    env=env,
+                    timeout=attempt_ends - time.monotonic(),
+                )
+                assert started.returncode == 0, started.stderr
+                procs = _cluster_processes(profile_dir / "security", cluster_id)
+                missing = _engines_missing(profile_dir, cluster_id, 2, max(1.0, attempt_ends - time.monotonic()))
+            except subprocess.TimeoutExpired as exc:
+                missing = f"ipcluster start did not return within {exc.timeout:.0f} s"
             if not missing:
                 break
             if attempt == 2:

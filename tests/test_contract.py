@@ -430,7 +430,8 @@ def test_a_runs_timeline_shows_the_worker_that_finished_early_idle(any_pool):
     assert [round(e, 6) for e in timeline.ends] == [round(r.wall_time, 6) for r in results]
     assert all(total >= r.cpu_time * 0.9 for total, r in zip(timeline.cpu[-1], results))
     # Not a bound on efficiency: whatever else runs on the machine lowers it.
-    assert timeline.efficiency == pytest.approx(timeline.cpu_time / (timeline.wall * min(2, timeline.cores)))
+    assert timeline.efficiency == pytest.approx(timeline.cpu_time / (timeline.wall * timeline.usable))
+    assert timeline.usable == (2 if any_pool.backend == "ipyparallel" else min(2, timeline.cores))
     assert 0.0 < timeline.efficiency <= 1.05, timeline
     first, second = timeline.busy(4)
     assert first[-1] == 0.0 and second[-1] > 0.02, timeline  # the last quarter: 0 idle, 1 busy

@@ -93,6 +93,7 @@ def test_shutdown_cancel_futures_cancels_what_has_not_started():
     ex.shutdown(wait=True, cancel_futures=True)
     assert futures[0].result() is None  # running: finished
     assert all(f.cancelled() for f in futures[1:])
+    assert not concurrent.futures.wait(futures, timeout=bound(5)).not_done  # wait() is told they are cancelled
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(helper_tasks.add, 1, 1)
 

@@ -174,6 +174,18 @@ def test_interrupts_at_random_instants_of_parallel():
         while fire.landed < soak(300):
             fire.call(lambda: parallel(["math", "factorial", (50,)], ["operator", "add", (2, 3)]))
     assert parallel(["math", "factorial", (5,)], ["operator", "add", (2, 3)]) == [120, 5]
+    # What only the caller's sys.path finds (CI run 13: an interrupt that landed before a new
+    # worker applied the path it was sent left it with a new interpreter's path, never sent again).
+    assert parallel(["helper_tasks", "add", (1, 2)], ["helper_tasks", "add", (3, 4)]) == [3, 7]
+
+
+def test_a_run_stopped_before_its_workers_took_the_path_sends_it_again(tmp_path, monkeypatch):
+    for i in range(soak(20)):
+        (tmp_path / f"only_here_{i}.py").write_text(f"value = {i}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        with ipy_parallel.Pool(2) as pool:
+            pool.submit("pass").stop()  # most likely before the workers applied the path it sent
+            assert [r.value for r in pool.run(f"import only_here_{i}\nonly_here_{i}.value")] == [i, i]
 
 
 def test_interrupts_while_two_large_results_come_back(pool):

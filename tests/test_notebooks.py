@@ -51,7 +51,9 @@ def test_notebook_executes(path):
         assert gil_on != ("GIL enabled: False" in text)
         assert ("threads pool: GIL enabled: threads take turns" in text) == gil_on, text  # 3.14t: they do not
         assert "RuntimeWarning" not in text  # the display says it, not a warning
-        assert "the last run, on the threads pool:" in text and "timeline: 2 workers" in shown, shown  # --timeline
+        assert "the last cell's run, on the threads pool:" in text and "timeline: 2 workers" in shown, (
+            shown
+        )  # --timeline
     if path.name == "quickstart.ipynb":
         assert "same answers: True" in text and "sum of squares: 333332833333500000 True" in text, text
         assert "[3] worker 3 of 4: 250000 numbers from 750000" in text

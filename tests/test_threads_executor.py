@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import math
+import random
 import threading
 import time
 import warnings
@@ -10,7 +11,7 @@ from concurrent.futures.thread import BrokenThreadPool
 import pytest
 
 import helper_tasks
-from helpers import bound, ctrl_c_after
+from helpers import bound, ctrl_c_after, soak
 from ipy_parallel import ThreadsExecutor
 
 
@@ -40,7 +41,7 @@ def test_calls_run_at_the_same_time_in_two_threads_on_the_callers_objects(execut
 
     a, b = executor.submit(meet, "a"), executor.submit(meet, "b")
     (thread_a, list_a), (thread_b, list_b) = a.result(timeout=bound(20)), b.result(timeout=bound(20))
-    assert thread_a != thread_b != threading.get_ident()
+    assert len({thread_a, thread_b, threading.get_ident()}) == 3
     assert list_a is list_b is shared and sorted(shared) == ["a", "b"]  # nothing copied, either way
 
 
@@ -65,15 +66,50 @@ def test_workers_output_reaches_stdout(capfd):
 
 def test_shutdown_cancel_futures_cancels_what_has_not_started():
     ex = ThreadsExecutor(1)
-    started = threading.Event()
-    first = ex.submit(lambda: (started.set(), time.sleep(0.3)))
+    started, go_on = threading.Event(), threading.Event()
+    first = ex.submit(lambda: (started.set(), go_on.wait(bound(10))))
     rest = [ex.submit(math.factorial, 10) for _ in range(20)]
     assert started.wait(bound(10))
-    ex.shutdown(wait=True, cancel_futures=True)
-    assert first.result() is not None
+    ex.shutdown(wait=False, cancel_futures=True)
+    go_on.set()
+    ex.shutdown(wait=True)
+    assert first.result() == (None, True)
     assert all(f.cancelled() for f in rest)
+    assert not concurrent.futures.wait(rest, timeout=bound(5)).not_done  # wait() is told they are cancelled
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(math.factorial, 3)
+
+
+def test_shutdown_without_wait_then_with_cancel_and_wait_ends():
+    ex = ThreadsExecutor(2)
+    futures = [ex.submit(time.sleep, 0.01) for _ in range(10)]
+    ex.shutdown(wait=False)
+    ex.shutdown(wait=True, cancel_futures=True)  # returns (the workers were told to end once)
+    assert all(f.done() for f in futures)
+
+
+def test_a_failed_call_does_not_keep_its_arguments_alive(executor):
+    import gc
+    import weakref
+
+    class Argument:
+        pass
+
+    argument = Argument()
+    alive = weakref.ref(argument)
+
+    def fail(value):
+        del value  # its own frame, which the traceback keeps, holds nothing: only ours could
+        raise ValueError("mine")
+
+    future = executor.submit(fail, argument)
+    assert isinstance(future.exception(timeout=bound(10)), ValueError)
+    gc.disable()  # freed by reference counting, not by a collection
+    try:
+        del argument
+        assert alive() is None, "the failed call's traceback keeps its argument"
+    finally:
+        gc.enable()
 
 
 def test_shutdown_without_wait_finishes_the_calls_in_the_background():
@@ -122,12 +158,62 @@ def test_a_ctrl_c_in_its_with_block_stops_the_running_calls_and_cancels_the_rest
         ex.submit(math.factorial, 3)
 
 
+def test_a_ctrl_c_as_the_with_block_waits_for_its_calls_stops_them():
+    """The usual notebook cell: submit in the block, and its end waits; the stop button then."""
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with ThreadsExecutor(2) as ex:
+            # time.sleep looked up in the call: ex.submit(time.sleep, 600) would give the workers
+            # the C sleep the first submit found, before the pool replaced it with one it can stop.
+            futures = [ex.submit(lambda: time.sleep(600)) for _ in range(6)]
+            ctrl_c_after(0.3)
+    assert time.monotonic() - t0 < bound(5)
+    assert all(f.done() for f in futures)
+    assert sum(isinstance(f.exception(timeout=0), KeyboardInterrupt) for f in futures if not f.cancelled()) == 2
+    assert sum(f.cancelled() for f in futures) == 4
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped ones, said
+def test_ctrl_c_at_random_instants_leaves_no_future_waiting():
+    """Whenever the Ctrl-C lands (submitting, starting, calls running or answering, the block's
+    end waiting), every Future ends: with its value, cancelled, or with the stop's KeyboardInterrupt."""
+    rng = random.Random(7)
+
+    def spin(n):
+        total = 0
+        for i in range(n):
+            total += i
+        return total
+
+    stopped = 0
+    for _ in range(soak(40)):
+        futures = []
+        timer = ctrl_c_after(rng.uniform(0.0, 0.03))
+        try:
+            with ThreadsExecutor(2) as ex:
+                # Bounded: CPython drops a KeyboardInterrupt raised inside a weakref callback
+                # (printed as "Exception ignored"), and then nothing stops this loop.
+                for _ in range(5000):
+                    futures.append(ex.submit(spin, rng.choice([10, 1_000, 20_000])))
+        except KeyboardInterrupt:
+            stopped += 1
+        timer.join()
+        assert not concurrent.futures.wait(futures, timeout=bound(10)).not_done, "a Future left waiting"
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                assert isinstance(future.exception(), KeyboardInterrupt), future.exception()
+    assert stopped >= soak(40) // 2, f"only {stopped} of the Ctrl-Cs stopped a with block"
+
+
 @pytest.mark.filterwarnings("ignore:.*was abandoned while closing:RuntimeWarning")
 def test_a_call_that_cannot_be_stopped_is_left_to_end_and_its_future_says_so():
     release = threading.Event()
     started = threading.Event()
 
+    worker = []
+
     def blocked_in_c():
+        worker.append(threading.current_thread())
         started.set()
         release.wait()  # a lock wait in C: KeyboardInterrupt lands only once it returns
         return "ended"
@@ -140,9 +226,13 @@ def test_a_call_that_cannot_be_stopped_is_left_to_end_and_its_future_says_so():
             time.sleep(bound(10))
     with pytest.raises(BrokenThreadPool, match="could not be stopped"):
         future.result(timeout=0)
-    release.set()  # the abandoned worker ends; its late answer does not break anything
     with pytest.raises(BrokenThreadPool):
         ex.submit(math.factorial, 3)
+    release.set()  # the abandoned worker's call returns: it answers (to nobody), then ends
+    deadline = time.monotonic() + bound(10)
+    while worker[0].is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker[0].is_alive(), "the abandoned worker did not end once its call returned"
 
 
 def test_shutdown_inside_a_call_never_waits_for_that_call_itself():

@@ -20,6 +20,9 @@ def test_efficiency_is_cpu_over_wall_times_the_cores_it_could_use():
     assert timeline.efficiency == pytest.approx(5.0 / (4.0 * 2))
     assert one_sided(cores=1).efficiency == pytest.approx(5.0 / 4.0)  # one core: min(2 workers, 1)
     assert "efficiency 62% of 2 cores" in timeline.summary()
+    # A cluster's engines may run on other machines: a core each.
+    cluster = RunTimeline.of([0, 1, 2], [(0.0, (0, 0, 0)), (1.0, (1, 1, 1))], [1, 1, 1], ["ok"] * 3, cores=None)
+    assert cluster.efficiency == pytest.approx(1.0) and "of 3 cores, one per worker" in cluster.summary()
 
 
 def test_busy_slices_the_run_evenly_and_a_worker_is_idle_after_its_end():

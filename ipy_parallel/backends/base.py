@@ -62,6 +62,7 @@ class BasePool:
 
     _kind = "Pool"  # for repr
     _follows_path = True  # workers get the main interpreter's sys.path whenever it changes
+    _on_this_machine = True  # its workers share this machine's cores (a run's efficiency is of them)
 
     def __init__(self, n: int | None = None):
         n = self._check_size(n)
@@ -69,7 +70,7 @@ class BasePool:
         self._current: Run | None = None  # the last run registered
         self._closed = False
         self._sent_path: list[str] | None = None
-        self._last_timeline: RunTimeline | None = None
+        self._last_timeline: Callable[[], RunTimeline | None] = lambda: None
         self._engine = self._open_engine(n)
 
     # -- what a backend provides ------------------------------------------------------------
@@ -122,7 +123,7 @@ class BasePool:
     @property
     def last_timeline(self) -> RunTimeline | None:
         """The timeline of the last run whose results were taken (Run.timeline), or None."""
-        return self._last_timeline
+        return self._last_timeline()
 
     def run(
         self,
@@ -400,8 +401,9 @@ class BasePool:
         """The run is over and its results are its owner's: neither the pool nor its engine
         keeps a reference to them, so that a value the user drops is freed now rather than at
         the next run."""
+        source = run._timeline_source or (lambda: None)
         with self._lock.held():
-            self._last_timeline = run.timeline
+            self._last_timeline = source  # not the run: it holds the results
             if self._current is run:
                 self._current = None
                 if run._engine is self._engine and not self._engine.closed and self._engine.runs == run._number:
@@ -418,6 +420,11 @@ class BasePool:
             why = "was closed" if run._started() else "failed to start it"
             raise RuntimeError(f"this {self._kind} {why} before the run finished: its results are lost")
         return records
+
+    def _resend_path(self) -> None:
+        """A run was stopped: a worker interrupted before it applied the sys.path the run sent may
+        still have its old one (a new interpreter's), so the next run sends it again."""
+        self._sent_path = None
 
     def _path_to_send(self) -> list[str] | None:
         """sys.path, if the workers follow it and it has changed since it was last sent: so the

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import ParallelInterrupted, ParallelTimeout, RunStopped
 from ..results import Result, rebuild_all
-from ..timeline import MAX_SAMPLES, RunTimeline
+from ..timeline import MAX_SAMPLES, RunTimeline, usable_cores
 from .engine import Engine
 from .inputs import check_timeout
 
@@ -50,7 +50,7 @@ class Run:
         self._t0, self._started_at = time.monotonic(), time.time()
         self._samples: list[tuple[float, tuple[float, ...]]] = [(0.0, (0.0,) * len(self.workers))]
         self._finished_at: float | None = None
-        self._timeline: RunTimeline | None = None
+        self._timeline_source: Callable[[], RunTimeline] | None = None  # builds it once, on first use
 
     @property
     def done(self) -> bool:
@@ -91,7 +91,7 @@ class Run:
     def timeline(self) -> RunTimeline | None:
         """Where the run's time went, worker by worker (see RunTimeline), once its results are in;
         None before."""
-        return self._timeline
+        return None if self._timeline_source is None else self._timeline_source()
 
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt in the workers still running this run (from any thread);
@@ -221,9 +221,9 @@ class Run:
             self._results = results
             self._records = None
             try:
-                self._timeline = self._make_timeline(results)
+                self._timeline_source = self._timeline_of(results)
             except Exception:  # the timeline is an extra: it never costs the results
-                self._timeline = None
+                self._timeline_source = None
             self._pool._forget(self)
         return self._results
 
@@ -238,9 +238,11 @@ class Run:
                 kept.append(self._samples[-1])
             self._samples = kept
 
-    def _make_timeline(self, results: list[Result]) -> RunTimeline:
-        """(Its records in.) The samples up to its end: the moment it was seen to finish, or,
-        when nobody looked then, just after its last worker finished (its CPU stopped there)."""
+    def _timeline_of(self, results: list[Result]) -> Callable[[], RunTimeline]:
+        """(Its records in.) What builds its timeline when someone asks (most runs are never
+        looked at, and a run's cost is tens of microseconds): the samples up to its end, the
+        moment it was seen to finish or, when nobody looked then, just after its last worker
+        finished (its CPU stopped there). It holds no result."""
         ends = [r.wall_time for r in results]
         end = (self._finished_at or time.monotonic()) - self._t0
         if ends:
@@ -254,9 +256,19 @@ class Run:
             else "failed"
             for r in results
         ]
-        return RunTimeline.of(self.workers, samples, ends, states, started=self._started_at)
+        workers, started, built = self.workers, self._started_at, []
+        local = self._pool._on_this_machine
+
+        def timeline() -> RunTimeline:
+            if not built:  # two threads asking at once may each build one: the same figures
+                cores = usable_cores() if local else None
+                built.append(RunTimeline.of(workers, samples, ends, states, cores, started=started))
+            return built[0]
+
+        return timeline
 
     def _interrupt(self) -> None:
+        self._pool._resend_path()
         if self._live() and not self._engine.closed:
             self._engine.interrupt()
 

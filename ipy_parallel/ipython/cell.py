@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import keyword
-from collections.abc import Buffer, Mapping
+from collections.abc import Buffer, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import MutableMapping
@@ -19,6 +19,7 @@ from ..backends.inputs import MAX_WORKERS
 from ..backends.run import Run
 from ..exceptions import CellSyntaxError, ParallelError
 from ..results import Outcome, Result, format_workers
+from ..timeline import RunTimeline
 from .display import LabelledOutput, Monitor
 
 __all__ = [
@@ -173,6 +174,7 @@ class CellRun:
         user_ns: MutableMapping[str, Any],
         monitor: Monitor,
         filename: str | None = None,
+        on_end: Callable[[CellRun], None] | None = None,
     ):
         check_cell(source, options, user_ns, filename, pool.size)
         self.pool, self.source, self.options, self.user_ns = pool, source, options, user_ns
@@ -184,6 +186,8 @@ class CellRun:
             chunks = _split(_lookup(user_ns, options.scatter, "--scatter"), options.scatter, count)
             self.worker_inputs = [{options.scatter: chunk} for chunk in chunks]
         self.run: Run | None = None  # once started
+        self.timeline: RunTimeline | None = None  # once ended, if its results came back
+        self._on_end = on_end
         self._echo = LabelledOutput(monitor.write)
 
     def tick(self, run: Run) -> None:
@@ -206,6 +210,9 @@ class CellRun:
             self.run.cpu_times() if self.run is not None else [0.0] * len(self.options.targets or range(self.pool.size))
         )
         self.monitor.close(cpu, outcome=outcome, failed=failed)
+        self.timeline = self.run.timeline if self.run is not None else None
+        if self._on_end is not None:
+            self._on_end(self)
 
     def values(self, results: list[Result]):
         """The cell's value from its Results: raises ParallelError if workers raised; stores -o
@@ -247,13 +254,15 @@ def run_cell(
     user_ns: MutableMapping[str, Any],
     monitor: Monitor,
     filename: str | None = None,
+    on_end: Callable[[CellRun], None] | None = None,
 ):
     """Run ``source`` in every worker of ``pool`` (or options.targets) with live output and
     display; return the list of per-worker values (or None), as the cell's result. Raises
     CellSyntaxError before any worker runs, CellUsageError for bad options, ParallelError when
     workers raised, ParallelInterrupted on KeyboardInterrupt and ParallelTimeout at
-    options.timeout (both after stopping the workers). Blocks until the cell is done."""
-    cell = CellRun(pool, source, options, user_ns, monitor, filename)
+    options.timeout (both after stopping the workers). Blocks until the cell is done.
+    ``on_end(cell)`` is called once its display has ended (its ``timeline`` is then set)."""
+    cell = CellRun(pool, source, options, user_ns, monitor, filename, on_end)
     results = None
     try:
         results = pool.run(

@@ -416,20 +416,20 @@ class ParallelMagics(Magics):
             if backend == "threads" and takes_turns():
                 print(f"ipy_parallel threads pool: {TAKING_TURNS} (a free-threaded CPython, 3.14t, runs them at once)")
         if args.timeline:
-            self._show_last_timeline(pools)
+            self._show_last_timeline()
         for job in self.pools.background:
             print(f"ipy_parallel: {job.describe()}")
         if self.auto.on:
             print("ipy_parallel: autoparallel is on (%autoparallel off ends it)")
 
-    def _show_last_timeline(self, pools) -> None:
-        """The timeline of the last cell's run (not of a pool's warm-up)."""
-        backend = self.pools.last_backend
-        timeline = pools[backend].last_timeline if backend in pools else None
+    def _show_last_timeline(self) -> None:
+        """The timeline of the last cell's run (not of a --pull, a reset or a pool's warm-up after it)."""
+        backend, timeline = self.pools.last_cell or (None, None)
         if timeline is None:
-            print("ipy_parallel: no cell has run on the pools there are, so there is no timeline yet")
+            why = "no cell has run yet" if backend is None else "the last cell's results never came back"
+            print(f"ipy_parallel: {why}, so there is no timeline to show")
             return
-        print(f"ipy_parallel: the last run, on the {backend} pool:")
+        print(f"ipy_parallel: the last cell's run, on the {backend} pool:")
         display(timeline)
 
     @magic_arguments()

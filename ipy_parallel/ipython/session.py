@@ -26,6 +26,7 @@ from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell
 from .display import Monitor
+from ..timeline import RunTimeline
 
 __all__ = [
     "BACKENDS",
@@ -136,7 +137,7 @@ class Pools:
         self.background: list[BackgroundRun] = []  # the runs going on and the latest ended ones, in order
         self._numbered = 0  # background runs so far
         self._numbered_before_cell = 0
-        self.last_backend: str | None = None  # where the last cell ran (its timeline: that pool's last_timeline)
+        self.last_cell: tuple[str, RunTimeline | None] | None = None  # (backend, timeline) of the last cell that ended
 
     def add_background(self, make: Callable[[int], BackgroundRun]) -> BackgroundRun:
         """Number, keep and return a new background run (``make(number)`` builds it). Ended runs
@@ -404,12 +405,18 @@ def run_on_backend(
     # Before the pool is started or resized: a refused cell changes nothing.
     check_cell(source, options, user_ns, filename, pools.size_for(backend, options.n, cluster))
     pool = pools.get(backend, options.n, cluster)
-    pools.last_backend = backend
     label = "%%parallel" if backend == "subinterpreter" else f"%%parallel [{backend}]"
     if backend == "threads" and takes_turns():  # say so, rather than show one core busy as if that were all
         label = f"%%parallel [threads · {TAKING_TURNS}]"
     options = replace(options, n=pool.size)
     shown = pool.size if options.targets is None else len(options.targets)
+
+    def ended(on: str) -> Callable[[CellRun], None]:
+        def keep(cell: CellRun) -> None:
+            pools.last_cell = (on, cell.timeline)
+
+        return keep
+
     if turn.background:
         if pool.state == "busy":  # not a background run's: workers an earlier, stopped run left busy
             raise CellUsageError(
@@ -421,13 +428,15 @@ def run_on_backend(
         def make(number: int) -> BackgroundRun:
             title = f"{label} --bg [{number}]"
             monitor = make_monitor(shown, title, background=True, ids=options.targets)
-            return BackgroundRun(number, backend, CellRun(pool, source, options, user_ns, monitor, filename), title)
+            cell = CellRun(pool, source, options, user_ns, monitor, filename, ended(backend))
+            return BackgroundRun(number, backend, cell, title)
 
         job = pools.add_background(make)  # first: a Ctrl-C in start() leaves a run %parallel_stop can see
         job.start()
         return job
     try:
-        return run_cell(pool, source, options, user_ns, make_monitor(shown, label, ids=options.targets), filename)
+        monitor = make_monitor(shown, label, ids=options.targets)
+        return run_cell(pool, source, options, user_ns, monitor, filename, ended(backend))
     except ParallelError as exc:
         modules = not_isolated_modules(exc) if backend == "subinterpreter" and config.fallback else None
         if modules is None:
@@ -436,7 +445,6 @@ def run_on_backend(
     pools.check_free("process", turn.wait, what="the fallback to processes", can_wait=turn.can_wait)
     note(fallback_note(modules, pool.size, source, filename, failure))
     process_pool = pools.get("process", pool.size)
-    pools.last_backend = "process"
     return run_cell(
         process_pool,
         source,
@@ -444,6 +452,7 @@ def run_on_backend(
         user_ns,
         make_monitor(shown, "%%parallel [process]", ids=options.targets),
         filename,
+        ended("process"),
     )
 
 

@@ -40,6 +40,7 @@ class ClusterPool(BasePool):
     """
 
     _kind = "ClusterPool"
+    _on_this_machine = False  # engines may run anywhere: a run's efficiency counts a core per engine
     _follows_path = False
 
     def __init__(

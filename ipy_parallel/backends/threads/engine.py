@@ -117,6 +117,11 @@ def _dispatching_sleep(seconds):
     return (own or _replaced_sleep)(seconds)
 
 
+def _routed() -> bool:
+    """sys.stdout and sys.stderr are routers (looked at without the lock; _put_routers looks again under it)."""
+    return type(sys.stdout) is _Router and type(sys.stderr) is _Router
+
+
 def _put_routers(after_task: bool = False) -> None:
     """Route sys.stdout/stderr by thread again. At a run's start, a stream that replaced the
     router (IPython capturing a cell's output, say) gets a router of its own around it: the one
@@ -333,8 +338,9 @@ class ThreadEngine(EngineBase):
             raise ValueError(f"expected 0, 1 or {self.size} payloads, got {len(payloads)}")
         n = self.size
         each = len(payloads) == n and n > 1
-        with _shared.held():
-            _put_routers()  # IPython may have replaced them since the last run
+        if not _routed():
+            with _shared.held():
+                _put_routers()  # IPython may have replaced them since the last run
         if not self._gil_said:  # a count, not a copy: new modules come last (a dict keeps its order)
             self._modules_before = len(sys.modules)
         with self._guard.held():
@@ -354,6 +360,8 @@ class ThreadEngine(EngineBase):
         return self.wait(wait) if wait > 0 else False
 
     def wait(self, timeout: float) -> bool:
+        if self._pending == 0 or self._closed:  # no lock needed to see it: it stays so until the next start()
+            return True
         return wait_for(self._cond, lambda: self._pending == 0 or self._closed, timeout, self._guard.held())
 
     def collect(self) -> list[tuple]:
@@ -510,8 +518,9 @@ class ThreadEngine(EngineBase):
                 self._pending -= 1
                 if self._pending == 0:
                     self._cond.notify_all()
-        with _shared.held():
-            _put_routers(after_task=True)  # a cell may have assigned sys.stdout or sys.stderr: the process's
+        if not _routed():
+            with _shared.held():
+                _put_routers(after_task=True)  # a cell may have assigned sys.stdout or sys.stderr: the process's
 
     def _sleep(self, w: _Worker, seconds) -> None:
         """time.sleep in a worker: ends at once when the task is interrupted, and raises
