@@ -389,10 +389,13 @@ def test_free_threading_notebook_runs_in_jupyterlab(chromium, jupyterlab_server)
         try:
             _open_and_run_all(page, lab, "free_threading.ipynb", len(code))
             page.wait_for_function(
-                f"() => window.__ippSeen.filter(t => {threads_live}.test(t)).length >= 2", timeout=RUN_TIMEOUT
+                f"() => window.__ippSeen.filter(t => {threads_live}.test(t)).length >= 2 && "
+                "Array.from(document.querySelectorAll('pre.ipy-parallel-monitor'))"
+                f".some(e => {threads_live}.test(e.textContent))",
+                timeout=RUN_TIMEOUT,
             )
             SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(FREE_THREADING_LIVE_SCREENSHOT))  # the numpy cell at work, most likely
+            page.screenshot(path=str(FREE_THREADING_LIVE_SCREENSHOT))  # the numpy cell at work (unless it just ended)
             _wait_until_all_ran(page)
             page.locator("svg.ipy-parallel-timeline").wait_for()  # one: the last run's
             SCREENSHOT.parent.mkdir(exist_ok=True)
