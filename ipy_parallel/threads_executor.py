@@ -12,7 +12,7 @@ from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.thread import BrokenThreadPool
 
 from .backends.inputs import check_workers
-from .backends.signals import InterruptSafeLock
+from .backends.signals import InterruptSafeLock, interrupts_as_raised
 from .backends.threads import ThreadPool
 
 __all__ = ["ThreadsExecutor"]
@@ -63,7 +63,7 @@ class ThreadsExecutor(Executor):
         self._stops_sent = False
         self._broken: str | None = None
         self._pool: ThreadPool | None = None
-        self._collector: threading.Thread | None = None
+        self._collector: _Collector | None = None
 
     @property
     def max_workers(self) -> int:
@@ -101,7 +101,7 @@ class ThreadsExecutor(Executor):
                     "shutdown(wait=True) in one of the executor's own calls would wait for that call "
                     "itself: call shutdown(wait=False) there"
                 )
-            collector.join()
+            _wait_for(collector)
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
@@ -130,7 +130,7 @@ class ThreadsExecutor(Executor):
             source = f"from {serve_calls.__module__} import {serve_calls.__name__}\n{serve_calls.__name__}(calls, answers, threads)\n"
             inputs = {"calls": self._calls, "answers": self._answers, "threads": self._threads}
             run = pool.submit(source, inputs, filename="<ThreadsExecutor>", stream=True)
-            collector = threading.Thread(target=self._collect, args=(pool, run), name="ThreadsExecutor", daemon=True)
+            collector = _Collector(target=self._collect, args=(pool, run), name="ThreadsExecutor", daemon=True)
             collector.start()
         except BaseException:  # a Ctrl-C: workers that began serving end on a stop of their own queue
             calls, self._calls = self._calls, queue.SimpleQueue()
@@ -171,7 +171,7 @@ class ThreadsExecutor(Executor):
             self._end_when_idle()
             collector = self._collector
         if collector is not None and threading.get_ident() not in self._threads:
-            collector.join()
+            _wait_for(collector)
 
     def _collect(self, pool: ThreadPool, run) -> None:
         why, stopped = None, False
@@ -269,6 +269,28 @@ def _call(task_id: int, fn, args, kwargs) -> tuple:
     except BaseException as exc:  # KeyboardInterrupt from a stop too: the call's answer
         del fn, args, kwargs  # the exception's traceback keeps this frame: not the call's objects
         return task_id, False, exc
+
+
+class _Collector(threading.Thread):
+    """The thread that resolves the Futures; ``ended`` is set as it ends. Waited for through
+    ``ended``, not join(): on 3.12 a Ctrl-C that interrupts join() marks the thread as ended while
+    it still runs (threading's bpo-45274 handling), and the next join() returns at once."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.ended = threading.Event()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.ended.set()
+
+
+def _wait_for(collector: _Collector) -> None:
+    """Until the collector has ended; a Ctrl-C meanwhile is raised (see interrupts_as_raised)."""
+    with interrupts_as_raised():
+        collector.ended.wait()
 
 
 def _cancel(future: Future) -> None:
