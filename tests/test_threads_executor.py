@@ -190,14 +190,16 @@ def test_ctrl_c_at_random_instants_leaves_no_future_waiting():
         futures = []
         timer = ctrl_c_after(rng.uniform(0.0, 0.03))
         try:
-            with ThreadsExecutor(2) as ex:
-                # Bounded: CPython drops a KeyboardInterrupt raised inside a weakref callback
-                # (printed as "Exception ignored"), and then nothing stops this loop.
-                for _ in range(5000):
-                    futures.append(ex.submit(spin, rng.choice([10, 1_000, 20_000])))
+            try:
+                with ThreadsExecutor(2) as ex:
+                    # Bounded: CPython drops a KeyboardInterrupt raised inside a weakref callback
+                    # (printed as "Exception ignored"), and then nothing stops this loop.
+                    for _ in range(5000):
+                        futures.append(ex.submit(spin, rng.choice([10, 1_000, 20_000])))
+            finally:
+                timer.join()  # a Ctrl-C that comes only once the block has ended lands here, not later
         except KeyboardInterrupt:
             stopped += 1
-        timer.join()
         assert not concurrent.futures.wait(futures, timeout=bound(10)).not_done, "a Future left waiting"
         for future in futures:
             if not future.cancelled() and future.exception() is not None:
