@@ -3,6 +3,7 @@
 import concurrent.futures
 import math
 import random
+import signal
 import threading
 import time
 import warnings
@@ -178,6 +179,12 @@ def test_ctrl_c_at_random_instants_leaves_no_future_waiting():
     """Whenever the Ctrl-C lands (submitting, starting, calls running or answering, the block's
     end waiting), every Future ends: with its value, cancelled, or with the stop's KeyboardInterrupt."""
     rng = random.Random(7)
+    armed = [False]
+
+    def press(signum, frame):  # a SIGINT raises only while a with block is under test, and once
+        if armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt
 
     def spin(n):
         total = 0
@@ -185,26 +192,32 @@ def test_ctrl_c_at_random_instants_leaves_no_future_waiting():
             total += i
         return total
 
-    stopped = 0
-    for _ in range(soak(40)):
-        futures = []
-        timer = ctrl_c_after(rng.uniform(0.0, 0.03))
-        try:
+    stopped, rounds = 0, soak(40)
+    previous = signal.signal(signal.SIGINT, press)
+    try:
+        for _ in range(rounds):
+            futures = []
+            timer = threading.Timer(rng.uniform(0.0, 0.03), signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
             try:
+                armed[0] = True
+                timer.start()
                 with ThreadsExecutor(2) as ex:
                     # Bounded: CPython drops a KeyboardInterrupt raised inside a weakref callback
                     # (printed as "Exception ignored"), and then nothing stops this loop.
                     for _ in range(5000):
                         futures.append(ex.submit(spin, rng.choice([10, 1_000, 20_000])))
+            except KeyboardInterrupt:
+                stopped += 1
             finally:
-                timer.join()  # a Ctrl-C that comes only once the block has ended lands here, not later
-        except KeyboardInterrupt:
-            stopped += 1
-        assert not concurrent.futures.wait(futures, timeout=bound(10)).not_done, "a Future left waiting"
-        for future in futures:
-            if not future.cancelled() and future.exception() is not None:
-                assert isinstance(future.exception(), KeyboardInterrupt), future.exception()
-    assert stopped >= soak(40) // 2, f"only {stopped} of the Ctrl-Cs stopped a with block"
+                armed[0] = False  # a Ctrl-C still to come is ignored
+                timer.join()
+            assert not concurrent.futures.wait(futures, timeout=bound(10)).not_done, "a Future left waiting"
+            for future in futures:
+                if not future.cancelled() and future.exception() is not None:
+                    assert isinstance(future.exception(), KeyboardInterrupt), future.exception()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped >= rounds // 2, f"only {stopped} of the {rounds} Ctrl-Cs stopped a with block"
 
 
 @pytest.mark.filterwarnings("ignore:.*was abandoned while closing:RuntimeWarning")
