@@ -39,7 +39,6 @@ class RunTimeline:
     cpu: tuple[tuple[float, ...], ...]
     ends: tuple[float | None, ...]
     states: tuple[str, ...]
-    started: float = 0.0  # when the run started (time.time())
 
     @classmethod
     def of(
@@ -49,7 +48,6 @@ class RunTimeline:
         ends: Sequence[float | None],
         states: Sequence[str],
         cores: int | None = None,
-        started: float = 0.0,
     ) -> RunTimeline:
         """From (instant, CPU seconds per worker) samples, the first at the run's start."""
         times = tuple(t for t, _ in samples)
@@ -61,7 +59,6 @@ class RunTimeline:
             tuple(tuple(c) for _, c in samples),
             tuple(ends),
             tuple(states),
-            started,
         )
 
     @property
@@ -98,21 +95,17 @@ class RunTimeline:
     def _cpu_at(self, i: int, t: float) -> float:
         """Worker i's CPU seconds at instant t, read straight between the two samples around it;
         from its end on, its last reading (it used none after), reached at its end."""
-        end = self.ends[i]
-        if end is not None and end < self.wall:
-            if t >= end:
-                return self.cpu[-1][i]
-            k = bisect_right(self.times, t)
-            if k < len(self.times) and self.times[k] >= end:  # between the last sample before it and its end
-                t0, c0 = self.times[k - 1], self.cpu[k - 1][i]
-                return c0 + (self.cpu[-1][i] - c0) * (t - t0) / (end - t0) if end > t0 else self.cpu[-1][i]
         k = bisect_right(self.times, t)
         if k == 0:
             return self.cpu[0][i]
-        if k >= len(self.times):
-            return self.cpu[-1][i]
-        t0, t1 = self.times[k - 1], self.times[k]
-        c0, c1 = self.cpu[k - 1][i], self.cpu[k][i]
+        last, end = self.cpu[-1][i], self.ends[i]
+        ended = end is not None and end < self.wall
+        if k >= len(self.times) or (ended and t >= end):
+            return last
+        t0, c0 = self.times[k - 1], self.cpu[k - 1][i]
+        t1, c1 = self.times[k], self.cpu[k][i]
+        if ended and t1 >= end:  # the next reading is past its end: it reached its last one there
+            t1, c1 = end, last
         return c0 + (c1 - c0) * (t - t0) / (t1 - t0) if t1 > t0 else c1
 
     def summary(self) -> str:

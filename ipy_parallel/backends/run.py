@@ -47,7 +47,7 @@ class Run:
         self._interrupted_in_rebuild = False  # a Ctrl-C landed while its results were rebuilt
         # Its timeline: (seconds since it started, CPU seconds per worker), read at every tick of
         # a wait for its results and at its end.
-        self._t0, self._started_at = time.monotonic(), time.time()
+        self._t0 = time.monotonic()
         self._samples: list[tuple[float, tuple[float, ...]]] = [(0.0, (0.0,) * len(self.workers))]
         self._finished_at: float | None = None
         self._timeline_source: Callable[[], RunTimeline] | None = None  # builds it once, on first use
@@ -256,13 +256,13 @@ class Run:
             else "failed"
             for r in results
         ]
-        workers, started, built = self.workers, self._started_at, []
+        workers, built = self.workers, []
         local = self._pool._on_this_machine
 
         def timeline() -> RunTimeline:
             if not built:  # two threads asking at once may each build one: the same figures
                 cores = usable_cores() if local else None
-                built.append(RunTimeline.of(workers, samples, ends, states, cores, started=started))
+                built.append(RunTimeline.of(workers, samples, ends, states, cores))
             return built[0]
 
         return timeline
