@@ -2,7 +2,8 @@
 
 Sections: throughput (seed workload, 1/2/4/20 tasks), latency (empty task, warm pools of 2 and
 20, with the C++ floor), calls (executors: map and submit of trivial calls), cold start,
-transfer (100 MiB in and out), memory (per idle worker), pythons (round trips, the seed
+transfer (100 MiB in and out), memory (per idle worker), progress (what worker.progress() costs
+a loop of trivial items, on each local backend), pythons (round trips, the seed
 workload, cold start and executor calls on every CPython given with --pythons, side by side,
 each beside that Python's own interpreters). On 3.14, CPython's own concurrent.interpreters and
 InterpreterPoolExecutor stand beside ours; before it, the private _interpreters module.
@@ -25,6 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,7 +37,7 @@ try:  # 3.14's executor of interpreters, beside ours in the calls section
 except ImportError:
     InterpreterPoolExecutor = None
 
-SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory", "pythons"]
+SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory", "progress", "pythons"]
 MiB = 1024 * 1024
 
 
@@ -342,6 +344,31 @@ def memory(args, cluster) -> None:
             ["multiprocessing fork process (PSS)", f"{fork_pss / MiB:.1f} MiB", f"{fork_pss / ours:.2f}x"],
             ["multiprocessing fork process (RSS)", f"{fork_rss / MiB:.1f} MiB", f"{fork_rss / ours:.2f}x"],
         ],
+    )
+
+
+def progress(args, cluster) -> None:
+    from ipy_parallel import ThreadPool
+    from ipy_parallel.backends.process import ProcessPool
+
+    n, rounds = (200_000, 3) if args.quick else (10_000_000, 11)
+    rows = []
+    for backend, pool_class in (("sub-interpreters", Pool), ("processes", ProcessPool), ("threads", ThreadPool)):
+        with contextlib.ExitStack() as stack:
+            if pool_class is ThreadPool:  # on a GIL build they take turns: said once, known here
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("ignore", RuntimeWarning)
+            pool = stack.enter_context(pool_class(2))
+            for kind, (plain, tracked) in bench.progress_overhead(pool, n, rounds).items():
+                rows.append(
+                    [f"{backend}, {kind}", f"{plain:.3f}s", f"{tracked:.3f}s", f"{(tracked / plain - 1) * 100:+.1f}%"]
+                )
+    table(
+        f"Progress: a loop of {n:,} trivial items in each of 2 workers, without and with worker.progress() "
+        f"(read 10 times a second, as a cell's display does), the workers' own time, median of {rounds}, "
+        "the two alternating",
+        ["backend, items", "plain loop", "with progress", "overhead"],
+        rows,
     )
 
 

@@ -4,7 +4,24 @@ The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one th
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CondvarFloor', 'Engine', 'LockHold', 'POOL_SPIN_MICROS', 'RAW_FORMAT', 'SEED_KERNEL_MAX_N', 'barrier_abort', 'barrier_arrive', 'barrier_excuse', 'barrier_wait', 'clear_reserve', 'close_all_pools', 'interpreters_alive', 'queue_clear', 'queue_get', 'queue_put', 'queue_size', 'reserve_limit', 'reserve_size', 'seed_kernel', 'set_reserve_limit', 'set_stuck_exit_status', 'shared_drop', 'shared_get', 'shared_put']
+__all__: list[str] = ['CondvarFloor', 'Counted', 'Engine', 'LockHold', 'POOL_SPIN_MICROS', 'RAW_FORMAT', 'SEED_KERNEL_MAX_N', 'barrier_abort', 'barrier_arrive', 'barrier_excuse', 'barrier_wait', 'clear_reserve', 'close_all_pools', 'interpreters_alive', 'queue_clear', 'queue_get', 'queue_put', 'queue_size', 'reserve_limit', 'reserve_size', 'seed_kernel', 'set_reserve_limit', 'set_stuck_exit_status', 'shared_drop', 'shared_get', 'shared_put']
+class Counted:
+    """
+    Counted(iterable): iterates iterable, counting the items it passes on (count).
+    """
+    @staticmethod
+    def __new__(type, *args, **kwargs):
+        """
+        Create and return a new object.  See help(type) for accurate signature.
+        """
+    def __iter__(self):
+        """
+        Implement iter(self).
+        """
+    def __next__(self):
+        """
+        Implement next(self).
+        """
 class Engine:
     def __init__(self, n_workers: typing.SupportsInt | typing.SupportsIndex, modules: str, fresh: bool = False) -> None:
         """
@@ -33,6 +50,10 @@ class Engine:
     def interrupt(self) -> list[int]:
         """
         Raise KeyboardInterrupt in every worker still running: at its next bytecode, or at once in time.sleep. Returns their ids. A worker blocked in other C code stops when it returns.
+        """
+    def progress(self) -> list:
+        """
+        Per worker, (done, total or None) of its task's ipy_parallel.worker.progress(), or None if it made none; asks each running task for a fresh reading, which the next call returns (never blocks).
         """
     def release(self) -> None:
         """

@@ -81,19 +81,33 @@ class SubinterpreterExecutor(Executor):
         pickled gets its Future failed with TypeError."""
         return self._schedule(fn, (args, kwargs), False)
 
-    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int | None = None):
+    def map(
+        self,
+        fn,
+        *iterables,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: bool = False,
+    ):
         """``fn`` over the items of ``iterables`` (all taken at once, as Executor.map does), in
         parallel; returns an iterator of the results in order. ``chunksize``: calls per message
         to a worker; by default about four messages per worker, so that trivial calls cost about
         what a thread pool's do; give 1 for long calls of uneven length. The first exception a
         call raises is raised by the iterator, at that item's place; ``timeout`` bounds the whole
-        map, as for Executor.map."""
+        map, as for Executor.map. ``progress=True``: a live display of the items done of all,
+        with rate, ETA and the workers' CPU (in a notebook or terminal IPython; elsewhere a
+        summary line), drawn by a thread of its own until the map is done."""
         if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
             raise ValueError(f"chunksize must be a positive int or None, got {chunksize!r}")
         end = None if timeout is None else time.monotonic() + timeout
         items = list(zip(*iterables))
         size = chunksize or max(1, len(items) // (4 * self._max_workers))
         futures = [self._schedule(fn, items[i : i + size], True) for i in range(0, len(items), size)]
+        if progress and futures:
+            from .ipython.map_progress import show_map
+
+            sizes = [min(size, len(items) - i) for i in range(0, len(items), size)]
+            show_map(list(zip(futures, sizes)), "SubinterpreterExecutor.map", self._pool.cpu_times)
 
         def results():
             try:

@@ -84,6 +84,33 @@ class ThreadsExecutor(Executor):
             self._feed()
         return future
 
+    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1, progress: bool = False, **kwargs):
+        """Executor.map. ``progress=True``: a live display of the calls done of all, with rate,
+        ETA and the workers' CPU (in a notebook or terminal IPython; elsewhere a summary line),
+        drawn by a thread of its own until the map is done; the items are then all taken at
+        once (no ``buffersize``)."""
+        if not progress:
+            return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **kwargs)
+        if kwargs:
+            raise TypeError(f"map(progress=True) takes every item at once: {', '.join(kwargs)} cannot go with it")
+        from .ipython.map_progress import show_map
+
+        end = None if timeout is None else time.monotonic() + timeout
+        futures = [self.submit(fn, *args) for args in zip(*iterables)]
+        if futures:
+            show_map([(f, 1) for f in futures], "ThreadsExecutor.map", self._pool.cpu_times)
+
+        def results():
+            try:
+                futures.reverse()
+                while futures:
+                    yield futures.pop().result(None if end is None else end - time.monotonic())
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return results()
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submits. With ``cancel_futures`` the calls not yet started are cancelled;
         the others finish. With ``wait`` return when they have and the workers are gone (blocks;

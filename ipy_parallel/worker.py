@@ -6,6 +6,7 @@ Inside a ``%%parallel`` cell or a Pool run::
     worker.rank(), worker.size()          # the same as worker_id, n_workers
     worker.barrier()                      # wait until every worker of the run gets here
     worker.Queue("results").put(value)    # read it in the main interpreter, or in another worker
+    for item in worker.progress(items):   # the live display shows each worker's bar, rate and ETA
 
 A Queue is named and belongs to the process: every interpreter that opens the same name (the
 main one included: ``ipy_parallel.Queue("results").get()``) shares it. Items travel by pickle
@@ -13,8 +14,8 @@ main one included: ``ipy_parallel.Queue("results").get()``) shares it. Items tra
 wake every 50 ms, so an interrupt (Ctrl-C, the stop button, --timeout) still stops them.
 
 This module loads in sub-interpreters (the engine's module is marked per-interpreter-GIL safe).
-On the process and ipyparallel backends rank() and size() work, but the workers share no memory:
-barrier() and Queue raise there.
+On the process and ipyparallel backends rank(), size() and progress() work, but the workers share no
+memory: barrier() and Queue raise there.
 
 serve_executor() is not for cells: it is the loop a SubinterpreterExecutor starts in each of its
 workers.
@@ -22,6 +23,7 @@ workers.
 
 from __future__ import annotations
 
+import operator
 import pickle
 import sys
 import threading
@@ -39,7 +41,7 @@ from ._wire.protocol import (
     read_executor_message,
 )
 
-__all__ = ["rank", "size", "barrier", "Queue", "Empty", "in_worker", "serve_executor"]
+__all__ = ["rank", "size", "barrier", "Queue", "Empty", "progress", "Progress", "in_worker", "serve_executor"]
 
 _SLICE = 0.05  # seconds per wait with the GIL released; interrupts are seen between them
 
@@ -153,6 +155,100 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<ipy_parallel Queue {self.name!r}, {self.qsize()} items>"
+
+
+class Progress:
+    """How far a worker has come: ``for item in worker.progress(items):`` or, counting by hand,
+    ``bar = worker.progress(total=n)`` then ``bar.update(k)``. The live display of the run shows a
+    bar per worker with done/total, rate and ETA, and its summary the whole run's rate.
+
+    Nothing is reported per item: the engine reads the position when its display asks (5 times a
+    second) and once as the task ends. Where the items know their length and their iterator says
+    how many are left (list, tuple, range, dict, str, bytes, a numpy array), the loop runs that
+    iterator itself, at no cost per item; any other iterable (a generator) is passed through a
+    counter written in C (the engine's Counted), a few ns an item. Outside a worker it
+    is a plain iterable, as tqdm is with its display off. The position may be read from another
+    thread at any time: position() never blocks and takes no lock.
+    """
+
+    def __init__(self, iterable: Any = None, total: int | None = None):
+        if iterable is None and total is None:
+            raise TypeError("progress(): give the items to go through, progress(items), or a count, progress(total=n)")
+        if total is not None:
+            try:
+                total = operator.index(total)
+            except TypeError:
+                raise TypeError(f"progress(total=...): a whole number of items, not {total!r}") from None
+            if total < 0:
+                raise ValueError(f"progress(total={total}): a count cannot be negative")
+        elif iterable is not None and hasattr(iterable, "__len__"):
+            try:
+                total = len(iterable)
+            except TypeError:  # an object whose __len__ refuses (a 0-d numpy array)
+                total = None
+        self.iterable, self.total = iterable, total
+        self.n = 0  # what update() added
+        self._left = None  # the loop's own iterator, whose length_hint is what is left
+        self._counted = None  # or an _engine.Counted around an iterator that cannot say
+        if iterable is None:
+            _show(self)
+
+    def __iter__(self):
+        items = iter(self.iterable)
+        if self.total is not None and operator.length_hint(items, -1) == self.total:
+            self._left, self._counted = items, None
+        else:
+            items = self._counted = _engine.Counted(items)
+            self._left = None
+        _show(self)
+        return items
+
+    def __len__(self) -> int:
+        if self.total is None:
+            raise TypeError(
+                f"len(progress(...)): the length of a {type(self.iterable).__name__} is not known; "
+                "pass total= if you know it"
+            )
+        return self.total
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more items done."""
+        self.n += n
+
+    def position(self) -> tuple[int, int | None]:
+        """(items done, total or None if not known)."""
+        done = self.n
+        left, counted = self._left, self._counted
+        if left is not None:
+            done += self.total - operator.length_hint(left, 0)
+        elif counted is not None:
+            done += counted.count
+        return done, self.total
+
+    def close(self) -> None:
+        """Nothing to release: for code written for tqdm."""
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        done, total = self.position()
+        return f"<ipy_parallel progress {done}/{'?' if total is None else total}>"
+
+
+def progress(iterable: Any = None, total: int | None = None) -> Progress:
+    """Show how far this worker has come through ``iterable`` (or, with ``total=n``, as far as
+    its ``update(k)`` calls say): see Progress. The latest progress() of a task is the one shown."""
+    return Progress(iterable, total)
+
+
+def _show(tracker: Progress) -> None:
+    context = _current()
+    if context is not None and hasattr(context, "progress"):
+        context.progress = tracker
 
 
 def _slice(deadline: float | None) -> float:

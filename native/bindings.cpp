@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "counted.h"
 #include "floor.h"
 #include "lent.h"
 #include "lock_hold.h"
@@ -428,6 +429,11 @@ void def_rendezvous(py::module_& m) {
 PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::per_interpreter_gil()) {
   m.doc() = "The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one thread each.";
   def_rendezvous(m);
+  // A plain C type, not a pybind11 class: its __next__ runs once per item of a loop, where
+  // pybind11's dispatch would cost more than the loop's own work.
+  PyObject* counted = ipp::make_counted_type();
+  if (counted == nullptr) throw py::error_already_set();
+  m.add_object("Counted", py::reinterpret_steal<py::object>(counted));
   if (PyInterpreterState_Get() != PyInterpreterState_Main()) return;
 
   py::class_<EngineHandle>(m, "Engine")
@@ -507,6 +513,20 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
            "The ids of the workers still running the current run.")
       .def("cpu_times", [](EngineHandle& h) { return h.engine().cpu_times(); },
            "CPU seconds used so far by each worker's thread (read without stopping them).")
+      .def(
+          "progress",
+          [](EngineHandle& h) {
+            py::list out;
+            for (const auto& p : h.engine().progress()) {
+              if (p)
+                out.append(py::make_tuple(p->first, p->second < 0 ? py::object(py::none()) : py::int_(p->second)));
+              else
+                out.append(py::none());
+            }
+            return out;
+          },
+          "Per worker, (done, total or None) of its task's ipy_parallel.worker.progress(), or None if it made "
+          "none; asks each running task for a fresh reading, which the next call returns (never blocks).")
       .def(
           "drain_output",
           [](EngineHandle& h) {

@@ -301,6 +301,14 @@ std::vector<double> Engine::cpu_times() const {
   return times;
 }
 
+std::vector<std::optional<std::pair<std::int64_t, std::int64_t>>> Engine::progress() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::optional<std::pair<std::int64_t, std::int64_t>>> positions;
+  positions.reserve(workers_.size());
+  for (auto& worker : workers_) positions.push_back(worker->progress());
+  return positions;
+}
+
 std::vector<OutputChunk> Engine::drain_output() {
   std::lock_guard<std::mutex> lock(mutex_);  // lock order: pool, then a worker's output
   std::vector<OutputChunk> chunks;

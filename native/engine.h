@@ -76,6 +76,8 @@ class Engine final : public Completion {
   std::vector<int> busy_workers() const;
 
   std::vector<double> cpu_times() const;  // per worker thread, seconds; empty once closed
+  // Per worker, its task's worker.progress() position (see Worker::progress); empty once closed.
+  std::vector<std::optional<std::pair<std::int64_t, std::int64_t>>> progress();
   std::vector<OutputChunk> drain_output();
 
   // Closing, in steps a caller can interleave with its own checks: begin_close() stops new

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <utility>
 
 namespace ipp {
@@ -218,6 +219,8 @@ void Worker::post(Task task) {
     std::lock_guard<std::mutex> lock(task_mutex_);
     task.generation = ++posted_generation_;
   }
+  progress_done_.store(-1);  // the previous task's position is not this one's
+  progress_total_.store(-1);
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
     mailbox_ = std::move(task);
@@ -316,6 +319,7 @@ void Worker::drain_output(std::vector<OutputChunk>& into) {
 void Worker::emit(int stream, const char* data, size_t size) {
   // The runtime keeps each stream of a task within the protocol's OUTPUT_LIMIT before it calls here.
   if (size == 0) return;
+  if (stream == kProgressStream) return store_progress(data, size);
   std::lock_guard<std::mutex> lock(output_mutex_);
   (stream == 2 ? err_ : out_).append(data, size);
   queue_live(stream, data, size);
@@ -554,6 +558,46 @@ bool Worker::interrupt() {
   // task. A task not started yet gets its pending call from execute().
   if (interp != nullptr) compat::add_pending_call(interp, &Worker::raise_interrupt, this);
   return true;
+}
+
+std::optional<std::pair<std::int64_t, std::int64_t>> Worker::progress() {
+  PyInterpreterState* interp = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(task_mutex_);
+    if (task_running_ && task_generation_ == posted_generation_) interp = interp_->state();
+  }
+  // As interrupt(): the interpreter outlives the call. One call queued at most, so a task stuck
+  // in C (no bytecode runs) never fills the interpreter's queue of pending calls, which its
+  // interrupts need.
+  if (interp != nullptr && !progress_asked_.exchange(true) && !compat::add_pending_call(interp, &Worker::read_progress, this))
+    progress_asked_.store(false);
+  const std::int64_t done = progress_done_.load();
+  if (done < 0) return std::nullopt;
+  return std::make_pair(done, progress_total_.load());
+}
+
+int Worker::read_progress(void* self) {
+  auto* worker = static_cast<Worker*>(self);
+  worker->progress_asked_.store(false);
+  if (worker->runtime_ == nullptr) return 0;
+  // Between two bytecodes of whatever runs there: the task's own exception state is left as it
+  // was, and a failure to read is a reading missed, never an error of the task.
+  PyObject* raised = PyErr_GetRaisedException();
+  PyObject* done = PyObject_CallMethod(worker->runtime_, "report_progress", nullptr);
+  if (done == nullptr) PyErr_Clear();
+  Py_XDECREF(done);
+  PyErr_SetRaisedException(raised);
+  return 0;
+}
+
+void Worker::store_progress(const char* data, size_t size) {
+  const std::string text(data, size);
+  char* end = nullptr;
+  const long long done = std::strtoll(text.c_str(), &end, 10);
+  const long long total = std::strtoll(end, nullptr, 10);
+  if (done < 0) return;
+  progress_total_.store(total < 0 ? -1 : total);
+  progress_done_.store(done);
 }
 
 bool Worker::take_interrupt() {

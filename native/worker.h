@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "interpreter.h"
@@ -127,6 +128,12 @@ class Worker {
   // has given up on (blocked in C, swallowing KeyboardInterrupt), which closing need not wait for.
   bool stuck_for(double seconds) const;
 
+  // The position of this worker's task in its worker.progress(): (done, total), total -1 if not
+  // known; nullopt if the task has made none (or none was read yet). Asks the task for a fresh
+  // reading, which the next call sees: at its next bytecode, a pending call into its
+  // interpreter has the runtime emit it (one call outstanding at most). Any thread, no GIL.
+  std::optional<std::pair<std::int64_t, std::int64_t>> progress();
+
   // The runtime's time.sleep: waits with this interpreter's GIL released; true if interrupted.
   bool sleep(double seconds);
   void set_streaming(bool on);
@@ -149,6 +156,8 @@ class Worker {
   void drop_runtime();       // attached: releases runtime_, run_fn_, teardown_fn_ and view_type_
   double thread_cpu() const;
   static int raise_interrupt(void* self);  // the pending call, in the worker's interpreter
+  static int read_progress(void* self);    // likewise: the runtime's report_progress()
+  void store_progress(const char* data, size_t size);  // the PROGRESS stream's "done total"
   TaskResult execute(const Task& task);
   PyObject* lent_tuple(const Task& task);  // attached: the objects the task's lent inputs become here
   void hold(PyObject* value, std::uint64_t generation);  // attached; steals value (null: hold nothing)
@@ -195,6 +204,11 @@ class Worker {
   std::vector<OutputChunk> live_;
   bool streaming_ = false;
   void queue_live(int stream, const char* data, size_t size);  // requires output_mutex_
+
+  // The task's position: written by the worker's emit(), read by any thread; both -1 when the
+  // task has none, which post() resets it to. progress_asked_: a read_progress call is queued.
+  std::atomic<std::int64_t> progress_done_{-1}, progress_total_{-1};
+  std::atomic<bool> progress_asked_{false};
 
   clockid_t cpu_clock_{};
   std::atomic<bool> have_cpu_clock_{false};

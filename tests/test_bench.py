@@ -360,3 +360,18 @@ def test_a_ctrl_c_that_threading_turned_into_runtime_error_stops_native_bench_wi
     monkeypatch.setattr(compare, "native_bench", interrupted)
     with pytest.raises(ParallelInterrupted, match="nothing measured is shown"):
         compare.run_native_bench(2, 1000, 1, make_monitor(1, enabled=False, label="native_bench", per_worker=False))
+
+
+@pytest.mark.parametrize("backend", ["subinterpreter", "threads"])
+def test_the_progress_overhead_runner_times_both_loops_and_checks_every_item_was_counted(backend):
+    import warnings
+
+    from ipy_parallel.backends import open_pool
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # threads with a GIL take turns: said once
+        pool = open_pool(backend, 2)
+    with pool:
+        times = bench.progress_overhead(pool, 20_000, 2)
+    assert set(times) == set(bench.PROGRESS_LOOPS)
+    assert all(0 < plain < bound(10) and 0 < tracked < bound(10) for plain, tracked in times.values()), times

@@ -449,6 +449,83 @@ def test_a_stopped_runs_timeline_says_which_workers_were_stopped(any_pool):
     assert "stopped at" in str(run.timeline)
 
 
+# -- worker.progress ---------------------------------------------------------------------------
+
+_PROGRESS_CELL = """
+from ipy_parallel import worker
+import time
+gate = time.monotonic() + {hold}
+for i in worker.progress(range({n})):
+    if i == {pause_at}:
+        while time.monotonic() < gate:  # held here, part way, until the test has seen it
+            time.sleep(0.005)
+'done'
+"""
+
+
+def _positions_until(run, wanted, timeout):
+    """Run.progress() read as a display would, every 0.1 s, until wanted(positions) or the end."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        positions = run.progress()
+        seen.append(positions)
+        if wanted(positions):
+            return positions, seen
+        if run.wait(0.1):
+            break
+    return run.progress(), seen
+
+
+def test_progress_is_read_live_and_at_the_end(any_pool):
+    n, pause_at = 100_000, 40_000
+    run = any_pool.submit(_PROGRESS_CELL.format(n=n, pause_at=pause_at, hold=bound(3)))
+    positions, seen = _positions_until(run, lambda ps: all(p is not None and p[0] >= pause_at for p in ps), bound(20))
+    assert all(p is not None and pause_at <= p[0] <= pause_at + 1 and p[1] == n for p in positions), seen
+    assert values(run.results()) == ["done", "done"]
+    assert run.progress() == [(n, n), (n, n)]  # the last position, sent as the task ended
+
+
+def test_progress_of_an_iterator_without_a_length_and_by_hand(any_pool):
+    cell = (
+        "from ipy_parallel import worker\n"
+        "items = worker.progress(x for x in range(1000 + worker_id))\n"
+        "n = sum(1 for _ in items)\n"
+        "bar = worker.progress(total=50)\n"
+        "bar.update(7)\nbar.update(3)\n"
+        "try:\n    len(items)\nexcept TypeError as e:\n    said = str(e)\n"
+        "(n, said)"
+    )
+    run = any_pool.submit(cell)
+    results = values(run.results())
+    assert [r[0] for r in results] == [1000, 1001]
+    assert "not known" in results[0][1] and "total=" in results[0][1]
+    assert run.progress() == [(10, 50), (10, 50)]  # the latest progress() of a task is the one shown
+
+
+def test_a_task_without_progress_reports_none_and_a_new_run_forgets_the_last(any_pool):
+    run = any_pool.submit("from ipy_parallel import worker\nfor _ in worker.progress([1, 2, 3]): pass")
+    run.results()
+    assert run.progress() == [(3, 3), (3, 3)]
+    run = any_pool.submit("worker_id")
+    assert values(run.results()) == [0, 1]
+    assert run.progress() == [None, None]
+
+
+def test_reading_progress_never_stops_or_slows_an_interrupt(any_pool):
+    # A worker in a long progress loop, asked for its position many times, still stops at once.
+    run = any_pool.submit("from ipy_parallel import worker\nfor i in worker.progress(range(10**12)): pass")
+    deadline = time.monotonic() + bound(10)
+    while not all(p is not None and p[0] > 0 for p in run.progress()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(50):
+        run.progress()
+    stuck, results = run.stop(bound(5))
+    assert not stuck
+    assert [r.error.type_name for r in results] == ["KeyboardInterrupt", "KeyboardInterrupt"]
+    assert values(any_pool.run("worker_id")) == [0, 1]
+
+
 # -- %%parallel's runner ----------------------------------------------------------------------
 
 

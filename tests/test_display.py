@@ -7,6 +7,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from helpers import terminal_ipython, terminal_text
+
 from ipy_parallel.ipython import display
 from ipy_parallel.ipython.display import (
     LabelledOutput,
@@ -208,6 +210,8 @@ STATES = [
     Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="ok"),
     Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="failed", failed=(0,)),
     Status(4, 2, 1.0, (0.5,) * 4, (0.0,) * 4, done=True, outcome="stopped", busy=(True,) * 4),
+    Status(2, 2, 1.0, (0.5, 0.5), (0.5, 0.0), busy=(True, False), progress=((5, 10), (3, None)), rates=(5.0, None)),
+    Status(20, 2, 1.0, (0.5,) * 20, (0.05,) * 20, progress=((5, 10),) * 20),
 ]
 # What JupyterLab's sanitizer keeps in an untrusted notebook (apputils/src/sanitizer.ts), of what we need.
 KEPT = {
@@ -236,7 +240,9 @@ KEPT = {
 }
 
 
-@pytest.mark.parametrize("s", STATES, ids=["live", "grid", "bench", "ok", "failed", "stopped"])
+@pytest.mark.parametrize(
+    "s", STATES, ids=["live", "grid", "bench", "ok", "failed", "stopped", "progress", "grid-progress"]
+)
 def test_html_is_inline_styles_that_sanitizers_keep_with_room_for_descenders(s):
     markup = format_html(s)
     assert "<style" not in markup and "<script" not in markup and " class=" not in markup.split(">", 1)[1]
@@ -527,3 +533,92 @@ def test_no_display_for_a_background_run_in_xeus_python_which_drops_what_threads
     m.begin()
     assert type(m) is Monitor and not m.summary and notebook.events == []
     assert type(make_monitor(2, shell=type("XPythonShell", (), {})())) is NotebookMonitor  # a plain cell has one
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+def test_tracker_gives_each_worker_its_rate_since_its_progress_was_first_seen():
+    clock = FakeClock()
+    tracker = Tracker(2, cores=2, clock=clock)
+    clock.now += 1.0
+    s = tracker.sample([1.0, 1.0], progress=[(1000, 4000), None])
+    assert s.rate(0) == pytest.approx(1000) and s.rate(1) is None  # its first reading: since the run began
+    clock.now += 1.0
+    s = tracker.sample([2.0, 2.0], progress=[(3000, 4000), (50, None)])
+    assert s.rate(0) == pytest.approx(1500) and s.eta(0) == pytest.approx(1000 / 1500)
+    assert s.eta(1) is None  # no total: no ETA
+    assert s.items == (3050, None) and s.items_rate == pytest.approx(3050 / 2)
+    clock.now += 1.0
+    s = tracker.sample([3.0, 3.0], progress=[(10, 20), (150, None)])  # worker 0 began another progress
+    assert s.rate(0) is None and s.rate(1) == pytest.approx(150 / 3)  # its first reading: since the start
+
+
+def test_lines_show_a_progress_bar_with_done_total_rate_and_eta():
+    s = Status(
+        3, 2, 2.0, (1.9, 1.8, 0.1), (1.0, 0.5, 0.0),
+        busy=(True, True, False),
+        progress=((800_000, 1_000_000), (22_345, None), (1000, 1000)),
+        rates=(400_000.0, 11_200.0, 500.0),
+    )  # fmt: skip
+    lines = format_lines(s, width=80)
+    assert lines[1].startswith("[0] " + "█" * 24 + "······  80%  800k/1M 400k/s ETA 0:00 · 100% CPU")
+    # No total: the bar is its CPU use, and no ETA is made up.
+    assert lines[2].startswith("[1] ███") and lines[2].endswith(" 50%  22.3k 11.2k/s ·  50% CPU")
+    assert lines[3].startswith("[2] ✓ done ") and lines[3].endswith("1k/1k 500/s · 0.10 s CPU")
+
+
+def test_many_workers_get_one_line_of_the_whole_runs_progress():
+    s = Status(12, 2, 1.0, (0.1,) * 12, (0.1,) * 12, progress=tuple((i * 10, 100) for i in range(12)))
+    lines = format_lines(s, width=80)
+    assert lines[-1].startswith("[all] ") and "55%  660/1.2k 660/s" in lines[-1]
+
+
+def test_summary_gives_the_items_and_the_whole_runs_rate():
+    base = Status(2, 2, 2.0, (1.9, 1.9), (0.0, 0.0), done=True, outcome="ok")
+    assert "items" not in format_summary(base)
+    s = replace(base, progress=((5_000_000, 5_000_000), (5_000_000, 5_000_000)))
+    assert format_summary(s).endswith("on 2 cores, 10M items at 5M/s · ✓")
+    s = replace(base, progress=((5_000_000, 5_000_000), (1_000, 10_000)), outcome="stopped")
+    assert ", 5M of 5.01M items at 2.5M/s · stopped" in format_summary(s)
+    assert "5M of 5.01M items" in format_html(s)
+
+
+def test_html_rows_of_workers_with_progress():
+    s = Status(
+        2, 2, 2.0, (1.9, 0.1), (1.0, 0.0), busy=(True, False),
+        progress=((250, 1000), (7, 7)), rates=(125.0, 3.5),
+    )  # fmt: skip
+    html = format_html(s)
+    assert "width:25.0%" in html and "250/1k 125/s ETA 0:06" in html  # its bar is how far it has come
+    assert "7/7" in html and "raised" not in html
+
+
+def test_terminal_ipython_draws_the_progress_bars_in_place_and_ends_with_the_items():
+    """Real terminal IPython in a pty: the bars move, redrawn in place, and one summary line stays."""
+    with terminal_ipython() as child:
+        child.send("%load_ext ipy_parallel\r")
+        child.expect(r"In \[2\]:")
+        child.send(
+            "%parallel from ipy_parallel import worker; import time; "
+            "[time.sleep(0.001) for _ in worker.progress(range(1500))]\r"
+        )
+        child.expect(r"In \[3\]:")
+    text = terminal_text(child)
+    frames = re.findall(r"\[0\] [█▏▎▍▌▋▊▉·]+ +(\d+)%  [\d.k]+/1.5k [\d.k]+/s ETA \d:\d\d", text)
+    assert len(frames) >= 3 and [int(p) for p in frames] == sorted(int(p) for p in frames), text
+    summary = re.search(r"%parallel: (\d+) workers?, .*, ([\d.]+)k items at [\d.k]+/s · ✓", text)
+    assert summary and float(summary[2]) == 1.5 * int(summary[1]), text  # the default pool: one per core
+    assert "\x1b[" in child.logfile_read.getvalue()  # redrawn in place, not printed frame after frame
+
+
+def test_terminal_ipython_draws_an_executor_maps_progress_and_its_summary():
+    with terminal_ipython() as child:
+        child.send(
+            "import time; from ipy_parallel import SubinterpreterExecutor; ex = SubinterpreterExecutor(2); "
+            "r = list(ex.map(time.sleep, [0.005] * 300, chunksize=1, progress=True)); time.sleep(0.5); ex.shutdown()\r"
+        )
+        child.expect(r"In \[2\]:")
+    text = terminal_text(child)
+    assert len(re.findall(r"\[all\] [█▏▎▍▌▋▊▉·]+ +\d+%  \d+/300 [\d.k]+/s ETA \d:\d\d", text)) >= 2, text
+    assert re.search(r"SubinterpreterExecutor\.map: 2 workers, .*, 300 items at [\d.k]+/s · ✓", text), text

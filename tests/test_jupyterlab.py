@@ -24,6 +24,7 @@ CHROMIUM = Path(os.environ.get("IPP_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT = REPO / "test-artifacts" / "jupyterlab-quickstart.png"
 FAILURE_SCREENSHOT = SCREENSHOT.with_name("jupyterlab-quickstart-failure.png")
 BACKGROUND_SCREENSHOT = SCREENSHOT.with_name("jupyterlab-background.png")
+PROGRESS_SCREENSHOT = SCREENSHOT.with_name("jupyterlab-quickstart-progress.png")
 # The machine may be 2 shared cores: every wait is generous, in milliseconds for Playwright.
 START_TIMEOUT = 180  # seconds for JupyterLab to answer
 UI_TIMEOUT = 180_000
@@ -293,7 +294,7 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     meanwhile = background + 1  # a plain cell that runs while the background cell's workers compute
 
     # Artifacts describe the last run only.
-    for artifact in (SCREENSHOT, FAILURE_SCREENSHOT, BACKGROUND_SCREENSHOT):
+    for artifact in (SCREENSHOT, FAILURE_SCREENSHOT, BACKGROUND_SCREENSHOT, PROGRESS_SCREENSHOT):
         artifact.unlink(missing_ok=True)
     with _browser(chromium) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 2600})  # the whole notebook, outputs included
@@ -306,6 +307,16 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
                 f"() => window.__ippSeen.filter(t => {LIVE}.test(t)).length >= 2", timeout=RUN_TIMEOUT
             )
             print(f"\nthe live display appeared and changed by {time.monotonic() - start:.1f} s after Run All")
+            # The main cell at work: its worker.progress() bars (for the README; the cell may have
+            # ended meanwhile on a fast machine, which is no failure).
+            progress = page.locator(".jp-CodeCell").filter(
+                has=page.locator("pre.ipy-parallel-monitor", has_text="/25M ")
+            )
+            try:
+                progress.first.screenshot(path=str(PROGRESS_SCREENSHOT), timeout=2000)
+                print(f"screenshot of the progress bars: {PROGRESS_SCREENSHOT}")
+            except Exception as exc:
+                print(f"no screenshot of the progress bars: {exc}")
 
             # The background cell's display is live while the cell after it has already finished.
             page.wait_for_function(
@@ -332,7 +343,10 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             _failure_screenshot(page, FAILURE_SCREENSHOT)
             raise
 
-    assert re.search(r"\[0\] .*%\s+\d+\.\d\d s CPU", live[0]), live[0]  # a bar per worker
+    # A bar per worker, of how far its worker.progress() has come: done/25M, rate and ETA.
+    assert all(
+        re.search(r"\[0\] .*\d+%\s+[\d.]+[kM]?/25M [\d.]+[kM]?/s ETA \d+:\d\d · +\d+% CPU", t) for t in live[1:]
+    ), live
     counts = [int(re.search(r"\d+", c["prompt"]).group()) for c in cells]
     assert counts == list(range(1, len(code) + 1)), f"cells ran out of order or twice: {counts}"
     # Errors (and stderr) render as application/vnd.jupyter.stderr: only the tagged cell has any.
@@ -346,7 +360,9 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
     assert "same answers: True" in text and "sum of squares: 333332833333500000 True" in text, text
     assert "[3] worker 3 of 4: 250000 numbers from 750000" in text, text
     # The live display of the long cell ended as its one-line summary.
-    assert re.search(r"%%parallel: 2 workers, \d+\.\d\d s wall, .*% CPU of \d+% on \d+ cores", text), text
+    assert re.search(r"%%parallel: 2 workers, \d+\.\d\d s wall, .*% CPU of \d+% on \d+ cores, 50M items at ", text), (
+        text
+    )
     assert not any(re.match(r"%%parallel( --bg \[\d+\])? · ", o["text"]) for c in cells for o in c["outputs"]), (
         "a live display was left behind"
     )

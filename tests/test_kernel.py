@@ -114,6 +114,51 @@ def test_live_display_updates_during_a_two_second_cell(kernel):
     assert "text/html" in updates[-1][1]["content"]["data"]
 
 
+@pytest.mark.parametrize("backend", ["subinterpreter", "process", "threads"])
+def test_a_progress_cell_shows_each_workers_bar_live_and_the_items_at_the_end(kernel, backend):
+    # A 2 s loop of 2,000 steps per worker: the bars must move, with done/total, rate and ETA.
+    code = (
+        f"%%parallel 2 --backend {backend}\nfrom ipy_parallel import worker\nimport time\n"
+        "for step in worker.progress(range(2000)):\n    time.sleep(0.001)"
+    )
+    reply, messages = execute(kernel, code)
+    assert reply["status"] == "ok"
+    frames = [m["content"]["data"] for _, m in messages if m["msg_type"] in ("display_data", "update_display_data")]
+    live = [f for f in frames if re.match(r"%%parallel( \[[^]]+\])? ·", f["text/plain"])]
+
+    def done(text):  # worker 0's items done: "[0] ███··· 46%  926/2k ..." or "1.11k/2k"
+        count = re.search(r"\[0\] .*?%  ([\d.]+)(k?)/2k ", text)
+        return None if count is None else float(count[1]) * (1000 if count[2] else 1)
+
+    seen = [done(f["text/plain"]) for f in live]
+    assert len(seen) >= 3 and None not in seen and seen == sorted(seen) and seen[0] < seen[-1] < 2000, live
+    assert all(re.search(r"\[1\] .*/2k [\d.]+k?/s ETA \d:\d\d", f["text/plain"]) for f in live[1:]), live
+    assert all("/2k" in f["text/html"] and "ETA" in f["text/html"] for f in live[1:])
+    final = frames[-1]["text/plain"]
+    assert final.startswith("%%parallel") and ", 4k items at " in final and final.endswith("✓"), final
+
+
+@pytest.mark.parametrize("executor", ["SubinterpreterExecutor", "ThreadsExecutor"])
+def test_an_executor_map_with_progress_shows_its_items_live_in_the_calling_cell(kernel, executor):
+    code = (
+        f"import time, warnings\nfrom ipy_parallel import {executor}\n"
+        "def spin(x):\n    end = time.perf_counter() + 0.01\n    while time.perf_counter() < end: pass\n    return x\n"
+        "with warnings.catch_warnings():\n    warnings.simplefilter('ignore')\n"
+        f"    with {executor}(2) as ex:\n        out = list(ex.map(spin, range(200), chunksize=1, progress=True))\n"
+        "time.sleep(0.5)  # the display's thread leaves its summary\nprint(out == list(range(200)))"
+    )
+    if executor == "ThreadsExecutor":
+        code = code.replace(", chunksize=1", "")
+    reply, messages = execute(kernel, code)
+    assert reply["status"] == "ok"
+    assert "True" in "".join(m["content"]["text"] for _, m in messages if m["msg_type"] == "stream")
+    frames = [m["content"]["data"] for _, m in messages if m["msg_type"] in ("display_data", "update_display_data")]
+    live = [f["text/plain"] for f in frames if f["text/plain"].startswith(f"{executor}.map ·")]
+    assert live and all(re.search(r"\[all\] .*%  \d+/200 [\d.]+/s ETA \d:\d\d", t) for t in live), frames
+    final = frames[-1]["text/plain"]
+    assert final.startswith(f"{executor}.map: 2 workers,") and ", 200 items at " in final and final.endswith("✓")
+
+
 def test_a_runs_timeline_reaches_the_notebook_as_inline_svg(kernel):
     reply, _ = execute(kernel, "%%parallel 2 --no-monitor\nimport time\ntime.sleep(0.1 if worker_id == 0 else 0.5)")
     assert reply["status"] == "ok"

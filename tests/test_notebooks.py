@@ -56,6 +56,8 @@ def test_notebook_executes(path):
         )  # --timeline
     if path.name == "quickstart.ipynb":
         assert "same answers: True" in text and "sum of squares: 333332833333500000 True" in text, text
+        # The main cell's summary counts what its worker.progress() went through: 2 x 25M - 1 items.
+        assert "%%parallel: 2 workers, " in shown and ", 50M items at " in shown, shown
         assert "[3] worker 3 of 4: 250000 numbers from 750000" in text
         assert "meanwhile, this kernel is free: 499999500000" in text and "background answers: True" in text, text
         ((_, error),) = errors

@@ -183,3 +183,42 @@ def test_on_worker_processes_rank_works_and_shared_memory_says_why():
         for call in ("worker.barrier()", "worker.Queue('q')"):
             got = errors(p.run(IMPORT + call))
             assert all("the process backend's workers are separate processes" in e for e in got), got
+
+
+# -- progress (the engines' readings of it: test_contract.py) ----------------------------------
+
+
+def test_progress_outside_a_worker_is_a_plain_iterable():
+    items = worker.progress([3, 1, 2])
+    assert len(items) == 3 and list(items) == [3, 1, 2] and items.position() == (3, 3)
+    generated = worker.progress(x * 2 for x in range(5))
+    with pytest.raises(TypeError, match="not known.*total="):
+        len(generated)
+    assert list(generated) == [0, 2, 4, 6, 8] and generated.position() == (5, None)
+    with worker.progress(total=10) as bar:
+        bar.update(4)
+        bar.update()
+    assert bar.position() == (5, 10) and len(bar) == 10 and repr(bar) == "<ipy_parallel progress 5/10>"
+
+
+def test_progress_over_items_that_know_their_length_costs_nothing_per_item():
+    # The loop runs the items' own iterator: the position is read from what it has left.
+    for items in ([1, 2, 3, 4], (1, 2, 3, 4), range(4), "abcd", {1: 1, 2: 2, 3: 3, 4: 4}, b"abcd"):
+        tracked = worker.progress(items)
+        it = iter(tracked)
+        assert type(it) is type(iter(items)), items
+        next(it)
+        assert tracked.position() == (1, 4)
+        list(it)
+        assert tracked.position() == (4, 4)
+    stopped = worker.progress(iter([1, 2, 3]), total=3)  # an iterator has no len: counted
+    assert list(stopped) == [1, 2, 3] and stopped.position() == (3, 3)
+
+
+def test_progress_refuses_what_it_cannot_count():
+    with pytest.raises(TypeError, match=r"progress\(items\).*total=n"):
+        worker.progress()
+    with pytest.raises(TypeError, match="whole number"):
+        worker.progress(total="ten")
+    with pytest.raises(ValueError, match="negative"):
+        worker.progress(total=-1)

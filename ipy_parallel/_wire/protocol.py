@@ -38,8 +38,12 @@ the message marshalled.
   parent -> worker  (worker_id, n_workers, sys.path, cwd) once, then (task, cwd) per run; end of
                     file means "exit"
   worker -> parent  (READY, pid) once ready; (OUTPUT, [(stream, utf-8 bytes), ...]) for output to
-                    stdout (1) and stderr (2) during a run; (DONE, reply, wall, cpu) at the end of
-                    a run, after all its output
+                    stdout (1) and stderr (2), and positions (PROGRESS), during a run; (DONE,
+                    reply, wall, cpu) at the end of a run, after all its output
+
+progress      a worker's position in its worker.progress(): emitted as the stream PROGRESS,
+              progress_text(done, total), whenever the engine asks (at each display tick) and
+              once as its task ends; never one per item
 
 SubinterpreterExecutor's messages (ipy_parallel.executor, and ipy_parallel.worker.serve_executor in
 its workers) go through the engine's named queues, marshalled:
@@ -76,6 +80,22 @@ RESERVED = ("worker_id", "n_workers", "__builtins__")
 # A task keeps at most this many characters of each stream; the rest is counted and noted at its
 # end. A cell that prints a gigabyte must not take the kernel's memory, or a notebook's.
 OUTPUT_LIMIT = 8 << 20
+
+
+# The stream a worker's position goes on, beside stdout (1) and stderr (2): not output, never shown.
+PROGRESS = 3
+
+
+def progress_text(done, total):
+    """A worker's position: items done, and of how many (None: not known)."""
+    return f"{int(done)} {-1 if total is None else int(total)}"
+
+
+def read_progress(text):
+    """(done, total or None) from progress_text()."""
+    done, total = text.split()
+    total = int(total)
+    return int(done), (None if total < 0 else total)
 
 
 def dropped_note(stream_name, count):

@@ -101,6 +101,21 @@ def setup(
         return False
 
     context.stop_requested = stop_requested
+    context.progress = None  # the current task's ipy_parallel.worker.progress(), once it makes one
+
+    def report_progress():
+        """Emit the current task's position on the PROGRESS stream, if it has a progress. Called
+        when the engine asks (from another thread, or a pending call) and as the task ends."""
+        tracker = context.progress
+        if tracker is None:
+            return
+        try:
+            text = protocol.progress_text(*tracker.position())
+        except Exception:  # a position that cannot be read is one not shown, never a task's error
+            return
+        emit(protocol.PROGRESS, text)
+
+    context.report_progress = report_progress
     if shared:
         import _thread
 
@@ -146,6 +161,7 @@ def setup(
         repair()
         stdout, stderr = streams
         restore = redirect(stdout, stderr)
+        context.progress = None
         try:
             try:
                 operation = source.startswith("\0")
@@ -168,6 +184,8 @@ def setup(
             except BaseException as exc:  # the cell's errors, KeyboardInterrupt and SystemExit included
                 return protocol.reply(None, _pack_error(exc, filename))
             finally:
+                if context.progress is not None:  # its last position, with its output
+                    report_progress()
                 stdout.finish()
                 stderr.finish()
         finally:
@@ -216,6 +234,14 @@ def setup(
         )
 
     return run
+
+
+def report_progress():
+    """This interpreter's worker reports its position (see setup()); for an engine that asks from
+    outside the worker's own code: a sub-interpreter's pending call, a worker process's thread."""
+    context = sys.modules.get(protocol.CONTEXT_MODULE)
+    if context is not None and context.progress is not None:
+        context.report_progress()
 
 
 def teardown(timeout):

@@ -53,6 +53,9 @@ class Engine(Protocol):
     def interrupt(self) -> list[int]: ...  # KeyboardInterrupt into the workers of the run; their ids
     def busy_workers(self) -> list[int]: ...
     def cpu_times(self) -> list[float]: ...  # per worker, since it started
+    # Per worker: (done, total or None) of its task's worker.progress(), None if it made none; the
+    # latest reading, and a fresh one asked for where readings are asked for. Never blocks.
+    def progress(self) -> list[tuple[int, int | None] | None]: ...
     def drain_output(self) -> list[tuple[int, int, str]]: ...  # (worker_id, 1 stdout | 2 stderr, text)
     def resize(self, n: int) -> list[tuple[int, str]]: ...  # workers abandoned as it shrank, and why
     def close(self, timeout: float) -> list[tuple[int, str]]: ...  # workers abandoned, and why
@@ -90,6 +93,10 @@ class EngineBase:
     @property
     def busy(self) -> bool:
         raise NotImplementedError
+
+    def progress(self) -> list[tuple[int, int | None] | None]:
+        """No worker's position known: for an engine whose workers cannot report one."""
+        return [None] * self.size
 
     def resize(self, n: int) -> list[tuple[int, str]]:
         raise NotImplementedError(f"a {self._kind} cannot be resized: close it and make one of {n} workers")

@@ -87,6 +87,23 @@ class Run:
         used = [a - b for a, b in zip(now, self._cpu_base)]
         return used if self._targets is None else [used[w] for w in self._targets]
 
+    def progress(self) -> list[tuple[int, int | None] | None]:
+        """Each of its workers' position in its ``ipy_parallel.worker.progress()``: (done, total or
+        None if not known), or None for a worker whose task made none (or has not reported yet).
+        The latest readings; each call asks the workers for fresh ones, which the next call sees.
+        Never blocks; from any thread. Once the pool has started another run, none are known
+        (an engine keeps only its current run's: a run's end costs nothing for them)."""
+        positions = None
+        engine = self._engine
+        if engine is self._pool._engine and engine.runs == self._number and not engine.closed:
+            try:
+                positions = engine.progress()
+            except Exception:  # closed meanwhile (by another thread): nothing to show
+                positions = None
+        if not positions:
+            return [None] * len(self.workers)
+        return list(positions) if self._targets is None else [positions[w] for w in self._targets]
+
     @property
     def timeline(self) -> RunTimeline | None:
         """Where the run's time went, worker by worker (see RunTimeline), once its results are in;

@@ -33,6 +33,7 @@ from .latency import (
     stdlib_round_trip,
 )
 from .memory import pss_bytes, rss_bytes
+from .progress import PROGRESS_LOOPS, progress_overhead
 from .render import BAR_WIDTH, OURS_TINT
 from .report import OURS, OURS_THREADS, BenchmarkError, BenchReport, MethodResult
 from .runners import (

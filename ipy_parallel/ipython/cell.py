@@ -196,7 +196,7 @@ class CellRun:
         for worker_id, stream, text in run.output():
             self._echo.feed(worker_id, stream, text)
         busy = set(run.busy_workers())
-        self.monitor.update(run.cpu_times(), tuple(w in busy for w in run.workers))
+        self.monitor.update(run.cpu_times(), tuple(w in busy for w in run.workers), run.progress())
 
     def end(self, results: list[Result] | None = None, error: BaseException | None = None) -> None:
         """The last output, then the display's end: ok, failed (naming who) or stopped."""
@@ -209,7 +209,8 @@ class CellRun:
         cpu = (
             self.run.cpu_times() if self.run is not None else [0.0] * len(self.options.targets or range(self.pool.size))
         )
-        self.monitor.close(cpu, outcome=outcome, failed=failed)
+        progress = self.run.progress() if self.run is not None else None
+        self.monitor.close(cpu, outcome=outcome, failed=failed, progress=progress)
         self.timeline = self.run.timeline if self.run is not None else None
         if self._on_end is not None:
             self._on_end(self)

@@ -58,9 +58,57 @@ class Status:
     outcome: Outcome | None = None  # of a finished run (None: not said)
     failed: tuple[int, ...] = ()  # the workers that raised (positions, as in cpu)
     ids: tuple[int, ...] | None = None  # each position's worker id (a run on some targets); None: 0..n-1
+    # Per worker, its position in its worker.progress(): (done, total or None), None if it has none;
+    # and its rate since it was first seen (items a second, None until it can be told).
+    progress: tuple[tuple[int, int | None] | None, ...] | None = None
+    rates: tuple[float | None, ...] | None = None
+    # The run's own count, where its workers have none of their own (an executor's map): (done, total).
+    overall: tuple[int, int | None] | None = None
 
     def worker_id(self, i: int) -> int:
         return i if self.ids is None else self.ids[i]
+
+    def position(self, i: int) -> tuple[int, int | None] | None:
+        return None if self.progress is None or i >= len(self.progress) else self.progress[i]
+
+    def rate(self, i: int) -> float | None:
+        return None if self.rates is None or i >= len(self.rates) else self.rates[i]
+
+    @property
+    def has_progress(self) -> bool:
+        return self.overall is not None or (self.progress is not None and any(p is not None for p in self.progress))
+
+    @property
+    def items(self) -> tuple[int, int | None]:
+        """Items done by every worker that reports (or the run's own count), and of how many
+        (None: some total not known)."""
+        if self.overall is not None:
+            return self.overall
+        known = [p for p in self.progress or () if p is not None]
+        totals = [t for _, t in known]
+        return sum(d for d, _ in known), (None if None in totals else sum(totals))
+
+    @property
+    def items_rate(self) -> float:
+        """The whole run's items a second, over its whole time."""
+        return self.items[0] / self.elapsed if self.elapsed > 0 else 0.0
+
+    def eta(self, i: int | None = None) -> float | None:
+        """Seconds left for worker i (None: the run, its slowest worker), at its rate so far."""
+        if i is None and self.overall is not None:
+            done, total = self.overall
+            rate = self.items_rate
+            return None if total is None or not rate else max(total - done, 0) / rate
+        if i is None:
+            etas = [self.eta(k) for k in range(len(self.progress or ())) if self.position(k) is not None]
+            return None if not etas or None in etas else max(etas)
+        position, rate = self.position(i), self.rate(i)
+        if position is None or position[1] is None:
+            return None
+        left = max(position[1] - position[0], 0)
+        if left == 0:
+            return 0.0
+        return left / rate if rate else None
 
     @property
     def total_cpu(self) -> float:
@@ -108,6 +156,26 @@ class Tracker:
         self._clock = clock
         self._start = self._last_time = clock()
         self._last_cpu = (0.0,) * n_workers
+        self._first: dict[int, tuple[float, int, int | None]] = {}  # per worker: (time, done, total) first seen
+
+    def _rates(self, now: float, progress: Sequence | None) -> tuple[float | None, ...] | None:
+        """Each worker's items a second since its progress was first seen (a new one, with
+        fewer done or another total, starts again)."""
+        if progress is None:
+            return None
+        rates = []
+        for i, position in enumerate(progress):
+            first = self._first.get(i)
+            if position is None:
+                rates.append(None)
+                continue
+            done, total = position
+            if first is None or done < first[1] or total != first[2]:
+                # Seen first now: counted from the run's start if it is the run's first reading.
+                first = self._first[i] = (self._start, 0, total) if first is None else (now, done, total)
+            t0, d0, _ = first
+            rates.append((done - d0) / (now - t0) if now - t0 >= 0.05 and done > d0 else None)
+        return tuple(rates)
 
     def sample(
         self,
@@ -116,6 +184,8 @@ class Tracker:
         busy: Sequence[bool] | None = None,
         outcome: str | None = None,
         failed: Sequence[int] = (),
+        progress: Sequence[tuple[int, int | None] | None] | None = None,
+        overall: tuple[int, int | None] | None = None,
     ) -> Status:
         now = self._clock()
         cpu = tuple(cpu)
@@ -139,6 +209,9 @@ class Tracker:
             outcome,
             tuple(sorted(set(failed))),
             self.ids,
+            None if progress is None else tuple(progress),
+            self._rates(now, progress),
+            overall,
         )
 
 
@@ -167,6 +240,51 @@ def _header(s: Status) -> str:
     return s.label + _header_rest(s)
 
 
+def _count(n: float) -> str:
+    """A count or a rate, short, as tqdm shows them: 950, 9.5k, 12.3M."""
+    for unit in ("", "k", "M", "G", "T"):
+        if abs(n) < 999.5:
+            return f"{n:.0f}" if not unit else f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}P"
+
+
+def _duration(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour on."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _fraction(position: tuple[int, int | None]) -> float | None:
+    done, total = position
+    if total is None:
+        return None
+    return 1.0 if total == 0 else min(done / total, 1.0)
+
+
+def _progress_words(done: int, total: int | None, rate: float | None, eta: float | None) -> str:
+    """ "5.7M/10M 1.9M/s ETA 0:02": what a bar says beside it."""
+    words = [_count(done) if total is None else f"{_count(done)}/{_count(total)}"]
+    if rate:
+        words.append(f"{_count(rate)}/s")
+    if eta is not None:
+        words.append(f"ETA {_duration(eta)}")
+    return " ".join(words)
+
+
+def _worker_progress(s: Status, i: int) -> str:
+    done, total = s.position(i)
+    return _progress_words(done, total, s.rate(i), s.eta(i) if s.state(i) == "running" else None)
+
+
+def _run_progress(s: Status) -> tuple[float | None, str]:
+    """The whole run's progress: its fraction (None: a total not known) and what it says."""
+    done, total = s.items
+    fraction = None if total is None else (1.0 if total == 0 else min(done / total, 1.0))
+    return fraction, _progress_words(done, total, s.items_rate or None, None if s.done else s.eta())
+
+
 def _fair_share(s: Status) -> float:
     # A worker's CPU use is drawn against its fair share of the cores, so that 20 workers keeping
     # 2 cores busy show full blocks, not 10% slivers.
@@ -183,8 +301,18 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
     elif s.n_workers <= _MAX_BARS:
         bar_width = max(10, min(30, width - 30))
         for i, (u, c) in enumerate(zip(s.recent, s.cpu)):
-            state = s.state(i)
-            if state == "running":
+            state, position = s.state(i), s.position(i)
+            if position is not None:  # its bar is how far it has come, its CPU use a figure beside
+                fraction = _fraction(position)
+                if state != "running":
+                    head = _TEXT_STATE[state].ljust(bar_width + 5)
+                elif fraction is None:
+                    head = f"{text_bar(u, bar_width)} {100 * u:3.0f}%"
+                else:
+                    head = f"{text_bar(fraction, bar_width)} {100 * fraction:3.0f}%"
+                cpu = f"{100 * u:3.0f}% CPU" if state == "running" else f"{c:.2f} s CPU"
+                lines.append(f"[{s.worker_id(i)}] {head}  {_worker_progress(s, i)} · {cpu}")
+            elif state == "running":
                 lines.append(f"[{s.worker_id(i)}] {text_bar(u, bar_width)} {100 * u:3.0f}%  {c:7.2f} s CPU")
             else:  # not a 0% bar: a finished worker must not look like a stuck one
                 lines.append(f"[{s.worker_id(i)}] {_TEXT_STATE[state].ljust(bar_width)}       {c:7.2f} s CPU")
@@ -200,6 +328,10 @@ def format_lines(s: Status, width: int = 80) -> list[str]:
                     for i in range(lo, hi + 1)
                 )
             )
+    if s.per_worker and (s.overall is not None or (s.n_workers > _MAX_BARS and s.has_progress)):
+        fraction, words = _run_progress(s)
+        bar = "" if fraction is None else f"{text_bar(fraction, 20)} {100 * fraction:3.0f}%  "
+        lines.append(f"[all] {bar}{words}")
     return lines
 
 
@@ -216,9 +348,14 @@ def _outcome_text(s: Status) -> str:
 
 def _summary_base(s: Status) -> str:
     who = f"{_workers(s.n_workers)}, " if s.per_worker else ""
+    items = ""
+    if s.has_progress:
+        done, total = s.items
+        counted = _count(done) if total is None or done == total else f"{_count(done)} of {_count(total)}"
+        items = f", {counted} items at {_count(s.items_rate)}/s"
     return (
         f"{s.label}: {who}{s.elapsed:.2f} s wall, {s.total_cpu:.2f} s CPU, "
-        f"{s.average_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores"
+        f"{s.average_percent:.0f}% CPU of {100 * s.cores}% on {s.cores} cores{items}"
     )
 
 
@@ -294,6 +431,9 @@ def _cell(text: str, width_em: float, align: str = "right", extra: str = "") -> 
 def _worker_row(s: Status, i: int, id_em: float) -> str:
     state = s.state(i)
     u, c = s.recent[i], s.cpu[i]
+    position = s.position(i)
+    if position is not None:
+        return _progress_row(s, i, id_em, state, position)
     if state == "running":
         bar, what = _html_bar(u, _COLOUR["running"], 14), f"{100 * u:.0f}%"
         title = f"worker {s.worker_id(i)}: {100 * u:.0f}% of a core now, {c:.2f} s CPU in this run"
@@ -303,6 +443,34 @@ def _worker_row(s: Status, i: int, id_em: float) -> str:
     # The spaces between the cells are there for textContent and copying ("[0] 99% 1.20 s CPU").
     body = " ".join([_cell(f"[{s.worker_id(i)}]", id_em, "left"), bar, _cell(what, 5.2), _cell(f"{c:.2f} s CPU", 7.5)])
     return _ROW.format(title=f' title="{_esc(title)}"', body=body)
+
+
+def _progress_row(s: Status, i: int, id_em: float, state: str, position: tuple[int, int | None]) -> str:
+    """A worker with a progress: its bar is how far it has come (its CPU use while it runs when
+    its total is not known), then done/total, rate, ETA and its CPU."""
+    u, c = s.recent[i], s.cpu[i]
+    fraction = _fraction(position)
+    words = _esc(_worker_progress(s, i))
+    if state == "running":
+        shown = u if fraction is None else fraction
+        bar, what = _html_bar(shown, _COLOUR["running"], 14), f"{100 * shown:.0f}%"
+        cpu = f"{100 * u:.0f}% CPU"
+    else:
+        bar = _html_bar(1.0 if fraction is None else fraction, _COLOUR[state], 14)
+        what, cpu = f"{_mark(state)} {_HTML_STATE[state]}", f"{c:.2f} s CPU"
+    title = f"worker {s.worker_id(i)}: {_worker_progress(s, i)}, {100 * u:.0f}% of a core now, {c:.2f} s CPU"
+    body = " ".join([_cell(f"[{s.worker_id(i)}]", id_em, "left"), bar, _cell(what, 5.2), words, "·", cpu])
+    return _ROW.format(title=f' title="{_esc(title)}"', body=body)
+
+
+def _run_progress_row(s: Status) -> str:
+    fraction, words = _run_progress(s)
+    bar = (
+        ""
+        if fraction is None
+        else _html_bar(fraction, _COLOUR["running"], 14) + " " + _cell(f"{100 * fraction:.0f}%", 5.2)
+    )
+    return _ROW.format(title="", body=" ".join(x for x in (_cell("[all]", 3.2, "left"), bar, _esc(words)) if x))
 
 
 def _grid(s: Status) -> str:
@@ -356,8 +524,12 @@ def _rows(s: Status) -> list[str]:
         ]
     if s.n_workers <= _MAX_BARS:
         id_em = 0.6 * len(f"[{max(s.worker_id(i) for i in range(s.n_workers))}]") + 0.4
-        return [_worker_row(s, i, id_em) for i in range(s.n_workers)]
-    return [_grid(s)]
+        rows = [_worker_row(s, i, id_em) for i in range(s.n_workers)]
+    else:
+        rows = [_grid(s)]
+    if s.overall is not None or (s.n_workers > _MAX_BARS and s.has_progress):
+        rows.append(_run_progress_row(s))
+    return rows
 
 
 def _summary_html(s: Status, text: str | None = None) -> str:
@@ -430,6 +602,8 @@ class Monitor:
         self._stderr = stderr
         self._last_draw = float("-inf")
         self._busy: tuple[bool, ...] | None = None  # the latest, for the final status of a stopped run
+        self._progress: tuple | None = None  # the workers' latest positions, likewise
+        self._overall: tuple[int, int | None] | None = None  # and the run's own count
         self.updates = 0  # live redraws made, for tests and curiosity
 
     @property
@@ -444,16 +618,27 @@ class Monitor:
         """The run has started. A background run's display appears now, before its cell returns
         (a notebook's; the others have nothing to show yet)."""
 
-    def update(self, cpu: Sequence[float], busy: Sequence[bool] | None = None) -> None:
-        """Feed the workers' CPU clocks and, if known, which workers still run; redraws at most
-        every REFRESH seconds, and only once the run has lasted SHOW_AFTER seconds (at once for
-        a background run)."""
+    def update(
+        self,
+        cpu: Sequence[float],
+        busy: Sequence[bool] | None = None,
+        progress: Sequence[tuple[int, int | None] | None] | None = None,
+        overall: tuple[int, int | None] | None = None,
+    ) -> None:
+        """Feed the workers' CPU clocks and, if known, which workers still run and how far they
+        have come (Run.progress()), or how far the run has (``overall``: an executor's map);
+        redraws at most every REFRESH seconds, and only once the run has lasted SHOW_AFTER
+        seconds (at once for a background run)."""
         if busy is not None:
             self._busy = tuple(bool(b) for b in busy)
+        if progress is not None and any(p is not None for p in progress):
+            self._progress = tuple(progress)
+        if overall is not None:
+            self._overall = overall
         now = time.monotonic()
         if now - self._last_draw < REFRESH:
             return
-        status = self.tracker.sample(cpu, busy=self._busy)
+        status = self.tracker.sample(cpu, busy=self._busy, progress=self._progress, overall=self._overall)
         if status.elapsed < SHOW_AFTER and not self.background:
             return
         self._last_draw = now
@@ -467,12 +652,31 @@ class Monitor:
         out.flush()
 
     def close(
-        self, cpu: Sequence[float], text: str | None = None, outcome: Outcome = Outcome.OK, failed: Sequence[int] = ()
+        self,
+        cpu: Sequence[float],
+        text: str | None = None,
+        outcome: Outcome = Outcome.OK,
+        failed: Sequence[int] = (),
+        progress: Sequence[tuple[int, int | None] | None] | None = None,
+        overall: tuple[int, int | None] | None = None,
     ) -> Status:
         """End the display: it becomes ``text``, or the summary line (with ``outcome``, and for
-        FAILED the ids of the workers that raised in ``failed``) of a run that
-        lasted at least SHOW_AFTER seconds or ran in the background (nothing for a shorter one)."""
-        status = self.tracker.sample(cpu, done=True, busy=self._busy, outcome=outcome, failed=failed)
+        FAILED the ids of the workers that raised in ``failed``; with the items done, given the
+        workers' last ``progress`` or the run's ``overall``) of a run that lasted at least
+        SHOW_AFTER seconds or ran in the background (nothing for a shorter one)."""
+        if progress is not None and any(p is not None for p in progress):
+            self._progress = tuple(progress)
+        if overall is not None:
+            self._overall = overall
+        status = self.tracker.sample(
+            cpu,
+            done=True,
+            busy=self._busy,
+            outcome=outcome,
+            failed=failed,
+            progress=self._progress,
+            overall=self._overall,
+        )
         show = text is not None or (self.summary and (self.background or status.elapsed >= SHOW_AFTER))
         self._finish(status, text, show)
         return status

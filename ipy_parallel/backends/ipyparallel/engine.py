@@ -64,6 +64,7 @@ class ClusterEngine(EngineBase):
         self._offsets: list[list[int]] = []  # per engine: characters of stdout/stderr already drained
         self._all_ready_at: float | None = None
         self._cpu_total = [0.0] * self.size  # CPU of the runs before the current one
+        self._last_progress: list = [None] * self.size  # the released run's last positions
 
     @property
     def busy(self) -> bool:
@@ -87,6 +88,7 @@ class ClusterEngine(EngineBase):
         with deferred_interrupts():
             self._count_run_cpu()
             self._records, self._all_ready_at = None, None
+            self._last_progress = [None] * self.size
             self._offsets = [[0, 0] for _ in range(self.size)]
             self._ars = [
                 view.apply_async(_CALL, _MODULE, "task", source, filename, p)
@@ -125,6 +127,7 @@ class ClusterEngine(EngineBase):
             return
         with deferred_interrupts():
             self._count_run_cpu()
+            self._last_progress = self.progress()  # the run's last positions outlive its replies
             ars, self._ars, self._records = self._ars, [], None
             try:
                 self._client.purge_local_results(ars)
@@ -153,6 +156,18 @@ class ClusterEngine(EngineBase):
         the figure last published (every 0.2 s) for the run in progress."""
         run = self._run_cpu() if self._ars else [0.0] * self.size
         return [a + b for a, b in zip(self._cpu_total, run)]
+
+    def progress(self) -> list[tuple[int, int | None] | None]:
+        """Each engine's last published position (every 0.2 s), or its reply's for a finished one."""
+        positions = []
+        for ar in self._ars:
+            text = None
+            try:
+                text = ar.get(0)[3] if ar.ready() else ar.metadata.get("data", {}).get(remote.PROGRESS_KEY)
+            except Exception:  # an engine's error: no position
+                pass
+            positions.append(None if text is None else protocol.read_progress(text))
+        return positions or list(self._last_progress)
 
     def drain_output(self) -> list[tuple[int, int, str]]:
         out = []
@@ -209,7 +224,7 @@ class ClusterEngine(EngineBase):
         md = ar.metadata
         stdout, stderr = md.get("stdout") or "", md.get("stderr") or ""
         try:
-            reply, wall, cpu = ar.get(0)
+            reply, wall, cpu = ar.get(0)[:3]
         except Exception as exc:  # not the cell's error (the runtime catches those): the engine's
             reply, wall, cpu = protocol.reply(None, _engine_error(exc)), _seconds(md), 0.0
         return protocol.result_record(worker_id, reply, stdout, stderr, wall, cpu)

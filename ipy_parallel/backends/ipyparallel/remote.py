@@ -18,7 +18,8 @@ ipy_parallel is not installed. The client side imports this file only for its co
   one, so an interrupt racing the task's end left the raising handler in place, and the next
   signal ended the engine between requests (seen on 3.14 under racing interrupts).
 - CPU: what the engine process (all its threads) used since the run started there, published
-  every 0.2 s over IOPub by a thread beside the run, and exact in the reply.
+  every 0.2 s over IOPub by a thread beside the run, and exact in the reply. The task's position
+  in its worker.progress() goes with it, read by that thread.
 """
 
 import signal
@@ -29,6 +30,7 @@ import time
 SIGNAL = "SIGURG"
 _SIGNUM = getattr(signal, SIGNAL)
 CPU_KEY = "ipy_parallel_cpu"
+PROGRESS_KEY = "ipy_parallel_progress"  # the task's position in its worker.progress(), if any
 _PUBLISH_EVERY = 0.2
 _APPLY_TEMP = ("_f", "_args", "_kwargs", "_result")  # the names of ipyparallel's apply requests
 
@@ -36,6 +38,7 @@ _run = None
 _publisher = None
 _running = False  # a task is running: only then does the signal raise KeyboardInterrupt
 _streams = [None, None]  # the engine's sys.stdout/stderr during the current task
+_position = None  # the current task's last position (the protocol's progress text), if it has a progress
 
 
 def install(worker_id, n_workers):
@@ -56,6 +59,10 @@ def _on_signal(signum, frame):
 
 
 def _emit(fileno, text):
+    global _position
+    if fileno == sys.modules["_ipy_parallel_protocol"].PROGRESS:
+        _position = text
+        return
     stream = _streams[fileno - 1]
     if stream is not None:
         stream.write(text)
@@ -75,8 +82,10 @@ def _kept(name):
 
 
 def task(source, filename, payload):
-    """Run one task of the protocol; returns (reply, wall seconds, CPU seconds)."""
-    global _running
+    """Run one task of the protocol; returns (reply, wall seconds, CPU seconds, its last position
+    or None)."""
+    global _running, _position
+    _position = None
     start_cpu, start = time.process_time(), time.perf_counter()
     streams = sys.stdout, sys.stderr  # ipykernel's streams, parented to this request
     try:
@@ -97,7 +106,7 @@ def task(source, filename, payload):
         reply = sys.modules["_ipy_parallel_protocol"].interrupted_reply()
     _publisher.end()
     _streams[:] = [None, None]
-    return reply, time.perf_counter() - start, time.process_time() - start_cpu
+    return reply, time.perf_counter() - start, time.process_time() - start_cpu, _position
 
 
 class _Publisher:
@@ -141,7 +150,13 @@ class _Publisher:
                 if self._job is not job:
                     continue
             parent, start_cpu = job
+            try:
+                sys.modules["_ipy_parallel_runtime"].report_progress()  # sets _position, if it has a progress
+            except Exception:
+                pass
             data = {CPU_KEY: time.process_time() - start_cpu}
+            if _position is not None:
+                data[PROGRESS_KEY] = _position
             try:
                 pub.session.send(
                     pub.pub_socket,

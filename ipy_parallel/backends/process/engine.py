@@ -123,6 +123,7 @@ class ProcessEngine(EngineBase):
         self._records: list = []  # per worker: its result record, None while it runs
         self._outputs: list[tuple[list[str], list[str]]] = []
         self._queue: list[list[list]] = []  # per worker: [stream, text] chunks not yet drained
+        self._progress: list[tuple[int, int | None] | None] = [None] * n  # the latest each reported
         self._path = path
         self._workers: list[_Worker] = []
         try:
@@ -163,7 +164,7 @@ class ProcessEngine(EngineBase):
             with self._cond:
                 self._check_startable()
                 self._records, self._outputs = [None] * n, [([], []) for _ in range(n)]
-                self._queue = [[] for _ in range(n)]
+                self._queue, self._progress = [[] for _ in range(n)], [None] * n
                 self._pending, self._task_start, self._streaming = n, time.perf_counter(), bool(stream)
                 self._started()
                 for w in self._workers:
@@ -215,6 +216,12 @@ class ProcessEngine(EngineBase):
 
     def cpu_times(self) -> list[float]:
         return [w.cpu_time() for w in list(self._workers)]
+
+    def progress(self) -> list[tuple[int, int | None] | None]:
+        """What each worker process last sent: it reports 10 times a second while its task has a
+        progress, with its output."""
+        with self._cond:
+            return list(self._progress)
 
     def drain_output(self) -> list[tuple[int, int, str]]:
         """Output since the last call, worker by worker, in order, consecutive writes to the
@@ -371,6 +378,9 @@ class ProcessEngine(EngineBase):
                 queue = self._queue[w.id]
                 for stream, data in message[1]:
                     text = data.decode("utf-8")
+                    if stream == protocol.PROGRESS:
+                        self._progress[w.id] = protocol.read_progress(text)
+                        continue
                     self._outputs[w.id][stream - 1].append(text)
                     if self._streaming:
                         if queue and queue[-1][0] == stream:

@@ -21,6 +21,7 @@ __builtins__ = dict(builtins.__dict__)
 
 _FLUSH_DELAY = 0.02  # seconds output may wait to be sent with the writes that follow it
 _FLUSH_SIZE = 1 << 16  # characters of output that are sent at once
+_REPORT_EVERY = 0.1  # seconds between a task's positions in its worker.progress(), if it has one
 
 _running = False  # a cell is executing: an interrupt raises KeyboardInterrupt in it
 _sending = False  # the main thread is writing a frame: an interrupt must wait, or the stream is corrupt
@@ -53,6 +54,8 @@ _out = []  # (stream, text) written and not yet sent
 _out_size = 0
 _wake = _thread.allocate_lock()  # held while the flusher has nothing to send
 _wake.acquire()
+_task_started = _thread.allocate_lock()  # held while the reporter waits for a task
+_task_started.acquire()
 
 
 def _ignore(signum, frame):
@@ -98,7 +101,7 @@ def _flush_locked():
         return
     joined = []  # consecutive writes to one stream become one chunk
     for stream, text in chunks:
-        if joined and joined[-1][0] == stream:
+        if joined and joined[-1][0] == stream and stream != _protocol.PROGRESS:  # positions stay apart
             joined[-1][1].append(text)
         else:
             joined.append((stream, [text]))
@@ -150,6 +153,20 @@ def _flusher():
             _flush_locked()
 
 
+def _reporter():
+    """While a task runs, has the runtime emit its position, if it has a progress, every
+    _REPORT_EVERY seconds (it goes with the output). Waits on _task_started between tasks."""
+    report = None
+    while True:
+        _task_started.acquire()
+        if report is None:
+            report = sys.modules["_ipy_parallel_runtime"].report_progress
+        while _running:
+            _real_sleep(_REPORT_EVERY)
+            if _running:
+                report()
+
+
 def _read_exact(fd, n):
     chunks = []
     while n:
@@ -194,6 +211,7 @@ def main():
     signal.pthread_sigmask(signal.SIG_BLOCK, {interrupt})
     _thread.start_new_thread(_watch_parent, (lifeline_fd,))
     _thread.start_new_thread(_flusher, ())
+    _thread.start_new_thread(_reporter, ())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {interrupt})
 
     init = _receive(cmd_fd)
@@ -245,6 +263,10 @@ def main():
         signal.signal(signal.SIGINT, _ignore)
         signal.signal(interrupt, _on_interrupt)
         _running = True
+        try:
+            _task_started.release()
+        except RuntimeError:  # the reporter has not taken the last one yet: it will see this task
+            pass
         try:
             reply = run(source, filename, payload)
             _running = False

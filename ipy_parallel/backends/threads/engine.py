@@ -268,6 +268,7 @@ class _Worker:
         self.ready = threading.Event()
         self.ident = 0
         self.cpu_last = 0.0
+        self.position: tuple[int, int | None] | None = None  # in its task's worker.progress()
         self.thread: threading.Thread | None = None
 
     def cpu_time(self) -> float:
@@ -305,7 +306,7 @@ class ThreadEngine(EngineBase):
         self._gil_said = gil_enabled()  # nothing to say if it was on from the start
         self._modules_before = 0  # len(sys.modules) at the run's start
         self._workers = [_Worker(i) for i in range(n)]
-        runtime = _runtime()
+        self._runtime = runtime = _runtime()
         _acquire()  # close() releases it, from here on
         try:
             for w in self._workers:
@@ -353,7 +354,7 @@ class ThreadEngine(EngineBase):
                 k = w.id if each else 0
                 payload = payloads[k] if payloads else None
                 w.task = (source, filename, payload, lent[k] if lent else ())
-                w.stopping = False
+                w.stopping, w.position = False, None
                 w.gate.acquire(False)  # closed (it may be already)
             self._started()
             self._cond.notify_all()
@@ -396,6 +397,14 @@ class ThreadEngine(EngineBase):
 
     def cpu_times(self) -> list[float]:
         return [w.cpu_time() for w in self._workers]
+
+    def progress(self) -> list[tuple[int, int | None] | None]:
+        """Read here, from each running worker's progress (the same interpreter: no need to ask)."""
+        for w in self._workers:
+            context = self._runtime.thread_contexts.get(w.ident) if w.running else None
+            if context is not None:
+                context.report_progress()  # emits to w
+        return [w.position for w in self._workers]
 
     def drain_output(self) -> list[tuple[int, int, str]]:
         with self._guard.held():
@@ -537,6 +546,9 @@ class ThreadEngine(EngineBase):
     def _emit(self, w: _Worker, stream: int, text: str) -> None:
         with self._guard.held():
             if not self._busy(w):
+                return
+            if stream == protocol.PROGRESS:
+                w.position = protocol.read_progress(text)
                 return
             self._outputs[w.id][stream - 1].append(text)
             if self._streaming:
