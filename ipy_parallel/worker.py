@@ -23,6 +23,7 @@ workers.
 
 from __future__ import annotations
 
+import itertools
 import operator
 import pickle
 import sys
@@ -31,7 +32,6 @@ import time
 from queue import Empty
 from typing import Any
 
-from . import _engine
 from ._wire import RUNTIME, dumps
 from ._wire.protocol import (
     CONTEXT_MODULE,
@@ -44,6 +44,20 @@ from ._wire.protocol import (
 __all__ = ["rank", "size", "barrier", "Queue", "Empty", "progress", "Progress", "in_worker", "serve_executor"]
 
 _SLICE = 0.05  # seconds per wait with the GIL released; interrupts are seen between them
+
+
+_engine = None  # the engine's C++ module, once _native() has loaded it
+
+
+def _native():
+    """The engine's C++ module, loaded on first use: a worker process or an ipyparallel engine
+    that only asks rank(), size() or progress() never loads it (an engine may not be able to)."""
+    global _engine
+    if _engine is None:
+        from . import _engine as engine
+
+        _engine = engine
+    return _engine
 
 
 def in_worker() -> bool:
@@ -100,11 +114,11 @@ def barrier(timeout: float | None = None) -> None:
             "backend's workers are separate processes: use the default sub-interpreter backend"
         )
     deadline = None if timeout is None else time.monotonic() + timeout
-    ticket = _engine.barrier_arrive(context.group, context.parties)
-    while not _engine.barrier_wait(context.group, ticket, _slice(deadline)):
+    ticket = _native().barrier_arrive(context.group, context.parties)
+    while not _native().barrier_wait(context.group, ticket, _slice(deadline)):
         if deadline is not None and time.monotonic() >= deadline:
             why = f"worker {context.rank} waited {timeout:g} s at the barrier"
-            _engine.barrier_abort(context.group, why)
+            _native().barrier_abort(context.group, why)
             raise threading.BrokenBarrierError(why)
 
 
@@ -129,14 +143,14 @@ class Queue:
 
     def put(self, item: Any) -> None:
         """Append ``item`` (anything cloudpickle can pickle). Never blocks."""
-        _engine.queue_put(self.name, dumps(item))
+        _native().queue_put(self.name, dumps(item))
 
     def get(self, timeout: float | None = None) -> Any:
         """Remove and return the oldest item, waiting up to ``timeout`` seconds (None: until one
         comes); raises queue.Empty at the timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            blob = _engine.queue_get(self.name, _slice(deadline))
+            blob = _native().queue_get(self.name, _slice(deadline))
             if blob is not None:
                 return pickle.loads(blob)
             if deadline is not None and time.monotonic() >= deadline:
@@ -147,11 +161,11 @@ class Queue:
 
     def qsize(self) -> int:
         """Items waiting now."""
-        return _engine.queue_size(self.name)
+        return _native().queue_size(self.name)
 
     def clear(self) -> int:
         """Drop every waiting item; returns how many."""
-        return _engine.queue_clear(self.name)
+        return _native().queue_clear(self.name)
 
     def __repr__(self) -> str:
         return f"<ipy_parallel Queue {self.name!r}, {self.qsize()} items>"
@@ -189,7 +203,7 @@ class Progress:
         self.iterable, self.total = iterable, total
         self.n = 0  # what update() added
         self._left = None  # the loop's own iterator, whose length_hint is what is left
-        self._counted = None  # or an _engine.Counted around an iterator that cannot say
+        self._counted = None  # or what reads the count of an iterator that cannot say what is left
         if iterable is None:
             _show(self)
 
@@ -198,7 +212,7 @@ class Progress:
         if self.total is not None and operator.length_hint(items, -1) == self.total:
             self._left, self._counted = items, None
         else:
-            items = self._counted = _engine.Counted(items)
+            items, self._counted = _counted(items)
             self._left = None
         _show(self)
         return items
@@ -222,7 +236,7 @@ class Progress:
         if left is not None:
             done += self.total - operator.length_hint(left, 0)
         elif counted is not None:
-            done += counted.count
+            done += counted()
         return done, self.total
 
     def close(self) -> None:
@@ -243,6 +257,18 @@ def progress(iterable: Any = None, total: int | None = None) -> Progress:
     """Show how far this worker has come through ``iterable`` (or, with ``total=n``, as far as
     its ``update(k)`` calls say): see Progress. The latest progress() of a task is the one shown."""
     return Progress(iterable, total)
+
+
+def _counted(items):
+    """``items`` passed through a counter, and what reads its count: the engine's Counted (a few
+    ns an item), or on an ipyparallel engine, where our C++ module may not load, the standard
+    library's itertools.compress over itertools.count (tens of ns: it makes an int an item)."""
+    context = _current()
+    if context is not None and context.backend == "ipyparallel":
+        count = itertools.count(1)
+        return itertools.compress(items, count), lambda: int(repr(count)[6:-1]) - 1  # "count(k + 1)"
+    counter = _native().Counted(items)
+    return counter, lambda: counter.count
 
 
 def _show(tracker: Progress) -> None:
@@ -267,7 +293,7 @@ def serve_executor(tasks: str, results: str, functions_at: str) -> None:
     worker goes on."""
     me = rank()
     stopping = _context("serve_executor()").stop_requested
-    get, put, loads = _engine.queue_get, _engine.queue_put, pickle.loads
+    get, put, loads = _native().queue_get, _native().queue_put, pickle.loads
     functions: dict[int, Any] = {}  # function id -> the function, newest last
     while True:
         # GIL released; back every _SLICE so that an interrupt is seen. The spin: calls come in
@@ -283,7 +309,7 @@ def serve_executor(tasks: str, results: str, functions_at: str) -> None:
         try:
             fn = functions.get(function_id)
             if fn is None:
-                function_blob = _engine.shared_get(f"{functions_at}{function_id}")
+                function_blob = _native().shared_get(f"{functions_at}{function_id}")
                 if function_blob is None:  # never: the executor keeps it while a call of it is out
                     raise RuntimeError(f"the function of call {task_id} is no longer shared")
                 fn = functions[function_id] = loads(function_blob)

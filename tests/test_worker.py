@@ -39,13 +39,9 @@ def errors(results):
 def test_imports_in_a_worker_without_loading_the_pool():
     with ipy_parallel.Pool(2, fresh=True) as pool:  # new interpreters: a kept one has what earlier cells imported
         loaded = values(pool.run(IMPORT + "import sys\nsorted(m for m in sys.modules if m.startswith('ipy_parallel'))"))
-    assert loaded[0] == [
-        "ipy_parallel",
-        "ipy_parallel._engine",
-        "ipy_parallel._wire",
-        "ipy_parallel._wire.protocol",
-        "ipy_parallel.worker",
-    ]
+    # Not even the engine's C++ module: it loads when a barrier or queue is first used (a worker
+    # process or an ipyparallel engine that asks only rank() or progress() never loads it).
+    assert loaded[0] == ["ipy_parallel", "ipy_parallel._wire", "ipy_parallel._wire.protocol", "ipy_parallel.worker"]
 
 
 def test_rank_and_size_are_the_workers():
