@@ -365,7 +365,7 @@ def progress(args, cluster) -> None:
                 )
     table(
         f"Progress: a loop of {n:,} trivial items in each of 2 workers, without and with worker.progress() "
-        f"(read 10 times a second, as a cell's display does), the workers' own time, median of {rounds}, "
+        f"(read 10 times a second, as a cell's display does), the workers' own time, best of {rounds}, "
         "the two alternating",
         ["backend, items", "plain loop", "with progress", "overhead"],
         rows,

@@ -16,9 +16,10 @@ _TRACKED = "from ipy_parallel import worker\nfor _ in worker.progress({items}):\
 
 
 def progress_overhead(pool, n: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """For each loop of PROGRESS_LOOPS: (median seconds without progress, with it), the workers'
-    own time for their task (their mean), the pair run back to back in alternating order, round by
-    round. The run with progress is read 10 times a second (Run.progress(), what a %%parallel
+    """For each loop of PROGRESS_LOOPS: (seconds without progress, with it), each the best of
+    ``rounds`` (as timeit reports: what the loop costs, without the machine's noise, which here
+    is several percent from run to run) of the workers' own time for their task (their mean),
+    the pair run back to back in alternating order, round by round. The run with progress is read 10 times a second (Run.progress(), what a %%parallel
     cell's display does) and must end with every item counted."""
     times: dict[str, tuple[list[float], list[float]]] = {kind: ([], []) for kind in PROGRESS_LOOPS}
     for k in range(rounds):
@@ -34,4 +35,4 @@ def progress_overhead(pool, n: int, rounds: int) -> dict[str, tuple[float, float
                 if tracked and run.progress() != [(n, None if kind == "generator" else n)] * len(results):
                     raise RuntimeError(f"the {kind} loop's progress ended at {run.progress()}, not at {n}")
                 times[kind][tracked].append(statistics.fmean(r.wall_time for r in results))
-    return {kind: (statistics.median(plain), statistics.median(tracked)) for kind, (plain, tracked) in times.items()}
+    return {kind: (min(plain), min(tracked)) for kind, (plain, tracked) in times.items()}
