@@ -343,10 +343,11 @@ def test_quickstart_runs_in_jupyterlab(chromium, jupyterlab_server):  # chromium
             _failure_screenshot(page, FAILURE_SCREENSHOT)
             raise
 
-    # A bar per worker, of how far its worker.progress() has come: done/25M, rate and ETA (one that
-    # has finished: done, its rate and its CPU time).
-    progress = r"\d+%\s+[\d.]+[kM]?/25M [\d.]+[kM]?/s ETA \d+:\d\d · +\d+% CPU|.*done\s+25M/25M .* s CPU"
-    assert all(re.search(rf"\[0\] (.*{progress})", t) for t in live[1:]), live
+    # A bar per worker, of how far its worker.progress() has come: done/25M, rate and ETA. Not in
+    # every frame: a frame may come before the worker's first reading (a CPU bar then), and one that
+    # has finished shows done.
+    progress = r"\[0\] .*\d+%\s+[\d.]+[kM]?/25M [\d.]+[kM]?/s ETA \d+:\d\d · +\d+% CPU"
+    assert len([t for t in live if re.search(progress, t)]) >= 2, live
     counts = [int(re.search(r"\d+", c["prompt"]).group()) for c in cells]
     assert counts == list(range(1, len(code) + 1)), f"cells ran out of order or twice: {counts}"
     # Errors (and stderr) render as application/vnd.jupyter.stderr: only the tagged cell has any.

@@ -130,10 +130,11 @@ def test_a_progress_cell_shows_each_workers_bar_live_and_the_items_at_the_end(ke
         count = re.search(r"\[0\] .*?%  ([\d.]+)(k?)/2k ", text)
         return None if count is None else float(count[1]) * (1000 if count[2] else 1)
 
-    seen = [done(f["text/plain"]) for f in live]
-    assert len(seen) >= 3 and None not in seen and seen == sorted(seen) and seen[0] < seen[-1] < 2000, live
-    assert all(re.search(r"\[1\] .*/2k [\d.]+k?/s ETA \d:\d\d", f["text/plain"]) for f in live[1:]), live
-    assert all("/2k" in f["text/html"] and "ETA" in f["text/html"] for f in live[1:])
+    # Not every frame has a bar: one may come before a worker's first reading, or after it finished.
+    seen = [d for d in (done(f["text/plain"]) for f in live) if d is not None]
+    assert len(seen) >= 3 and seen == sorted(seen) and seen[0] < seen[-1] < 2000, live
+    assert len([f for f in live if re.search(r"\[1\] .*/2k [\d.]+k?/s ETA \d:\d\d", f["text/plain"])]) >= 2, live
+    assert len([f for f in live if "/2k" in f["text/html"] and "ETA" in f["text/html"]]) >= 2, live
     final = frames[-1]["text/plain"]
     assert final.startswith("%%parallel") and ", 4k items at " in final and final.endswith("✓"), final
 
@@ -154,7 +155,8 @@ def test_an_executor_map_with_progress_shows_its_items_live_in_the_calling_cell(
     assert "True" in "".join(m["content"]["text"] for _, m in messages if m["msg_type"] == "stream")
     frames = [m["content"]["data"] for _, m in messages if m["msg_type"] in ("display_data", "update_display_data")]
     live = [f["text/plain"] for f in frames if f["text/plain"].startswith(f"{executor}.map ·")]
-    assert live and all(re.search(r"\[all\] .*%  \d+/200 [\d.]+/s ETA \d:\d\d", t) for t in live), frames
+    assert live and all("\n[all] " in t for t in live), frames  # (its first frame may come before a rate)
+    assert any(re.search(r"\[all\] .*%  \d+/200 [\d.]+/s ETA \d:\d\d", t) for t in live), frames
     final = frames[-1]["text/plain"]
     assert final.startswith(f"{executor}.map: 2 workers,") and ", 200 items at " in final and final.endswith("✓")
 
