@@ -281,8 +281,7 @@ def _worker_progress(s: Status, i: int) -> str:
 def _run_progress(s: Status) -> tuple[float | None, str]:
     """The whole run's progress: its fraction (None: a total not known) and what it says."""
     done, total = s.items
-    fraction = None if total is None else (1.0 if total == 0 else min(done / total, 1.0))
-    return fraction, _progress_words(done, total, s.items_rate or None, None if s.done else s.eta())
+    return _fraction((done, total)), _progress_words(done, total, s.items_rate or None, None if s.done else s.eta())
 
 
 def _fair_share(s: Status) -> float:
@@ -631,10 +630,7 @@ class Monitor:
         seconds (at once for a background run)."""
         if busy is not None:
             self._busy = tuple(bool(b) for b in busy)
-        if progress is not None and any(p is not None for p in progress):
-            self._progress = tuple(progress)
-        if overall is not None:
-            self._overall = overall
+        self._keep(progress, overall)
         now = time.monotonic()
         if now - self._last_draw < REFRESH:
             return
@@ -664,10 +660,7 @@ class Monitor:
         FAILED the ids of the workers that raised in ``failed``; with the items done, given the
         workers' last ``progress`` or the run's ``overall``) of a run that lasted at least
         SHOW_AFTER seconds or ran in the background (nothing for a shorter one)."""
-        if progress is not None and any(p is not None for p in progress):
-            self._progress = tuple(progress)
-        if overall is not None:
-            self._overall = overall
+        self._keep(progress, overall)
         status = self.tracker.sample(
             cpu,
             done=True,
@@ -680,6 +673,13 @@ class Monitor:
         show = text is not None or (self.summary and (self.background or status.elapsed >= SHOW_AFTER))
         self._finish(status, text, show)
         return status
+
+    def _keep(self, progress: Sequence | None, overall: tuple[int, int | None] | None) -> None:
+        """The latest known positions, for the frames and the summary that follow."""
+        if progress is not None and any(p is not None for p in progress):
+            self._progress = tuple(progress)
+        if overall is not None:
+            self._overall = overall
 
     @contextlib.contextmanager
     def live(self, sample: Callable[[], Sequence[float]]):
