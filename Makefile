@@ -68,13 +68,13 @@ build: $(VENV)/.built
 
 # The engine built with AddressSanitizer + UndefinedBehaviorSanitizer, in a venv of its own, and
 # the tests that drive it run on it (SAN_TESTS: the engine, the contract of every backend, the
-# lifecycle under Ctrl-C, the magics, a real kernel; not the browser, notebooks, packaging or
+# lifecycle under Ctrl-C, the magics, a real kernel, joblib's backend; not the browser, notebooks, packaging or
 # display tests, which add no C++ path and most of the time). CPython itself is not
 # instrumented: the runtimes are preloaded, and leak checking is off (an interpreter keeps
 # memory until exit by design).
 SAN_TESTS := test_engine.py test_engine_base.py test_contract.py test_lifecycle.py test_subinterpreter.py \
   test_executor.py test_worker.py test_wire.py test_interrupt.py test_free_threading.py test_endurance.py \
-  test_legacy.py test_bad_cells.py test_magics.py test_kernel.py
+  test_legacy.py test_bad_cells.py test_magics.py test_kernel.py test_joblib.py
 SAN_VENV := .venv-sanitize
 SAN_RUNTIMES = $$(g++ -print-file-name=libasan.so):$$(g++ -print-file-name=libubsan.so)
 sanitize: $(VENV)/.deps

@@ -3,7 +3,8 @@
 Sections: throughput (seed workload, 1/2/4/20 tasks), latency (empty task, warm pools of 2 and
 20, with the C++ floor), calls (executors: map and submit of trivial calls), cold start,
 transfer (100 MiB in and out), memory (per idle worker), progress (what worker.progress() costs
-a loop of trivial items, on each local backend), pythons (round trips, the seed
+a loop of trivial items, on each local backend), joblib (its Parallel on our backend beside loky:
+a trivial function over 100,000 items, and the seed workload), pythons (round trips, the seed
 workload, cold start and executor calls on every CPython given with --pythons, side by side,
 each beside that Python's own interpreters). On 3.14, CPython's own concurrent.interpreters and
 InterpreterPoolExecutor stand beside ours; before it, the private _interpreters module.
@@ -37,7 +38,7 @@ try:  # 3.14's executor of interpreters, beside ours in the calls section
 except ImportError:
     InterpreterPoolExecutor = None
 
-SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory", "progress", "pythons"]
+SECTIONS = ["throughput", "latency", "calls", "cold", "transfer", "memory", "progress", "joblib", "pythons"]
 MiB = 1024 * 1024
 
 
@@ -370,6 +371,44 @@ def progress(args, cluster) -> None:
         ["backend, items", "plain loop", "with progress", "overhead"],
         rows,
     )
+
+
+def joblib(args, cluster) -> None:
+    try:
+        import joblib as installed
+    except ImportError:
+        print("\njoblib: not installed, its section is left out (pip install -e '.[joblib]')")
+        return
+    n_jobs = 2
+    trivial = bench.notebook_function(bench.TRIVIAL_SOURCE, "trivial")
+    workloads = [
+        (
+            f"a trivial function over {10_000 if args.quick else 100_000:,} items",
+            trivial,
+            list(range(10_000 if args.quick else 100_000)),
+        ),
+        (f"the seed workload, 4 tasks of n={args.size:,}", bench.seed_function(), [args.size] * 4),
+    ]
+    for title, fn, items in workloads:
+        rows, first = bench.joblib_side_by_side(fn, items, n_jobs, args.repeat)
+        by = {m.method: m for m in rows}
+        serial, loky = by["serial"], by["joblib loky"]
+        table(
+            f"joblib {installed.__version__}, n_jobs={n_jobs}: {title}, median of {args.repeat} "
+            f"(ceiling {min(n_jobs, os.cpu_count() or 1)}x); functions defined as a notebook defines them",
+            ["method", "first call", "time", "speedup", "vs loky", "answers"],
+            [
+                [
+                    m.method,
+                    f"{first[m.method.removeprefix('joblib ')]:.3f}s" if m.method.startswith("joblib ") else "",
+                    f"{m.median:.3f}s",
+                    f"{serial.median / m.median:.2f}x",
+                    f"{loky.median / m.median:.2f}x as fast",
+                    "agree" if m.values == serial.values else "DIFFER",
+                ]
+                for m in rows
+            ],
+        )
 
 
 def pythons(args, cluster) -> None:

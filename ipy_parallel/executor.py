@@ -69,12 +69,19 @@ class SubinterpreterExecutor(Executor):
         self._shutdown = False
         self._broken: str | None = None
         self._pool: Pool | None = None
+        self._run = None  # the workers' one run: serve_executor in each
         self._collector: threading.Thread | None = None
         self._sentinels_sent = False
 
     @property
     def max_workers(self) -> int:
         return self._max_workers
+
+    @property
+    def broken(self) -> str | None:
+        """Why the workers stopped with calls unfinished (every submit() now raises
+        BrokenSubinterpreterPool), or None while they have not."""
+        return self._broken
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         """Schedule ``fn(*args, **kwargs)``; return its Future at once. A call that cannot be
@@ -136,6 +143,16 @@ class SubinterpreterExecutor(Executor):
             collector = self._collector
         if wait and collector is not None:
             collector.join()
+
+    def terminate_workers(self) -> None:
+        """Stop now, as 3.14's ProcessPoolExecutor.terminate_workers does: shut down, cancel
+        the calls not yet started, and raise KeyboardInterrupt in the running ones (their
+        futures get it). Does not block; a call stuck in C code ends in the background."""
+        self.shutdown(wait=False, cancel_futures=True)
+        with self._lock.held():
+            run = self._run
+        if run is not None:
+            run.interrupt()
 
     def __repr__(self) -> str:
         state = "broken" if self._broken else "shut down" if self._shutdown else "running"
@@ -218,7 +235,7 @@ class SubinterpreterExecutor(Executor):
             f"from {serve_executor.__module__} import {serve_executor.__name__}\n"
             f"{serve_executor.__name__}({self._tasks!r}, {self._results!r}, {self._functions_at!r})\n"
         )
-        run = self._pool.submit(source, filename="<SubinterpreterExecutor>", stream=True)
+        run = self._run = self._pool.submit(source, filename="<SubinterpreterExecutor>", stream=True)
         self._collector = threading.Thread(
             target=self._collect, args=(run,), name="SubinterpreterExecutor", daemon=True
         )

@@ -330,18 +330,34 @@ def serve_executor(tasks: str, results: str, functions_at: str) -> None:
             raise KeyboardInterrupt  # the executor is being stopped: this worker serves no more
 
 
+def call_each(calls: list) -> list:
+    """``[fn(*args, **kwargs) for fn, args, kwargs in calls]``: a batch of joblib's calls as a
+    SubinterpreterExecutor's worker makes it (ipy_parallel.joblib), without joblib there."""
+    return [fn(*args, **kwargs) for fn, args, kwargs in calls]
+
+
+# The last sentence of a call's ImportError for a module that cannot load in a sub-interpreter
+# (ipy_parallel.joblib puts joblib's own advice in its place).
+NOT_ISOLATED_ADVICE = (
+    "Make this call in worker processes instead: concurrent.futures.ProcessPoolExecutor, or ipy_parallel.ProcessPool."
+)
+
+
 def _failure(task_id: int, me: int, exc: BaseException) -> tuple:
     """The answer for a call that raised; never raises itself."""
     kind = getattr(type(exc), "__qualname__", "BaseException")
     try:
         import traceback
 
-        tb = exc.__traceback__  # from the call on: this loop's own frame means nothing to its caller
-        text = "".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb is not None else None))
+        tb = exc.__traceback__  # from the call on: this file's frames mean nothing to its caller
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
     except BaseException:
         text = f"{kind}: <its traceback could not be formatted>\n"
     try:
-        blob = dumps(exc)
+        plain = sys.modules[RUNTIME].not_isolated_error(exc, NOT_ISOLATED_ADVICE)
+        blob = dumps(exc if plain is None else plain)
     except BaseException:  # the exception itself cannot travel: what it says does
         try:
             said = str(exc)

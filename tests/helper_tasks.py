@@ -44,3 +44,24 @@ def which_interpreter():
 
 def divide(x):
     return 1 / x
+
+
+def spin(seconds):
+    """Busy for ``seconds`` (of wall time), in pure Python: a call that only an interrupt stops early."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return seconds
+
+
+def where_after(seconds):
+    spin(seconds)
+    return which_interpreter()
+
+
+def fail_on_first(i):
+    if i == 0:
+        raise ValueError("the first call failed")
+    return spin(20)

@@ -375,3 +375,13 @@ def test_the_progress_overhead_runner_times_both_loops_and_checks_every_item_was
         times = bench.progress_overhead(pool, 20_000, 2)
     assert set(times) == set(bench.PROGRESS_LOOPS)
     assert all(0 < plain < bound(10) and 0 < tracked < bound(10) for plain, tracked in times.values()), times
+
+
+def test_the_joblib_runner_times_our_backend_beside_loky_with_the_same_answers():
+    pytest.importorskip("joblib", reason="joblib is in the [test] extra")
+    trivial = bench.notebook_function(bench.TRIVIAL_SOURCE, "trivial")
+    assert trivial.__module__ == "__main__"  # sent by value, as a notebook's function is
+    rows, first = bench.joblib_side_by_side(trivial, list(range(2_000)), 2, 2)
+    assert [m.method for m in rows] == ["serial", "joblib ipy_parallel", "joblib loky"]
+    assert all(m.values == list(range(1, 2_001)) and len(m.times) == 2 for m in rows)
+    assert set(first) == set(bench.JOBLIB_BACKENDS) and all(t > 0 for t in first.values())

@@ -271,3 +271,44 @@ def test_a_call_costs_the_same_whatever_the_size_of_what_its_function_closes_ove
         f"{timings['big'] * 1e3:.1f} ms over 100 MB"
     )
     assert timings["big"] < timings["small"] + bound(0.2), timings
+
+
+def test_terminate_workers_interrupts_the_running_calls_and_cancels_the_rest():
+    ex = SubinterpreterExecutor(2)
+    running = [ex.submit(helper_tasks.spin, 30) for _ in range(2)]
+    queued = [ex.submit(helper_tasks.spin, 30) for _ in range(2)]
+    time.sleep(0.3)
+    start = time.monotonic()
+    ex.terminate_workers()  # does not block
+    assert time.monotonic() - start < bound(0.5)
+    assert all(isinstance(f.exception(timeout=bound(5)), KeyboardInterrupt) for f in running)
+    assert all(f.cancelled() for f in queued)
+    assert time.monotonic() - start < bound(5)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(abs, 1)
+
+
+def test_a_module_that_cannot_load_in_a_sub_interpreter_is_named_not_hidden_behind_its_own_error():
+    import numpy
+
+    with SubinterpreterExecutor(2) as ex:
+        error = ex.submit(numpy.sqrt, 4.0).exception(timeout=bound(30))
+        assert ex.broken is None and ex.submit(abs, -1).result(timeout=bound(10)) == 1  # the worker goes on
+    assert isinstance(error, ImportError) and error.name == "numpy"
+    assert str(error).startswith("numpy cannot be imported in a sub-interpreter: its extension module numpy._core")
+    assert "ProcessPoolExecutor" in str(error)  # where it can run instead
+    # numpy's own message (a page about a broken install) stays in the worker's traceback, in the note
+    assert "Original error was" in error.__notes__[0]
+
+
+def test_broken_says_why_once_the_workers_stopped_with_calls_unfinished():
+    ex = SubinterpreterExecutor(2)
+    future = ex.submit(helper_tasks.spin, 30)
+    time.sleep(0.2)
+    assert ex.broken is None
+    ex.terminate_workers()
+    future.exception(timeout=bound(5))
+    deadline = time.monotonic() + bound(5)
+    while ex.broken is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ex.broken and "stopped" in ex.broken, ex.broken

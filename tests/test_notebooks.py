@@ -1,5 +1,7 @@
 """Every notebook in notebooks/ executes cleanly in a real kernel (nbclient)."""
 
+import re
+
 import nbformat
 import pytest
 from helpers import REPO
@@ -9,7 +11,12 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["free_threading.ipynb", "native_bench.ipynb", "quickstart.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == [
+        "free_threading.ipynb",
+        "joblib.ipynb",
+        "native_bench.ipynb",
+        "quickstart.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -62,3 +69,12 @@ def test_notebook_executes(path):
         assert "meanwhile, this kernel is free: 499999500000" in text and "background answers: True" in text, text
         ((_, error),) = errors
         assert error.ename == "ParallelError" and "[workers 0-3]" in "\n".join(error.traceback)
+    if path.name == "joblib.ipynb":
+        # joblib's Parallel on the sub-interpreters, beside loky, with the same values; in order as a
+        # generator; a call's exception by its type; numpy named, with loky as the way out.
+        assert re.search(r"ipy_parallel: [\d.]+ s, [\d.]+x serial, same values: True", text), text
+        assert re.search(r"loky: [\d.]+ s, [\d.]+x serial, same values: True", text), text
+        assert "got 0\ngot 10\ngot 20\ngot 30\ngot 40" in text and "ValueError: bad item: 3" in text, text
+        (error,) = [o for _, o in errors]
+        assert error.ename == "ImportError" and error.evalue.startswith("numpy cannot be imported in a sub-interpreter")
+        assert 'backend="loky"' in error.evalue and "np.float64(2.0)" in text, text

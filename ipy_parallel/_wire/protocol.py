@@ -183,6 +183,17 @@ def read_executor_message(blob):
     return _unmarshal(blob)
 
 
+# An ImportError of a module that cannot load in a sub-interpreter (single-phase initialization)
+# begins so, whoever raises it (a cell's worker, an executor's call); the package comes first.
+NOT_ISOLATED = " cannot be imported in a sub-interpreter: "
+
+
+def not_isolated_package(message):
+    """The package an ImportError's message says cannot be imported in a sub-interpreter, or None."""
+    head, found, _ = str(message).partition(NOT_ISOLATED)
+    return head if found and head and all(part.isidentifier() for part in head.split(".")) else None
+
+
 def _utf8(text):
     """``text`` as a str that encodes to UTF-8: a lone surrogate (from a file name, a bad decode)
     becomes its escape, so no reader of the record fails on it."""

@@ -601,6 +601,25 @@ def _imported_package(tb, filename):
     return None
 
 
+def _cannot_import(top, what):
+    return (
+        f"{top}{protocol.NOT_ISOLATED}{what} does not support isolated sub-interpreters "
+        "(it uses single-phase initialization, or declares itself unsafe there)."
+    )
+
+
+def not_isolated_error(exc, advice):
+    """For an exception whose chain holds CPython's refusal to load an extension module in this
+    sub-interpreter: an ImportError (name: the package) that says so plainly, then ``advice``;
+    else None. What an executor's call raises instead of the package's own wrapper, which
+    pickling would keep without its cause (numpy's: a page about a broken install)."""
+    module = _not_isolated(exc)
+    if module is None:
+        return None
+    top = module.split(".")[0]
+    return ImportError(f"{_cannot_import(top, f'its extension module {module}')} {advice}", name=top)
+
+
 def _explain_not_isolated(exc, module, filename):
     import traceback
 
@@ -620,10 +639,7 @@ def _explain_not_isolated(exc, module, filename):
             "on worker processes instead: %%parallel --backend process (or %parallel_config --fallback on, "
             "to do that by itself), or ipy_parallel.ProcessPool outside IPython"
         )
-    message = (
-        f"{top} cannot be imported in a sub-interpreter: {what} does not support isolated "
-        f"sub-interpreters (it uses single-phase initialization, or declares itself unsafe there). Run the cell {instead}."
-    )
+    message = f"{_cannot_import(top, what)} Run the cell {instead}."
     frames = traceback.extract_tb(_user_traceback(exc.__traceback__), limit=1)  # the cell's line
     text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + f"ImportError: {message}\n"
     try:

@@ -32,6 +32,7 @@ from .latency import (
     process_pool_round_trips,
     stdlib_round_trip,
 )
+from .joblib_runs import JOBLIB_BACKENDS, TRIVIAL_SOURCE, joblib_side_by_side, notebook_function, seed_function
 from .memory import pss_bytes, rss_bytes
 from .progress import PROGRESS_LOOPS, progress_overhead
 from .render import BAR_WIDTH, OURS_TINT

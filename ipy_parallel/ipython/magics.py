@@ -15,7 +15,7 @@ from IPython.display import display
 from .. import bench
 from ..backends.inputs import MAX_WORKERS
 from ..backends.threads import TAKING_TURNS, takes_turns
-from . import shell_commands
+from . import joblib_hook, shell_commands
 from .autoparallel import AutoParallel
 from .background import stop_all
 from .cell import CellOptions, CellUsageError, is_name, parse_names, parse_targets, parse_workers
@@ -514,6 +514,7 @@ def load(shell) -> None:
     atexit.register(magics.at_exit)
     shell.events.register("pre_run_cell", magics.pools.cell_starts)
     shell.events.register("post_run_cell", magics.pools.cell_ended)
+    joblib_hook.install()
     # The first %%parallel cell finds its workers ready: they start now, in the background.
     if magics.defaults.backend in ("subinterpreter", "threads"):
         magics.pools.warm(magics.defaults.backend, magics.defaults.n)
@@ -526,6 +527,7 @@ def unload(shell) -> None:
     atexit.unregister(magics.at_exit)
     shell.events.unregister("pre_run_cell", magics.pools.cell_starts)
     shell.events.unregister("post_run_cell", magics.pools.cell_ended)
+    joblib_hook.uninstall()
     shell_commands.uninstall(shell)
     magics.close()
     manager = shell.magics_manager

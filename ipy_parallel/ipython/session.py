@@ -26,6 +26,7 @@ from ..exceptions import ClusterError, ParallelError, ParallelInterrupted
 from .background import BackgroundRun, stop_all
 from .cell import CellOptions, CellRun, CellUsageError, check_cell, run_cell
 from .display import Monitor
+from .._wire.protocol import not_isolated_package
 from ..timeline import RunTimeline
 
 __all__ = [
@@ -362,19 +363,14 @@ def _open(backend: str, n: int | None, cluster: Cluster):
         raise CellUsageError(str(exc)) from None
 
 
-# The message the worker runtime (_wire/runtime.py) gives an ImportError of a module that cannot load
-# in a sub-interpreter (single-phase initialization).
-_NOT_ISOLATED = re.compile(r"^([\w.]+) cannot be imported in a sub-interpreter: ")
-
-
 def not_isolated_modules(error: ParallelError) -> list[str] | None:
     """The modules that could not load, when every failure of the cell is one of them; else None."""
     modules = []
     for _, worker_error in error.groups:
-        match = _NOT_ISOLATED.match(worker_error.message) if worker_error.type_name == "ImportError" else None
-        if match is None:
+        package = not_isolated_package(worker_error.message) if worker_error.type_name == "ImportError" else None
+        if package is None:
             return None
-        modules.append(match.group(1))
+        modules.append(package)
     return sorted(set(modules)) or None
 
 
