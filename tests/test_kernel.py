@@ -131,8 +131,10 @@ def test_a_progress_cell_shows_each_workers_bar_live_and_the_items_at_the_end(ke
         return None if count is None else float(count[1]) * (1000 if count[2] else 1)
 
     # Not every frame has a bar: one may come before a worker's first reading, or after it finished.
+    # Worker 0 may also finish while worker 1 still runs (threads under a GIL take turns): 2k/2k.
     seen = [d for d in (done(f["text/plain"]) for f in live) if d is not None]
-    assert len(seen) >= 3 and seen == sorted(seen) and seen[0] < seen[-1] < 2000, live
+    assert len(seen) >= 3 and seen == sorted(seen) and seen[0] < seen[-1] <= 2000, live
+    assert any(0 < d < 2000 for d in seen), live  # a bar caught part-way
     assert len([f for f in live if re.search(r"\[1\] .*/2k [\d.]+k?/s ETA \d:\d\d", f["text/plain"])]) >= 2, live
     assert len([f for f in live if "/2k" in f["text/html"] and "ETA" in f["text/html"]]) >= 2, live
     final = frames[-1]["text/plain"]
