@@ -575,3 +575,10 @@ class ThreadEngine(EngineBase):
             RuntimeWarning,
             skip_file_prefixes=(_PACKAGE,),  # the caller of run(), however deep the lifecycle
         )
+
+
+# Installed as this module is imported, in the importing thread, not by the first pool's start,
+# which %load_ext runs in a thread of its own: on a free-threaded CPython, IPython's kernel takes
+# set(sys.modules) as it starts, and that fails ("dictionary changed size during iteration") if
+# another thread adds a module meanwhile (CI run 19, 3.14t: the kernel died before it replied).
+_runtime()
