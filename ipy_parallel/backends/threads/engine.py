@@ -577,8 +577,10 @@ class ThreadEngine(EngineBase):
         )
 
 
-# Installed as this module is imported, in the importing thread, not by the first pool's start,
-# which %load_ext runs in a thread of its own: on a free-threaded CPython, IPython's kernel takes
-# set(sys.modules) as it starts, and that fails ("dictionary changed size during iteration") if
-# another thread adds a module meanwhile (CI run 19, 3.14t: the kernel died before it replied).
-_runtime()
+# Without the GIL, installed as this module is imported, in the importing thread, not by the
+# first pool's start, which %load_ext runs in a thread of its own: IPython's kernel takes
+# set(sys.modules) as it starts, and without the GIL that fails ("dictionary changed size during
+# iteration") if another thread adds a module meanwhile (CI run 19, 3.14t: the kernel died before
+# it replied). With the GIL that copy is atomic, and an import need not pay the ~6 ms.
+if not gil_enabled():
+    _runtime()
