@@ -1,6 +1,7 @@
 """The benchmark runners and %native_bench's report: every method computes the seed values; CPU is measured."""
 
 import itertools
+import math
 import multiprocessing
 import re
 import subprocess
@@ -372,9 +373,20 @@ def test_the_progress_overhead_runner_times_both_loops_and_checks_every_item_was
         warnings.simplefilter("ignore", RuntimeWarning)  # threads with a GIL take turns: said once
         pool = open_pool(backend, 2)
     with pool:
-        times = bench.progress_overhead(pool, 20_000, 2)
-    assert set(times) == set(bench.PROGRESS_LOOPS)
-    assert all(0 < plain < bound(10) and 0 < tracked < bound(10) for plain, tracked in times.values()), times
+        figures = bench.progress_overhead(pool, 20_000, 6)
+    assert set(figures) == set(bench.PROGRESS_LOOPS)
+    for f in figures.values():
+        assert 0 < f.plain < bound(10) and 0 < f.tracked < bound(10) and len(f.ratios) == 6, figures
+        low, high = f.interval  # 6 rounds: the whole range of the ratios
+        assert low == min(f.ratios) - 1 <= f.overhead <= high == max(f.ratios) - 1, figures
+
+
+def test_the_median_interval_is_the_binomial_one_and_says_when_there_are_too_few():
+    assert bench.median_interval(range(1, 101)) == (40, 61)  # the textbook figures for 100 values
+    assert bench.median_interval(range(1, 41)) == (14, 27)
+    assert bench.median_interval([5, 1, 4, 2, 6, 3]) == (1, 6)  # 1 - 2/64 = 96.9% still holds
+    assert bench.median_interval([1, 2, 3, 4, 5]) == (-math.inf, math.inf)  # 5 values cannot hold 95%
+    assert bench.median_interval(range(1, 101), confidence=0.99) == (37, 64)
 
 
 def test_the_joblib_runner_times_our_backend_beside_loky_with_the_same_answers():

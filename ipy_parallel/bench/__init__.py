@@ -34,7 +34,7 @@ from .latency import (
 )
 from .joblib_runs import JOBLIB_BACKENDS, TRIVIAL_SOURCE, joblib_side_by_side, notebook_function, seed_function
 from .memory import pss_bytes, rss_bytes
-from .progress import PROGRESS_LOOPS, progress_overhead
+from .progress import PROGRESS_LOOPS, ProgressOverhead, median_interval, progress_overhead
 from .render import BAR_WIDTH, OURS_TINT
 from .report import OURS, OURS_THREADS, BenchmarkError, BenchReport, MethodResult
 from .runners import (
