@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from typing import NamedTuple
 
 __all__ = ["PROGRESS_LOOPS", "ProgressOverhead", "median_interval", "progress_overhead"]
@@ -60,10 +61,10 @@ def median_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     return ordered[below - 1], ordered[n - below]
 
 
-def progress_overhead(pool, n: int, rounds: int) -> dict[str, ProgressOverhead]:
-    """For each loop of PROGRESS_LOOPS: ``rounds`` rounds of the loop over n items in every
-    worker of ``pool``, without and with progress around the items, back to back, the order
-    alternating round by round. Both go through one function, defined once per worker, so that
+def progress_overhead(pool, n: int, rounds: int | Mapping[str, int]) -> dict[str, ProgressOverhead]:
+    """For each loop of PROGRESS_LOOPS: ``rounds`` rounds (or ``rounds[kind]``: a figure near zero
+    needs more than one far from it) of the loop over n items in every worker of ``pool``,
+    without and with progress around the items, back to back, the order alternating. Both go through one function, defined once per worker, so that
     what differs is progress alone. The time is the workers' own for their task (their mean), in
     wall seconds (a process's CPU time is read in 10 ms ticks, too coarse here); the run with
     progress is read 10 times a second (Run.progress(), what a %%parallel cell's display does)
@@ -73,8 +74,8 @@ def progress_overhead(pool, n: int, rounds: int) -> dict[str, ProgressOverhead]:
     if failed:
         raise RuntimeError(f"the loop could not be defined: {failed[0]}")
     times: dict[str, tuple[list[float], list[float]]] = {kind: ([], []) for kind in PROGRESS_LOOPS}
-    for k in range(rounds):
-        for kind, items in PROGRESS_LOOPS.items():
+    for kind, items in PROGRESS_LOOPS.items():
+        for k in range(rounds if isinstance(rounds, int) else rounds[kind]):
             for tracked in (False, True) if k % 2 == 0 else (True, False):
                 run = pool.submit((_TRACKED if tracked else _PLAIN).format(items=items.format(n=n)))
                 results = run.results(on_tick=lambda r: r.progress())
