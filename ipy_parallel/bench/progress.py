@@ -14,13 +14,21 @@ PROGRESS_LOOPS = {
     "range": "range({n})",  # knows its length: the loop runs the range's own iterator
     "generator": "(x for x in range({n}))",  # cannot say what is left: counted beside it
 }
-# One loop, compiled once per worker, that both runs go through: the same bytecode at the same
-# place. Two cells each with its own loop differ by a steady few percent either way (where each
-# one's code and names happen to lie), which is not what progress costs and hides a 1% one.
+# One task, its loop compiled once per worker, for both runs: they differ by the flag alone. Two
+# cells of their own differ by a steady 1-2% either way, whichever is faster depending on the
+# pool (measured on fresh pools: -1.1% to -2.5% one day, +2.2% another; our guess is where their
+# frames lie, and so what the loop writes at each item), which is not what progress costs and
+# hides a 1% one. With one task, four fresh pools gave -0.2% to +0.1%.
 _LOOP = "_ipp_progress_loop"
-_DEFINE = f"def {_LOOP}(items):\n    for _ in items:\n        pass\n"
-_PLAIN = f"{_LOOP}({{items}})"
-_TRACKED = f"from ipy_parallel import worker\n{_LOOP}(worker.progress({{items}}))"
+_DEFINE = f"""from ipy_parallel import worker
+
+def {_LOOP}(items, tracked):
+    if tracked:
+        items = worker.progress(items)
+    for _ in items:
+        pass
+"""
+_RUN = _LOOP + "({items}, {tracked})"
 
 
 class ProgressOverhead(NamedTuple):
@@ -64,8 +72,9 @@ def median_interval(values, confidence: float = 0.95) -> tuple[float, float]:
 def progress_overhead(pool, n: int, rounds: int | Mapping[str, int]) -> dict[str, ProgressOverhead]:
     """For each loop of PROGRESS_LOOPS: ``rounds`` rounds (or ``rounds[kind]``: a figure near zero
     needs more than one far from it) of the loop over n items in every worker of ``pool``,
-    without and with progress around the items, back to back, the order alternating. Both go through one function, defined once per worker, so that
-    what differs is progress alone. The time is the workers' own for their task (their mean), in
+    without and with progress around the items, back to back, the order alternating. Both run
+    the same function, defined once per worker, from the same task but for a flag, so that what
+    differs is progress alone. The time is the workers' own for their task (their mean), in
     wall seconds (a process's CPU time is read in 10 ms ticks, too coarse here); the run with
     progress is read 10 times a second (Run.progress(), what a %%parallel cell's display does)
     and must end with every item counted. Blocks for the whole measurement."""
@@ -77,7 +86,7 @@ def progress_overhead(pool, n: int, rounds: int | Mapping[str, int]) -> dict[str
     for kind, items in PROGRESS_LOOPS.items():
         for k in range(rounds if isinstance(rounds, int) else rounds[kind]):
             for tracked in (False, True) if k % 2 == 0 else (True, False):
-                run = pool.submit((_TRACKED if tracked else _PLAIN).format(items=items.format(n=n)))
+                run = pool.submit(_RUN.format(items=items.format(n=n), tracked=tracked))
                 results = run.results(on_tick=lambda r: r.progress())
                 failed = [r.error for r in results if r.error is not None]
                 if failed:
