@@ -4,7 +4,7 @@ The C++ engine of ipy_parallel: a warm pool of isolated sub-interpreters, one th
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['CondvarFloor', 'Counted', 'Engine', 'LockHold', 'POOL_SPIN_MICROS', 'RAW_FORMAT', 'SEED_KERNEL_MAX_N', 'barrier_abort', 'barrier_arrive', 'barrier_excuse', 'barrier_wait', 'clear_reserve', 'close_all_pools', 'interpreters_alive', 'queue_clear', 'queue_get', 'queue_put', 'queue_size', 'reserve_limit', 'reserve_size', 'seed_kernel', 'set_reserve_limit', 'set_stuck_exit_status', 'shared_drop', 'shared_get', 'shared_put']
+__all__: list[str] = ['CondvarFloor', 'Counted', 'Engine', 'LockHold', 'POOL_SPIN_MICROS', 'RAW_FORMAT', 'SEED_KERNEL_MAX_N', 'barrier_abort', 'barrier_arrive', 'barrier_excuse', 'barrier_wait', 'clear_reserve', 'close_all_pools', 'interpreters_alive', 'prepare_main_interpreter', 'queue_clear', 'queue_get', 'queue_put', 'queue_size', 'reserve_limit', 'reserve_size', 'seed_kernel', 'set_reserve_limit', 'set_stuck_exit_status', 'shared_drop', 'shared_get', 'shared_put']
 class Counted:
     """
     Counted(iterable): iterates iterable, counting the items it passes on (count).
@@ -160,6 +160,10 @@ def close_all_pools() -> None:
 def interpreters_alive() -> int:
     """
     Sub-interpreters created by the engine and not ended (parked in the reserve, left alive, or of abandoned workers).
+    """
+def prepare_main_interpreter() -> None:
+    """
+    Do in the main interpreter what a pool's start does there before its workers run (import _datetime, and the like: see compat.h); a new Engine does it too. Call it first where a pool is started in another thread, so that thread adds no module to sys.modules.
     """
 def queue_clear(name: str) -> int:
     """

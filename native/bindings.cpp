@@ -571,6 +571,14 @@ PYBIND11_MODULE(_engine, m, py::mod_gil_not_used(), py::multiple_interpreters::p
   m.attr("POOL_SPIN_MICROS") = ipp::Engine::kSpinMicros;
   m.attr("RAW_FORMAT") = ipp::kRawFormat;
   m.def("close_all_pools", &close_all_pools, "Close every open pool.");
+  m.def(
+      "prepare_main_interpreter",
+      [] {
+        if (!ipp::compat::prepare_main_interpreter()) throw py::error_already_set();
+      },
+      "Do in the main interpreter what a pool's start does there before its workers run (import "
+      "_datetime, and the like: see compat.h); a new Engine does it too. Call it first where a pool "
+      "is started in another thread, so that thread adds no module to sys.modules.");
   m.def("reserve_size", [] { return ipp::Reserve::instance().size(); },
         "Ended workers kept alive, parked, for the next pool (see reserve.h).");
   m.def("reserve_limit", [] { return ipp::Reserve::instance().limit(); }, "How many the reserve keeps at most.");

@@ -170,6 +170,44 @@ def test_a_pool_warmed_in_the_background_is_adopted_resized_or_closed():
     assert pools.open() == {}
 
 
+@pytest.mark.parametrize("backend", ["subinterpreter", "threads", "process"])
+def test_a_pool_warmed_in_the_background_adds_no_module_from_its_thread(run_script, backend):
+    # Without the GIL, a module added to sys.modules by the warm-up thread while the kernel
+    # iterates over it as it starts kills the kernel (CI run 19, 3.14t). In a fresh process, where
+    # nothing the start needs is loaded yet: what the start imports, prepare() imports first, and
+    # warm() calls it before its thread starts.
+    header = f"""
+        import sys, warnings
+        warnings.simplefilter("ignore", RuntimeWarning)  # a GIL build's ThreadPool: they take turns
+        from ipy_parallel.backends import pool_class
+        from ipy_parallel.ipython.session import Pools
+        backend = {backend!r}
+    """
+    warmed, _ = run_script(
+        header
+        + """
+        pools = Pools()
+        pools.warm(backend, 2)
+        before = set(sys.modules)  # the pool is still starting, in its thread
+        pools.get(backend, 2)  # waits for it
+        print(sorted(set(sys.modules) - before))
+        pools.close()
+    """
+    )
+    assert warmed.returncode == 0 and warmed.stdout.strip() == "[]", (warmed.stdout, warmed.stderr)
+    prepared, _ = run_script(
+        header
+        + """
+        pool_class(backend).prepare()
+        before = set(sys.modules)
+        with pool_class(backend)(2) as pool:
+            pool.run("")
+        print(sorted(set(sys.modules) - before))
+    """
+    )
+    assert prepared.returncode == 0 and prepared.stdout.strip() == "[]", (prepared.stdout, prepared.stderr)
+
+
 def test_fork_or_exit_while_a_pool_warms_is_safe(run_script):
     proc, _ = run_script("""
         import os

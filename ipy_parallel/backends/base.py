@@ -73,6 +73,15 @@ class BasePool:
         self._last_timeline: Callable[[], RunTimeline | None] = lambda: None
         self._engine = self._open_engine(n)
 
+    @classmethod
+    def prepare(cls) -> None:
+        """Do now, in the calling thread, what starting a pool of this backend does to this
+        interpreter's shared state: the modules it imports. Whoever starts a pool in a thread of
+        its own calls this first, from its own thread (%load_ext's warm-up does): without the
+        GIL, a module one thread adds to sys.modules while another iterates over it makes the
+        latter fail, and IPython's kernel takes set(sys.modules) as it starts. Blocks for those
+        imports; calling it again costs nothing."""
+
     # -- what a backend provides ------------------------------------------------------------
 
     def _check_size(self, n):

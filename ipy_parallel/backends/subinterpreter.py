@@ -62,6 +62,13 @@ class Pool(BasePool):
             _engine.clear_reserve()
         return {"kept": _engine.reserve_size(), "limit": _engine.reserve_limit()}
 
+    @classmethod
+    def prepare(cls) -> None:
+        """The workaround imports the engine makes in the main interpreter before any worker
+        runs (native/compat.h); see BasePool.prepare."""
+        if hasattr(_engine, "prepare_main_interpreter"):  # inside a worker, a Pool cannot start anyway
+            _engine.prepare_main_interpreter()
+
     def _lendable(self, value, what: str) -> bool:
         """Big bytes and str are copied once into each worker, straight from this interpreter's
         memory; any other buffer (memoryview, bytearray, array.array, mmap, ...) is lent in place,

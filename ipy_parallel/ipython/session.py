@@ -215,6 +215,13 @@ class Pools:
         that whoever waits for it can stop waiting at once: creating interpreters cannot be
         interrupted, and making 64 of them takes a second or more. _take_warm() adopts the pool
         under ``key``."""
+        # Here, not in that thread: it must add nothing to sys.modules while this one may iterate
+        # over it (without the GIL that fails: IPython's kernel does as it starts, while
+        # %load_ext warms the default pool; CI run 19).
+        try:
+            pool_class(backend).prepare()
+        except Exception:  # an unknown backend, a failed import: the start meets it and says so
+            pass
         started = _Start(key)
 
         def start():

@@ -38,6 +38,11 @@ class ThreadPool(BasePool):
     _kind = "ThreadPool"
     _follows_path = False  # the workers' sys.path is the caller's own
 
+    @classmethod
+    def prepare(cls) -> None:
+        """The shipped runtime the workers run, installed in this interpreter (see BasePool.prepare)."""
+        ThreadEngine.prepare()
+
     def _open_engine(self, n: int) -> ThreadEngine:
         global _said_gil
         if takes_turns() and n > 1 and not _said_gil:

@@ -288,6 +288,12 @@ class ThreadEngine(EngineBase):
 
     _kind = "ThreadPool"
 
+    @staticmethod
+    def prepare() -> None:
+        """Install the shipped runtime in this interpreter now, in the calling thread: what
+        starting an engine imports (see BasePool.prepare; ~6 ms, once)."""
+        _runtime()
+
     def __init__(self, n: int):
         super().__init__(n)
         # The worker threads take this lock too, and a KeyboardInterrupt this engine raises in one
@@ -575,12 +581,3 @@ class ThreadEngine(EngineBase):
             RuntimeWarning,
             skip_file_prefixes=(_PACKAGE,),  # the caller of run(), however deep the lifecycle
         )
-
-
-# Without the GIL, installed as this module is imported, in the importing thread, not by the
-# first pool's start, which %load_ext runs in a thread of its own: IPython's kernel takes
-# set(sys.modules) as it starts, and without the GIL that fails ("dictionary changed size during
-# iteration") if another thread adds a module meanwhile (CI run 19, 3.14t: the kernel died before
-# it replied). With the GIL that copy is atomic, and an import need not pay the ~6 ms.
-if not gil_enabled():
-    _runtime()
