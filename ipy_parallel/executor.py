@@ -148,8 +148,8 @@ class SubinterpreterExecutor(Executor):
         """Stop now, as 3.14's ProcessPoolExecutor.terminate_workers does: shut down, cancel
         the calls not yet handed to a worker, and raise KeyboardInterrupt in the running ones
         (their futures get it). A call handed to the workers that none had taken yet (a worker
-        still starting) gets BrokenSubinterpreterPool, which says the worker stopped. Every future is
-        answered. Does not block; a call stuck in C code ends in the background."""
+        still starting) gets BrokenSubinterpreterPool, which says the worker stopped. Every
+        future is answered. Does not block; a call stuck in C code ends in the background."""
         self.shutdown(wait=False, cancel_futures=True)
         with self._lock.held():
             run = self._run
