@@ -279,6 +279,10 @@ class SubinterpreterExecutor(Executor):
             if not run.done:  # stop the others, who would wait for calls forever
                 run.stop()
             results = run.results()
+            # Every worker has ended: what they answered meanwhile (one may answer as another
+            # ends, after the wait above saw nothing) is all here, and is delivered, not failed.
+            while (answer := _engine.queue_get(self._results, 0, 0)) is not None:
+                self._answer(*read_executor_message(answer))
             why = next((f"worker {r.worker_id} stopped: {r.error}" for r in results if r.error), None)
         except BaseException as exc:  # the collector must end by failing what is left, never silently
             why = f"the executor's collector failed: {exc!r}"

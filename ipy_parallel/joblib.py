@@ -14,10 +14,12 @@ warm between Parallel calls of the same n_jobs.
 
 from __future__ import annotations
 
-import os
+import sys
 import threading
+import weakref
+from concurrent.futures import CancelledError
 
-from joblib import register_parallel_backend
+from joblib import cpu_count, register_parallel_backend
 from joblib._parallel_backends import AutoBatchingMixin, FallbackToBackend, ParallelBackendBase, SequentialBackend
 
 from ._wire.protocol import not_isolated_package
@@ -30,30 +32,35 @@ __all__ = ["SubinterpreterBackend", "NAME"]
 NAME = "ipy_parallel"
 
 _lock = threading.Lock()
-_warm: SubinterpreterExecutor | None = None  # the pool the last Parallel call used, kept for the next
+_stopped: weakref.WeakSet[SubinterpreterExecutor] = weakref.WeakSet()  # let go by an abort
+_idle: tuple[SubinterpreterExecutor, list[str]] | None = None  # the warm pool no Parallel uses, and its sys.path
 
 
-def _executor(n_jobs: int) -> SubinterpreterExecutor:
-    """A running executor of ``n_jobs`` workers: the warm one if it has that many and still works
-    (a fork of this process ends every pool), else a new one (the old one ends in the background)."""
-    global _warm
+def _take(n_jobs: int) -> SubinterpreterExecutor:
+    """A running executor of ``n_jobs`` workers for one Parallel call, its own until _give_back():
+    the warm one if it has that many, still works (a fork of this process ends every pool) and
+    started with today's sys.path (its workers got the path once, as they started), else a new
+    one. Two Parallel calls alive at once (a generator not yet consumed, another thread) each
+    have a pool: an abort of one interrupts its own calls, never the other's."""
+    global _idle
     with _lock:
-        old = _warm
-        if old is not None and old.max_workers == n_jobs and old.broken is None:
-            return old
-        _warm = SubinterpreterExecutor(n_jobs)
+        idle, _idle = _idle, None
+    if idle is not None:
+        executor, path = idle
+        if executor.max_workers == n_jobs and executor.broken is None and path == sys.path:
+            return executor
+        executor.shutdown(wait=False)  # ends in the background
+    return SubinterpreterExecutor(n_jobs)
+
+
+def _give_back(executor: SubinterpreterExecutor, path: list[str]) -> None:
+    """A Parallel call is done with ``executor``: kept warm for the next one (the one kept
+    before it, if any, ends in the background)."""
+    global _idle
+    with _lock:
+        old, _idle = _idle, (executor, path)
     if old is not None:
-        old.shutdown(wait=False)
-    return _warm
-
-
-def _discard(executor: SubinterpreterExecutor) -> None:
-    """Interrupt ``executor``'s calls and let it go (the next Parallel call starts a new pool)."""
-    global _warm
-    with _lock:
-        if _warm is executor:
-            _warm = None
-    executor.terminate_workers()
+        old[0].shutdown(wait=False)
 
 
 class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
@@ -77,6 +84,8 @@ class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._executor: SubinterpreterExecutor | None = None
+        self._path: list[str] = []  # sys.path as this call's executor was taken
+        self._n_jobs = 1
         self.parallel = None
 
     def effective_n_jobs(self, n_jobs):
@@ -84,8 +93,8 @@ class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         if n_jobs is None:
             return 1
-        if n_jobs < 0:
-            n_jobs = max((os.cpu_count() or 1) + 1 + n_jobs, 1)
+        if n_jobs < 0:  # joblib's count: the CPUs this process may use (affinity, a container's quota)
+            return min(max(cpu_count() + 1 + n_jobs, 1), MAX_WORKERS)
         if n_jobs > MAX_WORKERS:
             raise ValueError(f"n_jobs={n_jobs}: the backend {NAME!r} runs at most {MAX_WORKERS} sub-interpreters")
         return n_jobs
@@ -94,17 +103,23 @@ class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
         n_jobs = self.effective_n_jobs(n_jobs)
         if n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
-        self.parallel = parallel
-        self._executor = _executor(n_jobs)
+        self.parallel, self._n_jobs = parallel, n_jobs
+        if self._executor is None:  # a Parallel used as a context manager configures once
+            self._path = list(sys.path)
+            self._executor = _take(n_jobs)
         return n_jobs
 
     def submit(self, func, callback=None):
         """Send a batch (joblib's BatchedCalls) as its plain calls; returns its Future."""
+        if self._executor is None:  # another Parallel of this backend (one parallel_config) aborted
+            self._path = list(sys.path)
+            self._executor = _take(self._n_jobs)
         try:
             future = self._executor.submit(call_each, func.items)
-        except RuntimeError:  # BrokenSubinterpreterPool (a worker died), or shut down by an abort
-            _discard(self._executor)
+        except RuntimeError:  # BrokenSubinterpreterPool (a worker died)
+            self._discard()
             raise
+        future.ipy_parallel_executor = self._executor  # for retrieve_result_callback
         if callback is not None:
             future.add_done_callback(callback)
         return future
@@ -112,6 +127,17 @@ class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
     def retrieve_result_callback(self, future):
         try:
             return future.result()
+        except (CancelledError, KeyboardInterrupt):
+            if getattr(future, "ipy_parallel_executor", None) not in _stopped:
+                raise
+            # Read only by a Parallel that did not abort (one that did raises its own error):
+            # another one of this backend object, in the same parallel_config block, did.
+            raise RuntimeError(
+                "this call was stopped because another Parallel call in the same parallel_config block "
+                "was aborted (a call's exception, Ctrl-C, or a return_as='generator' result dropped "
+                "before its end), and they share one backend object and its pool. Run them one after "
+                "another, or give each a backend of its own: Parallel(backend='ipy_parallel', n_jobs=...)"
+            ) from None
         except ImportError as exc:
             package = not_isolated_package(exc)
             if package is None:
@@ -120,15 +146,22 @@ class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
             raise ImportError(str(exc).replace(NOT_ISOLATED_ADVICE, advice), name=package) from None
 
     def abort_everything(self, ensure_ready=True):
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            _discard(executor)
+        """Interrupt this call's running calls and let its pool go (the next takes a new one)."""
+        self._discard()
         if ensure_ready and self.parallel is not None:
             self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel)
 
     def terminate(self):
-        self._executor = None  # the pool stays warm for the next Parallel call
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            _give_back(executor, self._path)  # warm for the next Parallel call
         self.reset_batch_stats()
+
+    def _discard(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            _stopped.add(executor)
+            executor.terminate_workers()
 
 
 register_parallel_backend(NAME, SubinterpreterBackend)

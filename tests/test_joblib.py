@@ -118,6 +118,60 @@ def test_n_jobs_one_runs_here_minus_one_on_every_core_and_too_many_says_the_limi
         Parallel()(delayed(abs)(-x) for x in range(10))
 
 
+def test_n_jobs_minus_one_counts_the_cpus_this_process_may_use_as_joblib_does():
+    from ipy_parallel.backends.inputs import MAX_WORKERS
+    from ipy_parallel.joblib import SubinterpreterBackend
+
+    backend = SubinterpreterBackend()
+    assert backend.effective_n_jobs(-1) == min(joblib.cpu_count(), MAX_WORKERS)
+    assert backend.effective_n_jobs(-1_000) == 1
+    assert backend.effective_n_jobs(-(10**6)) == 1 and backend.effective_n_jobs(None) == 1
+
+
+def test_a_parallel_that_fails_leaves_another_one_alive_at_the_same_time_running():
+    own = {"backend": "ipy_parallel", "n_jobs": 2}  # each Parallel a backend object of its own
+    # One call each, so that a pool of 2 shared by both (as it was) would run them at once.
+    alive = Parallel(**own, return_as="generator")(delayed(helper_tasks.spin)(0.5) for _ in range(1))
+    time.sleep(0.1)  # its call is running
+    with pytest.raises(ValueError, match="the first call failed"):  # its abort interrupts its own pool
+        Parallel(**own)(delayed(helper_tasks.fail_on_first)(i) for i in range(1))
+    assert list(alive) == [0.5]  # not a KeyboardInterrupt nobody pressed, nor a CancelledError
+
+
+def test_in_one_parallel_config_block_an_abort_that_stops_another_parallel_says_so():
+    # One parallel_config block gives every Parallel in it the same backend object: joblib's own
+    # design (a loky pool is shared the same way), so an abort stops the pool they share.
+    with parallel_config(**BACKEND):
+        alive = Parallel(return_as="generator")(delayed(helper_tasks.spin)(0.5) for _ in range(1))
+        time.sleep(0.1)  # its call is running, and the pool's other worker is free
+        with pytest.raises(ValueError, match="the first call failed"):
+            Parallel()(delayed(helper_tasks.fail_on_first)(i) for i in range(1))
+        with pytest.raises(RuntimeError, match="another Parallel call in the same parallel_config block"):
+            list(alive)
+        assert Parallel()(delayed(abs)(-x) for x in range(4)) == [0, 1, 2, 3]  # and the next one runs
+
+
+def test_a_generator_cell_run_again_drops_the_old_generator_without_stopping_the_new_one():
+    import gc
+
+    own = {"backend": "ipy_parallel", "n_jobs": 2, "return_as": "generator"}
+    results = Parallel(**own)(delayed(helper_tasks.spin)(0.2) for _ in range(6))
+    assert next(results) == 0.2
+    results = Parallel(**own)(delayed(helper_tasks.spin)(0.2) for _ in range(6))  # the cell again
+    gc.collect()  # the old one is aborted as it goes
+    assert list(results) == [0.2] * 6
+
+
+def test_a_module_on_a_path_added_after_the_pool_started_is_found(tmp_path, monkeypatch):
+    with parallel_config(**BACKEND):
+        assert Parallel()(delayed(abs)(-x) for x in range(4)) == [0, 1, 2, 3]  # the pool is warm
+        (tmp_path / "added_later.py").write_text("def triple(x):\n    return 3 * x\n", encoding="utf-8")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        from added_later import triple
+
+        assert Parallel()(delayed(triple)(x) for x in range(4)) == [0, 3, 6, 9]
+
+
 def test_load_ext_registers_the_backend_when_joblib_is_first_imported_without_importing_it_itself():
     done = python(
         "-c",
