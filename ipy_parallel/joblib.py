@@ -105,15 +105,13 @@ class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         self.parallel, self._n_jobs = parallel, n_jobs
         if self._executor is None:  # a Parallel used as a context manager configures once
-            self._path = list(sys.path)
-            self._executor = _take(n_jobs)
+            self._take()
         return n_jobs
 
     def submit(self, func, callback=None):
         """Send a batch (joblib's BatchedCalls) as its plain calls; returns its Future."""
         if self._executor is None:  # another Parallel of this backend (one parallel_config) aborted
-            self._path = list(sys.path)
-            self._executor = _take(self._n_jobs)
+            self._take()
         try:
             future = self._executor.submit(call_each, func.items)
         except RuntimeError:  # BrokenSubinterpreterPool (a worker died)
@@ -156,6 +154,10 @@ class SubinterpreterBackend(AutoBatchingMixin, ParallelBackendBase):
         if executor is not None:
             _give_back(executor, self._path)  # warm for the next Parallel call
         self.reset_batch_stats()
+
+    def _take(self) -> None:
+        self._path = list(sys.path)
+        self._executor = _take(self._n_jobs)
 
     def _discard(self) -> None:
         executor, self._executor = self._executor, None
